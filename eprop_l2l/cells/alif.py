@@ -1,0 +1,110 @@
+"""Adaptive LIF neurons (LSNN; Bellec et al. 2020, Methods eqs. 8-10):
+
+    a_j^t = ρ a_j^{t-1} + z_j^{t-1},   A_j^t = v_th + β_j a_j^t,   z_j^t = H((v_j^t − A_j^t)/v_th)
+
+with the LIF membrane of :mod:`.spiking` (reset subtracts the baseline v_th). ``n_adaptive`` of the ``n_rec``
+neurons (the last ones) adapt with ``beta``; the rest have β = 0, so one cell holds LIF/ALIF mixtures.
+
+Eligibility (h = (v, a); the adaptation keeps its dependence on the neuron's own spike):
+
+    ε_v^t = F_α(s·pre)^t,  ε_a^t = ψ^{t-1} ε_v^{t-1} + (ρ − β ψ^{t-1}) ε_a^{t-1},  e^t = ψ^t (ε_v^t − β ε_a^t)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from ..errors import ConfigError, require_count, require_positive
+from .base import Params
+from .filters import anticausal_filter
+from .linalg import outer
+from .spiking import SpikingNeurons
+
+
+class ALIFState(NamedTuple):
+    v: torch.Tensor  # membrane potential v^t
+    a: torch.Tensor  # threshold adaptation a^t
+    z: torch.Tensor  # spikes z^t
+    ref: torch.Tensor  # refractory counter after step t
+
+
+class ALIFTrace(NamedTuple):
+    pre_trace: torch.Tensor  # ε_v = F_α(s·pre)  [B, n_pre]
+    eps_a: torch.Tensor  # adaptation component of the eligibility vector  [B, n_rec, n_pre]
+    psi: torch.Tensor  # ψ of the previous step  [B, n_rec]
+
+
+@dataclass(frozen=True)
+class ALIF(SpikingNeurons):
+    tau_a: float = 200.0
+    beta: float = 0.07
+    n_adaptive: int | None = None  # None: all neurons adapt
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_positive("alif.tau_a", self.tau_a)
+        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not math.isfinite(self.beta):
+            raise ConfigError("alif.beta", f"must be a finite number, got {self.beta!r}")
+        if self.n_adaptive is not None:
+            require_count("alif.n_adaptive", self.n_adaptive, minimum=0)
+            if self.n_adaptive > self.n_rec:
+                raise ConfigError("alif.n_adaptive", f"must be <= n_rec={self.n_rec}, got {self.n_adaptive}")
+
+    @property
+    def rho(self) -> float:
+        return math.exp(-self.dt / self.tau_a)
+
+    def beta_vector(self, like: torch.Tensor) -> torch.Tensor:
+        n_adaptive = self.n_rec if self.n_adaptive is None else self.n_adaptive
+        beta = torch.zeros(self.n_rec, dtype=like.dtype, device=like.device)
+        beta[self.n_rec - n_adaptive :] = self.beta
+        return beta
+
+    def init_state(self, batch: int, dtype=torch.float32, device=None) -> ALIFState:
+        zeros = torch.zeros(batch, self.n_rec, dtype=dtype, device=device)
+        return ALIFState(zeros, zeros, zeros, zeros)
+
+    def step_current(self, params: Params, state: ALIFState, i_in: torch.Tensor, paths: str = "full"):
+        a = self.rho * state.a + state.z  # own spike: kept on every gradient path
+        v = self._membrane(params, state.v, state.z, i_in, paths)
+        z, ref = self._fire(v, self.v_th + self.beta_vector(v) * a, state.ref)
+        return ALIFState(v, a, z, ref), z
+
+    def psi(self, params: Params, prev_state: ALIFState, state: ALIFState) -> torch.Tensor:
+        return self._psi(state.v, self.v_th + self.beta_vector(state.v) * state.a, prev_state.ref)
+
+    # --- closed-form e-prop -------------------------------------------------------------------------------
+    def trace_init(self, params: Params, state: ALIFState, n_pre: int) -> ALIFTrace:
+        b = state.v.shape[0]
+        pre = torch.zeros(b, n_pre, dtype=state.v.dtype, device=state.v.device)
+        return ALIFTrace(pre, torch.zeros(b, self.n_rec, n_pre, dtype=pre.dtype, device=pre.device), torch.zeros_like(state.v))
+
+    def trace_step(self, params: Params, trace: ALIFTrace, prev_state: ALIFState, state: ALIFState, pre):
+        beta = self.beta_vector(state.v)
+        eps_a = outer(trace.psi, trace.pre_trace) + ((self.rho - beta * trace.psi).unsqueeze(-1)) * trace.eps_a
+        pre_trace = self.alpha * trace.pre_trace + self.input_scale * pre
+        psi = self.psi(params, prev_state, state)
+        e = psi.unsqueeze(-1) * (pre_trace.unsqueeze(-2) - beta.unsqueeze(-1) * eps_a)
+        return ALIFTrace(pre_trace, eps_a, psi), e
+
+    def adjoint(self, params: Params, prev_states: ALIFState, states: ALIFState, signal: torch.Tensor):
+        """Reverse-time adjoint of the 2×2 per-neuron recursion:
+
+        λ_a^t = −β ψ^t S^t + (ρ − β ψ^t) λ_a^{t+1},   λ_v^t = ψ^t (S^t + λ_a^{t+1}) + α λ_v^{t+1},   g = s·λ_v
+        """
+        psi = self.psi(params, prev_states, states)
+        beta = self.beta_vector(psi)
+        decay = self.rho - beta * psi
+        drive = -beta * psi * signal
+        lam_a_next = torch.zeros_like(signal[:, 0])
+        lam_a_next_seq = []
+        for t in range(signal.shape[1] - 1, -1, -1):
+            lam_a_next_seq.append(lam_a_next)
+            lam_a_next = drive[:, t] + decay[:, t] * lam_a_next
+        lam_a_next_seq.reverse()
+        lam_a_next = torch.stack(lam_a_next_seq, 1)
+        return self.input_scale * anticausal_filter(psi * (signal + lam_a_next), self.alpha)

@@ -1,0 +1,114 @@
+"""The contract every recurrent cell fulfils, and the closed-form e-prop pieces shared by cells whose
+eligibility trace factorises.
+
+A cell is a frozen dataclass of hyper-parameters (never learned tensors). It provides
+
+* ``init_params(generator, dtype) -> dict[str, Tensor]`` — ``w_in [rows, n_in]``, ``w_rec [rows, n_rec]``
+  (+ ``bias [rows]`` for cells that have one). Any of them may carry a leading task dimension (fast weights).
+* ``init_state(batch, dtype, device) -> State`` — an immutable record (NamedTuple) of ``[B, n_rec]`` tensors.
+* ``input_current(params, x)`` and ``step_current(params, state, i_in, paths="full") -> (state, out)`` and
+  the composition ``step(params, state, x, paths="full")``: the single source of truth of the dynamics.
+  ``paths`` selects which gradient paths of the previous outputs exist (values are never changed):
+  ``"full"`` all of them (exact RTRL/BPTT); ``"no_reset"`` the spike that resets a neuron acts on its own
+  membrane as a constant; ``"local"`` additionally previous outputs reach *other* neurons as constants — the
+  convention of e-prop's eligibility traces (Bellec et al. 2020, Suppl. S1.1). Dependencies internal to a
+  neuron other than the reset (ALIF adaptation) are always kept.
+* ``output(state)`` — what the neuron sends to others and to the readout (spikes z, LSTM h, rate φ(h)).
+* closed-form e-prop: ``trace_init``, ``trace_step`` (online, causal: eligibility vector ε ← D ε + ∂h/∂W and
+  the trace e = ∂z/∂h · ε for one weight group with presynaptic signal ``pre``) and ``adjoint`` (fused, whole
+  trial: the per-neuron factor g with ``Σ_t S_j^t e_ji^t = Σ_t g_j^t pre_i^t``).
+* ``rows_per_neuron``: weight rows belonging to one neuron (4 for LSTM gates, else 1), ``self_connections``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+from ..errors import ConfigError
+from .filters import anticausal_filter
+from .linalg import linear, outer
+
+GRADIENT_PATHS = ("full", "no_reset", "local")
+
+Params = dict[str, torch.Tensor]
+
+
+def gaussian(shape, scale: float, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """N(0, 1)·scale drawn from an explicit generator (every random draw in the package goes through one)."""
+    return torch.randn(*shape, generator=generator, dtype=dtype) * scale
+
+
+def stack_states(states: list[NamedTuple], dim: int = 1) -> NamedTuple:
+    """List of per-step records → one record of ``[B, T, ...]`` tensors."""
+    cls = type(states[0])
+    return cls(*(torch.stack(field, dim) for field in zip(*states)))
+
+
+def shift_states(initial: NamedTuple, states: NamedTuple) -> NamedTuple:
+    """The records of the previous step for a stacked trajectory: ``[initial, states[:, :-1]]``."""
+    cls = type(states)
+    return cls(*(torch.cat([i.unsqueeze(1), s[:, :-1]], 1) for i, s in zip(initial, states)))
+
+
+class RecurrentCell:
+    """Shared plumbing: the step is the input current followed by the state update."""
+
+    rows_per_neuron: int = 1
+    self_connections: bool = True
+
+    def input_current(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return self.input_scale * linear(params["w_in"], x)
+
+    def step(self, params: Params, state, x: torch.Tensor, paths: str = "full"):
+        return self.step_current(params, state, self.input_current(params, x), paths)
+
+    @property
+    def input_scale(self) -> float:
+        return 1.0
+
+
+class FactorisedTraceCell(RecurrentCell):
+    """Cells with one state variable per neuron whose own leak is a constant ``alpha``.
+
+    ε_ji^t = α ε_ji^{t-1} + s·pre_i^t  and  e_ji^t = ψ_j^t ε_ji^t: the eligibility vector is the presynaptic
+    trace ``F_α(s·pre)`` alone, so the online state is O(B·n_pre) and the fused adjoint is ``s·F_α^rev(ψ S)``.
+    Subclasses give ``alpha``, ``input_scale`` and ``psi(params, prev_state, state)``.
+    """
+
+    def trace_init(self, params: Params, state, n_pre: int) -> Any:
+        return torch.zeros(state[0].shape[0], n_pre, dtype=state[0].dtype, device=state[0].device)
+
+    def trace_step(self, params: Params, trace, prev_state, state, pre: torch.Tensor):
+        trace = self.alpha * trace + self.input_scale * pre
+        return trace, outer(self.psi(params, prev_state, state), trace)
+
+    def adjoint(self, params: Params, prev_states, states, signal: torch.Tensor) -> torch.Tensor:
+        psi = self.psi(params, prev_states, states)
+        return self.input_scale * anticausal_filter(psi * signal, self.alpha)
+
+
+def expand_rows(cell, signal: torch.Tensor) -> torch.Tensor:
+    """Per-neuron signal ``[..., n_rec]`` → per weight row ``[..., rows_per_neuron·n_rec]`` (gate-major rows)."""
+    k = cell.rows_per_neuron
+    return signal if k == 1 else torch.cat([signal] * k, -1)
+
+
+def mask_self_connections(cell, name: str, grad: torch.Tensor) -> torch.Tensor:
+    """Recurrent spiking weights have no self-connections: their diagonal is not a parameter."""
+    if name != "w_rec" or cell.self_connections:
+        return grad
+    n = grad.shape[-1]
+    return grad * (1.0 - torch.eye(n, dtype=grad.dtype, device=grad.device))
+
+
+def check_params(cell, params: Params) -> None:
+    """Shape check with a message naming the tensor: a wrong fast-weight shape fails before any compute."""
+    rows = cell.rows_per_neuron * cell.n_rec
+    for key, cols in (("w_in", cell.n_in), ("w_rec", cell.n_rec)):
+        if key not in params:
+            raise ConfigError(f"params.{key}", "missing")
+        if tuple(params[key].shape[-2:]) != (rows, cols):
+            raise ConfigError(f"params.{key}", f"expected trailing shape {(rows, cols)}, got {tuple(params[key].shape)}")
+

@@ -1,0 +1,33 @@
+"""Leaky integrate-and-fire neurons (Bellec et al. 2020, Methods eqs. 6-7); the dynamics are in
+:mod:`.spiking`, the e-prop trace is the factorised one: e_ji^t = ψ_j^t · F_α(s·pre)_i^t."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from .base import FactorisedTraceCell, Params
+from .spiking import SpikingNeurons
+
+
+class LIFState(NamedTuple):
+    v: torch.Tensor  # membrane potential v^t
+    z: torch.Tensor  # spikes z^t
+    ref: torch.Tensor  # refractory counter after step t (float, carries no gradient)
+
+
+@dataclass(frozen=True)
+class LIF(FactorisedTraceCell, SpikingNeurons):
+    def init_state(self, batch: int, dtype=torch.float32, device=None) -> LIFState:
+        zeros = torch.zeros(batch, self.n_rec, dtype=dtype, device=device)
+        return LIFState(zeros, zeros, zeros)
+
+    def step_current(self, params: Params, state: LIFState, i_in: torch.Tensor, paths: str = "full"):
+        v = self._membrane(params, state.v, state.z, i_in, paths)
+        z, ref = self._fire(v, self.v_th, state.ref)
+        return LIFState(v, z, ref), z
+
+    def psi(self, params: Params, prev_state: LIFState, state: LIFState) -> torch.Tensor:
+        return self._psi(state.v, self.v_th, prev_state.ref)

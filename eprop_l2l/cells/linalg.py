@@ -1,0 +1,41 @@
+"""Shape helpers shared by every cell and rule: shared weights ``[rows, n]`` or per-task fast weights
+``[batch, rows, n]`` act the same way, and weight updates are contracted over time in one matrix product."""
+
+from __future__ import annotations
+
+import torch
+
+
+def is_per_task(w: torch.Tensor) -> bool:
+    """Per-task fast weights carry a leading task (batch) dimension."""
+    return w.dim() == 3
+
+
+def linear(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``W x`` for x of shape ``[B, n]`` or ``[B, T, n]``; w of shape ``[rows, n]`` or ``[B, rows, n]``."""
+    if not is_per_task(w):
+        return x @ w.mT
+    if x.dim() == 2:
+        return (w @ x.unsqueeze(-1)).squeeze(-1)
+    return x @ w.mT
+
+
+def contract_time(post: torch.Tensor, pre: torch.Tensor, per_task: bool) -> torch.Tensor:
+    """``Σ_t post_j^t pre_i^t`` from ``[B, T, rows]`` and ``[B, T, n]`` factors.
+
+    ``per_task`` keeps one matrix per batch element ``[B, rows, n]`` (fast weights), otherwise the sum over the
+    batch is returned ``[rows, n]``. Either way it is one batched matrix product: memory O(B·T·(rows+n)).
+    """
+    if per_task:
+        return post.mT @ pre
+    return post.flatten(0, 1).mT @ pre.flatten(0, 1)
+
+
+def outer(post: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+    """Per-step outer product ``[B, rows] × [B, n] → [B, rows, n]``."""
+    return post.unsqueeze(-1) * pre.unsqueeze(-2)
+
+
+def no_self_mask(n: int, dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:
+    """1 off the diagonal, 0 on it: recurrent spiking weights have no self-connections."""
+    return 1.0 - torch.eye(n, dtype=dtype, device=device)

@@ -1,0 +1,83 @@
+"""What LIF and ALIF neurons share (Bellec et al. 2020 "new" convention, δt = 1 ms):
+
+    v_j^t = α v_j^{t-1} + s·(Σ_{i≠j} W^rec_ji z_i^{t-1} + Σ_i W^in_ji x_i^t) − v_th z_j^{t-1}
+    z_j^t = H((v_j^t − A_j^t) / v_th),  blocked while the refractory counter is > 0
+
+``s`` is 1 (new convention) or 1 − α (``input_scaling="old"``, the LightLIF convention). The reset subtracts
+the baseline threshold one step after the spike. The refractory counter follows the authors' code:
+``ref ← clip(ref + n_ref·z − 1, 0, n_ref)``, so with n_ref = 5 a neuron is silent for the 4 steps after a
+spike. The pseudo-derivative ψ = ∂z/∂v = (γ/v_th)·pd((v − A)/v_th) is zero while refractory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import require_choice, require_count, require_positive
+from .base import Params, RecurrentCell, gaussian
+from .linalg import linear
+from .spike import pseudo_derivative, spike, validate_surrogate
+
+
+@dataclass(frozen=True)
+class SpikingNeurons(RecurrentCell):
+    n_in: int
+    n_rec: int
+    tau_m: float = 20.0
+    v_th: float = 0.6
+    n_ref: int = 5
+    gamma_pd: float = 0.3
+    surrogate: str = "triangle"
+    input_scaling: str = "new"
+    dt: float = 1.0
+
+    self_connections = False
+
+    def __post_init__(self):
+        name = type(self).__name__.lower()
+        require_count(f"{name}.n_in", self.n_in)
+        require_count(f"{name}.n_rec", self.n_rec)
+        require_positive(f"{name}.tau_m", self.tau_m)
+        require_positive(f"{name}.v_th", self.v_th)
+        require_count(f"{name}.n_ref", self.n_ref, minimum=0)
+        require_positive(f"{name}.dt", self.dt)
+        require_choice(f"{name}.input_scaling", self.input_scaling, ("new", "old"))
+        validate_surrogate(name, self.gamma_pd, self.surrogate)
+
+    @property
+    def alpha(self) -> float:
+        return math.exp(-self.dt / self.tau_m)
+
+    @property
+    def input_scale(self) -> float:
+        return 1.0 - self.alpha if self.input_scaling == "old" else 1.0
+
+    def init_params(self, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Params:
+        """W^in ~ N(0,1)/√n_in, W^rec ~ N(0,1)/√n_rec with zero diagonal (the IGITUGraz initialisation)."""
+        w_in = gaussian((self.n_rec, self.n_in), 1.0 / math.sqrt(self.n_in), generator, dtype)
+        w_rec = gaussian((self.n_rec, self.n_rec), 1.0 / math.sqrt(self.n_rec), generator, dtype)
+        w_rec = w_rec * (1.0 - torch.eye(self.n_rec, dtype=dtype))
+        return {"w_in": w_in, "w_rec": w_rec}
+
+    def output(self, state) -> torch.Tensor:
+        return state.z
+
+    def _membrane(self, params: Params, v_prev, z_prev, i_in, paths: str) -> torch.Tensor:
+        z_other = z_prev.detach() if paths == "local" else z_prev
+        z_reset = z_prev.detach() if paths != "full" else z_prev
+        return self.alpha * v_prev + i_in + self.input_scale * linear(params["w_rec"], z_other) - self.v_th * z_reset
+
+    def _fire(self, v: torch.Tensor, threshold, ref_prev: torch.Tensor):
+        blocked = ref_prev > 0
+        z = torch.where(blocked, torch.zeros_like(v), spike((v - threshold) / self.v_th, self.gamma_pd, self.surrogate))
+        ref = torch.clamp(ref_prev + self.n_ref * z.detach() - 1.0, 0.0, float(self.n_ref))
+        return z, ref
+
+    def _psi(self, v: torch.Tensor, threshold, ref_prev: torch.Tensor) -> torch.Tensor:
+        """∂z/∂v at the step whose refractory counter *before* firing is ``ref_prev``."""
+        psi = pseudo_derivative((v - threshold) / self.v_th, self.gamma_pd, self.surrogate) / self.v_th
+        return torch.where(ref_prev > 0, torch.zeros_like(psi), psi)
+

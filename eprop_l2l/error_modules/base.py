@@ -1,0 +1,38 @@
+"""What a learning-signal source may see, and the interface every source implements.
+
+A source maps, step by step, what is available at step t to a learning signal L^t ∈ R^{B × n_rec}:
+
+* ``init_state(batch, dtype, device)`` → its own recurrent state (``None`` for memoryless feedback);
+* ``step(params, state, obs) -> (state, L_t)`` — the causal, online form used by online e-prop and hardware;
+* ``sequence(params, obs) -> L [B, T, n_rec]`` — the same signals for a whole trial (fused execution). The
+  default implementation iterates ``step``; memoryless sources override it with one tensor operation.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class Observation(NamedTuple):
+    """Per step ``[B, ·]`` or per trial ``[B, T, ·]``; a source reads only the fields it needs."""
+
+    error: torch.Tensor  # ∂E/∂y^t, the network's output error
+    output: torch.Tensor  # y^t
+    target: torch.Tensor  # y*^t
+    spikes: torch.Tensor  # z^t of the learning network
+    inputs: torch.Tensor  # x^t of the learning network
+
+
+class SignalSource:
+    def init_state(self, batch: int, dtype=torch.float32, device=None):
+        return None
+
+    def sequence(self, params, obs: Observation) -> torch.Tensor:
+        state = self.init_state(obs.error.shape[0], obs.error.dtype, obs.error.device)
+        signals = []
+        for t in range(obs.error.shape[1]):
+            state, signal = self.step(params, state, Observation(*(f[:, t] for f in obs)))
+            signals.append(signal)
+        return torch.stack(signals, 1)

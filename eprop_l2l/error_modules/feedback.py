@@ -1,0 +1,63 @@
+"""e-prop 1 learning signals: the output error broadcast through a feedback matrix, L_j^t = Σ_k B_jk err_k^t.
+
+* ``symmetric``: B = (W^out)ᵀ — with κ-filtered traces this is exactly ∂E/∂z_j^t (partial derivative);
+* ``random``: B fixed at initialisation (random broadcast alignment), ``b_fb ~ scale·N(0,1)``;
+* ``adaptive``: B starts random and receives the same update as (W^out)ᵀ plus weight decay (Bellec et al.
+  2020, TIMIT: ``readout_decay``). :meth:`Feedback.adaptive_grad` gives that update direction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..cells.base import Params, gaussian
+from ..cells.linalg import linear
+from ..errors import require_choice, require_count, require_non_negative
+from .base import Observation, SignalSource
+
+FEEDBACK_KINDS = ("symmetric", "random", "adaptive")
+
+
+@dataclass(frozen=True)
+class Feedback(SignalSource):
+    kind: str
+    n_rec: int
+    n_out: int
+    scale: float | None = None  # std of random B; default 1/√n_rec
+    decay: float = 0.0  # adaptive only: weight decay added to B's update
+
+    def __post_init__(self):
+        require_choice("feedback.kind", self.kind, FEEDBACK_KINDS)
+        require_count("feedback.n_rec", self.n_rec)
+        require_count("feedback.n_out", self.n_out)
+        require_non_negative("feedback.decay", self.decay)
+        if self.scale is not None:
+            require_non_negative("feedback.scale", self.scale)
+
+    def init_params(self, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Params:
+        if self.kind == "symmetric":
+            return {}
+        scale = 1.0 / math.sqrt(self.n_rec) if self.scale is None else self.scale
+        return {"b_fb": gaussian((self.n_rec, self.n_out), scale, generator, dtype)}
+
+    def matrix(self, params: Params) -> torch.Tensor:
+        """B ``[n_rec, n_out]`` (or ``[B, n_rec, n_out]`` with per-task readouts)."""
+        return params["w_out"].mT if self.kind == "symmetric" else params["b_fb"]
+
+    def signal(self, params: Params, error: torch.Tensor) -> torch.Tensor:
+        return linear(self.matrix(params), error)
+
+    def step(self, params: Params, state, obs: Observation):
+        return state, self.signal(params, obs.error)
+
+    def sequence(self, params: Params, obs: Observation) -> torch.Tensor:
+        return self.signal(params, obs.error)
+
+    def adaptive_grad(self, params: Params, w_out_grad: torch.Tensor) -> torch.Tensor:
+        """Update direction of the adaptive B: that of (W^out)ᵀ plus decay·B."""
+        if self.kind != "adaptive":
+            raise ValueError(f"feedback.kind: adaptive_grad needs kind 'adaptive', got {self.kind!r}")
+        return w_out_grad.mT + self.decay * params["b_fb"]

@@ -1,0 +1,115 @@
+"""e-prop, fused execution: the whole trial's weight update as a few large tensor operations.
+
+The estimate of dE/dW_ji is Σ_t L_j^t ē_ji^t + Σ_t R_j e_ji^t, with ē = F_κ(e) the readout-filtered trace and
+R the rate-regulariser signal. Two exact rewrites make it cheap (DESIGN.md, "The inner loop"):
+
+1. κ-filtering moves onto the learning signal: Σ_t L^t F_κ(e)^t = Σ_t F_κ^rev(L)^t e^t.
+2. The eligibility vector obeys a per-neuron linear recursion driven by the presynaptic signal, so its
+   adjoint g (``cell.adjoint``) is also per-neuron, and Σ_t S_j^t e_ji^t = Σ_t g_j^t pre_i^t.
+
+ΔW is then one batched matrix product of two ``[B, T, ·]`` factors (``contract_time``): memory O(B·T·N), never
+O(B·T·N²). Everything is plain autograd-tracked torch, so the outer loop differentiates through it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ..cells.base import Params, mask_self_connections
+from ..cells.filters import anticausal_filter
+from ..cells.linalg import contract_time, is_per_task
+from ..cells.simulate import Trajectory
+from ..error_modules.base import Observation
+from .losses import Loss
+from .regularization import RateRegularizer
+
+RECURRENT_WEIGHTS = ("w_in", "w_rec", "bias")
+READOUT_WEIGHTS = ("w_out", "b_out")
+DEFAULT_PLASTIC = ("w_in", "w_rec", "w_out", "b_out")
+
+
+class EpropResult(NamedTuple):
+    grads: dict[str, torch.Tensor]  # e-prop estimates of dE/dW (same sign as a gradient)
+    loss: torch.Tensor  # task loss + rate regulariser of this trial
+    outputs: torch.Tensor  # readout y [B, T, n_out]
+    trajectory: Trajectory | None  # the recorded trial (fused execution only)
+    signals: torch.Tensor | None  # learning signals L [B, T, n_rec] (fused execution only)
+
+
+def presynaptic(name: str, trajectory: Trajectory, x: torch.Tensor) -> torch.Tensor:
+    """The signal a weight group multiplies at step t: x^t (input), z^{t-1} (recurrent), 1 (bias)."""
+    if name == "w_in":
+        return x
+    if name == "w_rec":
+        return trajectory.previous_outputs()
+    return torch.ones_like(x[..., :1])
+
+
+def recurrent_grads(
+    cell,
+    params: Params,
+    trajectory: Trajectory,
+    x: torch.Tensor,
+    signals: torch.Tensor,
+    kappa: float,
+    reg_signal: torch.Tensor | None = None,
+    names: tuple[str, ...] = ("w_in", "w_rec"),
+) -> dict[str, torch.Tensor]:
+    """Fused e-prop estimates for the cell's weight groups ``names`` given the learning signals ``[B, T, n_rec]``."""
+    total = anticausal_filter(signals, kappa) if kappa > 0 else signals
+    if reg_signal is not None:
+        total = total + reg_signal
+    g = cell.adjoint(params, trajectory.previous(), trajectory.states, total)
+    grads = {}
+    for name in names:
+        pre = presynaptic(name, trajectory, x)
+        grad = contract_time(g, pre, is_per_task(params[name]))
+        grads[name] = mask_self_connections(cell, name, grad.squeeze(-1) if name == "bias" else grad)
+    return grads
+
+
+def readout_grads(readout, params: Params, z: torch.Tensor, error: torch.Tensor, names=READOUT_WEIGHTS):
+    """Exact delta rule: dE/dW^out_kj = Σ_t err_k^t F_κ(s·z_j)^t, dE/db_k = Σ_t F_κ^rev(err)^t."""
+    filtered = anticausal_filter(error, readout.kappa)
+    grads = {}
+    if "w_out" in names:
+        grads["w_out"] = readout.input_scale * contract_time(filtered, z, is_per_task(params["w_out"]))
+    if "b_out" in names and readout.bias:
+        per_task = params["b_out"].dim() == 2
+        grads["b_out"] = filtered.sum(1) if per_task else filtered.sum((0, 1))
+    return grads
+
+
+def eprop_fused(
+    network,
+    params: Params,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    loss: Loss,
+    source,
+    source_params: Params | None = None,
+    regularizer: RateRegularizer | None = None,
+    plastic: tuple[str, ...] = DEFAULT_PLASTIC,
+    kappa: float | None = None,
+) -> EpropResult:
+    """Run one trial and return e-prop's weight-update direction for ``plastic``.
+
+    ``source`` is a learning-signal source (:mod:`eprop_l2l.error_modules`); it sees ``{**params,
+    **source_params}``. ``kappa`` filters the traces (default: the readout's κ, which makes symmetric feedback
+    exact in the sense of Bellec et al. 2020; 0 disables filtering, as in e-prop 2).
+    """
+    kappa = network.readout.kappa if kappa is None else kappa
+    trajectory, y = network.run(params, x)
+    z = trajectory.outputs
+    per_task = is_per_task(params["w_rec"])
+    error = loss.error(y, target, mask)
+    signals = source.sequence({**params, **(source_params or {})}, Observation(error, y, target, z, x))
+    reg_signal = regularizer.signal(z, per_task) if regularizer is not None else None
+    value = loss.value(y, target, mask) + (regularizer.loss(z, per_task) if regularizer is not None else 0.0)
+    names = tuple(n for n in plastic if n in RECURRENT_WEIGHTS)
+    grads = recurrent_grads(network.cell, params, trajectory, x, signals, kappa, reg_signal, names)
+    grads.update(readout_grads(network.readout, params, z, error, tuple(n for n in plastic if n in READOUT_WEIGHTS)))
+    return EpropResult(grads, value, y, trajectory, signals)
