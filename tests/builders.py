@@ -1,0 +1,46 @@
+"""Shared builders for small, fully seeded networks and trials (float64 unless a test says otherwise)."""
+
+from __future__ import annotations
+
+import torch
+
+from eprop_l2l.cells.alif import ALIF
+from eprop_l2l.cells.lif import LIF
+from eprop_l2l.cells.network import RecurrentNetwork
+from eprop_l2l.cells.readout import LeakyReadout
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+def make_cell(kind: str, n_in: int = 4, n_rec: int = 7, **overrides):
+    """Small LIF / ALIF with a low threshold and short refractoriness, so that spikes, refractory steps and
+    non-zero pseudo-derivatives all occur within a few dozen steps."""
+    if kind == "lif":
+        return LIF(n_in=n_in, n_rec=n_rec, v_th=0.3, n_ref=2, **overrides)
+    if kind == "alif":
+        kw = dict(v_th=0.3, n_ref=2, tau_a=40.0, beta=0.5, n_adaptive=n_rec - 2)
+        kw.update(overrides)
+        return ALIF(n_in=n_in, n_rec=n_rec, **kw)
+    raise ValueError(kind)
+
+
+def make_trial(cell, n_out=2, batch=3, steps=40, seed=0, dtype=torch.float64, per_task=False, input_gain=0.5,
+               rec_gain=1.0):
+    """A network, its parameters (optionally distinct per-task fast weights) and one random regression trial."""
+    g = torch.Generator().manual_seed(seed)
+    network = RecurrentNetwork(cell, LeakyReadout(cell.n_rec, n_out))
+    params = network.init_params(g, dtype)
+    params["w_in"] = params["w_in"] * input_gain
+    params["w_rec"] = params["w_rec"] * rec_gain
+    params["b_out"] = 0.1 * torch.randn(n_out, generator=g, dtype=dtype)
+    if per_task:
+        params = {k: v.expand(batch, *v.shape) + 0.1 * torch.randn(batch, *v.shape, generator=g, dtype=dtype)
+                  for k, v in params.items()}
+        eye = torch.eye(cell.n_rec, dtype=dtype)
+        params["w_rec"] = params["w_rec"] * (1 - eye)
+    x = (torch.rand(batch, steps, cell.n_in, generator=g) < 0.3).to(dtype)
+    target = torch.randn(batch, steps, n_out, generator=g, dtype=dtype)
+    mask = (torch.rand(batch, steps, generator=g) < 0.8).to(dtype)
+    return network, params, x, target, mask, g
