@@ -2,6 +2,10 @@
 
 import pytest
 
+from eprop_l2l.runtime import configure_cpu
+
+configure_cpu(threads=1)
+
 
 @pytest.fixture(params=["lif", "alif"])
 def spiking_kind(request):

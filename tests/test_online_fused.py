@@ -83,6 +83,6 @@ def test_gradients_through_the_update_agree(spiking_kind):
         leaves = [*params.values(), *source_params.values()]
         return torch.autograd.grad(objective, leaves)
 
-    for fused, online in zip(outer_grads(eprop_fused), outer_grads(eprop_online)):
+    for fused, online in zip(outer_grads(eprop_fused), outer_grads(eprop_online), strict=True):
         assert fused.norm() > 0
         assert relative_error(online, fused) <= 1e-10

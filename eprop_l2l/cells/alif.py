@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 import torch
@@ -58,11 +59,19 @@ class ALIF(SpikingNeurons):
     def rho(self) -> float:
         return math.exp(-self.dt / self.tau_a)
 
+    @cached_property
+    def _beta_cache(self) -> dict:
+        return {}
+
     def beta_vector(self, like: torch.Tensor) -> torch.Tensor:
-        n_adaptive = self.n_rec if self.n_adaptive is None else self.n_adaptive
-        beta = torch.zeros(self.n_rec, dtype=like.dtype, device=like.device)
-        beta[self.n_rec - n_adaptive :] = self.beta
-        return beta
+        """β per neuron (0 for the non-adaptive ones) in ``like``'s dtype and device, built once per cell."""
+        key = (like.dtype, like.device)
+        if key not in self._beta_cache:
+            n_adaptive = self.n_rec if self.n_adaptive is None else self.n_adaptive
+            beta = torch.zeros(self.n_rec, dtype=like.dtype, device=like.device)
+            beta[self.n_rec - n_adaptive :] = self.beta
+            self._beta_cache[key] = beta
+        return self._beta_cache[key]
 
     def init_state(self, batch: int, dtype=torch.float32, device=None) -> ALIFState:
         zeros = torch.zeros(batch, self.n_rec, dtype=dtype, device=device)
@@ -81,7 +90,8 @@ class ALIF(SpikingNeurons):
     def trace_init(self, params: Params, state: ALIFState, n_pre: int) -> ALIFTrace:
         b = state.v.shape[0]
         pre = torch.zeros(b, n_pre, dtype=state.v.dtype, device=state.v.device)
-        return ALIFTrace(pre, torch.zeros(b, self.n_rec, n_pre, dtype=pre.dtype, device=pre.device), torch.zeros_like(state.v))
+        eps_a = torch.zeros(b, self.n_rec, n_pre, dtype=pre.dtype, device=pre.device)
+        return ALIFTrace(pre, eps_a, torch.zeros_like(state.v))
 
     def trace_step(self, params: Params, trace: ALIFTrace, prev_state: ALIFState, state: ALIFState, pre):
         beta = self.beta_vector(state.v)

@@ -43,13 +43,13 @@ def gaussian(shape, scale: float, generator: torch.Generator, dtype: torch.dtype
 def stack_states(states: list[NamedTuple], dim: int = 1) -> NamedTuple:
     """List of per-step records → one record of ``[B, T, ...]`` tensors."""
     cls = type(states[0])
-    return cls(*(torch.stack(field, dim) for field in zip(*states)))
+    return cls(*(torch.stack(field, dim) for field in zip(*states, strict=True)))
 
 
 def shift_states(initial: NamedTuple, states: NamedTuple) -> NamedTuple:
     """The records of the previous step for a stacked trajectory: ``[initial, states[:, :-1]]``."""
     cls = type(states)
-    return cls(*(torch.cat([i.unsqueeze(1), s[:, :-1]], 1) for i, s in zip(initial, states)))
+    return cls(*(torch.cat([i.unsqueeze(1), s[:, :-1]], 1) for i, s in zip(initial, states, strict=True)))
 
 
 class RecurrentCell:
@@ -110,5 +110,6 @@ def check_params(cell, params: Params) -> None:
         if key not in params:
             raise ConfigError(f"params.{key}", "missing")
         if tuple(params[key].shape[-2:]) != (rows, cols):
-            raise ConfigError(f"params.{key}", f"expected trailing shape {(rows, cols)}, got {tuple(params[key].shape)}")
+            shape = tuple(params[key].shape)
+            raise ConfigError(f"params.{key}", f"expected trailing shape {(rows, cols)}, got {shape}")
 

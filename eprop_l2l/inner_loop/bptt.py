@@ -32,4 +32,4 @@ def bptt_grads(network, params: Params, x, target, mask, loss: Loss, regularizer
     leaves = {n: params[n] if params[n].requires_grad else params[n].detach().requires_grad_() for n in names}
     value = trial_loss(network, {**params, **leaves}, x, target, mask, loss, regularizer, paths)
     grads = torch.autograd.grad(value, list(leaves.values()), create_graph=create_graph)
-    return {n: mask_self_connections(network.cell, n, g) for n, g in zip(names, grads)}, value
+    return {n: mask_self_connections(network.cell, n, g) for n, g in zip(names, grads, strict=True)}, value

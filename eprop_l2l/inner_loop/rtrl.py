@@ -50,7 +50,7 @@ def rtrl_grads(network, params: Params, x, target, mask, loss: Loss, regularizer
     n_cell = len(state0)
 
     def transition(theta_, s_, x_t):
-        p = {**fixed, **dict(zip(names, unravel_theta(theta_)))}
+        p = {**fixed, **dict(zip(names, unravel_theta(theta_), strict=True))}
         fields = unravel_s(s_)
         state, z = cell.step(p, state_type(*fields[:n_cell]), x_t)
         y = readout.step(p, fields[n_cell], z)
@@ -87,5 +87,5 @@ def rtrl_grads(network, params: Params, x, target, mask, loss: Loss, regularizer
         signal = regularizer.signal(z, per_task).expand(z.shape[0], 1, z.shape[2])[:, 0]  # [B, N]
         grad = grad + signal.reshape(-1) @ spike_sensitivity
         value = value + regularizer.loss(z, per_task)
-    grads = dict(zip(names, unravel_theta(grad)))
+    grads = dict(zip(names, unravel_theta(grad), strict=True))
     return {n: mask_self_connections(cell, n, g) for n, g in grads.items()}, value

@@ -1,0 +1,85 @@
+"""Learning a task with a local rule: many trials, one weight update each (e-prop 1, or BPTT as baseline).
+
+Each iteration draws a batch from a task family (``fixed_task`` reuses one sampled batch, as in pattern
+generation), turns the trial into a weight-update direction with the chosen rule and applies it with Adam or
+plain gradient descent. The adaptive-feedback matrix, if any, follows the readout (``Feedback.adaptive_grad``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..cells.base import Params
+from ..errors import require_choice, require_count, require_positive
+from .bptt import bptt_grads
+from .eprop import eprop_fused
+from .losses import Loss
+from .metrics import classification_error, normalised_mse
+from .regularization import RateRegularizer
+
+RULES = ("eprop", "bptt")
+
+
+@dataclass(frozen=True)
+class RuleTraining:
+    rule: str = "eprop"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    n_iterations: int = 500
+    batch_size: int = 1
+    fixed_task: bool = False
+
+    def __post_init__(self):
+        require_choice("training.rule", self.rule, RULES)
+        require_choice("training.optimizer", self.optimizer, ("adam", "sgd"))
+        require_positive("training.lr", self.lr)
+        require_count("training.n_iterations", self.n_iterations)
+        require_count("training.batch_size", self.batch_size)
+
+
+def train_with_rule(network, params: Params, family, source, source_params: Params, config: RuleTraining,
+                    generator: torch.Generator, regularizer: RateRegularizer | None = None,
+                    plastic=("w_in", "w_rec", "w_out", "b_out"), callback=None) -> list[dict]:
+    """Train ``params`` (updated in place) and return one record per iteration: loss and the task metric
+    (``nmse`` for regression, ``error`` for classification)."""
+    loss = Loss(family.loss)
+    leaves = {k: v.detach().clone().requires_grad_(k in plastic) for k, v in params.items()}
+    learnable = {k: v for k, v in leaves.items() if k in plastic}
+    adaptive = getattr(source, "kind", None) == "adaptive"
+    fb = {k: v.detach().clone().requires_grad_(adaptive) for k, v in (source_params or {}).items()}
+    trained = list(learnable.values()) + ([fb["b_fb"]] if adaptive else [])
+    optimizer = (torch.optim.Adam(trained, lr=config.lr) if config.optimizer == "adam"
+                 else torch.optim.SGD(trained, lr=config.lr))
+    batch = family.sample(config.batch_size, generator) if config.fixed_task else None
+    history = []
+    for iteration in range(config.n_iterations):
+        if not config.fixed_task:
+            batch = family.sample(config.batch_size, generator)
+        with torch.no_grad():
+            if config.rule == "eprop":
+                result = eprop_fused(network, leaves, batch.inputs, batch.targets, batch.mask, loss, source, fb,
+                                     regularizer, plastic)
+                grads, value, y = result.grads, result.loss, result.outputs
+            else:
+                with torch.enable_grad():
+                    grads, value = bptt_grads(network, leaves, batch.inputs, batch.targets, batch.mask, loss,
+                                              regularizer, plastic)
+                y = network.run(leaves, batch.inputs)[1]
+        for name, tensor in learnable.items():
+            tensor.grad = grads[name]
+        if adaptive:
+            fb["b_fb"].grad = source.adaptive_grad(fb, grads["w_out"])
+        optimizer.step()
+        metric = (normalised_mse if family.loss == "mse" else classification_error)(y, batch.targets, batch.mask)
+        record = {"iteration": iteration, "loss": float(value), ("nmse" if family.loss == "mse" else "error"):
+                  float(metric)}
+        history.append(record)
+        if callback is not None:
+            callback(record)
+    for k in params:
+        params[k] = leaves[k].detach()
+    if source_params is not None:
+        source_params.update({k: v.detach() for k, v in fb.items()})
+    return history

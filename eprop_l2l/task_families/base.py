@@ -1,0 +1,110 @@
+"""What every task family provides: a :class:`TaskBatch` of trials sampled from a ``torch.Generator``.
+
+Conventions shared by all families:
+
+- one time step is ``dt`` (1 ms unless a family says otherwise), tensors are time-major after the batch axis;
+- every random draw comes from the generator passed to ``sample`` (or, for inputs that are frozen across tasks,
+  from a private generator seeded with the family's ``input_seed``), never from torch's global RNG, so the same
+  generator seed gives the same batch on any machine (draws are made on the generator's device);
+- random numbers are drawn in a fixed dtype (float32 for spikes, float64 for continuous task parameters) and
+  only the returned tensors are cast to ``dtype``, so the draws do not depend on the requested dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    """One trial for each of ``B`` tasks.
+
+    inputs:  ``[B, T, n_in]`` input spikes (0/1) to the learning network.
+    targets: ``[B, T, n_out]`` regression targets, or one-hot class targets for classification.
+    mask:    ``[B, T]`` 0/1, the time steps where the loss counts.
+    extra:   what evaluation needs (e.g. ``'label'``, a ``[B]`` long tensor, for classification).
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return self.inputs.shape[0]
+
+    @property
+    def n_steps(self) -> int:
+        return self.inputs.shape[1]
+
+
+@runtime_checkable
+class TaskFamily(Protocol):
+    """A distribution over tasks. ``loss`` is ``"mse"`` or ``"cross_entropy"``."""
+
+    n_in: int
+    n_out: int
+    n_steps: int
+    loss: str
+
+    def sample(self, batch_size: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> TaskBatch:
+        ...
+
+
+LOSSES: tuple[str, ...] = ("mse", "cross_entropy")
+
+
+class FamilyBase:
+    """Mix-in for the frozen-dataclass families: the config-key prefix and shared validation helpers."""
+
+    name: ClassVar[str]
+    loss: ClassVar[str]
+
+    def _key(self, field_name: str) -> str:
+        return f"{self.name}.{field_name}"
+
+    def _check_batch_size(self, batch_size: int) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"{self.name}.batch_size", f"must be an integer >= 1, got {batch_size!r}")
+
+
+def require_int(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, f"must be an integer, got {value!r}")
+
+
+def require_bool(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"must be true or false, got {value!r}")
+
+
+def require_probability(key: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(key, f"must lie in [0, 1], got {value!r}")
+
+
+def spike_probability(key: str, rate_hz: float, dt_ms: float) -> float:
+    """Bernoulli probability per step of a Poisson process at ``rate_hz``; it must not exceed 1."""
+    p = rate_hz * dt_ms / 1000.0
+    if p > 1.0:
+        raise ConfigError(key, f"rate {rate_hz!r} Hz gives a spike probability {p:g} > 1 per {dt_ms!r} ms step")
+    return p
+
+
+def bernoulli_spikes(prob: torch.Tensor | float, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """0/1 spikes (float32) with probability ``prob`` (broadcast to ``shape``), drawn on the generator's device."""
+    u = torch.rand(shape, generator=generator, device=generator.device, dtype=torch.float32)
+    return (u < prob).to(torch.float32)
+
+
+def generator_device(generator: torch.Generator) -> torch.device:
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    return generator.device
