@@ -30,7 +30,7 @@ class ALIFState(NamedTuple):
     v: torch.Tensor  # membrane potential v^t
     a: torch.Tensor  # threshold adaptation a^t
     z: torch.Tensor  # spikes z^t
-    ref: torch.Tensor  # refractory counter after step t
+    ref: torch.Tensor  # refractory counter in force at step t (> 0: spiking blocked)
 
 
 class ALIFTrace(NamedTuple):
@@ -78,13 +78,14 @@ class ALIF(SpikingNeurons):
         return ALIFState(zeros, zeros, zeros, zeros)
 
     def step_current(self, params: Params, state: ALIFState, i_in: torch.Tensor, paths: str = "full"):
+        ref = self._refractory(state.ref, state.z)
         a = self.rho * state.a + state.z  # own spike: kept on every gradient path
         v = self._membrane(params, state.v, state.z, i_in, paths)
-        z, ref = self._fire(v, self.v_th + self.beta_vector(v) * a, state.ref)
+        z = self._fire(v, self.v_th + self.beta_vector(v) * a, ref)
         return ALIFState(v, a, z, ref), z
 
-    def psi(self, params: Params, prev_state: ALIFState, state: ALIFState) -> torch.Tensor:
-        return self._psi(state.v, self.v_th + self.beta_vector(state.v) * state.a, prev_state.ref)
+    def psi(self, params: Params, state: ALIFState) -> torch.Tensor:
+        return self._psi(state.v, self.v_th + self.beta_vector(state.v) * state.a, state.ref)
 
     # --- closed-form e-prop -------------------------------------------------------------------------------
     def trace_init(self, params: Params, state: ALIFState, n_pre: int) -> ALIFTrace:
@@ -97,16 +98,16 @@ class ALIF(SpikingNeurons):
         beta = self.beta_vector(state.v)
         eps_a = outer(trace.psi, trace.pre_trace) + ((self.rho - beta * trace.psi).unsqueeze(-1)) * trace.eps_a
         pre_trace = self.alpha * trace.pre_trace + self.input_scale * pre
-        psi = self.psi(params, prev_state, state)
+        psi = self.psi(params, state)
         e = psi.unsqueeze(-1) * (pre_trace.unsqueeze(-2) - beta.unsqueeze(-1) * eps_a)
         return ALIFTrace(pre_trace, eps_a, psi), e
 
-    def adjoint(self, params: Params, prev_states: ALIFState, states: ALIFState, signal: torch.Tensor):
+    def adjoint(self, params: Params, trajectory, signal: torch.Tensor):
         """Reverse-time adjoint of the 2×2 per-neuron recursion:
 
         λ_a^t = −β ψ^t S^t + (ρ − β ψ^t) λ_a^{t+1},   λ_v^t = ψ^t (S^t + λ_a^{t+1}) + α λ_v^{t+1},   g = s·λ_v
         """
-        psi = self.psi(params, prev_states, states)
+        psi = self.psi(params, trajectory.states)
         beta = self.beta_vector(psi)
         decay = self.rho - beta * psi
         drive = -beta * psi * signal

@@ -15,8 +15,9 @@ A cell is a frozen dataclass of hyper-parameters (never learned tensors). It pro
   neuron other than the reset (ALIF adaptation) are always kept.
 * ``output(state)`` — what the neuron sends to others and to the readout (spikes z, LSTM h, rate φ(h)).
 * closed-form e-prop: ``trace_init``, ``trace_step`` (online, causal: eligibility vector ε ← D ε + ∂h/∂W and
-  the trace e = ∂z/∂h · ε for one weight group with presynaptic signal ``pre``) and ``adjoint`` (fused, whole
-  trial: the per-neuron factor g with ``Σ_t S_j^t e_ji^t = Σ_t g_j^t pre_i^t``).
+  the trace e = ∂z/∂h · ε for one weight group with presynaptic signal ``pre``) and
+  ``adjoint(params, trajectory, signal)`` (fused, whole trial: the per-neuron factor g with
+  ``Σ_t S_j^t e_ji^t = Σ_t g_j^t pre_i^t``).
 * ``rows_per_neuron``: weight rows belonging to one neuron (4 for LSTM gates, else 1), ``self_connections``.
 """
 
@@ -46,12 +47,6 @@ def stack_states(states: list[NamedTuple], dim: int = 1) -> NamedTuple:
     return cls(*(torch.stack(field, dim) for field in zip(*states, strict=True)))
 
 
-def shift_states(initial: NamedTuple, states: NamedTuple) -> NamedTuple:
-    """The records of the previous step for a stacked trajectory: ``[initial, states[:, :-1]]``."""
-    cls = type(states)
-    return cls(*(torch.cat([i.unsqueeze(1), s[:, :-1]], 1) for i, s in zip(initial, states, strict=True)))
-
-
 class RecurrentCell:
     """Shared plumbing: the step is the input current followed by the state update."""
 
@@ -59,7 +54,8 @@ class RecurrentCell:
     self_connections: bool = True
 
     def input_current(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        return self.input_scale * linear(params["w_in"], x)
+        current = linear(params["w_in"], x)
+        return current if self.input_scale == 1.0 else self.input_scale * current
 
     def step(self, params: Params, state, x: torch.Tensor, paths: str = "full"):
         return self.step_current(params, state, self.input_current(params, x), paths)
@@ -74,7 +70,7 @@ class FactorisedTraceCell(RecurrentCell):
 
     ε_ji^t = α ε_ji^{t-1} + s·pre_i^t  and  e_ji^t = ψ_j^t ε_ji^t: the eligibility vector is the presynaptic
     trace ``F_α(s·pre)`` alone, so the online state is O(B·n_pre) and the fused adjoint is ``s·F_α^rev(ψ S)``.
-    Subclasses give ``alpha``, ``input_scale`` and ``psi(params, prev_state, state)``.
+    Subclasses give ``alpha``, ``input_scale`` and ``psi(params, state)`` (∂z/∂h, a function of the state).
     """
 
     def trace_init(self, params: Params, state, n_pre: int) -> Any:
@@ -82,10 +78,10 @@ class FactorisedTraceCell(RecurrentCell):
 
     def trace_step(self, params: Params, trace, prev_state, state, pre: torch.Tensor):
         trace = self.alpha * trace + self.input_scale * pre
-        return trace, outer(self.psi(params, prev_state, state), trace)
+        return trace, outer(self.psi(params, state), trace)
 
-    def adjoint(self, params: Params, prev_states, states, signal: torch.Tensor) -> torch.Tensor:
-        psi = self.psi(params, prev_states, states)
+    def adjoint(self, params: Params, trajectory, signal: torch.Tensor) -> torch.Tensor:
+        psi = self.psi(params, trajectory.states)
         return self.input_scale * anticausal_filter(psi * signal, self.alpha)
 
 

@@ -15,7 +15,7 @@ from .spiking import SpikingNeurons
 class LIFState(NamedTuple):
     v: torch.Tensor  # membrane potential v^t
     z: torch.Tensor  # spikes z^t
-    ref: torch.Tensor  # refractory counter after step t (float, carries no gradient)
+    ref: torch.Tensor  # refractory counter in force at step t (> 0: spiking blocked; float, no gradient)
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,10 @@ class LIF(FactorisedTraceCell, SpikingNeurons):
         return LIFState(zeros, zeros, zeros)
 
     def step_current(self, params: Params, state: LIFState, i_in: torch.Tensor, paths: str = "full"):
+        ref = self._refractory(state.ref, state.z)
         v = self._membrane(params, state.v, state.z, i_in, paths)
-        z, ref = self._fire(v, self.v_th, state.ref)
+        z = self._fire(v, self.v_th, ref)
         return LIFState(v, z, ref), z
 
-    def psi(self, params: Params, prev_state: LIFState, state: LIFState) -> torch.Tensor:
-        return self._psi(state.v, self.v_th, prev_state.ref)
+    def psi(self, params: Params, state: LIFState) -> torch.Tensor:
+        return self._psi(state.v, self.v_th, state.ref)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import torch
 
 
-def is_per_task(w: torch.Tensor) -> bool:
-    """Per-task fast weights carry a leading task (batch) dimension."""
-    return w.dim() == 3
+def is_per_task(w: torch.Tensor, bias: bool = False) -> bool:
+    """Per-task fast weights carry a leading task (batch) dimension: ``[B, rows, n]`` (or ``[B, rows]`` for a
+    bias vector)."""
+    return w.dim() == (2 if bias else 3)
 
 
 def linear(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

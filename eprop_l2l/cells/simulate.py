@@ -7,22 +7,37 @@ from typing import NamedTuple
 
 import torch
 
-from .base import Params, shift_states, stack_states
+from .base import Params, stack_states
 
 
 class Trajectory(NamedTuple):
-    initial: NamedTuple  # state before the first step, fields [B, ...]
-    states: NamedTuple  # states after each step, fields [B, T, ...]
-    outputs: torch.Tensor  # cell outputs z^t (spikes) [B, T, n_rec]
-    initial_output: torch.Tensor  # z^{-1} [B, n_rec]
+    """States of a trial with the initial state in front (``[B, T+1, ...]``), so that the states of each step
+    and of the step before it are both views — no copies on the fused path."""
+
+    padded: NamedTuple  # state record, fields [B, T+1, ...]; index 0 is the initial state
+    padded_outputs: torch.Tensor  # cell outputs z [B, T+1, n_rec]; index 0 is z^{-1}
+
+    @property
+    def states(self) -> NamedTuple:
+        """States after each step, fields ``[B, T, ...]``."""
+        return type(self.padded)(*(f[:, 1:] for f in self.padded))
 
     def previous(self) -> NamedTuple:
-        """States of the step before each step (``initial`` first)."""
-        return shift_states(self.initial, self.states)
+        """States of the step before each step (the initial state first)."""
+        return type(self.padded)(*(f[:, :-1] for f in self.padded))
+
+    @property
+    def initial(self) -> NamedTuple:
+        return type(self.padded)(*(f[:, 0] for f in self.padded))
+
+    @property
+    def outputs(self) -> torch.Tensor:
+        """z^t (spikes) ``[B, T, n_rec]``."""
+        return self.padded_outputs[:, 1:]
 
     def previous_outputs(self) -> torch.Tensor:
         """z^{t-1}: the presynaptic signal of the recurrent weights at step t."""
-        return torch.cat([self.initial_output.unsqueeze(1), self.outputs[:, :-1]], 1)
+        return self.padded_outputs[:, :-1]
 
 
 def simulate(cell, params: Params, x: torch.Tensor, state0=None, paths: str = "full") -> Trajectory:
@@ -31,9 +46,9 @@ def simulate(cell, params: Params, x: torch.Tensor, state0=None, paths: str = "f
     if state0 is None:
         state0 = cell.init_state(x.shape[0], dtype=x.dtype, device=x.device)
     currents = cell.input_current(params, x)
-    state, states = state0, []
+    state, states = state0, [state0]
     for t in range(x.shape[1]):
         state, _ = cell.step_current(params, state, currents[:, t], paths)
         states.append(state)
-    stacked = stack_states(states)
-    return Trajectory(state0, stacked, cell.output(stacked), cell.output(state0))
+    padded = stack_states(states)
+    return Trajectory(padded, cell.output(padded))

@@ -4,9 +4,11 @@
     z_j^t = H((v_j^t − A_j^t) / v_th),  blocked while the refractory counter is > 0
 
 ``s`` is 1 (new convention) or 1 − α (``input_scaling="old"``, the LightLIF convention). The reset subtracts
-the baseline threshold one step after the spike. The refractory counter follows the authors' code:
-``ref ← clip(ref + n_ref·z − 1, 0, n_ref)``, so with n_ref = 5 a neuron is silent for the 4 steps after a
-spike. The pseudo-derivative ψ = ∂z/∂v = (γ/v_th)·pd((v − A)/v_th) is zero while refractory.
+the baseline threshold one step after the spike. The refractory counter follows the authors' code, ``r^t = clip(r^{t-1} + n_ref·z^t − 1, 0, n_ref)``
+with spiking blocked at step t while r^{t-1} > 0, so with n_ref = 5 a neuron is silent for the 4 steps after
+a spike. The state stores the counter *in force at its step* (``ref^t = r^{t-1}``, computed at the start of
+the step from the previous state), so that the pseudo-derivative ψ = ∂z/∂v = (γ/v_th)·pd((v − A)/v_th),
+zero while refractory, is a function of one state record.
 """
 
 from __future__ import annotations
@@ -68,16 +70,23 @@ class SpikingNeurons(RecurrentCell):
     def _membrane(self, params: Params, v_prev, z_prev, i_in, paths: str) -> torch.Tensor:
         z_other = z_prev.detach() if paths == "local" else z_prev
         z_reset = z_prev.detach() if paths != "full" else z_prev
-        return self.alpha * v_prev + i_in + self.input_scale * linear(params["w_rec"], z_other) - self.v_th * z_reset
+        recurrent = linear(params["w_rec"], z_other)
+        if self.input_scale != 1.0:
+            recurrent = self.input_scale * recurrent
+        return self.alpha * v_prev + i_in + recurrent - self.v_th * z_reset
 
-    def _fire(self, v: torch.Tensor, threshold, ref_prev: torch.Tensor):
-        blocked = ref_prev > 0
-        z = torch.where(blocked, torch.zeros_like(v), spike((v - threshold) / self.v_th, self.gamma_pd, self.surrogate))
-        ref = torch.clamp(ref_prev + self.n_ref * z.detach() - 1.0, 0.0, float(self.n_ref))
-        return z, ref
+    def _refractory(self, ref_prev: torch.Tensor, z_prev: torch.Tensor) -> torch.Tensor:
+        """The counter in force at this step, from the previous step's counter and spike (no gradient)."""
+        if self.n_ref == 0:
+            return ref_prev
+        return torch.clamp(ref_prev + self.n_ref * z_prev.detach() - 1.0, 0.0, float(self.n_ref))
 
-    def _psi(self, v: torch.Tensor, threshold, ref_prev: torch.Tensor) -> torch.Tensor:
-        """∂z/∂v at the step whose refractory counter *before* firing is ``ref_prev``."""
+    def _fire(self, v: torch.Tensor, threshold, ref: torch.Tensor) -> torch.Tensor:
+        z = spike((v - threshold) / self.v_th, self.gamma_pd, self.surrogate)
+        return z if self.n_ref == 0 else z.masked_fill(ref > 0, 0.0)
+
+    def _psi(self, v: torch.Tensor, threshold, ref: torch.Tensor) -> torch.Tensor:
+        """∂z/∂v at a step whose refractory counter in force is ``ref``."""
         psi = pseudo_derivative((v - threshold) / self.v_th, self.gamma_pd, self.surrogate) / self.v_th
-        return torch.where(ref_prev > 0, torch.zeros_like(psi), psi)
+        return psi if self.n_ref == 0 else psi.masked_fill(ref > 0, 0.0)
 

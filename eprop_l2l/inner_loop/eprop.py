@@ -61,11 +61,11 @@ def recurrent_grads(
     total = anticausal_filter(signals, kappa) if kappa > 0 else signals
     if reg_signal is not None:
         total = total + reg_signal
-    g = cell.adjoint(params, trajectory.previous(), trajectory.states, total)
+    g = cell.adjoint(params, trajectory, total)
     grads = {}
     for name in names:
         pre = presynaptic(name, trajectory, x)
-        grad = contract_time(g, pre, is_per_task(params[name]))
+        grad = contract_time(g, pre, is_per_task(params[name], bias=name == "bias"))
         grads[name] = mask_self_connections(cell, name, grad.squeeze(-1) if name == "bias" else grad)
     return grads
 
@@ -77,7 +77,7 @@ def readout_grads(readout, params: Params, z: torch.Tensor, error: torch.Tensor,
     if "w_out" in names:
         grads["w_out"] = readout.input_scale * contract_time(filtered, z, is_per_task(params["w_out"]))
     if "b_out" in names and readout.bias:
-        per_task = params["b_out"].dim() == 2
+        per_task = is_per_task(params["b_out"], bias=True)
         grads["b_out"] = filtered.sum(1) if per_task else filtered.sum((0, 1))
     return grads
 

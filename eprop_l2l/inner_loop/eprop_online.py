@@ -75,7 +75,7 @@ def eprop_online(
         source_state, signal = source.step(all_params, source_state, Observation(error, y, target[:, t], z, x[:, t]))
         signal_rows = expand_rows(cell, signal).unsqueeze(-1)
         for name in names:
-            per_task = is_per_task(params[name]) if name != "bias" else params[name].dim() == 2
+            per_task = is_per_task(params[name], bias=name == "bias")
             filtered[name] = kappa * filtered[name] + elig[name]
             acc[name] = accumulate(acc[name], signal_rows * filtered[name], per_task)
             if regularizer is not None:
@@ -85,7 +85,7 @@ def eprop_online(
             acc_w_out = accumulate(acc_w_out, outer(error, z_filtered), is_per_task(params["w_out"]))
         if "b_out" in plastic and readout.bias:
             one_filtered = readout.kappa * one_filtered + 1.0  # the bias enters y through F_κ too
-            acc_b_out = accumulate(acc_b_out, one_filtered * error, params["b_out"].dim() == 2)
+            acc_b_out = accumulate(acc_b_out, one_filtered * error, is_per_task(params["b_out"], bias=True))
         spike_count = spike_count + z
 
     grads = {}

@@ -1,0 +1,175 @@
+"""Cost of one e-prop trial (forward + ΔW) five ways, for LIF and ALIF at N=400, N_in=10, T=500, B=32:
+
+  naive    textbook per-step update: per-synapse ε, e, ē as fresh [B, N, N] tensors every step
+  online   eprop_online: causal per-synapse traces, memory independent of T
+  fused    eprop_fused: whole-trial adjoint + one matrix product per weight group
+  forward  the plain forward pass (cell + readout), no learning
+  bptt     autograd BPTT of the same trial (forward + backward)
+
+Times are medians of ``--repeats`` runs measured in ONE process (so ratios compare like with like). Peak memory
+is the growth of the resident set (ru_maxrss) of a fresh subprocess per case. The memory-vs-T sweep checks that
+the fused path and its backward (the outer loop's gradient through ΔW) grow linearly in T.
+
+    python benchmarks/bench_eprop_trial.py [--threads 2] [--repeats 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from eprop_l2l.cells.alif import ALIF
+from eprop_l2l.cells.lif import LIF
+from eprop_l2l.cells.network import RecurrentNetwork
+from eprop_l2l.cells.readout import LeakyReadout
+from eprop_l2l.error_modules.feedback import Feedback
+from eprop_l2l.inner_loop.bptt import bptt_grads
+from eprop_l2l.inner_loop.eprop import eprop_fused
+from eprop_l2l.inner_loop.eprop_online import eprop_online
+from eprop_l2l.inner_loop.losses import Loss
+from eprop_l2l.runtime import configure_cpu
+
+CASES = ("naive", "online", "fused", "forward", "bptt")
+
+
+def build(kind: str, n_rec=400, n_in=10, steps=500, batch=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if kind == "lif":
+        cell = LIF(n_in=n_in, n_rec=n_rec, v_th=0.4, n_ref=5)
+    else:
+        cell = ALIF(n_in=n_in, n_rec=n_rec, v_th=0.4, n_ref=5, tau_a=200.0, beta=0.07, n_adaptive=n_rec // 4)
+    network = RecurrentNetwork(cell, LeakyReadout(n_rec, 2))
+    params = network.init_params(g)
+    params["w_in"] = params["w_in"] * 2.0
+    x = (torch.rand(batch, steps, n_in, generator=g) < 0.05).float()
+    target = torch.randn(batch, steps, 2, generator=g)
+    mask = torch.ones(batch, steps)
+    source = Feedback("random", n_rec, 2)
+    return network, params, x, target, mask, source, source.init_params(g)
+
+
+def naive_trial(network, params, x, target, mask, source, source_params):
+    """The equations as written: per-synapse eligibility vectors of every step, no factorisation."""
+    cell, readout, loss = network.cell, network.readout, Loss()
+    b, n = x.shape[0], cell.n_rec
+    state = cell.init_state(b)
+    y = readout.init_state(b)
+    kappa, alpha = readout.kappa, cell.alpha
+    is_alif = isinstance(cell, ALIF)
+    beta = cell.beta_vector(x) if is_alif else None
+    eps_v = {"w_in": torch.zeros(b, n, x.shape[-1]), "w_rec": torch.zeros(b, n, n)}
+    eps_a = {k: torch.zeros_like(v) for k, v in eps_v.items()}
+    e_bar = {k: torch.zeros_like(v) for k, v in eps_v.items()}
+    grads = {k: torch.zeros_like(v[0]) for k, v in eps_v.items()}
+    psi_prev = torch.zeros(b, n)
+    for t in range(x.shape[1]):
+        prev = state
+        state, z = cell.step(params, prev, x[:, t])
+        y = readout.step(params, y, z)
+        signal = source.signal({**params, **source_params}, loss.error(y, target[:, t], mask[:, t]))
+        psi = cell.psi(params, state)
+        for name, pre in (("w_in", x[:, t]), ("w_rec", prev.z)):
+            pre_full = pre.unsqueeze(1).expand(b, n, pre.shape[-1])
+            if is_alif:
+                decay = (cell.rho - beta * psi_prev).unsqueeze(-1)
+                eps_a[name] = psi_prev.unsqueeze(-1) * eps_v[name] + decay * eps_a[name]
+            eps_v[name] = alpha * eps_v[name] + pre_full
+            e = psi.unsqueeze(-1) * (eps_v[name] - (beta.unsqueeze(-1) * eps_a[name] if is_alif else 0.0))
+            e_bar[name] = kappa * e_bar[name] + e
+            grads[name] = grads[name] + (signal.unsqueeze(-1) * e_bar[name]).sum(0)
+        psi_prev = psi
+    return grads
+
+
+def run_case(case: str, kind: str, steps: int = 500, backward: bool = False):
+    network, params, x, target, mask, source, source_params = build(kind, steps=steps)
+    if case == "naive":
+        with torch.no_grad():
+            return naive_trial(network, params, x, target, mask, source, source_params)
+    if case == "online":
+        with torch.no_grad():
+            return eprop_online(network, params, x, target, mask, Loss(), source, source_params)
+    if case == "fused":
+        if not backward:
+            with torch.no_grad():
+                return eprop_fused(network, params, x, target, mask, Loss(), source, source_params)
+        leaves = {k: v.requires_grad_() for k, v in params.items()}
+        result = eprop_fused(network, leaves, x, target, mask, Loss(), source, source_params)
+        sum(g.square().sum() for g in result.grads.values()).backward()
+        return result
+    if case == "forward":
+        with torch.no_grad():
+            return network.run(params, x)
+    if case == "bptt":
+        return bptt_grads(network, params, x, target, mask, Loss())
+    raise ValueError(case)
+
+
+def peak_memory_mb(case: str, kind: str, steps: int, backward: bool = False) -> float:
+    """Resident-set growth of a fresh process running the case once (MB)."""
+    code = (
+        "import resource, sys, torch; sys.path.insert(0, 'benchmarks');"
+        "from eprop_l2l.runtime import configure_cpu; configure_cpu(1);"
+        "import bench_eprop_trial as b;"
+        f"args = b.build({kind!r}, steps={steps});"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        f"b.run_case({case!r}, {kind!r}, steps={steps}, backward={backward});"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="skip the naive case and the memory sweep")
+    parser.add_argument("--out", default="benchmarks/results/eprop_trial.json")
+    args = parser.parse_args()
+    configure_cpu(args.threads)
+    results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+               "torch": torch.__version__, "shape": "N=400, N_in=10, T=500, B=32", "time_s": {}, "memory_mb": {}}
+    for kind in ("lif", "alif"):
+        times = {}
+        for case in CASES:
+            if args.quick and case == "naive":
+                continue
+            run_case(case, kind, steps=50)  # warm-up
+            samples = []
+            for _ in range(1 if case == "naive" else args.repeats):
+                start = time.perf_counter()
+                run_case(case, kind)
+                samples.append(time.perf_counter() - start)
+            times[case] = statistics.median(samples)
+            print(f"{kind:5s} {case:8s} {times[case]:8.3f} s", flush=True)
+        results["time_s"][kind] = times
+        if "naive" in times:
+            print(f"{kind}: fused is {times['naive'] / times['fused']:.1f}x faster than naive;"
+                  f" fused / forward = {times['fused'] / times['forward']:.2f};"
+                  f" online / forward = {times['online'] / times['forward']:.2f};"
+                  f" bptt / forward = {times['bptt'] / times['forward']:.2f}")
+        if not args.quick:
+            memory = {}
+            for case in CASES:
+                memory[case] = peak_memory_mb(case, kind, 500)
+            for steps in (250, 500, 1000, 2000):
+                memory[f"fused_T{steps}"] = peak_memory_mb("fused", kind, steps)
+                memory[f"fused_backward_T{steps}"] = peak_memory_mb("fused", kind, steps, backward=True)
+            results["memory_mb"][kind] = memory
+            print(kind, "peak MB", {k: round(v, 1) for k, v in memory.items()}, flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
