@@ -18,7 +18,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eprop-l2l", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        sub.add_parser(name, help=help_text)
+        command = sub.add_parser(name, help=help_text)
+        if name == "demo":
+            command.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+            command.add_argument("--feedback", default="random", choices=("random", "symmetric", "adaptive"))
+            command.add_argument("--iterations", type=int, default=150)
+            command.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -27,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from . import demo
 
-        result = demo.main()
-        return result if isinstance(result, int) else 0
+        if args.iterations < 1:
+            print("eprop-l2l demo: --iterations must be >= 1", file=sys.stderr)
+            return 2
+        return demo.main(args.out, args.feedback, args.iterations, args.seed)
     print(f"eprop-l2l {args.command}: not implemented yet", file=sys.stderr)
     return 2
 

@@ -12,13 +12,21 @@ def is_per_task(w: torch.Tensor, bias: bool = False) -> bool:
     return w.dim() == (2 if bias else 3)
 
 
-def linear(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``W x`` for x of shape ``[B, n]`` or ``[B, T, n]``; w of shape ``[rows, n]`` or ``[B, rows, n]``."""
-    if not is_per_task(w):
-        return x @ w.mT
-    if x.dim() == 2:
-        return (w @ x.unsqueeze(-1)).squeeze(-1)
-    return x @ w.mT
+def linear(w: torch.Tensor, x: torch.Tensor, add: torch.Tensor | None = None, scale: float = 1.0) -> torch.Tensor:
+    """``add + scale·W x`` for x of shape ``[B, n]`` or ``[B, T, n]``; w of shape ``[rows, n]`` or
+    ``[B, rows, n]`` (per-task). With ``add`` the product and the sum are one fused BLAS call for the per-step
+    shapes (``addmm``/``baddbmm``), which is what the time loop uses."""
+    if add is not None and x.dim() == 2:
+        if not is_per_task(w):
+            return torch.addmm(add, x, w.mT, alpha=scale)
+        return torch.baddbmm(add.unsqueeze(-1), w, x.unsqueeze(-1), alpha=scale).squeeze(-1)
+    if not is_per_task(w) or x.dim() == 3:
+        out = x @ w.mT
+    else:
+        out = (w @ x.unsqueeze(-1)).squeeze(-1)
+    if scale != 1.0:
+        out = scale * out
+    return out if add is None else add + out
 
 
 def contract_time(post: torch.Tensor, pre: torch.Tensor, per_task: bool) -> torch.Tensor:

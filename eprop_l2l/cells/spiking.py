@@ -4,11 +4,11 @@
     z_j^t = H((v_j^t − A_j^t) / v_th),  blocked while the refractory counter is > 0
 
 ``s`` is 1 (new convention) or 1 − α (``input_scaling="old"``, the LightLIF convention). The reset subtracts
-the baseline threshold one step after the spike. The refractory counter follows the authors' code, ``r^t = clip(r^{t-1} + n_ref·z^t − 1, 0, n_ref)``
-with spiking blocked at step t while r^{t-1} > 0, so with n_ref = 5 a neuron is silent for the 4 steps after
-a spike. The state stores the counter *in force at its step* (``ref^t = r^{t-1}``, computed at the start of
-the step from the previous state), so that the pseudo-derivative ψ = ∂z/∂v = (γ/v_th)·pd((v − A)/v_th),
-zero while refractory, is a function of one state record.
+the baseline threshold one step after the spike. The refractory counter follows the authors' code,
+``r^t = clip(r^{t-1} + n_ref·z^t − 1, 0, n_ref)`` with spiking blocked at step t while r^{t-1} > 0, so with
+n_ref = 5 a neuron is silent for the 4 steps after a spike. The state stores the counter *in force at its
+step* (``ref^t = r^{t-1}``, computed at the start of the step from the previous state), so that the
+pseudo-derivative ψ = ∂z/∂v = (γ/v_th)·pd((v − A)/v_th), zero while refractory, is a function of one state.
 """
 
 from __future__ import annotations
@@ -70,16 +70,14 @@ class SpikingNeurons(RecurrentCell):
     def _membrane(self, params: Params, v_prev, z_prev, i_in, paths: str) -> torch.Tensor:
         z_other = z_prev.detach() if paths == "local" else z_prev
         z_reset = z_prev.detach() if paths != "full" else z_prev
-        recurrent = linear(params["w_rec"], z_other)
-        if self.input_scale != 1.0:
-            recurrent = self.input_scale * recurrent
-        return self.alpha * v_prev + i_in + recurrent - self.v_th * z_reset
+        base = torch.add(self.alpha * v_prev + i_in, z_reset, alpha=-self.v_th)
+        return linear(params["w_rec"], z_other, add=base, scale=self.input_scale)
 
     def _refractory(self, ref_prev: torch.Tensor, z_prev: torch.Tensor) -> torch.Tensor:
         """The counter in force at this step, from the previous step's counter and spike (no gradient)."""
         if self.n_ref == 0:
             return ref_prev
-        return torch.clamp(ref_prev + self.n_ref * z_prev.detach() - 1.0, 0.0, float(self.n_ref))
+        return torch.add(ref_prev, z_prev.detach(), alpha=self.n_ref).sub_(1.0).clamp_(0.0, float(self.n_ref))
 
     def _fire(self, v: torch.Tensor, threshold, ref: torch.Tensor) -> torch.Tensor:
         z = spike((v - threshold) / self.v_th, self.gamma_pd, self.surrogate)

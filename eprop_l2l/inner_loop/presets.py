@@ -13,7 +13,7 @@ from ..cells.lif import LIF
 from ..cells.network import RecurrentNetwork
 from ..cells.readout import LeakyReadout
 from ..error_modules.feedback import Feedback
-from ..task_families import make_task_family
+from ..task_families import TaskBatch, make_task_family
 from .regularization import RateRegularizer
 from .train import RuleTraining, train_with_rule
 
@@ -28,6 +28,7 @@ class Eprop1Setup:
     regularizer: RateRegularizer
     training: RuleTraining
     generator: torch.Generator = field(repr=False)
+    task: TaskBatch | None = None  # the one task trained on, for single-task experiments
 
 
 def pattern_generation(feedback: str = "random", seed: int = 0, n_iterations: int = 150, lr: float = 3e-3,
@@ -42,9 +43,10 @@ def pattern_generation(feedback: str = "random", seed: int = 0, n_iterations: in
     network = RecurrentNetwork(cell, LeakyReadout(n_rec, family.n_out, tau_out=30.0, input_scaling="old"))
     params = network.init_params(generator)
     source = Feedback(feedback, n_rec, family.n_out)
-    return Eprop1Setup(network, params, family, source, source.init_params(generator),
-                       RateRegularizer(300.0, 10.0), RuleTraining(lr=lr, n_iterations=n_iterations,
-                                                                  fixed_task=True), generator)
+    source_params = source.init_params(generator)
+    task = family.sample(1, generator)
+    return Eprop1Setup(network, params, family, source, source_params, RateRegularizer(300.0, 10.0),
+                       RuleTraining(lr=lr, n_iterations=n_iterations), generator, task)
 
 
 def evidence_accumulation(feedback: str = "symmetric", seed: int = 0, n_iterations: int = 200, lr: float = 5e-3,
@@ -65,4 +67,5 @@ def evidence_accumulation(feedback: str = "symmetric", seed: int = 0, n_iteratio
 def train_setup(setup: Eprop1Setup, callback=None, plastic=("w_in", "w_rec", "w_out", "b_out")) -> list[dict]:
     """Run the setup's training (its ``params`` and ``source_params`` are updated in place)."""
     return train_with_rule(setup.network, setup.params, setup.family, setup.source, setup.source_params,
-                           setup.training, setup.generator, setup.regularizer, plastic=plastic, callback=callback)
+                           setup.training, setup.generator, setup.regularizer, plastic=plastic, callback=callback,
+                           fixed_batch=setup.task)

@@ -1,6 +1,6 @@
 """Learning a task with a local rule: many trials, one weight update each (e-prop 1, or BPTT as baseline).
 
-Each iteration draws a batch from a task family (``fixed_task`` reuses one sampled batch, as in pattern
+Each iteration draws a batch from a task family (or reuses one given ``fixed_batch``, as in pattern
 generation), turns the trial into a weight-update direction with the chosen rule and applies it with Adam or
 plain gradient descent. The adaptive-feedback matrix, if any, follows the readout (``Feedback.adaptive_grad``).
 """
@@ -29,7 +29,6 @@ class RuleTraining:
     lr: float = 1e-3
     n_iterations: int = 500
     batch_size: int = 1
-    fixed_task: bool = False
 
     def __post_init__(self):
         require_choice("training.rule", self.rule, RULES)
@@ -41,7 +40,7 @@ class RuleTraining:
 
 def train_with_rule(network, params: Params, family, source, source_params: Params, config: RuleTraining,
                     generator: torch.Generator, regularizer: RateRegularizer | None = None,
-                    plastic=("w_in", "w_rec", "w_out", "b_out"), callback=None) -> list[dict]:
+                    plastic=("w_in", "w_rec", "w_out", "b_out"), callback=None, fixed_batch=None) -> list[dict]:
     """Train ``params`` (updated in place) and return one record per iteration: loss and the task metric
     (``nmse`` for regression, ``error`` for classification)."""
     loss = Loss(family.loss)
@@ -52,10 +51,10 @@ def train_with_rule(network, params: Params, family, source, source_params: Para
     trained = list(learnable.values()) + ([fb["b_fb"]] if adaptive else [])
     optimizer = (torch.optim.Adam(trained, lr=config.lr) if config.optimizer == "adam"
                  else torch.optim.SGD(trained, lr=config.lr))
-    batch = family.sample(config.batch_size, generator) if config.fixed_task else None
+    batch = fixed_batch
     history = []
     for iteration in range(config.n_iterations):
-        if not config.fixed_task:
+        if fixed_batch is None:
             batch = family.sample(config.batch_size, generator)
         with torch.no_grad():
             if config.rule == "eprop":
