@@ -113,19 +113,23 @@ def run_case(case: str, kind: str, steps: int = 500, backward: bool = False):
     raise ValueError(case)
 
 
-def peak_memory_mb(case: str, kind: str, steps: int, backward: bool = False) -> float:
-    """Resident-set growth of a fresh process running the case once (MB)."""
+def _peak_rss_mb(case: str, kind: str, steps: int, backward: bool) -> float:
     code = (
-        "import resource, sys, torch; sys.path.insert(0, 'benchmarks');"
+        "import resource, sys; sys.path.insert(0, 'benchmarks');"
         "from eprop_l2l.runtime import configure_cpu; configure_cpu(1);"
         "import bench_eprop_trial as b;"
-        f"args = b.build({kind!r}, steps={steps});"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        f"b.run_case({case!r}, {kind!r}, steps={steps}, backward={backward});"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)"
+        f"b.build({kind!r}, steps={steps});"
+        + (f"b.run_case({case!r}, {kind!r}, steps={steps}, backward={backward});" if case != "none" else "")
+        + "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def peak_memory_mb(case: str, kind: str, steps: int, backward: bool = False) -> float:
+    """Peak resident memory of a fresh process running the case once, minus that of a process that only
+    imports and builds the same inputs (MB)."""
+    return _peak_rss_mb(case, kind, steps, backward) - _peak_rss_mb("none", kind, steps, backward)
 
 
 def main() -> None:

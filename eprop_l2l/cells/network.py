@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Params
+from ..errors import ConfigError
+from .base import Params, check_params
 from .readout import LeakyReadout
 from .simulate import Trajectory, simulate
 
@@ -21,5 +22,8 @@ class RecurrentNetwork:
 
     def run(self, params: Params, x: torch.Tensor, paths: str = "full") -> tuple[Trajectory, torch.Tensor]:
         """Whole trial: trajectory of the cell and readout ``y [B, T, n_out]``."""
+        check_params(self.cell, params)
+        if x.shape[-1] != self.cell.n_in:
+            raise ConfigError("inputs", f"expected {self.cell.n_in} input channels, got {x.shape[-1]}")
         trajectory = simulate(self.cell, params, x, paths=paths)
         return trajectory, self.readout.run(params, trajectory.outputs)

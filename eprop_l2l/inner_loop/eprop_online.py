@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ..cells.autodiff import AutodiffTraces
-from ..cells.base import Params, expand_rows, mask_self_connections
+from ..cells.base import Params, check_params, expand_rows, mask_self_connections
 from ..cells.linalg import is_per_task, outer
 from ..error_modules.base import Observation
 from ..errors import require_choice
@@ -41,6 +41,7 @@ def eprop_online(
     """Same arguments and result as :func:`eprop_fused` (without trajectory and signals)."""
     require_choice("traces", traces, ("closed_form", "autodiff"))
     cell, readout = network.cell, network.readout
+    check_params(cell, params)
     kappa = readout.kappa if kappa is None else kappa
     all_params = {**params, **(source_params or {})}
     batch, n_steps = x.shape[0], x.shape[1]
