@@ -7,8 +7,9 @@
   bptt     autograd BPTT of the same trial (forward + backward)
 
 Times are medians of ``--repeats`` runs measured in ONE process (so ratios compare like with like). Peak memory
-is the growth of the resident set (ru_maxrss) of a fresh subprocess per case. The memory-vs-T sweep checks that
-the fused path and its backward (the outer loop's gradient through ΔW) grow linearly in T.
+is the peak resident set (VmHWM) of a fresh subprocess per case minus that of a subprocess that only builds the
+inputs. The memory-vs-T sweep checks that the fused path and its backward (the outer loop's gradient through
+ΔW) grow linearly in T.
 
     python benchmarks/bench_eprop_trial.py [--threads 2] [--repeats 3] [--quick]
 """
@@ -113,14 +114,23 @@ def run_case(case: str, kind: str, steps: int = 500, backward: bool = False):
     raise ValueError(case)
 
 
+def high_water_mb() -> float:
+    """This process's peak resident memory (VmHWM) in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return float(line.split()[1]) / 1024
+    raise RuntimeError("VmHWM not available (Linux only)")
+
+
 def _peak_rss_mb(case: str, kind: str, steps: int, backward: bool) -> float:
+    # VmHWM, not ru_maxrss: a child inherits its parent's ru_maxrss across fork/exec, which hides its own peak
     code = (
-        "import resource, sys; sys.path.insert(0, 'benchmarks');"
+        "import sys; sys.path.insert(0, 'benchmarks');"
         "from eprop_l2l.runtime import configure_cpu; configure_cpu(1);"
         "import bench_eprop_trial as b;"
         f"b.build({kind!r}, steps={steps});"
         + (f"b.run_case({case!r}, {kind!r}, steps={steps}, backward={backward});" if case != "none" else "")
-        + "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        + "print(b.high_water_mb())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -137,6 +147,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="skip the naive case and the memory sweep")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory measurements")
     parser.add_argument("--out", default="benchmarks/results/eprop_trial.json")
     args = parser.parse_args()
     configure_cpu(args.threads)
@@ -144,7 +155,7 @@ def main() -> None:
                "torch": torch.__version__, "shape": "N=400, N_in=10, T=500, B=32", "time_s": {}, "memory_mb": {}}
     for kind in ("lif", "alif"):
         times = {}
-        for case in CASES:
+        for case in () if args.memory_only else CASES:
             if args.quick and case == "naive":
                 continue
             run_case(case, kind, steps=50)  # warm-up
@@ -155,7 +166,8 @@ def main() -> None:
                 samples.append(time.perf_counter() - start)
             times[case] = statistics.median(samples)
             print(f"{kind:5s} {case:8s} {times[case]:8.3f} s", flush=True)
-        results["time_s"][kind] = times
+        if times:
+            results["time_s"][kind] = times
         if "naive" in times:
             print(f"{kind}: fused is {times['naive'] / times['fused']:.1f}x faster than naive;"
                   f" fused / forward = {times['fused'] / times['forward']:.2f};"

@@ -34,10 +34,14 @@ def contract_time(post: torch.Tensor, pre: torch.Tensor, per_task: bool) -> torc
 
     ``per_task`` keeps one matrix per batch element ``[B, rows, n]`` (fast weights), otherwise the sum over the
     batch is returned ``[rows, n]``. Either way it is one batched matrix product: memory O(B·T·(rows+n)).
+    The narrower factor goes first (transposed): ``(preᵀ post)ᵀ`` for input weights (n = 10 vs 400 rows) is
+    3-4× faster on CPU BLAS than ``postᵀ pre``, the same numbers either way.
     """
-    if per_task:
-        return post.mT @ pre
-    return post.flatten(0, 1).mT @ pre.flatten(0, 1)
+    if not per_task:
+        post, pre = post.flatten(0, 1), pre.flatten(0, 1)
+    if pre.shape[-1] <= post.shape[-1]:
+        return (pre.mT @ post).mT
+    return post.mT @ pre
 
 
 def outer(post: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:

@@ -36,10 +36,8 @@ from ..cells.linalg import outer
 from ..cells.network import RecurrentNetwork
 from ..cells.rate import RateRNN, RateState
 from ..errors import ConfigError
-from .eprop import DEFAULT_PLASTIC, EpropResult, eprop_fused
+from .eprop import EpropResult, eprop_fused
 from .eprop_online import eprop_online
-from .losses import Loss
-from .regularization import RateRegularizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,37 +64,12 @@ def rflo_network(network: RecurrentNetwork) -> RecurrentNetwork:
     return dataclasses.replace(network, cell=RFLORateRNN(**fields))
 
 
-def rflo_fused(
-    network: RecurrentNetwork,
-    params: Params,
-    x: torch.Tensor,
-    target: torch.Tensor,
-    mask: torch.Tensor,
-    loss: Loss,
-    source,
-    source_params: Params | None = None,
-    regularizer: RateRegularizer | None = None,
-    plastic: tuple[str, ...] = DEFAULT_PLASTIC,
-    kappa: float | None = None,
-) -> EpropResult:
-    """RFLO's update direction (same sign as a gradient) for ``plastic``, whole trial at once."""
-    return eprop_fused(rflo_network(network), params, x, target, mask, loss, source, source_params, regularizer,
-                       plastic, kappa)
+def rflo_fused(network: RecurrentNetwork, *args, **kwargs) -> EpropResult:
+    """RFLO's update direction (same sign as a gradient), whole trial at once. Arguments and result are those
+    of :func:`eprop_fused`; only the cell's trace differs."""
+    return eprop_fused(rflo_network(network), *args, **kwargs)
 
 
-def rflo_online(
-    network: RecurrentNetwork,
-    params: Params,
-    x: torch.Tensor,
-    target: torch.Tensor,
-    mask: torch.Tensor,
-    loss: Loss,
-    source,
-    source_params: Params | None = None,
-    regularizer: RateRegularizer | None = None,
-    plastic: tuple[str, ...] = DEFAULT_PLASTIC,
-    kappa: float | None = None,
-) -> EpropResult:
+def rflo_online(network: RecurrentNetwork, *args, **kwargs) -> EpropResult:
     """The same update as :func:`rflo_fused`, causally: per-synapse traces p, p̄ advanced step by step."""
-    return eprop_online(rflo_network(network), params, x, target, mask, loss, source, source_params, regularizer,
-                        plastic, kappa, traces="closed_form")
+    return eprop_online(rflo_network(network), *args, traces="closed_form", **kwargs)
