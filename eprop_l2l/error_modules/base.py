@@ -23,6 +23,7 @@ class Observation(NamedTuple):
     target: torch.Tensor  # y*^t
     spikes: torch.Tensor  # z^t of the learning network
     inputs: torch.Tensor  # x^t of the learning network
+    context: torch.Tensor | None = None  # task-provided input of a learned error module (e.g. coded target)
 
 
 class SignalSource:
@@ -33,6 +34,6 @@ class SignalSource:
         state = self.init_state(obs.error.shape[0], obs.error.dtype, obs.error.device)
         signals = []
         for t in range(obs.error.shape[1]):
-            state, signal = self.step(params, state, Observation(*(f[:, t] for f in obs)))
+            state, signal = self.step(params, state, Observation(*(None if f is None else f[:, t] for f in obs)))
             signals.append(signal)
         return torch.stack(signals, 1)

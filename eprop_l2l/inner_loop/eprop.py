@@ -94,19 +94,21 @@ def eprop_fused(
     regularizer: RateRegularizer | None = None,
     plastic: tuple[str, ...] = DEFAULT_PLASTIC,
     kappa: float | None = None,
+    context: torch.Tensor | None = None,
 ) -> EpropResult:
     """Run one trial and return e-prop's weight-update direction for ``plastic``.
 
     ``source`` is a learning-signal source (:mod:`eprop_l2l.error_modules`); it sees ``{**params,
-    **source_params}``. ``kappa`` filters the traces (default: the readout's κ, which makes symmetric feedback
-    exact in the sense of Bellec et al. 2020; 0 disables filtering, as in e-prop 2).
+    **source_params}`` and, in its observation, the task's ``context`` ``[B, T, ·]`` if given (e.g. the coded
+    target movement for a learned error module). ``kappa`` filters the traces (default: the readout's κ, which
+    makes symmetric feedback exact in the sense of Bellec et al. 2020; 0 disables filtering, as in e-prop 2).
     """
     kappa = network.readout.kappa if kappa is None else kappa
     trajectory, y = network.run(params, x)
     z = trajectory.outputs
     per_task = is_per_task(params["w_rec"])
     error = loss.error(y, target, mask)
-    signals = source.sequence({**params, **(source_params or {})}, Observation(error, y, target, z, x))
+    signals = source.sequence({**params, **(source_params or {})}, Observation(error, y, target, z, x, context))
     reg_signal = regularizer.signal(z, per_task) if regularizer is not None else None
     value = loss.value(y, target, mask) + (regularizer.loss(z, per_task) if regularizer is not None else 0.0)
     names = tuple(n for n in plastic if n in RECURRENT_WEIGHTS)

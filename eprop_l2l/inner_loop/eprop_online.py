@@ -37,6 +37,7 @@ def eprop_online(
     plastic: tuple[str, ...] = DEFAULT_PLASTIC,
     kappa: float | None = None,
     traces: str = "closed_form",
+    context: torch.Tensor | None = None,
 ) -> EpropResult:
     """Same arguments and result as :func:`eprop_fused` (without trajectory and signals)."""
     require_choice("traces", traces, ("closed_form", "autodiff"))
@@ -73,7 +74,9 @@ def eprop_online(
         y = readout.step(params, y, z)
         error = loss.error(y, target[:, t], mask[:, t])
         value = value + loss.value(y, target[:, t], mask[:, t])
-        source_state, signal = source.step(all_params, source_state, Observation(error, y, target[:, t], z, x[:, t]))
+        context_t = None if context is None else context[:, t]
+        obs = Observation(error, y, target[:, t], z, x[:, t], context_t)
+        source_state, signal = source.step(all_params, source_state, obs)
         signal_rows = expand_rows(cell, signal).unsqueeze(-1)
         for name in names:
             per_task = is_per_task(params[name], bias=name == "bias")

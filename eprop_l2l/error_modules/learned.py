@@ -1,0 +1,102 @@
+"""A learned error module (e-prop 2, Bellec et al. 2019; the learning-signal generator of natural e-prop,
+Scherr et al. 2020): a recurrent network from the same cell library whose filtered activity is projected to
+one learning signal per learning-network neuron,
+
+    ζ^t = cell(input^t),   L^t = Ψ F_decay(ζ)^t        (Ψ ∈ R^{n_learner × n_em}, meta-learned)
+
+``input^t`` concatenates what the module is allowed to see, each switchable: the task context (e.g. the
+population-coded target movement), the learning network's spikes z^t (e-prop 2: yes; natural e-prop: no) and
+the learning network's input x^t (the clock). With decay = e^{-δt/20 ms} this is both the F_α(ζ)·Ψ of the
+e-prop 2 code and the leaky learning signal L^t = α_e L^{t-1} + Ψ ξ^t of natural e-prop (the same recursion).
+
+Parameters are prefixed ``em_`` so that they live in one mapping with the learning network's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..cells.base import Params, gaussian
+from ..cells.filters import causal_filter
+from ..cells.linalg import linear
+from ..cells.simulate import Trajectory, simulate
+from ..errors import ConfigError, require_count, require_positive
+from .base import Observation, SignalSource
+
+
+@dataclass(frozen=True)
+class LearnedErrorModule(SignalSource):
+    cell: object  # any cell of the library; its n_in must equal ``input_width``
+    n_learner: int  # learning-network neurons: one signal each
+    n_context: int = 0
+    n_inputs: int = 0
+    use_context: bool = True
+    use_spikes: bool = True
+    use_inputs: bool = True
+    signal_tau: float = 20.0  # ms; decay of the filter F on ζ
+    dt: float = 1.0
+    projection_scale: float = 1.0  # Ψ ~ projection_scale · N(0, 1)/√n_em
+
+    def __post_init__(self):
+        require_count("error_module.n_learner", self.n_learner)
+        require_count("error_module.n_context", self.n_context, minimum=0)
+        require_count("error_module.n_inputs", self.n_inputs, minimum=0)
+        require_positive("error_module.signal_tau", self.signal_tau)
+        if self.input_width == 0:
+            raise ConfigError("error_module.use_context", "the error module sees nothing: enable at least one input")
+        if self.cell.n_in != self.input_width:
+            raise ConfigError("error_module.cell.n_in", f"must equal the input width {self.input_width}, "
+                              f"got {self.cell.n_in}")
+
+    @property
+    def input_width(self) -> int:
+        return (self.n_context * self.use_context + self.n_learner * self.use_spikes
+                + self.n_inputs * self.use_inputs)
+
+    @property
+    def decay(self) -> float:
+        return math.exp(-self.dt / self.signal_tau)
+
+    def init_params(self, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Params:
+        cell_params = self.cell.init_params(generator, dtype)
+        n_em = self.cell.n_rec
+        projection = gaussian((self.n_learner, n_em), self.projection_scale / math.sqrt(n_em), generator, dtype)
+        return {**{f"em_{k}": v for k, v in cell_params.items()}, "em_proj": projection}
+
+    @staticmethod
+    def cell_params(params: Params) -> Params:
+        return {k[3:]: v for k, v in params.items() if k.startswith("em_") and k != "em_proj"}
+
+    def module_input(self, obs: Observation) -> torch.Tensor:
+        parts = []
+        if self.use_context:
+            if obs.context is None:
+                raise ConfigError("error_module.use_context", "the task provides no context input")
+            parts.append(obs.context)
+        if self.use_spikes:
+            parts.append(obs.spikes)
+        if self.use_inputs:
+            parts.append(obs.inputs)
+        return torch.cat(parts, -1)
+
+    def init_state(self, batch: int, dtype=torch.float32, device=None):
+        filtered = torch.zeros(batch, self.cell.n_rec, dtype=dtype, device=device)
+        return self.cell.init_state(batch, dtype, device), filtered
+
+    def step(self, params: Params, state, obs: Observation):
+        cell_state, filtered = state
+        cell_state, zeta = self.cell.step(self.cell_params(params), cell_state, self.module_input(obs))
+        filtered = self.decay * filtered + zeta
+        return (cell_state, filtered), linear(params["em_proj"], filtered)
+
+    def run(self, params: Params, obs: Observation) -> tuple[torch.Tensor, Trajectory]:
+        """Whole trial: learning signals ``[B, T, n_learner]`` and the module's own trajectory (its spikes
+        enter the outer loop's rate regulariser)."""
+        trajectory = simulate(self.cell, self.cell_params(params), self.module_input(obs))
+        return linear(params["em_proj"], causal_filter(trajectory.outputs, self.decay)), trajectory
+
+    def sequence(self, params: Params, obs: Observation) -> torch.Tensor:
+        return self.run(params, obs)[0]
