@@ -5,7 +5,9 @@ A source maps, step by step, what is available at step t to a learning signal L^
 * ``init_state(batch, dtype, device)`` → its own recurrent state (``None`` for memoryless feedback);
 * ``step(params, state, obs) -> (state, L_t)`` — the causal, online form used by online e-prop and hardware;
 * ``sequence(params, obs) -> L [B, T, n_rec]`` — the same signals for a whole trial (fused execution). The
-  default implementation iterates ``step``; memoryless sources override it with one tensor operation.
+  default implementation iterates ``step``; memoryless sources override it with one tensor operation;
+* ``run(params, obs) -> (L, trajectory | None)`` — ``sequence`` plus the source's own recorded activity, if it
+  has any (a learned error module's spikes enter the outer loop's rate regulariser).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ class Observation(NamedTuple):
 class SignalSource:
     def init_state(self, batch: int, dtype=torch.float32, device=None):
         return None
+
+    def run(self, params, obs: Observation):
+        return self.sequence(params, obs), None
 
     def sequence(self, params, obs: Observation) -> torch.Tensor:
         state = self.init_state(obs.error.shape[0], obs.error.dtype, obs.error.device)

@@ -36,6 +36,7 @@ class EpropResult(NamedTuple):
     outputs: torch.Tensor  # readout y [B, T, n_out]
     trajectory: Trajectory | None  # the recorded trial (fused execution only)
     signals: torch.Tensor | None  # learning signals L [B, T, n_rec] (fused execution only)
+    source_trajectory: Trajectory | None = None  # a recurrent source's own activity (fused execution only)
 
 
 def presynaptic(name: str, trajectory: Trajectory, x: torch.Tensor) -> torch.Tensor:
@@ -108,10 +109,11 @@ def eprop_fused(
     z = trajectory.outputs
     per_task = is_per_task(params["w_rec"])
     error = loss.error(y, target, mask)
-    signals = source.sequence({**params, **(source_params or {})}, Observation(error, y, target, z, x, context))
+    signals, source_trajectory = source.run({**params, **(source_params or {})},
+                                            Observation(error, y, target, z, x, context))
     reg_signal = regularizer.signal(z, per_task) if regularizer is not None else None
     value = loss.value(y, target, mask) + (regularizer.loss(z, per_task) if regularizer is not None else 0.0)
     names = tuple(n for n in plastic if n in RECURRENT_WEIGHTS)
     grads = recurrent_grads(network.cell, params, trajectory, x, signals, kappa, reg_signal, names)
     grads.update(readout_grads(network.readout, params, z, error, tuple(n for n in plastic if n in READOUT_WEIGHTS)))
-    return EpropResult(grads, value, y, trajectory, signals)
+    return EpropResult(grads, value, y, trajectory, signals, source_trajectory)

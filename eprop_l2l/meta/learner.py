@@ -1,0 +1,102 @@
+"""The learning-to-learn model: demonstration trial → e-prop update(s) driven by the error module → test trial
+→ meta-loss, as one differentiable function of the meta-parameters (e-prop 2, Bellec et al. 2019; the
+authors' ``tutorial_eprop2.py`` and ``reference/eprop-spec.md`` B5-B6).
+
+Meta-parameters: the learning network's initial weights (``w_in``, ``w_rec``, ``w_out``, ``b_out``), the error
+module's weights (``em_*``) and, optionally, the log of the inner learning rate. Per task (= batch element)
+the plastic weights become fast weights ``W − η ΔW`` with a leading task dimension, computed by the fused e-prop
+update (no Python loop over tasks); the outer loss is differentiated through everything by autograd.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from ..cells.base import Params
+from ..cells.network import RecurrentNetwork
+from ..error_modules.base import Observation
+from ..errors import require_count, require_positive
+from ..inner_loop.eprop import eprop_fused
+from ..inner_loop.losses import Loss
+from ..inner_loop.regularization import RateRegularizer
+from ..task_families.base import TaskBatch
+
+
+def motor_mse(y: torch.Tensor, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Default outer loss: mean squared error of the readout against the targets."""
+    mse = ((y - batch.targets) ** 2 * batch.mask.unsqueeze(-1)).sum() / (batch.mask.sum() * y.shape[-1])
+    return mse, {"mse_motor": mse.detach()}
+
+
+@dataclass(frozen=True)
+class MetaLearner:
+    network: RecurrentNetwork
+    error_module: object  # a learning-signal source (error_modules); learned ones carry em_* parameters
+    inner_lr: float = 1e-4
+    learn_inner_lr: bool = False
+    n_inner_updates: int = 1
+    plastic: tuple[str, ...] = ("w_in", "w_rec")
+    kappa: float = 0.0  # trace filter of the inner update: 0 in e-prop 2 (L is applied to e directly)
+    network_rate: RateRegularizer = field(default_factory=lambda: RateRegularizer(200.0, 20.0))
+    module_rate: RateRegularizer = field(default_factory=lambda: RateRegularizer(200.0, 10.0))
+    outer_loss: Callable = motor_mse
+
+    def __post_init__(self):
+        require_positive("inner.lr", self.inner_lr)
+        require_count("inner.n_updates", self.n_inner_updates, minimum=0)
+
+    def init_meta_params(self, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Params:
+        params = self.network.init_params(generator, dtype)
+        if hasattr(self.error_module, "init_params"):
+            params.update(self.error_module.init_params(generator, dtype))
+        if self.learn_inner_lr:
+            params["log_inner_lr"] = torch.tensor(math.log(self.inner_lr), dtype=dtype)
+        return params
+
+    def inner_lr_value(self, meta: Params) -> torch.Tensor | float:
+        return meta["log_inner_lr"].exp() if self.learn_inner_lr else self.inner_lr
+
+    def _context(self, batch: TaskBatch):
+        return batch.extra.get("error_module_inputs")
+
+    def adapt(self, meta: Params, batch: TaskBatch):
+        """One-shot adaptation: per-task fast weights and the demonstration trial's records."""
+        b = batch.inputs.shape[0]
+        fast = {k: (v.expand(b, *v.shape) if k in self.plastic else v) for k, v in meta.items()}
+        lr = self.inner_lr_value(meta)
+        loss = Loss("mse")
+        demos = []
+        for _ in range(self.n_inner_updates):
+            result = eprop_fused(self.network, fast, batch.inputs, batch.targets, batch.mask, loss,
+                                 self.error_module, None, None, self.plastic, self.kappa, self._context(batch))
+            demos.append(result)
+            fast = {k: (v - lr * result.grads[k] if k in self.plastic else v) for k, v in fast.items()}
+        return fast, demos
+
+    def forward(self, meta: Params, batch: TaskBatch) -> dict:
+        """Meta-loss and diagnostics of one batch of tasks."""
+        fast, demos = self.adapt(meta, batch)
+        trajectory, y_test = self.network.run(fast, batch.inputs)
+        task_loss, metrics = self.outer_loss(y_test, batch)
+        spikes = [trajectory.outputs] + [d.trajectory.outputs for d in demos]
+        module_spikes = [d.source_trajectory.outputs for d in demos if d.source_trajectory is not None]
+        if module_spikes:
+            obs = Observation(None, y_test, batch.targets, trajectory.outputs, batch.inputs, self._context(batch))
+            _, test_module = self.error_module.run(meta, obs)  # runs in the test trial too (regulariser only)
+            module_spikes.append(test_module.outputs)
+        reg = self.network_rate.loss(torch.cat(spikes, 1), per_task=False)
+        if module_spikes:
+            reg = reg + self.module_rate.loss(torch.cat(module_spikes, 1), per_task=False)
+        before = demos[0].outputs if demos else y_test
+        _, metrics_before = self.outer_loss(before, batch)
+        metrics = {**{f"{k}_after": v for k, v in metrics.items()}, **{f"{k}_before": v.detach()
+                                                                        for k, v in metrics_before.items()}}
+        metrics["rate_network_hz"] = torch.cat(spikes, 1).mean().detach() * 1000.0
+        if module_spikes:
+            metrics["rate_module_hz"] = torch.cat(module_spikes, 1).mean().detach() * 1000.0
+        return {"loss": task_loss + reg, "task_loss": task_loss, "reg": reg, "metrics": metrics,
+                "y_test": y_test, "y_demo": before, "fast": fast, "demos": demos, "test_trajectory": trajectory}
