@@ -114,6 +114,16 @@ def run_case(case: str, kind: str, steps: int = 500, backward: bool = False):
     raise ValueError(case)
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def high_water_mb() -> float:
     """This process's peak resident memory (VmHWM) in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -148,10 +158,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="skip the naive case and the memory sweep")
     parser.add_argument("--memory-only", action="store_true", help="only the peak-memory measurements")
+    parser.add_argument("--no-memory", action="store_true", help="only the timings")
     parser.add_argument("--out", default="benchmarks/results/eprop_trial.json")
     args = parser.parse_args()
     configure_cpu(args.threads)
-    results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+    results = {"machine": f"{_cpu_name()}, {torch.get_num_threads()} thread(s)",
                "torch": torch.__version__, "shape": "N=400, N_in=10, T=500, B=32", "time_s": {}, "memory_mb": {}}
     for kind in ("lif", "alif"):
         times = {}
@@ -173,7 +184,7 @@ def main() -> None:
                   f" fused / forward = {times['fused'] / times['forward']:.2f};"
                   f" online / forward = {times['online'] / times['forward']:.2f};"
                   f" bptt / forward = {times['bptt'] / times['forward']:.2f}")
-        if not args.quick:
+        if not (args.quick or args.no_memory):
             memory = {}
             for case in CASES:
                 memory[case] = peak_memory_mb(case, kind, 500)
