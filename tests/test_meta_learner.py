@@ -16,7 +16,7 @@ from eprop_l2l.task_families.base import TaskBatch
 from .builders import relative_error
 
 
-def tiny(kind: str, seed: int = 0, steps: int = 15, batch: int = 2):
+def tiny(kind: str, seed: int = 0, steps: int = 15, batch: int = 2, fast_loop: bool = False):
     g = torch.Generator().manual_seed(seed)
     n_in, n_rec, n_ctx = 3, 5, 4
     if kind == "rate":
@@ -25,8 +25,9 @@ def tiny(kind: str, seed: int = 0, steps: int = 15, batch: int = 2):
         cell = LIF(n_in, n_rec, v_th=0.3, n_ref=2)
         em_cell = LIF(n_ctx + n_rec + n_in, 4, v_th=0.3, n_ref=2)
     network = RecurrentNetwork(cell, LeakyReadout(n_rec, 2, tau_out=5.0))
-    module = LearnedErrorModule(em_cell, n_rec, n_context=n_ctx, n_inputs=n_in, projection_scale=2.0)
-    learner = MetaLearner(network, module, inner_lr=0.5, learn_inner_lr=True, n_inner_updates=2)
+    module = LearnedErrorModule(em_cell, n_rec, n_context=n_ctx, n_inputs=n_in, projection_scale=2.0,
+                                fast_loop=fast_loop)
+    learner = MetaLearner(network, module, inner_lr=0.5, learn_inner_lr=True, n_inner_updates=2, fast_loop=fast_loop)
     meta = learner.init_meta_params(g, torch.float64)
     meta["w_in"] = meta["w_in"] * 2.0
     meta["em_w_in"] = meta["em_w_in"] * 2.0
@@ -74,3 +75,15 @@ def test_fast_weights_are_per_task_and_the_update_changes_the_test_trial():
     assert torch.count_nonzero(torch.diagonal(out["fast"]["w_rec"], dim1=-2, dim2=-1)) == 0
     frozen = MetaLearner(learner.network, learner.error_module, n_inner_updates=0).forward(meta, task)
     assert not torch.allclose(frozen["y_test"], out["y_test"])
+
+
+def test_meta_gradient_with_the_fast_spiking_loops_is_unchanged():
+    grads = []
+    for fast_loop in (False, True):
+        learner, meta, task, _ = tiny("lif", steps=25, fast_loop=fast_loop)
+        leaves = {k: v.clone().requires_grad_() for k, v in meta.items()}
+        out = learner.forward(leaves, task)
+        grads.append(torch.autograd.grad(out["loss"], list(leaves.values())))
+    for reference, fast in zip(*grads, strict=True):
+        assert reference.norm() > 0
+        assert relative_error(fast, reference) <= 1e-10

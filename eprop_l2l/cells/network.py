@@ -20,10 +20,11 @@ class RecurrentNetwork:
     def init_params(self, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Params:
         return {**self.cell.init_params(generator, dtype), **self.readout.init_params(generator, dtype)}
 
-    def run(self, params: Params, x: torch.Tensor, paths: str = "full") -> tuple[Trajectory, torch.Tensor]:
+    def run(self, params: Params, x: torch.Tensor, paths: str = "full",
+            fast: bool = False) -> tuple[Trajectory, torch.Tensor]:
         """Whole trial: trajectory of the cell and readout ``y [B, T, n_out]``."""
         check_params(self.cell, params)
         if x.shape[-1] != self.cell.n_in:
             raise ConfigError("inputs", f"expected {self.cell.n_in} input channels, got {x.shape[-1]}")
-        trajectory = simulate(self.cell, params, x, paths=paths)
+        trajectory = simulate(self.cell, params, x, paths=paths, fast=fast)
         return trajectory, self.readout.run(params, trajectory.outputs)

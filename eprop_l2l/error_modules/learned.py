@@ -39,6 +39,7 @@ class LearnedErrorModule(SignalSource):
     signal_tau: float = 20.0  # ms; decay of the filter F on ζ
     dt: float = 1.0
     projection_scale: float = 1.0  # Ψ ~ projection_scale · N(0, 1)/√n_em
+    fast_loop: bool = False  # spiking cells: time loop with the hand-written backward (cells/fused_loop.py)
 
     def __post_init__(self):
         require_count("error_module.n_learner", self.n_learner)
@@ -95,7 +96,7 @@ class LearnedErrorModule(SignalSource):
     def run(self, params: Params, obs: Observation) -> tuple[torch.Tensor, Trajectory]:
         """Whole trial: learning signals ``[B, T, n_learner]`` and the module's own trajectory (its spikes
         enter the outer loop's rate regulariser)."""
-        trajectory = simulate(self.cell, self.cell_params(params), self.module_input(obs))
+        trajectory = simulate(self.cell, self.cell_params(params), self.module_input(obs), fast=self.fast_loop)
         return linear(params["em_proj"], causal_filter(trajectory.outputs, self.decay)), trajectory
 
     def sequence(self, params: Params, obs: Observation) -> torch.Tensor:

@@ -96,6 +96,7 @@ def eprop_fused(
     plastic: tuple[str, ...] = DEFAULT_PLASTIC,
     kappa: float | None = None,
     context: torch.Tensor | None = None,
+    fast: bool = False,
 ) -> EpropResult:
     """Run one trial and return e-prop's weight-update direction for ``plastic``.
 
@@ -103,9 +104,10 @@ def eprop_fused(
     **source_params}`` and, in its observation, the task's ``context`` ``[B, T, ·]`` if given (e.g. the coded
     target movement for a learned error module). ``kappa`` filters the traces (default: the readout's κ, which
     makes symmetric feedback exact in the sense of Bellec et al. 2020; 0 disables filtering, as in e-prop 2).
+    ``fast`` runs spiking time loops with the hand-written backward (:mod:`eprop_l2l.cells.fused_loop`).
     """
     kappa = network.readout.kappa if kappa is None else kappa
-    trajectory, y = network.run(params, x)
+    trajectory, y = network.run(params, x, fast=fast)
     z = trajectory.outputs
     per_task = is_per_task(params["w_rec"])
     error = loss.error(y, target, mask)

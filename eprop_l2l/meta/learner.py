@@ -44,6 +44,7 @@ class MetaLearner:
     network_rate: RateRegularizer = field(default_factory=lambda: RateRegularizer(200.0, 20.0))
     module_rate: RateRegularizer = field(default_factory=lambda: RateRegularizer(200.0, 10.0))
     outer_loss: Callable = motor_mse
+    fast_loop: bool = True  # learning network's spiking loops with the hand-written backward (same gradients)
 
     def __post_init__(self):
         require_positive("inner.lr", self.inner_lr)
@@ -72,7 +73,8 @@ class MetaLearner:
         demos = []
         for _ in range(self.n_inner_updates):
             result = eprop_fused(self.network, fast, batch.inputs, batch.targets, batch.mask, loss,
-                                 self.error_module, None, None, self.plastic, self.kappa, self._context(batch))
+                                 self.error_module, None, None, self.plastic, self.kappa, self._context(batch),
+                                 fast=self.fast_loop)
             demos.append(result)
             fast = {k: (v - lr * result.grads[k] if k in self.plastic else v) for k, v in fast.items()}
         return fast, demos
@@ -80,7 +82,7 @@ class MetaLearner:
     def forward(self, meta: Params, batch: TaskBatch) -> dict:
         """Meta-loss and diagnostics of one batch of tasks."""
         fast, demos = self.adapt(meta, batch)
-        trajectory, y_test = self.network.run(fast, batch.inputs)
+        trajectory, y_test = self.network.run(fast, batch.inputs, fast=self.fast_loop)
         task_loss, metrics = self.outer_loss(y_test, batch)
         spikes = [trajectory.outputs] + [d.trajectory.outputs for d in demos]
         module_spikes = [d.source_trajectory.outputs for d in demos if d.source_trajectory is not None]
