@@ -5,6 +5,7 @@
   fused    eprop_fused: whole-trial adjoint + one matrix product per weight group
   forward  the plain forward pass (cell + readout), no learning
   bptt     autograd BPTT of the same trial (forward + backward)
+  bptt_fast  the same BPTT with the spiking loop's hand-written backward (cells/fused_loop.py)
 
 Times are medians of ``--repeats`` runs measured in ONE process (so ratios compare like with like). Peak memory
 is the peak resident set (VmHWM) of a fresh subprocess per case minus that of a subprocess that only builds the
@@ -38,7 +39,7 @@ from eprop_l2l.inner_loop.eprop_online import eprop_online
 from eprop_l2l.inner_loop.losses import Loss
 from eprop_l2l.runtime import configure_cpu
 
-CASES = ("naive", "online", "fused", "forward", "bptt")
+CASES = ("naive", "online", "fused", "forward", "bptt", "bptt_fast")
 
 
 def build(kind: str, n_rec=400, n_in=10, steps=500, batch=32, seed=0):
@@ -109,8 +110,8 @@ def run_case(case: str, kind: str, steps: int = 500, backward: bool = False):
     if case == "forward":
         with torch.no_grad():
             return network.run(params, x)
-    if case == "bptt":
-        return bptt_grads(network, params, x, target, mask, Loss())
+    if case in ("bptt", "bptt_fast"):
+        return bptt_grads(network, params, x, target, mask, Loss(), fast=case == "bptt_fast")
     raise ValueError(case)
 
 
@@ -183,7 +184,8 @@ def main() -> None:
             print(f"{kind}: fused is {times['naive'] / times['fused']:.1f}x faster than naive;"
                   f" fused / forward = {times['fused'] / times['forward']:.2f};"
                   f" online / forward = {times['online'] / times['forward']:.2f};"
-                  f" bptt / forward = {times['bptt'] / times['forward']:.2f}")
+                  f" bptt / forward = {times['bptt'] / times['forward']:.2f};"
+                  f" fast-loop bptt / forward = {times['bptt_fast'] / times['forward']:.2f}")
         if not (args.quick or args.no_memory):
             memory = {}
             for case in CASES:
