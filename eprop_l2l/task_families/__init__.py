@@ -10,10 +10,12 @@ import dataclasses
 
 from ..errors import ConfigError
 from .base import TaskBatch, TaskFamily
+from .arm import ArmSines
 from .evidence import EvidenceAccumulation
 from .sines import SumOfSines
 
 FAMILIES: dict[str, type] = {
+    ArmSines.name: ArmSines,
     EvidenceAccumulation.name: EvidenceAccumulation,
     SumOfSines.name: SumOfSines,
 }

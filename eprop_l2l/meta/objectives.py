@@ -1,0 +1,25 @@
+"""Outer-loop objectives of the arm task (e-prop 2 code, spec B6): L = 0.5·(0.1·MSE_motor + MSE_cart), with
+MSE_motor the mean squared joint-velocity error (rad/s)² and MSE_cart the mean over time, tasks and (x, y) of
+the squared hand-position error after integrating the produced velocities through the arm."""
+
+from __future__ import annotations
+
+import torch
+
+from ..task_families.arm import arm_forward
+from ..task_families.base import TaskBatch
+
+
+def arm_errors(y: torch.Tensor, batch: TaskBatch) -> dict[str, torch.Tensor]:
+    """Per-task errors ``[B]``: mse_motor, mse_cart, hand_rmse (RMS Euclidean hand distance over time)."""
+    hand = arm_forward(y)
+    target = batch.extra["hand"]
+    squared = (hand - target) ** 2
+    return {"mse_motor": ((y - batch.targets) ** 2).mean((1, 2)), "mse_cart": squared.mean((1, 2)),
+            "hand_rmse": squared.sum(-1).mean(-1).sqrt()}
+
+
+def arm_outer_loss(y: torch.Tensor, batch: TaskBatch, motor_weight: float = 0.1):
+    errors = arm_errors(y, batch)
+    loss = 0.5 * (motor_weight * errors["mse_motor"].mean() + errors["mse_cart"].mean())
+    return loss, {k: v.mean().detach() for k, v in errors.items()}

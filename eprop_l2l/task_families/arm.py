@@ -1,0 +1,148 @@
+"""The two-joint arm of e-prop 2 (Bellec et al. 2019; the authors' ``robot_trajectories.py``, spec B2-B4).
+
+Kinematics (differentiable, purely kinematic, δt = 1 ms, segments 0.5 + 0.5)::
+
+    φ(t) = φ(0) + δt Σ_{t'≤t} ω(t'),   φ(0) = (0, π/2),   joint 2 is the RELATIVE elbow angle
+    x = l1 cos φ1 + l2 cos(φ1 + φ2),   y = l1 sin φ1 + l2 sin(φ1 + φ2)          (start: (0.5, 0.5))
+
+Target family ``ArmSines`` (B4): per task, with t = linspace(0, 2π, T),
+
+* shoulder: ω1 = Σ_{k=1..5} A_k sin(t/P_k + Φ_k), A ~ U[0, 30] rad/s, P ~ U[0.3, 1], Φ ~ U[0, 2π], scaled down
+  (if needed) so that the angle travelled stays within ±π/2;
+* elbow: five components sin(t/P'_k + Φ'_k)·A'_k (A' ~ U[0, 1.5]), each normalised to a peak-to-peak of 20 rad/s,
+  summed and scaled down the same way. The spec's "φ2_abs = φ1 + φ2_rel + π/2" is this relative joint with its
+  start angle π/2.
+
+Every trial's inputs: the learning network sees only the clock (``n_clock`` neurons in ``clock_groups`` groups;
+group g fires one spike every ``clock_period_ms`` during the g-th fifth of the trial), identical for all tasks.
+The error module additionally sees the target hand path, clipped to [−1, 1] and population-coded by
+``n_pop_per_dim`` Gaussian-tuned Bernoulli neurons per coordinate (peak 200 Hz, σ = 0.2, centres
+linspace(−1.4, 1.4)) — ``extra["error_module_inputs"]``. ``targets`` are the target joint velocities (rad/s),
+``extra["hand"]`` the target hand path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from ..errors import ConfigError, require_count, require_positive
+from .base import TaskBatch
+
+PHI0 = (0.0, math.pi / 2)
+
+
+def joint_angles(omega: torch.Tensor, phi0=PHI0, dt: float = 1e-3) -> torch.Tensor:
+    """φ(t) = φ(0) + δt·cumsum(ω) for joint velocities ``omega [..., T, 2]`` (rad/s)."""
+    return torch.as_tensor(phi0, dtype=omega.dtype, device=omega.device) + dt * torch.cumsum(omega, -2)
+
+
+def hand_position(phi: torch.Tensor, l1: float = 0.5, l2: float = 0.5) -> torch.Tensor:
+    """(x, y) of the hand for angles ``[..., 2]`` (shoulder absolute, elbow relative)."""
+    shoulder, elbow = phi[..., 0], phi[..., 0] + phi[..., 1]
+    return torch.stack([l1 * torch.cos(shoulder) + l2 * torch.cos(elbow),
+                        l1 * torch.sin(shoulder) + l2 * torch.sin(elbow)], -1)
+
+
+def arm_forward(omega: torch.Tensor, dt: float = 1e-3) -> torch.Tensor:
+    """Hand path ``[..., T, 2]`` produced by joint velocities ``[..., T, 2]`` from the start posture."""
+    return hand_position(joint_angles(omega, dt=dt))
+
+
+def _limit_travel(omega: torch.Tensor, dt: float, limit: float) -> torch.Tensor:
+    """Scale each task's velocity down so that |angle travelled| ≤ limit (unchanged when already inside)."""
+    travel = (dt * torch.cumsum(omega, -1)).abs().amax(-1, keepdim=True)
+    return omega * torch.clamp(limit / travel.clamp_min(1e-12), max=1.0)
+
+
+def clock_input(n_steps: int, n_clock: int, groups: int, period: int, dtype=torch.float32) -> torch.Tensor:
+    """``[T, n_clock]``: group g (n_clock/groups neurons) spikes every ``period`` steps in the g-th segment."""
+    clock = torch.zeros(n_steps, n_clock, dtype=dtype)
+    per_group = n_clock // groups
+    for g in range(groups):
+        start, stop = g * n_steps // groups, (g + 1) * n_steps // groups
+        clock[start:stop:period, g * per_group : (g + 1) * per_group] = 1.0
+    return clock
+
+
+def population_code(xy: torch.Tensor, generator: torch.Generator, n_per_dim: int = 100, peak_hz: float = 200.0,
+                    sigma: float = 0.2, span: float = 1.4, dt_ms: float = 1.0) -> torch.Tensor:
+    """Bernoulli spikes ``[..., T, 2·n_per_dim]`` of Gaussian-tuned neurons coding each coordinate."""
+    centres = torch.linspace(-span, span, n_per_dim, dtype=torch.float64)
+    value = xy.to(torch.float64).clamp(-1.0, 1.0).unsqueeze(-1)  # [..., T, 2, 1]
+    p = peak_hz * dt_ms / 1000.0 * torch.exp(-((value - centres) ** 2) / (2 * sigma**2))
+    p = p.flatten(-2)
+    draws = torch.rand(p.shape, generator=generator, dtype=torch.float64, device=generator.device)
+    return (draws < p).to(xy.dtype)
+
+
+@dataclass(frozen=True)
+class ArmSines:
+    n_steps: int = 500
+    n_clock: int = 10
+    clock_groups: int = 5
+    clock_period_ms: int = 10
+    n_pop_per_dim: int = 100
+    pop_sigma: float = 0.2
+    pop_peak_hz: float = 200.0
+    n_components: int = 5
+    shoulder_amplitude: float = 30.0
+    elbow_peak_to_peak: float = 20.0
+    dt_s: float = 1e-3
+
+    name: ClassVar[str] = "arm_sines"
+    loss: ClassVar[str] = "mse"
+    n_out: ClassVar[int] = 2
+
+    def __post_init__(self):
+        for key in ("n_steps", "n_clock", "clock_groups", "clock_period_ms", "n_pop_per_dim", "n_components"):
+            require_count(f"{self.name}.{key}", getattr(self, key))
+        for key in ("pop_sigma", "pop_peak_hz", "shoulder_amplitude", "elbow_peak_to_peak", "dt_s"):
+            require_positive(f"{self.name}.{key}", getattr(self, key))
+        if self.n_clock % self.clock_groups:
+            raise ConfigError(f"{self.name}.n_clock", f"must be a multiple of clock_groups={self.clock_groups}")
+        if self.n_steps < self.clock_groups:
+            raise ConfigError(f"{self.name}.n_steps", f"must be >= clock_groups={self.clock_groups}")
+
+    @property
+    def n_in(self) -> int:
+        return self.n_clock
+
+    @property
+    def n_context(self) -> int:
+        return 2 * self.n_pop_per_dim
+
+    def joint_velocities(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """Target ω* ``[B, T, 2]`` (float64), drawn from ``generator``."""
+        k, dev = self.n_components, generator.device
+        t = torch.linspace(0, 2 * math.pi, self.n_steps, dtype=torch.float64, device=dev)
+
+        def uniform(low, high):
+            return low + (high - low) * torch.rand(batch_size, k, 1, generator=generator, dtype=torch.float64,
+                                                   device=dev)
+
+        amp, period, phase = uniform(0, self.shoulder_amplitude), uniform(0.3, 1.0), uniform(0, 2 * math.pi)
+        shoulder = (amp * torch.sin(t / period + phase)).sum(1)
+        amp2, period2, phase2 = uniform(0, 1.5), uniform(0.3, 1.0), uniform(0, 2 * math.pi)
+        parts = amp2 * torch.sin(t / period2 + phase2)
+        span = (parts.amax(-1, keepdim=True) - parts.amin(-1, keepdim=True)).clamp_min(1e-12)
+        elbow = (parts / span * self.elbow_peak_to_peak).sum(1)
+        limit = math.pi / 2
+        return torch.stack([_limit_travel(shoulder, self.dt_s, limit), _limit_travel(elbow, self.dt_s, limit)], -1)
+
+    def sample(self, batch_size: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> TaskBatch:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"{self.name}.batch_size", f"must be an integer >= 1, got {batch_size!r}")
+        omega = self.joint_velocities(batch_size, generator)
+        angles = joint_angles(omega, dt=self.dt_s)
+        hand = hand_position(angles)
+        context = population_code(hand, generator, self.n_pop_per_dim, self.pop_peak_hz, self.pop_sigma)
+        clock = clock_input(self.n_steps, self.n_clock, self.clock_groups, self.clock_period_ms)
+        clock = clock.to(generator.device).expand(batch_size, -1, -1)
+        mask = torch.ones(batch_size, self.n_steps, dtype=dtype, device=generator.device)
+        return TaskBatch(clock.to(dtype).contiguous(), omega.to(dtype), mask,
+                         {"hand": hand.to(dtype), "angles": angles.to(dtype),
+                          "error_module_inputs": context.to(dtype)})
