@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 
 from ..errors import ConfigError
-from .base import TaskBatch, TaskFamily
 from .arm import ArmSines
+from .base import TaskBatch, TaskFamily
 from .evidence import EvidenceAccumulation
 from .sines import SumOfSines
 
