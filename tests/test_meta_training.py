@@ -73,3 +73,35 @@ def test_evaluation_writes_metrics_and_figure(tmp_path):
     # same held-out seed, same numbers
     again, _, _ = evaluate_one_shot(learner, meta, family, n_tasks=6, batch_size=4)
     assert again["mse_cart_after"] == saved["mse_cart_after"]
+
+
+def test_presets_build_and_reject_unknown_names():
+    from eprop_l2l.errors import ConfigError
+    from eprop_l2l.meta.presets import arm_learner
+
+    learner, family, config = arm_learner("paper", fast_loop=False)
+    assert learner.network.cell.n_rec == 400 and learner.error_module.cell.n_rec == 300
+    assert config.batch_size == 100 and family.n_steps == 500 and family.n_context == 200
+    assert learner.error_module.cell.n_in == 200 + 400 + 10  # target code, learner spikes, clock (spec B2)
+    with pytest.raises(ConfigError, match="^preset: unknown value 'gpu'"):
+        arm_learner("gpu")
+
+
+@pytest.mark.slow
+def test_short_meta_training_makes_the_one_shot_update_reduce_motor_error_on_unseen_movements():
+    """After 120 meta-iterations of the ``small`` preset, the single e-prop update driven by the learned error
+    module lowers the joint-velocity error on 64 held-out movements by more than 5 %; at initialisation it does
+    not help (measured 1.03×). (The hand-position error does not improve yet at this budget.)"""
+    import dataclasses
+
+    from eprop_l2l.meta.presets import arm_learner
+
+    learner, family, config = arm_learner("small")
+    config = dataclasses.replace(config, n_iterations=120, validate_every=10_000, n_validation_tasks=4)
+    untrained = learner.init_meta_params(torch.Generator().manual_seed(config.seed))
+    initial, _, _ = evaluate_one_shot(learner, untrained, family, n_tasks=64, seed=2024, batch_size=32)
+    assert initial["mse_motor_after"] > 0.98 * initial["mse_motor_before"]  # measured: 1.03× (no help yet)
+    state = meta_train(learner, family, config)
+    meta = {k: v.detach() for k, v in state.meta.items()}
+    trained, _, _ = evaluate_one_shot(learner, meta, family, n_tasks=64, seed=2024, batch_size=32)
+    assert trained["mse_motor_after"] < 0.95 * trained["mse_motor_before"], trained
