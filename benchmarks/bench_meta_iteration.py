@@ -27,10 +27,10 @@ from eprop_l2l.meta.presets import arm_learner
 from eprop_l2l.runtime import configure_cpu
 
 
-def build(preset: str, fast: bool, batch_size: int | None):
+def build(preset: str, fast: bool, batch_size: int | None, device: str):
     learner, family, config = arm_learner(preset, fast_loop=fast)
-    batch = family.sample(batch_size or config.batch_size, torch.Generator().manual_seed(0))
-    meta = learner.init_meta_params(torch.Generator().manual_seed(0))
+    batch = family.sample(batch_size or config.batch_size, torch.Generator().manual_seed(0)).to(device)
+    meta = {k: v.to(device) for k, v in learner.init_meta_params(torch.Generator().manual_seed(0)).items()}
     return learner, batch, meta
 
 
@@ -51,14 +51,25 @@ def forward_both_trials(learner, batch, meta):
                                                    context))
 
 
+def synchronize():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(fn, repeats):
+    """Median seconds per call and the peak GPU memory of one call (MB; 0 on CPU)."""
     fn()
+    synchronize()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        synchronize()
         samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+    return statistics.median(samples), peak
 
 
 def main():
@@ -67,19 +78,23 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=None, help="override the preset's tasks per batch")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     configure_cpu(args.threads)
-    learner, batch, meta = build(args.preset, True, args.batch_size)
+    learner, batch, meta = build(args.preset, True, args.batch_size, args.device)
     reference_learner = dataclasses.replace(learner, fast_loop=False,
                                             error_module=dataclasses.replace(learner.error_module, fast_loop=False))
-    times = {
+    measured = {
         "forward": timed(lambda: forward_both_trials(learner, batch, meta), args.repeats),
         "fast": timed(lambda: meta_iteration(learner, batch, meta), args.repeats),
         "reference": timed(lambda: meta_iteration(reference_learner, batch, meta), args.repeats),
     }
+    times = {k: v[0] for k, v in measured.items()}
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     result = {"preset": args.preset, "tasks": batch.inputs.shape[0], "threads": torch.get_num_threads(),
-              "time_s": times, "fast_over_forward": times["fast"] / times["forward"],
+              "device": device, "time_s": times, "fast_over_forward": times["fast"] / times["forward"],
+              "peak_gpu_memory_mb": {k: v[1] for k, v in measured.items()} if device != "cpu" else None,
               "reference_over_fast": times["reference"] / times["fast"]}
     print(json.dumps(result, indent=2))
     if args.out:

@@ -22,13 +22,16 @@ METRIC_KEYS = ("mse_cart", "mse_motor", "hand_rmse")
 def evaluate_one_shot(learner, meta: Params, family, n_tasks: int = 100, seed: int = 12345, batch_size: int = 50):
     """Per-task metrics (lists) and aggregates over ``n_tasks`` held-out tasks."""
     generator = torch.Generator().manual_seed(seed)
+    device = next(iter(meta.values())).device
     per_task = {f"{k}_{when}": [] for k in METRIC_KEYS for when in ("before", "after")}
     rates_network, rates_module, example = [], [], None
     done = 0
     while done < n_tasks:
         size = min(batch_size, n_tasks - done)
-        batch = family.sample(size, generator)
+        batch = family.sample(size, generator).to(device)
         out = learner.forward(meta, batch)
+        if device.type != "cpu":
+            batch, out = batch.to("cpu"), _to_cpu(out)
         for when, y in (("before", out["y_demo"]), ("after", out["y_test"])):
             for key, values in arm_errors(y, batch).items():
                 per_task[f"{key}_{when}"].extend(values.tolist())
@@ -47,6 +50,19 @@ def evaluate_one_shot(learner, meta: Params, family, n_tasks: int = 100, seed: i
     if rates_module:
         summary["rate_module_hz"] = sum(rates_module) / len(rates_module)
     return summary, per_task, example
+
+
+def _to_cpu(value):
+    """Tensors (also inside dicts, lists and dataclass records such as trajectories) moved to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # NamedTuple records (trajectories, states)
+        return type(value)(*(_to_cpu(v) for v in value))
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
 
 
 def write_evaluation(run_dir: str | Path, summary: dict, per_task: dict, example=None) -> Path:

@@ -45,6 +45,9 @@ class MetaLearner:
     module_rate: RateRegularizer = field(default_factory=lambda: RateRegularizer(200.0, 10.0))
     outer_loss: Callable = motor_mse
     fast_loop: bool = True  # learning network's spiking loops with the hand-written backward (same gradients)
+    # Mean over the tasks of a batch of per-task rates [B, N] -> [N]. Distributed training passes a
+    # differentiable all-reduce so that the (nonlinear) rate regulariser sees the whole batch, not one shard.
+    task_mean: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __post_init__(self):
         require_positive("inner.lr", self.inner_lr)
@@ -60,6 +63,9 @@ class MetaLearner:
 
     def inner_lr_value(self, meta: Params) -> torch.Tensor | float:
         return meta["log_inner_lr"].exp() if self.learn_inner_lr else self.inner_lr
+
+    def _task_mean(self, rates: torch.Tensor) -> torch.Tensor:
+        return rates.mean(0) if self.task_mean is None else self.task_mean(rates)
 
     def _context(self, batch: TaskBatch):
         return batch.extra.get("error_module_inputs")
@@ -90,9 +96,9 @@ class MetaLearner:
             obs = Observation(None, y_test, batch.targets, trajectory.outputs, batch.inputs, self._context(batch))
             _, test_module = self.error_module.run(meta, obs)  # runs in the test trial too (regulariser only)
             module_spikes.append(test_module.outputs)
-        reg = self.network_rate.loss(torch.cat(spikes, 1), per_task=False)
+        reg = self.network_rate.loss_from_rate(self._task_mean(torch.cat(spikes, 1).mean(1)))
         if module_spikes:
-            reg = reg + self.module_rate.loss(torch.cat(module_spikes, 1), per_task=False)
+            reg = reg + self.module_rate.loss_from_rate(self._task_mean(torch.cat(module_spikes, 1).mean(1)))
         before = demos[0].outputs if demos else y_test
         _, metrics_before = self.outer_loss(before, batch)
         metrics = {**{f"{k}_after": v for k, v in metrics.items()}, **{f"{k}_before": v.detach()

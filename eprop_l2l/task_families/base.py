@@ -36,6 +36,18 @@ class TaskBatch:
     mask: torch.Tensor
     extra: dict = dataclasses.field(default_factory=dict)
 
+    def to(self, device: torch.device | str) -> TaskBatch:
+        """The same trials on ``device`` (tasks are drawn on the CPU generator, then moved: same tasks anywhere)."""
+        move = lambda x: x.to(device) if isinstance(x, torch.Tensor) else x  # noqa: E731
+        return TaskBatch(move(self.inputs), move(self.targets), move(self.mask),
+                         {k: move(v) for k, v in self.extra.items()})
+
+    def select(self, index) -> TaskBatch:
+        """The tasks ``index`` (a slice or index tensor over the batch axis)."""
+        pick = lambda x: x[index] if isinstance(x, torch.Tensor) else x  # noqa: E731
+        return TaskBatch(pick(self.inputs), pick(self.targets), pick(self.mask),
+                         {k: pick(v) for k, v in self.extra.items()})
+
     @property
     def batch_size(self) -> int:
         return self.inputs.shape[0]
