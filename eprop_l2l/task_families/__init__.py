@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 
 from ..errors import ConfigError
-from .arm import ArmSines
+from .arm import ArmBrownian, ArmSines
 from .base import TaskBatch, TaskFamily
 from .evidence import EvidenceAccumulation
 from .sines import SumOfSines
 
 FAMILIES: dict[str, type] = {
     ArmSines.name: ArmSines,
+    ArmBrownian.name: ArmBrownian,
     EvidenceAccumulation.name: EvidenceAccumulation,
     SumOfSines.name: SumOfSines,
 }
@@ -33,4 +34,4 @@ def make_task_family(name: str, **kwargs) -> TaskFamily:
     return cls(**kwargs)
 
 
-__all__ = ["FAMILIES", "EvidenceAccumulation", "SumOfSines", "TaskBatch", "TaskFamily", "make_task_family"]
+__all__ = ["FAMILIES", "ArmBrownian", "ArmSines", "EvidenceAccumulation", "SumOfSines", "TaskBatch", "TaskFamily", "make_task_family"]

@@ -79,8 +79,44 @@ def population_code(xy: torch.Tensor, generator: torch.Generator, n_per_dim: int
     return (draws < p).to(xy.dtype)
 
 
+class ArmTrials:
+    """What both arm families share: trials built from ``joint_velocities`` (clock input, arm, coded target)."""
+
+    @property
+    def n_in(self) -> int:
+        return self.n_clock
+
+    @property
+    def n_context(self) -> int:
+        return 2 * self.n_pop_per_dim
+
+    def _check_arm_fields(self):
+        for key in ("n_steps", "n_clock", "clock_groups", "clock_period_ms", "n_pop_per_dim"):
+            require_count(f"{self.name}.{key}", getattr(self, key))
+        for key in ("pop_sigma", "pop_peak_hz", "dt_s"):
+            require_positive(f"{self.name}.{key}", getattr(self, key))
+        if self.n_clock % self.clock_groups:
+            raise ConfigError(f"{self.name}.n_clock", f"must be a multiple of clock_groups={self.clock_groups}")
+        if self.n_steps < self.clock_groups:
+            raise ConfigError(f"{self.name}.n_steps", f"must be >= clock_groups={self.clock_groups}")
+
+    def sample(self, batch_size: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> TaskBatch:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"{self.name}.batch_size", f"must be an integer >= 1, got {batch_size!r}")
+        omega = self.joint_velocities(batch_size, generator)
+        angles = joint_angles(omega, dt=self.dt_s)
+        hand = hand_position(angles)
+        context = population_code(hand, generator, self.n_pop_per_dim, self.pop_peak_hz, self.pop_sigma)
+        clock = clock_input(self.n_steps, self.n_clock, self.clock_groups, self.clock_period_ms)
+        clock = clock.to(generator.device).expand(batch_size, -1, -1)
+        mask = torch.ones(batch_size, self.n_steps, dtype=dtype, device=generator.device)
+        return TaskBatch(clock.to(dtype).contiguous(), omega.to(dtype), mask,
+                         {"hand": hand.to(dtype), "angles": angles.to(dtype),
+                          "error_module_inputs": context.to(dtype)})
+
+
 @dataclass(frozen=True)
-class ArmSines:
+class ArmSines(ArmTrials):
     n_steps: int = 500
     n_clock: int = 10
     clock_groups: int = 5
@@ -98,22 +134,10 @@ class ArmSines:
     n_out: ClassVar[int] = 2
 
     def __post_init__(self):
-        for key in ("n_steps", "n_clock", "clock_groups", "clock_period_ms", "n_pop_per_dim", "n_components"):
-            require_count(f"{self.name}.{key}", getattr(self, key))
-        for key in ("pop_sigma", "pop_peak_hz", "shoulder_amplitude", "elbow_peak_to_peak", "dt_s"):
+        self._check_arm_fields()
+        require_count(f"{self.name}.n_components", self.n_components)
+        for key in ("shoulder_amplitude", "elbow_peak_to_peak"):
             require_positive(f"{self.name}.{key}", getattr(self, key))
-        if self.n_clock % self.clock_groups:
-            raise ConfigError(f"{self.name}.n_clock", f"must be a multiple of clock_groups={self.clock_groups}")
-        if self.n_steps < self.clock_groups:
-            raise ConfigError(f"{self.name}.n_steps", f"must be >= clock_groups={self.clock_groups}")
-
-    @property
-    def n_in(self) -> int:
-        return self.n_clock
-
-    @property
-    def n_context(self) -> int:
-        return 2 * self.n_pop_per_dim
 
     def joint_velocities(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """Target ω* ``[B, T, 2]`` (float64), drawn from ``generator``."""
@@ -133,16 +157,48 @@ class ArmSines:
         limit = math.pi / 2
         return torch.stack([_limit_travel(shoulder, self.dt_s, limit), _limit_travel(elbow, self.dt_s, limit)], -1)
 
-    def sample(self, batch_size: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> TaskBatch:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"{self.name}.batch_size", f"must be an integer >= 1, got {batch_size!r}")
-        omega = self.joint_velocities(batch_size, generator)
-        angles = joint_angles(omega, dt=self.dt_s)
-        hand = hand_position(angles)
-        context = population_code(hand, generator, self.n_pop_per_dim, self.pop_peak_hz, self.pop_sigma)
-        clock = clock_input(self.n_steps, self.n_clock, self.clock_groups, self.clock_period_ms)
-        clock = clock.to(generator.device).expand(batch_size, -1, -1)
-        mask = torch.ones(batch_size, self.n_steps, dtype=dtype, device=generator.device)
-        return TaskBatch(clock.to(dtype).contiguous(), omega.to(dtype), mask,
-                         {"hand": hand.to(dtype), "angles": angles.to(dtype),
-                          "error_module_inputs": context.to(dtype)})
+
+@dataclass(frozen=True)
+class ArmBrownian(ArmTrials):
+    """Natural e-prop's target family (Ortner et al. 2025 code, spec C2): each joint velocity is a Wiener process
+    (increments N(0, δ²·0.01) per step), smoothed by a normalised Hann window of ``window`` steps (zero-padded
+    at the start, so causal) and clipped to ±``clip``. The authors' kinematics advance the angle by 0.01·ω per
+    step; here ω is returned in rad/s for 1-ms steps (×``0.01/dt_s``), which gives the same angles, and each
+    task is then scaled down (if needed) so that the angle travelled stays within ±``max_travel``, as in
+    :class:`ArmSines` (their 250-step trials are 500 here)."""
+
+    n_steps: int = 500
+    n_clock: int = 10
+    clock_groups: int = 5
+    clock_period_ms: int = 10
+    n_pop_per_dim: int = 100
+    pop_sigma: float = 0.2
+    pop_peak_hz: float = 200.0
+    delta: float = 1.0  # δ: 1.0 for the 2-joint arm, 0.65 for the Scorbot in the authors' code
+    window: int = 120
+    clip: float = math.pi
+    kinematic_step: float = 0.01  # the authors' angle increment per step per unit ω
+    max_travel: float = math.pi / 2
+    dt_s: float = 1e-3
+
+    name: ClassVar[str] = "arm_brownian"
+    loss: ClassVar[str] = "mse"
+    n_out: ClassVar[int] = 2
+
+    def __post_init__(self):
+        self._check_arm_fields()
+        require_count(f"{self.name}.window", self.window)
+        for key in ("delta", "clip", "kinematic_step", "max_travel"):
+            require_positive(f"{self.name}.{key}", getattr(self, key))
+
+    def joint_velocities(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """Target ω* ``[B, T, 2]`` (float64, rad/s), drawn from ``generator``."""
+        dev = generator.device
+        steps = torch.randn(batch_size * 2, 1, self.n_steps, generator=generator, dtype=torch.float64, device=dev)
+        wiener = torch.cumsum(self.delta * 0.1 * steps, -1)
+        hann = torch.hann_window(self.window, periodic=False, dtype=torch.float64, device=dev)
+        smooth = torch.nn.functional.conv1d(torch.nn.functional.pad(wiener, (self.window - 1, 0)),
+                                            (hann / hann.sum()).flip(-1).reshape(1, 1, -1))
+        omega = smooth.clamp(-self.clip, self.clip).reshape(batch_size, 2, self.n_steps)
+        omega = _limit_travel(omega * (self.kinematic_step / self.dt_s), self.dt_s, self.max_travel)
+        return omega.transpose(1, 2).contiguous()
