@@ -297,7 +297,7 @@ def test_evidence_p_majority_one_makes_every_cue_agree():
 
 
 def test_registry_builds_each_family_with_overrides():
-    assert sorted(FAMILIES) == ["arm_sines", "evidence", "sines"]
+    assert sorted(FAMILIES) == ["arm_brownian", "arm_sines", "evidence", "sines"]
     fam = make_task_family("sines", n_steps=50, periods_ms=[100, 50])
     assert isinstance(fam, SumOfSines) and fam.n_steps == 50 and fam.periods_ms == (100.0, 50.0)
     ev = make_task_family("evidence", n_cues=3)
