@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from eprop_l2l.meta.presets import arm_learner
+from eprop_l2l.runs.build import from_experiment
 from eprop_l2l.runtime import configure_cpu
 
 
 def build(preset: str, fast: bool, batch_size: int | None, device: str):
-    learner, family, config = arm_learner(preset, fast_loop=fast)
+    learner, family, config = from_experiment(preset, f"inner.fast_loop={fast}")
     batch = family.sample(batch_size or config.batch_size, torch.Generator().manual_seed(0)).to(device)
     meta = {k: v.to(device) for k, v in learner.init_meta_params(torch.Generator().manual_seed(0)).items()}
     return learner, batch, meta

@@ -77,14 +77,15 @@ def test_evaluation_writes_metrics_and_figure(tmp_path):
 
 def test_presets_build_and_reject_unknown_names():
     from eprop_l2l.errors import ConfigError
-    from eprop_l2l.meta.presets import arm_learner
+    from eprop_l2l.runs.build import from_experiment
 
-    learner, family, config = arm_learner("paper", fast_loop=False)
+    learner, family, config = from_experiment("paper", "inner.fast_loop=false")
     assert learner.network.cell.n_rec == 400 and learner.error_module.cell.n_rec == 300
     assert config.batch_size == 100 and family.n_steps == 500 and family.n_context == 200
     assert learner.error_module.cell.n_in == 200 + 400 + 10  # target code, learner spikes, clock (spec B2)
-    with pytest.raises(ConfigError, match="^preset: unknown value 'gpu'"):
-        arm_learner("gpu")
+    assert config.lr == 1e-3 and learner.inner_lr == 1e-4 and learner.network.readout.init_scale == 0.05
+    with pytest.raises(ConfigError, match="^experiment: .*experiment/nope"):
+        from_experiment("nope")
 
 
 @pytest.mark.slow
@@ -94,9 +95,9 @@ def test_short_meta_training_makes_the_one_shot_update_reduce_motor_error_on_uns
     not help (measured 1.03×). (The hand-position error does not improve yet at this budget.)"""
     import dataclasses
 
-    from eprop_l2l.meta.presets import arm_learner
+    from eprop_l2l.runs.build import from_experiment
 
-    learner, family, config = arm_learner("small")
+    learner, family, config = from_experiment("small")
     config = dataclasses.replace(config, n_iterations=120, validate_every=10_000, n_validation_tasks=4)
     untrained = learner.init_meta_params(torch.Generator().manual_seed(config.seed))
     initial, _, _ = evaluate_one_shot(learner, untrained, family, n_tasks=64, seed=2024, batch_size=32)

@@ -19,7 +19,8 @@ import torch
 from ..cells.base import Params
 from ..cells.network import RecurrentNetwork
 from ..error_modules.base import Observation
-from ..errors import require_count, require_positive
+from ..errors import require_choice, require_count, require_positive
+from ..inner_loop.bptt import bptt_result
 from ..inner_loop.eprop import eprop_fused
 from ..inner_loop.losses import Loss
 from ..inner_loop.regularization import RateRegularizer
@@ -30,6 +31,11 @@ def motor_mse(y: torch.Tensor, batch: TaskBatch) -> tuple[torch.Tensor, dict[str
     """Default outer loss: mean squared error of the readout against the targets."""
     mse = ((y - batch.targets) ** 2 * batch.mask.unsqueeze(-1)).sum() / (batch.mask.sum() * y.shape[-1])
     return mse, {"mse_motor": mse.detach()}
+
+
+# eprop: eligibility traces × learning signal (the error module); bptt: one exact gradient step of the
+# demonstration's loss (MAML-style, differentiated to second order by the outer loop; the error module unused).
+INNER_RULES = ("eprop", "bptt")
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,10 @@ class MetaLearner:
     # Mean over the tasks of a batch of per-task rates [B, N] -> [N]. Distributed training passes a
     # differentiable all-reduce so that the (nonlinear) rate regulariser sees the whole batch, not one shard.
     task_mean: Callable[[torch.Tensor], torch.Tensor] | None = None
+    inner_rule: str = "eprop"
 
     def __post_init__(self):
+        require_choice("inner.rule", self.inner_rule, INNER_RULES)
         require_positive("inner.lr", self.inner_lr)
         require_count("inner.n_updates", self.n_inner_updates, minimum=0)
 
@@ -78,9 +86,13 @@ class MetaLearner:
         loss = Loss("mse")
         demos = []
         for _ in range(self.n_inner_updates):
-            result = eprop_fused(self.network, fast, batch.inputs, batch.targets, batch.mask, loss,
-                                 self.error_module, None, None, self.plastic, self.kappa, self._context(batch),
-                                 fast=self.fast_loop)
+            if self.inner_rule == "bptt":
+                result = bptt_result(self.network, fast, batch.inputs, batch.targets, batch.mask, loss,
+                                     self.plastic, create_graph=torch.is_grad_enabled())
+            else:
+                result = eprop_fused(self.network, fast, batch.inputs, batch.targets, batch.mask, loss,
+                                     self.error_module, None, None, self.plastic, self.kappa, self._context(batch),
+                                     fast=self.fast_loop)
             demos.append(result)
             fast = {k: (v - lr * result.grads[k] if k in self.plastic else v) for k, v in fast.items()}
         return fast, demos

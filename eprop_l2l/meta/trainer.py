@@ -112,6 +112,8 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
         if shard.reduce_grads is not None:
             shard.reduce_grads(grads)
         loss = out["loss"].detach()
+        if shard.reduce_metrics is not None:  # the mean over the whole batch, the same on every process
+            loss = shard.reduce_metrics({"loss": loss})["loss"]
         finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
         record = {"iteration": state.iteration, "loss": float(loss), "lr": state.scheduler.get_last_lr()[0]}
         if finite:

@@ -59,9 +59,10 @@ def _write_history(path: Path, history: list[dict]) -> None:
 
 def run_session(learner, family, config: MetaTraining, run_dir: str | Path, options: SessionOptions = SessionOptions(),
                 device: str | torch.device = "cpu", log: Callable[[dict], None] | None = None,
-                shard: Shard = Shard(), checkpoint_extra: dict | None = None) -> tuple[MetaTrainingState, str]:
+                shard: Shard | None = None, checkpoint_extra: dict | None = None) -> tuple[MetaTrainingState, str]:
     """Returns the state and why it ended: ``"done"``, ``"time"`` or the signal's name."""
     run_dir = Path(run_dir)
+    shard = shard if shard is not None else Shard()
     writer = shard.rank == 0
     if writer:
         run_dir.mkdir(parents=True, exist_ok=True)

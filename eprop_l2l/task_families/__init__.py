@@ -34,4 +34,7 @@ def make_task_family(name: str, **kwargs) -> TaskFamily:
     return cls(**kwargs)
 
 
-__all__ = ["FAMILIES", "ArmBrownian", "ArmSines", "EvidenceAccumulation", "SumOfSines", "TaskBatch", "TaskFamily", "make_task_family"]
+__all__ = [
+    "FAMILIES", "ArmBrownian", "ArmSines", "EvidenceAccumulation", "SumOfSines", "TaskBatch", "TaskFamily",
+    "make_task_family",
+]

@@ -1,0 +1,147 @@
+"""From a validated :class:`~.config.TrainConfig` to the library objects: task family, :class:`MetaLearner`,
+:class:`MetaTraining` and :class:`SessionOptions`. Every impossible value raises a one-line
+:class:`~eprop_l2l.errors.ConfigError` naming its config key (``model.tau_m: must be > 0, got -1.0``) before
+anything is computed."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from ..cells import LeakyReadout, RecurrentNetwork, make_cell
+from ..error_modules.feedback import Feedback
+from ..error_modules.learned import LearnedErrorModule
+from ..errors import ConfigError, require_choice, require_count, require_non_negative, require_positive
+from ..inner_loop.regularization import RateRegularizer
+from ..meta.learner import INNER_RULES, MetaLearner
+from ..meta.objectives import arm_outer_loss
+from ..meta.trainer import MetaTraining
+from ..task_families import make_task_family
+from .config import TrainConfig
+from .session import SessionOptions
+
+ARM_FAMILIES = ("arm_sines", "arm_brownian")
+SPIKING = ("lif", "alif")
+PLASTIC = ("w_in", "w_rec", "w_out")
+WANDB_MODES = ("offline", "online", "disabled")
+BACKENDS = ("auto", "gloo", "nccl")
+
+
+@contextmanager
+def section(name: str):
+    """Re-key a component's ConfigError (``alif.tau_a``) to the config key (``model.tau_a``)."""
+    try:
+        yield
+    except ConfigError as err:
+        if err.key.startswith(name + "."):
+            raise
+        raise ConfigError(f"{name}.{err.key.rsplit('.', 1)[-1]}", err.problem) from None
+
+
+def _cell(key: str, spec, n_in: int, spiking_only: bool):
+    choices = SPIKING if spiking_only else (*SPIKING, "lstm")
+    require_choice(f"{key}.cell", spec.cell, choices)
+    require_count(f"{key}.n_rec", spec.n_rec)
+    if spec.cell == "lstm":
+        return make_cell("lstm", n_in=n_in, n_rec=spec.n_rec)
+    fields = {"n_in": n_in, "n_rec": spec.n_rec, "tau_m": spec.tau_m, "v_th": spec.v_th, "n_ref": spec.n_ref}
+    require_count(f"{key}.n_adaptive", spec.n_adaptive, minimum=0)
+    if spec.cell == "alif":
+        fields["n_adaptive"] = spec.n_adaptive or None
+        if hasattr(spec, "tau_a"):
+            fields.update(tau_a=spec.tau_a, beta=spec.beta)
+    elif spec.n_adaptive:
+        raise ConfigError(f"{key}.n_adaptive", f"needs cell=alif, got cell={spec.cell!r}")
+    with section(key):
+        return make_cell(spec.cell, **fields)
+
+
+def _rate(key: str, spec) -> RateRegularizer:
+    require_non_negative(f"{key}.rate_coefficient", spec.rate_coefficient)
+    require_non_negative(f"{key}.rate_target_hz", spec.rate_target_hz)
+    return RateRegularizer(spec.rate_coefficient, spec.rate_target_hz)
+
+
+def build_family(cfg: TrainConfig):
+    require_choice("task.family", cfg.task.family, ARM_FAMILIES)
+    with section("task"):
+        return make_task_family(cfg.task.family, n_steps=cfg.task.n_steps, n_pop_per_dim=cfg.task.n_pop_per_dim)
+
+
+def build_learner(cfg: TrainConfig, family) -> MetaLearner:
+    m, e, inner = cfg.model, cfg.error_module, cfg.inner
+    cell = _cell("model", m, family.n_in, spiking_only=True)
+    require_positive("model.readout_init", m.readout_init)
+    with section("model"):
+        readout = LeakyReadout(m.n_rec, family.n_out, tau_out=m.tau_out, bias=False, init_scale=m.readout_init)
+    require_choice("error_module.kind", e.kind, ("learned", "feedback"))
+    if e.kind == "learned":
+        module_in = (family.n_context * e.use_context + m.n_rec * e.use_spikes + family.n_in * e.use_inputs)
+        if module_in == 0:
+            raise ConfigError("error_module.use_context", "the error module sees nothing: enable at least one input")
+        module_cell = _cell("error_module", e, module_in, spiking_only=False)
+        require_positive("error_module.projection_scale", e.projection_scale)
+        with section("error_module"):
+            module = LearnedErrorModule(module_cell, m.n_rec, family.n_context, family.n_in, e.use_context,
+                                        e.use_spikes, e.use_inputs, e.signal_tau,
+                                        projection_scale=e.projection_scale, fast_loop=inner.fast_loop)
+    else:
+        require_choice("error_module.feedback", e.feedback, ("random", "symmetric"))
+        module = Feedback(e.feedback, m.n_rec, family.n_out)
+    require_choice("inner.rule", inner.rule, INNER_RULES)
+    for name in inner.plastic:
+        require_choice("inner.plastic", name, PLASTIC)
+    if not inner.plastic:
+        raise ConfigError("inner.plastic", "must name at least one weight (w_in, w_rec, w_out)")
+    return MetaLearner(RecurrentNetwork(cell, readout), module, inner_lr=inner.lr, learn_inner_lr=inner.learn_lr,
+                       n_inner_updates=inner.n_updates, plastic=tuple(inner.plastic), inner_rule=inner.rule,
+                       network_rate=_rate("model", m), module_rate=_rate("error_module", e),
+                       outer_loss=arm_outer_loss, fast_loop=inner.fast_loop)
+
+
+def build_training(cfg: TrainConfig, world_size: int = 1) -> MetaTraining:
+    o = cfg.optim
+    with section("optim"):
+        training = MetaTraining(n_iterations=o.n_iterations, batch_size=o.batch_size, lr=o.lr, lr_decay=o.lr_decay,
+                                lr_decay_every=o.lr_decay_every, clip_norm=o.clip_norm,
+                                validate_every=o.validate_every, n_validation_tasks=o.n_validation_tasks,
+                                validation_seed=o.validation_seed, seed=o.seed, max_nonfinite=o.max_nonfinite)
+    for key in ("batch_size", "n_validation_tasks"):
+        if getattr(o, key) % world_size:
+            raise ConfigError(f"optim.{key}", f"must be divisible by the number of processes ({world_size}), "
+                              f"got {getattr(o, key)}")
+    return training
+
+
+def build_session(cfg: TrainConfig) -> SessionOptions:
+    r = cfg.run
+    require_count("run.checkpoint_every", r.checkpoint_every)
+    require_count("run.keep", r.keep)
+    require_non_negative("run.minutes", r.minutes)
+    require_count("run.threads", r.threads, minimum=0)
+    return SessionOptions(checkpoint_every=r.checkpoint_every, keep=r.keep, minutes=r.minutes, progress=r.progress)
+
+
+def check_run(cfg: TrainConfig) -> None:
+    """The remaining values that are not consumed by a library object."""
+    if not (cfg.run.device == "cpu" or cfg.run.device == "cuda" or cfg.run.device.startswith("cuda:")):
+        raise ConfigError("run.device", f"must be cpu, cuda or cuda:N, got {cfg.run.device!r}")
+    require_choice("wandb.mode", cfg.wandb.mode, WANDB_MODES)
+    require_choice("distributed.backend", cfg.distributed.backend, BACKENDS)
+    require_count("eval.n_tasks", cfg.eval.n_tasks)
+    require_count("eval.batch_size", cfg.eval.batch_size)
+
+
+def build(cfg: TrainConfig, world_size: int = 1):
+    """Validate everything, then build: ``(learner, family, training, session_options)``."""
+    check_run(cfg)
+    family = build_family(cfg)
+    learner = build_learner(cfg, family)
+    return learner, family, build_training(cfg, world_size), build_session(cfg)
+
+
+def from_experiment(name: str, *overrides: str):
+    """``(learner, family, training)`` of an experiment preset in ``configs/experiment`` (with overrides)."""
+    from .compose import load_config
+
+    learner, family, training, _ = build(load_config([f"experiment={name}", *overrides]))
+    return learner, family, training

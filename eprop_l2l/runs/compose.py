@@ -1,0 +1,102 @@
+"""Hydra composition of a run's configuration from ``configs/`` (the package's ``eprop_l2l/configs``) and
+command-line overrides, onto the structured schema of :mod:`.config`; multirun sweeps expanded with Hydra's
+own override grammar (``optim.lr=1e-3,3e-3 model.n_rec=range(100,300,100)``).
+
+Every failure — unknown key, wrong type, unknown preset, malformed override — becomes a one-line
+:class:`~eprop_l2l.errors.ConfigError` naming the key, raised before anything is computed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ..errors import ConfigError
+from .config import TrainConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+SCHEMA = "train_schema"
+ConfigStore.instance().store(name=SCHEMA, node=TrainConfig)
+
+
+def _one_line(err: Exception) -> ConfigError:
+    """Hydra's and OmegaConf's messages span several lines (full_key, object_type, hints): keep the key and
+    the first line."""
+    key = getattr(err, "full_key", None)
+    text = str(getattr(err, "msg", None) or err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    cause = err.__cause__ or err.__context__
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        return _one_line(cause)
+    match = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
+    if not key and match:
+        key = match.group(1)
+    missing = re.search(r"Could not find '([a-z_]+)/", text)
+    if missing:  # an unknown option of a config group (experiment=nope)
+        key = missing.group(1)
+    return ConfigError(key or "overrides", re.sub(r"\s+", " ", text))
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The composed configuration (typed, struct mode) for ``overrides``."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="eprop-l2l"):
+            cfg = compose(config_name="train", overrides=list(overrides))
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise _one_line(err) from None
+    finally:
+        GlobalHydra.instance().clear()
+    return cfg
+
+
+def to_config(cfg: DictConfig) -> TrainConfig:
+    try:
+        # a plain container first: keys added with Hydra's `+key=` must meet the schema too
+        plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), plain))
+    except OmegaConfBaseException as err:
+        raise _one_line(err) from None
+
+
+def load_config(overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    return to_config(compose_config(overrides))
+
+
+def config_from_yaml(path: str | Path) -> TrainConfig:
+    """A run directory's stored ``config.yaml``, validated against the schema."""
+    try:
+        return to_config(OmegaConf.load(path))
+    except (OSError, OmegaConfBaseException) as err:
+        raise ConfigError(str(path), re.sub(r"\s+", " ", str(err).splitlines()[0] if str(err) else repr(err))) \
+            from None
+
+
+def expand_sweep(overrides: list[str] | tuple[str, ...]) -> list[list[str]]:
+    """Multirun: the Cartesian product of the sweep overrides (``key=a,b``, ``range(...)``, ``choice(...)``),
+    each job as a plain override list, in Hydra's order (the first sweep key varies slowest)."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as err:
+        raise _one_line(err) from None
+    axes = []
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            axes.append([override.input_line])
+    return [list(job) for job in itertools.product(*axes)]
+
+
+def to_yaml(config: TrainConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(config))

@@ -1,0 +1,144 @@
+"""The configuration schema of a meta-training run: typed dataclasses with documented defaults, used by
+OmegaConf as structured configs (unknown keys and wrong types are refused when YAML and overrides are merged
+onto them) and, after conversion, by :mod:`.build` (impossible values are refused by the components, each
+error naming its dotted key). Every value a user may change lives here; the YAML files in ``configs/`` only
+choose among them (experiment presets, ``task/``, ``model/``, ``inner/``, ``error_module/``).
+
+Defaults are the authors' e-prop 2 setting (``experiment=paper``; ``reference/eprop-spec.md`` B2, B6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TaskConfig:
+    family: str = "arm_sines"  # arm_sines (e-prop 2, spec B4) | arm_brownian (natural e-prop, spec C2)
+    n_steps: int = 500  # trial length, 1-ms steps
+    n_pop_per_dim: int = 100  # population code of the target for the error module: neurons per joint
+
+
+@dataclass
+class ModelConfig:
+    """The learning network: recurrent spiking cell and leaky readout to the two joint velocities."""
+
+    cell: str = "lif"  # lif | alif
+    n_rec: int = 400
+    n_adaptive: int = 0  # alif: how many neurons adapt (0 = all)
+    tau_m: float = 20.0  # ms
+    v_th: float = 0.4
+    n_ref: int = 5  # refractory steps
+    tau_a: float = 200.0  # ms, alif only
+    beta: float = 0.07  # alif only
+    tau_out: float = 20.0  # ms, readout
+    readout_init: float = 0.05  # W_out ~ readout_init · N(0, 1)/√n_rec
+    rate_target_hz: float = 20.0
+    rate_coefficient: float = 200.0  # (c/2)·Σ_j (f_j − f*)²: c = 200 is the authors' 100·Σ(f − f*)²
+
+
+@dataclass
+class ErrorModuleConfig:
+    """Where the learning signals come from: a learned recurrent module (e-prop 2 / natural e-prop) or the
+    output error broadcast through a meta-learned feedback matrix (e-prop 1 inside learning-to-learn)."""
+
+    kind: str = "learned"  # learned | feedback
+    feedback: str = "random"  # kind=feedback: random | symmetric
+    cell: str = "lif"  # lif | alif | lstm
+    n_rec: int = 300
+    n_adaptive: int = 0
+    tau_m: float = 20.0
+    v_th: float = 0.4
+    n_ref: int = 5
+    use_context: bool = True  # the population-coded target movement
+    use_spikes: bool = True  # the learning network's spikes (e-prop 2: yes; natural e-prop: no)
+    use_inputs: bool = True  # the clock input
+    signal_tau: float = 20.0  # ms; leak of the learning signal filter
+    projection_scale: float = 1.0  # Ψ ~ projection_scale · N(0, 1)/√n_rec
+    rate_target_hz: float = 10.0
+    rate_coefficient: float = 200.0
+
+
+@dataclass
+class InnerConfig:
+    """The inner loop: how the demonstration trial changes the learning network."""
+
+    rule: str = "eprop"  # eprop (eligibility traces × learning signal) | bptt (MAML-style gradient step)
+    lr: float = 1e-4  # η; with learn_lr its initial value
+    learn_lr: bool = True  # η is a meta-parameter (learned in log space)
+    n_updates: int = 1  # demonstrations / updates before the test trial (0 = no adaptation)
+    plastic: list[str] = field(default_factory=lambda: ["w_in", "w_rec"])
+    fast_loop: bool = True  # spiking loops with the hand-written backward (same values and gradients)
+
+
+@dataclass
+class OptimConfig:
+    """The outer loop (meta-training): Adam with clipping and step decay, periodic validation."""
+
+    n_iterations: int = 10000
+    batch_size: int = 100  # tasks per meta-iteration, split over distributed processes
+    lr: float = 1e-3
+    lr_decay: float = 0.99
+    lr_decay_every: int = 500
+    clip_norm: float = 1.0  # 0 disables clipping
+    validate_every: int = 50
+    n_validation_tasks: int = 64
+    validation_seed: int = 999
+    seed: int = 0  # the training task stream and the initial meta-parameters
+    max_nonfinite: int = 10  # abort after this many non-finite steps in a row
+
+
+@dataclass
+class EvalConfig:
+    n_tasks: int = 100
+    seed: int = 12345  # held-out stream, separate from training and validation
+    batch_size: int = 50
+    figures: bool = True
+    # meta-parameters reset to their initialisation (seed optim.seed) before evaluating, by name prefix:
+    # [em_] is the "error module frozen at its initialisation" ablation
+    reinit: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunConfig:
+    dir: str = ""  # run directory; empty: runs/<experiment>/<timestamp>. An existing run is resumed.
+    checkpoint_every: int = 100
+    keep: int = 3  # checkpoints kept
+    minutes: float = 0.0  # wall-clock budget of this invocation; 0 = none
+    device: str = "cpu"  # cpu | cuda | cuda:N
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    progress: bool = True
+    evaluate: bool = True  # one-shot evaluation at the end of training
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"  # offline (sync later with `wandb sync`) | online | disabled
+    project: str = "eprop-l2l"
+    entity: str | None = None
+    name: str | None = None  # default: the run directory's name
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DistributedConfig:
+    backend: str = "auto"  # auto (nccl on cuda, gloo on cpu) | gloo | nccl
+
+
+@dataclass
+class TrainConfig:
+    experiment: str = "paper"  # name of the preset the config was composed from (recorded, not used)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    error_module: ErrorModuleConfig = field(default_factory=ErrorModuleConfig)
+    inner: InnerConfig = field(default_factory=InnerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+
+# Sections that define what is trained: a run directory may be resumed only with the same values here.
+MODEL_SECTIONS = ("task", "model", "error_module", "inner")
