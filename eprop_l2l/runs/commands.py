@@ -117,14 +117,14 @@ def train(cfg: TrainConfig) -> int:
         raise ConfigError("run.device", f"{cfg.run.device!r}: CUDA is not available on this machine")
     configure_cpu(cfg.run.threads or None)
     ctx = distributed.setup(cfg.distributed.backend, cfg.run.device)
-    learner = dataclasses.replace(learner, task_mean=ctx.task_mean)
+    training_learner = dataclasses.replace(learner, task_mean=ctx.task_mean)
     tracker = None
     try:
         if ctx.is_writer:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_atomic(run_dir / CONFIG_FILE, to_yaml(cfg))
             tracker = start_tracking(cfg, run_dir)
-        state, reason = run_session(learner, family, training, run_dir, options, ctx.device,
+        state, reason = run_session(training_learner, family, training, run_dir, options, ctx.device,
                                     log=tracker.log if tracker else None, shard=ctx.shard)
     finally:
         distributed.teardown()
@@ -165,7 +165,7 @@ def locate(target: str) -> tuple[Path, Path]:
 
 
 def evaluation_name(overrides: list[str]) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=,-]+", "_", "+".join(overrides))[:120]
+    return re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", "+".join(overrides))[:120]
 
 
 def evaluate(target: str, overrides: list[str]) -> int:

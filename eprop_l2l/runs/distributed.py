@@ -61,13 +61,30 @@ def _reduce_metrics(world_size: int):
     return reduce
 
 
-def _task_mean(world_size: int):
-    from torch.distributed.nn.functional import all_reduce
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes whose backward is again a sum over processes: each process receives the gradient of
+    every process's (identical) copy of what follows, which the mean over processes of the gradients undoes."""
 
+    @staticmethod
+    def forward(tensor):
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
+def _task_mean(world_size: int):
     def mean(rates: torch.Tensor) -> torch.Tensor:
-        # backward of a SUM all-reduce is a SUM all-reduce of the gradients: each process receives the
-        # gradient of every process's (identical) regulariser copy, which the gradient mean undoes
-        return all_reduce(rates.sum(0)) / (rates.shape[0] * world_size)
+        return _AllReduceSum.apply(rates.sum(0)) / (rates.shape[0] * world_size)
     return mean
 
 
