@@ -168,7 +168,9 @@ def evaluation_name(overrides: list[str]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", "+".join(overrides))[:120]
 
 
-def evaluate(target: str, overrides: list[str]) -> int:
+def evaluation_setup(target: str, overrides: list[str] | tuple[str, ...] = ()):
+    """What an evaluation of ``target`` with ``overrides`` (dotted keys onto the stored config) needs:
+    ``(cfg, learner, family, meta, initialised, checkpoint, iteration)``; everything validated."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -186,13 +188,19 @@ def evaluate(target: str, overrides: list[str]) -> int:
     learner, family, _, _ = build(cfg)
     if cfg.run.device.startswith("cuda") and not torch.cuda.is_available():
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, device="cpu"))
-    configure_cpu(cfg.run.threads or None)
     saved = load_checkpoint(checkpoint)
     meta, reset = assemble_meta(learner, saved["meta"], cfg, checkpoint)
     meta = {k: v.to(cfg.run.device) for k, v in meta.items()}
+    return cfg, learner, family, meta, reset, checkpoint, int(saved["iteration"])
+
+
+def evaluate(target: str, overrides: list[str]) -> int:
+    cfg, learner, family, meta, reset, checkpoint, iteration = evaluation_setup(target, overrides)
+    configure_cpu(cfg.run.threads or None)
+    run_dir = locate(target)[0]
     out_dir = run_dir / "evaluations" / evaluation_name(overrides) if overrides else run_dir
     summary = evaluate_meta(learner, meta, family, cfg, out_dir,
-                            {"checkpoint": str(checkpoint), "iterations": int(saved["iteration"]),
+                            {"checkpoint": str(checkpoint), "iterations": iteration,
                              "overrides": list(overrides), "initialised": reset})
     print(format_table(summary))
     if reset:
@@ -200,4 +208,3 @@ def evaluate(target: str, overrides: list[str]) -> int:
     print(f"metrics: {out_dir / 'metrics.json'}" + (f"   figure: {out_dir / 'one_shot.png'}" if cfg.eval.figures
                                                      else ""))
     return 0 if all(math.isfinite(v) for v in summary.values() if isinstance(v, float)) else 1
-
