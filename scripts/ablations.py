@@ -21,7 +21,7 @@ from eprop_l2l.meta.evaluate import evaluate_one_shot
 from eprop_l2l.runs.commands import evaluation_setup
 from eprop_l2l.runtime import configure_cpu
 
-GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+GRID = (1e-6, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 FIXED = {
     "e-prop 2 (learned error module, meta-learned η)": [],
     "no inner update (meta-learned initial weights only)": ["inner.n_updates=0"],
@@ -64,7 +64,8 @@ def main() -> None:
     lines = ["| inner loop | η | MSE_cart before | MSE_cart after | MSE_motor after | RMS hand error after |",
              "|---|---|---|---|---|---|"]
     for name, (s, lr) in rows.items():
-        eta = f"{lr:g} (tuned)" if lr is not None else (f"{s['inner_lr']:.3g}" if "inner_lr" in s else "–")
+        eta = f"{lr:g} (tuned)" if lr is not None else (f"{s['inner_lr']:.3g}" if "inner_lr" in s and
+                                                         "no inner update" not in name else "–")
         lines.append(f"| {name} | {eta} | {s['mse_cart_before']:.4f} ± {s['mse_cart_before_sd']:.3f} | "
                      f"**{s['mse_cart_after']:.4f}** ± {s['mse_cart_after_sd']:.3f} | "
                      f"{s['mse_motor_after']:.1f} ± {s['mse_motor_after_sd']:.1f} | "

@@ -89,20 +89,21 @@ def test_presets_build_and_reject_unknown_names():
 
 
 @pytest.mark.slow
-def test_short_meta_training_makes_the_one_shot_update_reduce_motor_error_on_unseen_movements():
-    """After 120 meta-iterations of the ``small`` preset, the single e-prop update driven by the learned error
-    module lowers the joint-velocity error on 64 held-out movements by more than 5 %; at initialisation it does
-    not help (measured 1.03×). (The hand-position error does not improve yet at this budget.)"""
+def test_short_meta_training_makes_one_update_lower_the_hand_error_on_unseen_movements():
+    """300 meta-iterations of the ``cpu`` preset (≈ 4 min on one core): on 64 held-out movements the single
+    e-prop update driven by the learned error module lowers MSE_cart to < 0.85 × its pre-update value and the
+    motor error to < 0.7 ×; at initialisation it does neither (measured 1.6× worse MSE_cart)."""
     import dataclasses
 
     from eprop_l2l.runs.build import from_experiment
 
-    learner, family, config = from_experiment("small")
-    config = dataclasses.replace(config, n_iterations=120, validate_every=10_000, n_validation_tasks=4)
+    learner, family, config = from_experiment("cpu")
+    config = dataclasses.replace(config, n_iterations=300, validate_every=10_000, n_validation_tasks=16)
     untrained = learner.init_meta_params(torch.Generator().manual_seed(config.seed))
     initial, _, _ = evaluate_one_shot(learner, untrained, family, n_tasks=64, seed=2024, batch_size=32)
-    assert initial["mse_motor_after"] > 0.98 * initial["mse_motor_before"]  # measured: 1.03× (no help yet)
+    assert initial["mse_cart_after"] > initial["mse_cart_before"]  # the untrained update does not help
     state = meta_train(learner, family, config)
     meta = {k: v.detach() for k, v in state.meta.items()}
     trained, _, _ = evaluate_one_shot(learner, meta, family, n_tasks=64, seed=2024, batch_size=32)
-    assert trained["mse_motor_after"] < 0.95 * trained["mse_motor_before"], trained
+    assert trained["mse_cart_after"] < 0.85 * trained["mse_cart_before"], trained
+    assert trained["mse_motor_after"] < 0.7 * trained["mse_motor_before"], trained
