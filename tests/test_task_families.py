@@ -346,7 +346,7 @@ def test_bad_values_raise_config_error_naming_the_key(name, kwargs, key):
 
 
 def test_unknown_family_and_field_messages():
-    expected = r"^task: unknown task family 'x' \(choose from arm_sines, evidence, sines\)$"
+    expected = r"^task: unknown task family 'x' \(choose from arm_brownian, arm_sines, evidence, sines\)$"
     with pytest.raises(ConfigError, match=expected):
         make_task_family("x")
     with pytest.raises(ConfigError, match=r"^sines\.foo: unknown field"):

@@ -37,7 +37,7 @@ def bptt_grads(network, params: Params, x, target, mask, loss: Loss, regularizer
     if fast and create_graph:
         raise ValueError("bptt_grads: fast=True gives first-order gradients only; use create_graph without it")
     result = bptt_result(network, params, x, target, mask, loss, plastic, regularizer, paths, create_graph, fast)
-    return result.grads, result.value
+    return result.grads, result.loss
 
 
 def bptt_result(network, params: Params, x, target, mask, loss: Loss, plastic: tuple[str, ...] = DEFAULT_PLASTIC,
