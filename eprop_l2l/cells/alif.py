@@ -55,9 +55,14 @@ class ALIF(SpikingNeurons):
             if self.n_adaptive > self.n_rec:
                 raise ConfigError("alif.n_adaptive", f"must be <= n_rec={self.n_rec}, got {self.n_adaptive}")
 
+    def _spec_fields(self) -> dict:
+        n_adaptive = self.n_rec if self.n_adaptive is None else self.n_adaptive
+        return {**super()._spec_fields(), "model": "alif", "tau_a_ms": self.tau_a, "beta": self.beta,
+                "n_adaptive": n_adaptive}
+
     @property
     def rho(self) -> float:
-        return math.exp(-self.dt / self.tau_a)
+        return self.spec.rho
 
     @cached_property
     def _beta_cache(self) -> dict:
@@ -67,10 +72,7 @@ class ALIF(SpikingNeurons):
         """β per neuron (0 for the non-adaptive ones) in ``like``'s dtype and device, built once per cell."""
         key = (like.dtype, like.device)
         if key not in self._beta_cache:
-            n_adaptive = self.n_rec if self.n_adaptive is None else self.n_adaptive
-            beta = torch.zeros(self.n_rec, dtype=like.dtype, device=like.device)
-            beta[self.n_rec - n_adaptive :] = self.beta
-            self._beta_cache[key] = beta
+            self._beta_cache[key] = torch.tensor(self.spec.beta_per_neuron(), dtype=like.dtype, device=like.device)
         return self._beta_cache[key]
 
     def init_state(self, batch: int, dtype=torch.float32, device=None) -> ALIFState:
@@ -81,11 +83,11 @@ class ALIF(SpikingNeurons):
         ref = self._refractory(state.ref, state.z)
         a = self.rho * state.a + state.z  # own spike: kept on every gradient path
         v = self._membrane(params, state.v, state.z, i_in, paths)
-        z = self._fire(v, self.v_th + self.beta_vector(v) * a, ref)
+        z = self._fire(v, self.spec.v_th + self.beta_vector(v) * a, ref)
         return ALIFState(v, a, z, ref), z
 
     def psi(self, params: Params, state: ALIFState) -> torch.Tensor:
-        return self._psi(state.v, self.v_th + self.beta_vector(state.v) * state.a, state.ref)
+        return self._psi(state.v, self.spec.v_th + self.beta_vector(state.v) * state.a, state.ref)
 
     # --- closed-form e-prop -------------------------------------------------------------------------------
     def trace_init(self, params: Params, state: ALIFState, n_pre: int) -> ALIFTrace:

@@ -62,8 +62,8 @@ class _SpikingLoop(torch.autograd.Function):
             g_v, g_z, _ = grads
             g_a = None
         steps = v_pad.shape[1] - 1
-        alpha, v_th, s = cell.alpha, cell.v_th, cell.input_scale
-        rho = cell.rho if adaptive else 0.0
+        alpha, v_th, s = cell.spec.alpha, cell.spec.v_th, cell.spec.input_scale
+        rho = cell.spec.rho if adaptive else 0.0
         beta = cell.beta_vector(v_pad) if adaptive else None
         zeros = torch.zeros_like(v_pad[:, 0])
         g_v = zeros.new_zeros(v_pad.shape) if g_v is None else g_v

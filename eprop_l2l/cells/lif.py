@@ -27,8 +27,8 @@ class LIF(FactorisedTraceCell, SpikingNeurons):
     def step_current(self, params: Params, state: LIFState, i_in: torch.Tensor, paths: str = "full"):
         ref = self._refractory(state.ref, state.z)
         v = self._membrane(params, state.v, state.z, i_in, paths)
-        z = self._fire(v, self.v_th, ref)
+        z = self._fire(v, self.spec.v_th, ref)
         return LIFState(v, z, ref), z
 
     def psi(self, params: Params, state: LIFState) -> torch.Tensor:
-        return self._psi(state.v, self.v_th, state.ref)
+        return self._psi(state.v, self.spec.v_th, state.ref)

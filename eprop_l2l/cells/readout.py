@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import torch
 
@@ -15,6 +16,7 @@ from ..errors import require_choice, require_count, require_non_negative, requir
 from .base import Params, gaussian
 from .filters import causal_filter
 from .linalg import linear
+from .spec import ReadoutSpec
 
 
 @dataclass(frozen=True)
@@ -35,13 +37,19 @@ class LeakyReadout:
         require_non_negative("readout.init_scale", self.init_scale)
         require_choice("readout.input_scaling", self.input_scaling, ("new", "old"))
 
+    @cached_property
+    def spec(self) -> ReadoutSpec:
+        """The readout's constants, stated once (its step and the export read them here)."""
+        spec = ReadoutSpec(self.n_in, self.n_out, self.dt, self.tau_out, 1.0, self.bias)
+        return replace(spec, input_scale=1.0 - spec.kappa) if self.input_scaling == "old" else spec
+
     @property
     def kappa(self) -> float:
-        return math.exp(-self.dt / self.tau_out)
+        return self.spec.kappa
 
     @property
     def input_scale(self) -> float:
-        return 1.0 - self.kappa if self.input_scaling == "old" else 1.0
+        return self.spec.input_scale
 
     def init_params(self, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Params:
         params = {"w_out": gaussian((self.n_out, self.n_in), self.init_scale / math.sqrt(self.n_in), generator, dtype)}

@@ -14,13 +14,15 @@ pseudo-derivative ψ = ∂z/∂v = (γ/v_th)·pd((v − A)/v_th), zero while ref
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import torch
 
 from ..errors import require_choice, require_count, require_positive
 from .base import Params, RecurrentCell, gaussian
 from .linalg import linear
+from .spec import NeuronSpec
 from .spike import pseudo_derivative, spike, validate_surrogate
 
 
@@ -49,13 +51,23 @@ class SpikingNeurons(RecurrentCell):
         require_choice(f"{name}.input_scaling", self.input_scaling, ("new", "old"))
         validate_surrogate(name, self.gamma_pd, self.surrogate)
 
+    @cached_property
+    def spec(self) -> NeuronSpec:
+        """The population's constants, stated once: the step, ψ, the traces and the export read them here."""
+        spec = NeuronSpec(**self._spec_fields())
+        return replace(spec, input_scale=1.0 - spec.alpha) if self.input_scaling == "old" else spec
+
+    def _spec_fields(self) -> dict:
+        return dict(model="lif", n=self.n_rec, dt_ms=self.dt, tau_m_ms=self.tau_m, v_th=self.v_th,
+                    n_ref=self.n_ref, input_scale=1.0, surrogate=self.surrogate, gamma_pd=self.gamma_pd)
+
     @property
     def alpha(self) -> float:
-        return math.exp(-self.dt / self.tau_m)
+        return self.spec.alpha
 
     @property
     def input_scale(self) -> float:
-        return 1.0 - self.alpha if self.input_scaling == "old" else 1.0
+        return self.spec.input_scale
 
     def init_params(self, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Params:
         """W^in ~ N(0,1)/√n_in, W^rec ~ N(0,1)/√n_rec with zero diagonal (the IGITUGraz initialisation)."""
@@ -68,23 +80,27 @@ class SpikingNeurons(RecurrentCell):
         return state.z
 
     def _membrane(self, params: Params, v_prev, z_prev, i_in, paths: str) -> torch.Tensor:
+        spec = self.spec
         z_other = z_prev.detach() if paths == "local" else z_prev
         z_reset = z_prev.detach() if paths != "full" else z_prev
-        base = torch.add(self.alpha * v_prev + i_in, z_reset, alpha=-self.v_th)
-        return linear(params["w_rec"], z_other, add=base, scale=self.input_scale)
+        base = torch.add(spec.alpha * v_prev + i_in, z_reset, alpha=-spec.v_th)
+        return linear(params["w_rec"], z_other, add=base, scale=spec.input_scale)
 
     def _refractory(self, ref_prev: torch.Tensor, z_prev: torch.Tensor) -> torch.Tensor:
         """The counter in force at this step, from the previous step's counter and spike (no gradient)."""
-        if self.n_ref == 0:
+        n_ref = self.spec.n_ref
+        if n_ref == 0:
             return ref_prev
-        return torch.add(ref_prev, z_prev.detach(), alpha=self.n_ref).sub_(1.0).clamp_(0.0, float(self.n_ref))
+        return torch.add(ref_prev, z_prev.detach(), alpha=n_ref).sub_(1.0).clamp_(0.0, float(n_ref))
 
     def _fire(self, v: torch.Tensor, threshold, ref: torch.Tensor) -> torch.Tensor:
-        z = spike((v - threshold) / self.v_th, self.gamma_pd, self.surrogate)
-        return z if self.n_ref == 0 else z.masked_fill(ref > 0, 0.0)
+        spec = self.spec
+        z = spike((v - threshold) / spec.v_th, spec.gamma_pd, spec.surrogate)
+        return z if spec.n_ref == 0 else z.masked_fill(ref > 0, 0.0)
 
     def _psi(self, v: torch.Tensor, threshold, ref: torch.Tensor) -> torch.Tensor:
         """∂z/∂v at a step whose refractory counter in force is ``ref``."""
-        psi = pseudo_derivative((v - threshold) / self.v_th, self.gamma_pd, self.surrogate) / self.v_th
-        return psi if self.n_ref == 0 else psi.masked_fill(ref > 0, 0.0)
+        spec = self.spec
+        psi = pseudo_derivative((v - threshold) / spec.v_th, spec.gamma_pd, spec.surrogate) / spec.v_th
+        return psi if spec.n_ref == 0 else psi.masked_fill(ref > 0, 0.0)
 

@@ -1,0 +1,143 @@
+"""Hardware-neutral descriptions of the spiking populations and the leaky readout: every constant of the
+dynamics, stated once.
+
+A spiking cell (:class:`~eprop_l2l.cells.lif.LIF`, :class:`~eprop_l2l.cells.alif.ALIF`) builds its
+:class:`NeuronSpec` from its fields, and its ``step``, its pseudo-derivative, its closed-form traces and the
+hardware export all read the constants from that record (``cell.spec.alpha``, ...). An exported model stores
+``spec.to_dict()``; :func:`cell_from_spec` turns it back into the same cell, so export never re-derives a
+constant with a formula of its own.
+
+Conventions (Bellec et al. 2020, "new" convention; one time step ``dt_ms``):
+
+    v^t = α v^{t-1} + s·(W^rec z^{t-1} + W^in x^t) − v_th z^{t-1}        α = exp(−dt/τ_m)
+    a^t = ρ a^{t-1} + z^{t-1}                                            ρ = exp(−dt/τ_a)   (adaptive neurons)
+    z^t = H((v^t − v_th − β a^t)/v_th), blocked while the refractory counter is > 0
+    ψ^t = (γ/v_th)·pd((v^t − v_th − β a^t)/v_th), 0 while refractory
+
+with ``reset = "subtract_v_th_next_step"`` and the refractory counter of the authors' code
+(``r^t = clip(r^{t-1} + n_ref·z^t − 1, 0, n_ref)``, spiking blocked at t while r^{t-1} > 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+RESET = "subtract_v_th_next_step"
+REFRACTORY = "counter_blocks_spike_and_masks_psi"
+NEURON_MODELS = ("lif", "alif")
+
+
+@dataclass(frozen=True)
+class NeuronSpec:
+    """Constants of one population of LIF/ALIF neurons (the last ``n_adaptive`` neurons adapt with ``beta``)."""
+
+    model: str  # "lif" | "alif"
+    n: int
+    dt_ms: float
+    tau_m_ms: float
+    v_th: float
+    n_ref: int
+    input_scale: float  # s: 1 ("new" convention) or 1 − α ("old", LightLIF)
+    surrogate: str  # pseudo-derivative shape: triangle | fast_sigmoid
+    gamma_pd: float
+    tau_a_ms: float | None = None  # alif only
+    beta: float = 0.0  # alif only
+    n_adaptive: int = 0  # alif only
+    reset: str = RESET
+    refractory: str = REFRACTORY
+
+    @property
+    def alpha(self) -> float:
+        """Membrane decay per step."""
+        return math.exp(-self.dt_ms / self.tau_m_ms)
+
+    @property
+    def rho(self) -> float:
+        """Adaptation decay per step (1 for a population without adaptation)."""
+        return 1.0 if self.tau_a_ms is None else math.exp(-self.dt_ms / self.tau_a_ms)
+
+    def beta_per_neuron(self) -> list[float]:
+        """β of each neuron: 0 for the first ``n − n_adaptive`` (plain LIF), ``beta`` for the rest."""
+        return [0.0] * (self.n - self.n_adaptive) + [float(self.beta)] * self.n_adaptive
+
+    def to_dict(self) -> dict:
+        """JSON-ready record; the derived decays are included for readers that do not recompute them."""
+        return {**dataclasses.asdict(self), "alpha": self.alpha, "rho": self.rho}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> NeuronSpec:
+        return cls(**_fields_of(cls, record, "neuron spec"))
+
+
+@dataclass(frozen=True)
+class ReadoutSpec:
+    """Leaky readout y^t = κ y^{t-1} + s·W^out z^t + b, κ = exp(−dt/τ_out)."""
+
+    n_in: int
+    n_out: int
+    dt_ms: float
+    tau_out_ms: float
+    input_scale: float
+    bias: bool
+
+    @property
+    def kappa(self) -> float:
+        return math.exp(-self.dt_ms / self.tau_out_ms)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "kappa": self.kappa}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> ReadoutSpec:
+        return cls(**_fields_of(cls, record, "readout spec"))
+
+
+def _fields_of(cls, record: dict, what: str) -> dict:
+    if not isinstance(record, dict):
+        raise ConfigError(what, f"expected a mapping, got {type(record).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    required = {f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    missing = sorted(required - set(record))
+    if missing:
+        raise ConfigError(what, f"missing {', '.join(missing)}")
+    return {k: v for k, v in record.items() if k in names}
+
+
+def cell_from_spec(spec: NeuronSpec, n_in: int):
+    """The cell whose ``spec`` is ``spec`` (``cell_from_spec(cell.spec, cell.n_in) == cell``)."""
+    from .alif import ALIF
+    from .lif import LIF
+
+    if spec.reset != RESET or spec.refractory != REFRACTORY:
+        raise ConfigError("neuron spec", f"unsupported reset/refractory convention {spec.reset!r}/{spec.refractory!r}")
+    alpha = math.exp(-spec.dt_ms / spec.tau_m_ms)
+    if math.isclose(spec.input_scale, 1.0):
+        scaling = "new"
+    elif math.isclose(spec.input_scale, 1.0 - alpha):
+        scaling = "old"
+    else:
+        raise ConfigError("neuron spec.input_scale", f"must be 1 or 1 - alpha, got {spec.input_scale!r}")
+    common = dict(n_in=n_in, n_rec=spec.n, tau_m=spec.tau_m_ms, v_th=spec.v_th, n_ref=spec.n_ref,
+                  gamma_pd=spec.gamma_pd, surrogate=spec.surrogate, input_scaling=scaling, dt=spec.dt_ms)
+    if spec.model == "lif":
+        return LIF(**common)
+    if spec.model == "alif":
+        n_adaptive = None if spec.n_adaptive == spec.n else spec.n_adaptive
+        return ALIF(**common, tau_a=spec.tau_a_ms, beta=spec.beta, n_adaptive=n_adaptive)
+    raise ConfigError("neuron spec.model", f"unknown model {spec.model!r} (choose from {', '.join(NEURON_MODELS)})")
+
+
+def readout_from_spec(spec: ReadoutSpec):
+    from .readout import LeakyReadout
+
+    kappa = math.exp(-spec.dt_ms / spec.tau_out_ms)
+    scaling = "new" if math.isclose(spec.input_scale, 1.0) else "old"
+    if scaling == "old" and not math.isclose(spec.input_scale, 1.0 - kappa):
+        raise ConfigError("readout spec.input_scale", f"must be 1 or 1 - kappa, got {spec.input_scale!r}")
+    return LeakyReadout(spec.n_in, spec.n_out, tau_out=spec.tau_out_ms, dt=spec.dt_ms, input_scaling=scaling,
+                        bias=spec.bias)
