@@ -22,16 +22,22 @@ COMMANDS = {
     "evaluate": "one-shot evaluation of a run directory or checkpoint on held-out tasks",
     "bench": "run a benchmark script from benchmarks/ (source checkout)",
     "demo": "e-prop 1 pattern-generation demo (no meta-learning)",
-    "export": "export the learned inner-loop rule to hardware formats (not in this release)",
+    "export": "export a trained model's inner-loop rule (rule | lava) or its networks (nir), with a fidelity report",
 }
 BENCHMARKS = {"meta": "bench_meta_iteration.py", "trial": "bench_eprop_trial.py",
               "distributed": "bench_distributed.py"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``eprop-l2l: <problem>``) and exit code 2, like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"eprop-l2l: {message.splitlines()[0]} (see eprop-l2l {self.prog.split()[-1]} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eprop-l2l", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = _Parser(prog="eprop-l2l", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for name, help_text in COMMANDS.items():
         command = sub.add_parser(name, help=help_text)
         if name == "train":
@@ -44,6 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "bench":
             command.add_argument("which", choices=tuple(BENCHMARKS))
             command.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark script")
+        elif name == "export":
+            command.add_argument("source", help="run directory (latest checkpoint) or checkpoint file")
+            command.add_argument("--target", required=True, help="rule | nir | lava")
+            command.add_argument("--out", required=True, help="export directory (new or empty)")
+            command.add_argument("--force", action="store_true", help="replace a non-empty --out")
+            command.add_argument("--tasks", type=int, default=10, help="held-out demonstrations in the fidelity report")
+            command.add_argument("--calibration-tasks", type=int, default=10,
+                                 help="demonstrations (validation stream) that calibrate fixed-point scales")
+            command.add_argument("--precision", default=None,
+                                 help="number format of the exported rule: float | loihi (default: loihi for lava)")
         elif name == "demo":
             command.add_argument("--out", default="runs/demo_eprop1", help="run directory")
             command.add_argument("--feedback", default="random", choices=("random", "symmetric", "adaptive"))
@@ -85,6 +101,15 @@ def _bench(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from .hardware.export import export
+
+    out = export(args.source, args.out, args.target, args.force, args.tasks, args.calibration_tasks, args.precision)
+    print(f"export ({args.target}) written to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    print((out / "README.md").read_text(), end="")
+    return 0
+
+
 def _fail(message: str, code: int = 2) -> int:
     print(f"eprop-l2l: {message}", file=sys.stderr)
     return code
@@ -111,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.iterations < 1:
                 raise ConfigError("--iterations", f"must be >= 1, got {args.iterations}")
             return demo.main(args.out, args.feedback, args.iterations, args.seed)
-        return _fail(f"{args.command}: hardware export is not in this release")
+        return _export(args)
     except (ConfigError, CheckpointError) as err:
         return _fail(str(err))
     except NonFiniteError as err:

@@ -16,6 +16,7 @@ import torch
 
 from .inner_loop.presets import pattern_generation, train_setup
 from .runtime import configure_cpu
+from .units import rate_hz
 
 
 def _trial(setup, batch):
@@ -50,29 +51,30 @@ def run(out_dir: str | Path = "runs/demo", feedback: str = "random", n_iteration
         bar.close()
     wall = time.perf_counter() - started
     z_after, y_after = _trial(setup, batch)
+    dt_ms = setup.network.cell.spec.dt_ms
     metrics = {
         "task": "pattern generation (sum of 4 sines, 1 s), e-prop 1",
         "feedback": feedback,
         "n_iterations": n_iterations,
         "nmse_first_iteration": history[0]["nmse"],
         "nmse_last_iteration": history[-1]["nmse"],
-        "firing_rate_hz": float(z_after.mean()) * 1000.0,
+        "firing_rate_hz": rate_hz(float(z_after.mean()), dt_ms),
         "wall_time_s": wall,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "history.json").write_text(json.dumps(history))
-    _figure(out / "pattern_generation.png", batch, y_before, y_after, z_after, history, feedback)
+    _figure(out / "pattern_generation.png", batch, y_before, y_after, z_after, history, feedback, dt_ms)
     return metrics
 
 
-def _figure(path: Path, batch, y_before, y_after, z_after, history, feedback: str) -> None:
+def _figure(path: Path, batch, y_before, y_after, z_after, history, feedback: str, dt_ms: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(3, 1, figsize=(8, 8), gridspec_kw={"height_ratios": [2, 2, 1.3]})
-    t = torch.arange(batch.targets.shape[1]).numpy()
+    t = (torch.arange(batch.targets.shape[1]) * dt_ms).numpy()  # ms
     axes[0].plot(t, batch.targets[0, :, 0].numpy(), "k", lw=2, label="target")
     axes[0].plot(t, y_before[0, :, 0].numpy(), color="tab:gray", lw=1, label="before learning")
     axes[0].plot(t, y_after[0, :, 0].numpy(), color="tab:red", lw=1.5, label="after learning")
@@ -80,10 +82,10 @@ def _figure(path: Path, batch, y_before, y_after, z_after, history, feedback: st
     axes[0].legend(loc="upper right", fontsize=8)
     axes[0].set_title(f"e-prop 1 ({feedback} feedback): pattern generation")
     spikes = torch.nonzero(z_after[0]).numpy()
-    axes[1].scatter(spikes[:, 0], spikes[:, 1], s=1, c="k")
+    axes[1].scatter(spikes[:, 0] * dt_ms, spikes[:, 1], s=1, c="k")
     axes[1].set_ylabel("neuron")
     axes[1].set_xlabel("time (ms)")
-    axes[1].set_xlim(0, len(t))
+    axes[1].set_xlim(0, len(t) * dt_ms)
     axes[2].semilogy([h["nmse"] for h in history])
     axes[2].set_xlabel("iteration")
     axes[2].set_ylabel("normalised MSE")

@@ -37,7 +37,7 @@ class LearnedErrorModule(SignalSource):
     use_spikes: bool = True
     use_inputs: bool = True
     signal_tau: float = 20.0  # ms; decay of the filter F on ζ
-    dt: float = 1.0
+    dt: float = 1.0  # ms; the time step (the learning network's): decay = exp(-dt/signal_tau)
     projection_scale: float = 1.0  # Ψ ~ projection_scale · N(0, 1)/√n_em
     fast_loop: bool = False  # spiking cells: time loop with the hand-written backward (cells/fused_loop.py)
 
@@ -46,6 +46,7 @@ class LearnedErrorModule(SignalSource):
         require_count("error_module.n_context", self.n_context, minimum=0)
         require_count("error_module.n_inputs", self.n_inputs, minimum=0)
         require_positive("error_module.signal_tau", self.signal_tau)
+        require_positive("error_module.dt", self.dt)
         if self.input_width == 0:
             raise ConfigError("error_module.use_context", "the error module sees nothing: enable at least one input")
         if self.cell.n_in != self.input_width:

@@ -12,8 +12,7 @@ from pathlib import Path
 import torch
 
 from ..cells.base import Params
-from ..task_families.arm import arm_forward
-from .objectives import arm_errors
+from .objectives import arm_errors, produced_hand
 
 METRIC_KEYS = ("mse_cart", "mse_motor", "hand_rmse")
 
@@ -76,14 +75,17 @@ def write_evaluation(run_dir: str | Path, summary: dict, per_task: dict, example
 
 
 def figure_one_shot(path: Path, batch, out, task: int = 0) -> None:
-    """Target vs produced hand path before/after, joint velocities, rasters of both networks, learning signals."""
+    """Target vs produced hand path before/after, joint velocities, rasters of both networks, learning signals;
+    time axes in ms (step · ``batch.dt_ms``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     target = batch.extra["hand"][task].numpy()
-    before, after = arm_forward(out["y_demo"][task]).numpy(), arm_forward(out["y_test"][task]).numpy()
+    before, after = produced_hand(out["y_demo"][task], batch).numpy(), produced_hand(out["y_test"][task], batch).numpy()
+    dt_ms = batch.dt_ms
+    t_ms = (torch.arange(batch.n_steps) * dt_ms).numpy()
     demo = out["demos"][0] if out["demos"] else None
     fig, axes = plt.subplots(2, 3, figsize=(14, 8))
     ax = axes[0, 0]
@@ -95,13 +97,16 @@ def figure_one_shot(path: Path, batch, out, task: int = 0) -> None:
     ax.legend(fontsize=7)
     ax = axes[0, 1]
     for k, color in ((0, "tab:blue"), (1, "tab:orange")):
-        ax.plot(batch.targets[task, :, k].numpy(), color=color, lw=2, alpha=0.5, label=f"target ω{k + 1}")
-        ax.plot(out["y_test"][task, :, k].numpy(), color=color, lw=1, label=f"produced ω{k + 1} (test)")
+        ax.plot(t_ms, batch.targets[task, :, k].numpy(), color=color, lw=2, alpha=0.5, label=f"target ω{k + 1}")
+        ax.plot(t_ms, out["y_test"][task, :, k].numpy(), color=color, lw=1, label=f"produced ω{k + 1} (test)")
     ax.set_title("joint velocities (rad/s)")
+    ax.set_xlabel("time (ms)")
     ax.legend(fontsize=7)
     ax = axes[0, 2]
     if demo is not None and demo.signals is not None:
-        ax.imshow(demo.signals[task].T.numpy(), aspect="auto", cmap="RdBu_r", interpolation="nearest")
+        signals = demo.signals[task].T.numpy()
+        ax.imshow(signals, aspect="auto", cmap="RdBu_r", interpolation="nearest",
+                  extent=(0.0, batch.n_steps * dt_ms, signals.shape[0], 0))
     ax.set_title("learning signals L (demonstration)")
     ax.set_xlabel("time (ms)")
     rasters = [("learning network, test trial", out["test_trajectory"].outputs[task])]
@@ -109,7 +114,7 @@ def figure_one_shot(path: Path, batch, out, task: int = 0) -> None:
         rasters.append(("error module, demonstration", demo.source_trajectory.outputs[task]))
     for ax, (title, spikes) in zip(axes[1], rasters, strict=False):
         events = torch.nonzero(spikes).numpy()
-        ax.scatter(events[:, 0], events[:, 1], s=0.5, c="k")
+        ax.scatter(events[:, 0] * dt_ms, events[:, 1], s=0.5, c="k")
         ax.set_title(title)
         ax.set_xlabel("time (ms)")
     axes[1, 2].axis("off")

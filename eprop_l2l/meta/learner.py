@@ -19,18 +19,29 @@ import torch
 from ..cells.base import Params
 from ..cells.network import RecurrentNetwork
 from ..error_modules.base import Observation
-from ..errors import require_choice, require_count, require_positive
+from ..errors import ConfigError, require_choice, require_count, require_positive
 from ..inner_loop.bptt import bptt_result
 from ..inner_loop.eprop import eprop_fused
 from ..inner_loop.losses import Loss
 from ..inner_loop.regularization import RateRegularizer
 from ..task_families.base import TaskBatch
+from ..units import rate_hz
+
+# Time steps (ms) that agree up to rounding are one step: a family stores its step in seconds (dt_ms/1000).
+SAME_STEP = 1e-9
 
 
 def motor_mse(y: torch.Tensor, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Default outer loss: mean squared error of the readout against the targets."""
     mse = ((y - batch.targets) ** 2 * batch.mask.unsqueeze(-1)).sum() / (batch.mask.sum() * y.shape[-1])
     return mse, {"mse_motor": mse.detach()}
+
+
+def time_step_ms(part) -> float | None:
+    """The step (ms) a part's constants were derived with: a spiking cell's or readout's ``spec``, a rate cell's
+    or learned error module's ``dt``; None for parts without time constants (LSTM, feedback matrices)."""
+    spec = getattr(part, "spec", None)
+    return spec.dt_ms if spec is not None else getattr(part, "dt", None)
 
 
 # eprop: eligibility traces × learning signal (the error module); bptt: one exact gradient step of the
@@ -60,6 +71,25 @@ class MetaLearner:
         require_choice("inner.rule", self.inner_rule, INNER_RULES)
         require_positive("inner.lr", self.inner_lr)
         require_count("inner.n_updates", self.n_inner_updates, minimum=0)
+        steps = self.time_steps()
+        if any(not math.isclose(v, self.dt_ms, rel_tol=SAME_STEP) for v in steps.values()):
+            raise ConfigError("task.dt_ms", "the model's parts use different time steps: "
+                              + ", ".join(f"{k} {v:g} ms" for k, v in steps.items()))
+
+    def time_steps(self) -> dict[str, float]:
+        """The step of every part with time constants; one run has one step, so they must all agree."""
+        module = self.error_module
+        parts = {"network": self.network.cell, "readout": self.network.readout,
+                 "error module": getattr(module, "cell", None), "learning-signal filter": module}
+        steps = {name: time_step_ms(part) for name, part in parts.items()}
+        steps.update({"network rate regulariser": self.network_rate.dt_ms,
+                      "error module rate regulariser": self.module_rate.dt_ms})
+        return {name: step for name, step in steps.items() if step is not None}
+
+    @property
+    def dt_ms(self) -> float:
+        """The model's time step (its learning network's): spike counts per step become Hz with it."""
+        return time_step_ms(self.network.cell) or self.network.readout.spec.dt_ms
 
     def init_meta_params(self, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Params:
         params = self.network.init_params(generator, dtype)
@@ -99,6 +129,8 @@ class MetaLearner:
 
     def forward(self, meta: Params, batch: TaskBatch) -> dict:
         """Meta-loss and diagnostics of one batch of tasks."""
+        if not math.isclose(batch.dt_ms, self.dt_ms, rel_tol=SAME_STEP):
+            raise ConfigError("task.dt_ms", f"the trials have {batch.dt_ms:g}-ms steps, the model {self.dt_ms:g}-ms")
         fast, demos = self.adapt(meta, batch)
         trajectory, y_test = self.network.run(fast, batch.inputs, fast=self.fast_loop)
         task_loss, metrics = self.outer_loss(y_test, batch)
@@ -115,8 +147,8 @@ class MetaLearner:
         _, metrics_before = self.outer_loss(before, batch)
         metrics = {**{f"{k}_after": v for k, v in metrics.items()}, **{f"{k}_before": v.detach()
                                                                         for k, v in metrics_before.items()}}
-        metrics["rate_network_hz"] = torch.cat(spikes, 1).mean().detach() * 1000.0
-        if module_spikes:
-            metrics["rate_module_hz"] = torch.cat(module_spikes, 1).mean().detach() * 1000.0
+        metrics["rate_network_hz"] = rate_hz(torch.cat(spikes, 1).mean().detach(), self.dt_ms)
+        if module_spikes:  # the error module runs on the learning network's steps (checked at construction)
+            metrics["rate_module_hz"] = rate_hz(torch.cat(module_spikes, 1).mean().detach(), self.dt_ms)
         return {"loss": task_loss + reg, "task_loss": task_loss, "reg": reg, "metrics": metrics,
                 "y_test": y_test, "y_demo": before, "fast": fast, "demos": demos, "test_trajectory": trajectory}

@@ -1,6 +1,7 @@
 """Outer-loop objectives of the arm task (e-prop 2 code, spec B6): L = 0.5·(0.1·MSE_motor + MSE_cart), with
 MSE_motor the mean squared joint-velocity error (rad/s)² and MSE_cart the mean over time, tasks and (x, y) of
-the squared hand-position error after integrating the produced velocities through the arm."""
+the squared hand-position error after integrating the produced velocities through the arm over the trials' own
+time step (``batch.dt_ms``, the step the target hand path was integrated with)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ import torch
 
 from ..task_families.arm import arm_forward
 from ..task_families.base import TaskBatch
+from ..units import step_seconds
+
+
+def produced_hand(y: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    """Hand path of the joint velocities ``y [..., T, 2]`` (rad/s) over the steps of ``batch``."""
+    return arm_forward(y, dt=step_seconds(batch.dt_ms))
 
 
 def arm_errors(y: torch.Tensor, batch: TaskBatch) -> dict[str, torch.Tensor]:
     """Per-task errors ``[B]``: mse_motor, mse_cart, hand_rmse (RMS Euclidean hand distance over time)."""
-    hand = arm_forward(y)
+    hand = produced_hand(y, batch)
     target = batch.extra["hand"]
     squared = (hand - target) ** 2
     return {"mse_motor": ((y - batch.targets) ** 2).mean((1, 2)), "mse_cart": squared.mean((1, 2)),

@@ -16,6 +16,7 @@ from ..meta.learner import INNER_RULES, MetaLearner
 from ..meta.objectives import arm_outer_loss
 from ..meta.trainer import MetaTraining
 from ..task_families import make_task_family
+from ..units import step_seconds
 from .config import TrainConfig
 from .session import SessionOptions
 
@@ -27,23 +28,26 @@ BACKENDS = ("auto", "gloo", "nccl")
 
 
 @contextmanager
-def section(name: str):
-    """Re-key a component's ConfigError (``alif.tau_a``) to the config key (``model.tau_a``)."""
+def section(name: str, renames: dict[str, str] | None = None):
+    """Re-key a component's ConfigError (``alif.tau_a``) to the config key (``model.tau_a``); ``renames`` maps
+    a component's field to the config key it comes from (``dt_s`` → ``dt_ms``)."""
     try:
         yield
     except ConfigError as err:
         if err.key.startswith(name + "."):
             raise
-        raise ConfigError(f"{name}.{err.key.rsplit('.', 1)[-1]}", err.problem) from None
+        field = err.key.rsplit(".", 1)[-1]
+        raise ConfigError(f"{name}.{(renames or {}).get(field, field)}", err.problem) from None
 
 
-def _cell(key: str, spec, n_in: int, spiking_only: bool):
+def _cell(key: str, spec, n_in: int, spiking_only: bool, dt_ms: float):
     choices = SPIKING if spiking_only else (*SPIKING, "lstm")
     require_choice(f"{key}.cell", spec.cell, choices)
     require_count(f"{key}.n_rec", spec.n_rec)
     if spec.cell == "lstm":
         return make_cell("lstm", n_in=n_in, n_rec=spec.n_rec)
-    fields = {"n_in": n_in, "n_rec": spec.n_rec, "tau_m": spec.tau_m, "v_th": spec.v_th, "n_ref": spec.n_ref}
+    fields = {"n_in": n_in, "n_rec": spec.n_rec, "tau_m": spec.tau_m, "v_th": spec.v_th, "n_ref": spec.n_ref,
+              "dt": dt_ms}
     require_count(f"{key}.n_adaptive", spec.n_adaptive, minimum=0)
     if spec.cell == "alif":
         fields["n_adaptive"] = spec.n_adaptive or None
@@ -55,34 +59,40 @@ def _cell(key: str, spec, n_in: int, spiking_only: bool):
         return make_cell(spec.cell, **fields)
 
 
-def _rate(key: str, spec) -> RateRegularizer:
+def _rate(key: str, spec, dt_ms: float) -> RateRegularizer:
     require_non_negative(f"{key}.rate_coefficient", spec.rate_coefficient)
     require_non_negative(f"{key}.rate_target_hz", spec.rate_target_hz)
-    return RateRegularizer(spec.rate_coefficient, spec.rate_target_hz)
+    return RateRegularizer(spec.rate_coefficient, spec.rate_target_hz, dt_ms)
 
 
 def build_family(cfg: TrainConfig):
     require_choice("task.family", cfg.task.family, ARM_FAMILIES)
-    with section("task"):
-        return make_task_family(cfg.task.family, n_steps=cfg.task.n_steps, n_pop_per_dim=cfg.task.n_pop_per_dim)
+    require_positive("task.dt_ms", cfg.task.dt_ms)
+    # the family's step is in seconds (its kinematics are in rad/s); what it refuses about the step (a clock
+    # period that is not a whole number of steps, ...) is a problem of task.dt_ms
+    with section("task", {"dt_s": "dt_ms"}):
+        return make_task_family(cfg.task.family, n_steps=cfg.task.n_steps, n_pop_per_dim=cfg.task.n_pop_per_dim,
+                                dt_s=step_seconds(cfg.task.dt_ms))
 
 
 def build_learner(cfg: TrainConfig, family) -> MetaLearner:
-    m, e, inner = cfg.model, cfg.error_module, cfg.inner
-    cell = _cell("model", m, family.n_in, spiking_only=True)
+    """The model, every part at the one time step ``task.dt_ms``."""
+    m, e, inner, dt_ms = cfg.model, cfg.error_module, cfg.inner, cfg.task.dt_ms
+    cell = _cell("model", m, family.n_in, spiking_only=True, dt_ms=dt_ms)
     require_positive("model.readout_init", m.readout_init)
     with section("model"):
-        readout = LeakyReadout(m.n_rec, family.n_out, tau_out=m.tau_out, bias=False, init_scale=m.readout_init)
+        readout = LeakyReadout(m.n_rec, family.n_out, tau_out=m.tau_out, dt=dt_ms, bias=False,
+                               init_scale=m.readout_init)
     require_choice("error_module.kind", e.kind, ("learned", "feedback"))
     if e.kind == "learned":
         module_in = (family.n_context * e.use_context + m.n_rec * e.use_spikes + family.n_in * e.use_inputs)
         if module_in == 0:
             raise ConfigError("error_module.use_context", "the error module sees nothing: enable at least one input")
-        module_cell = _cell("error_module", e, module_in, spiking_only=False)
+        module_cell = _cell("error_module", e, module_in, spiking_only=False, dt_ms=dt_ms)
         require_positive("error_module.projection_scale", e.projection_scale)
         with section("error_module"):
             module = LearnedErrorModule(module_cell, m.n_rec, family.n_context, family.n_in, e.use_context,
-                                        e.use_spikes, e.use_inputs, e.signal_tau,
+                                        e.use_spikes, e.use_inputs, e.signal_tau, dt=dt_ms,
                                         projection_scale=e.projection_scale, fast_loop=inner.fast_loop)
     else:
         require_choice("error_module.feedback", e.feedback, ("random", "symmetric"))
@@ -94,7 +104,7 @@ def build_learner(cfg: TrainConfig, family) -> MetaLearner:
         raise ConfigError("inner.plastic", "must name at least one weight (w_in, w_rec, w_out)")
     return MetaLearner(RecurrentNetwork(cell, readout), module, inner_lr=inner.lr, learn_inner_lr=inner.learn_lr,
                        n_inner_updates=inner.n_updates, plastic=tuple(inner.plastic), inner_rule=inner.rule,
-                       network_rate=_rate("model", m), module_rate=_rate("error_module", e),
+                       network_rate=_rate("model", m, dt_ms), module_rate=_rate("error_module", e, dt_ms),
                        outer_loss=arm_outer_loss, fast_loop=inner.fast_loop)
 
 

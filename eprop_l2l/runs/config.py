@@ -15,8 +15,14 @@ from dataclasses import dataclass, field
 @dataclass
 class TaskConfig:
     family: str = "arm_sines"  # arm_sines (e-prop 2, spec B4) | arm_brownian (natural e-prop, spec C2)
-    n_steps: int = 500  # trial length, 1-ms steps
+    n_steps: int = 500  # trial length in steps: the trial lasts n_steps·dt_ms ms
     n_pop_per_dim: int = 100  # population code of the target for the error module: neurons per joint
+    # Simulation time step in ms; every time constant, rate and duration is converted with it (membrane,
+    # adaptation, readout and learning-signal decays exp(-dt/τ), rate targets in spikes per step, the clock
+    # period and the Brownian family's window in steps, the population code's spike probability, the arm's
+    # kinematics). It must divide the arm clock's 10-ms period. Counts stay counts: n_steps, model.n_ref and
+    # error_module.n_ref are numbers of steps.
+    dt_ms: float = 1.0
 
 
 @dataclass
@@ -28,7 +34,7 @@ class ModelConfig:
     n_adaptive: int = 0  # alif: how many neurons adapt (0 = all)
     tau_m: float = 20.0  # ms
     v_th: float = 0.4
-    n_ref: int = 5  # refractory steps
+    n_ref: int = 5  # refractory steps (n_ref·dt_ms ms)
     tau_a: float = 200.0  # ms, alif only
     beta: float = 0.07  # alif only
     tau_out: float = 20.0  # ms, readout

@@ -1,11 +1,12 @@
 """The two-joint arm of e-prop 2 (Bellec et al. 2019; the authors' ``robot_trajectories.py``, spec B2-B4).
 
-Kinematics (differentiable, purely kinematic, δt = 1 ms, segments 0.5 + 0.5)::
+Kinematics (differentiable, purely kinematic, segments 0.5 + 0.5, δt the family's step ``dt_s``, 1 ms by
+default)::
 
     φ(t) = φ(0) + δt Σ_{t'≤t} ω(t'),   φ(0) = (0, π/2),   joint 2 is the RELATIVE elbow angle
     x = l1 cos φ1 + l2 cos(φ1 + φ2),   y = l1 sin φ1 + l2 sin(φ1 + φ2)          (start: (0.5, 0.5))
 
-Target family ``ArmSines`` (B4): per task, with t = linspace(0, 2π, T),
+Target family ``ArmSines`` (B4): per task, with t = linspace(0, 2π, T) over the trial (T steps of δt),
 
 * shoulder: ω1 = Σ_{k=1..5} A_k sin(t/P_k + Φ_k), A ~ U[0, 30] rad/s, P ~ U[0.3, 1], Φ ~ U[0, 2π], scaled down
   (if needed) so that the angle travelled stays within ±π/2;
@@ -19,6 +20,11 @@ The error module additionally sees the target hand path, clipped to [−1, 1] an
 ``n_pop_per_dim`` Gaussian-tuned Bernoulli neurons per coordinate (peak 200 Hz, σ = 0.2, centres
 linspace(−1.4, 1.4)) — ``extra["error_module_inputs"]``. ``targets`` are the target joint velocities (rad/s),
 ``extra["hand"]`` the target hand path.
+
+Time: durations and rates are physical (ms, Hz, rad/s) and converted with the step ``dt_s``: the clock period
+becomes a whole number of steps (a step that does not divide it is refused, naming ``dt_s``), the population
+code fires with probability peak·δt per step, the kinematics integrate over δt. ``n_steps`` counts steps, so a
+trial lasts ``n_steps``·δt. Every batch carries its step (``TaskBatch.dt_ms``) for whatever scores it.
 """
 
 from __future__ import annotations
@@ -30,13 +36,14 @@ from typing import ClassVar
 import torch
 
 from ..errors import ConfigError, require_count, require_positive
-from .base import TaskBatch
+from ..units import MS_PER_S, per_step, step_seconds, whole_steps
+from .base import TaskBatch, spike_probability
 
 PHI0 = (0.0, math.pi / 2)
 
 
 def joint_angles(omega: torch.Tensor, phi0=PHI0, dt: float = 1e-3) -> torch.Tensor:
-    """φ(t) = φ(0) + δt·cumsum(ω) for joint velocities ``omega [..., T, 2]`` (rad/s)."""
+    """φ(t) = φ(0) + δt·cumsum(ω) for joint velocities ``omega [..., T, 2]`` (rad/s) and a step of ``dt`` s."""
     return torch.as_tensor(phi0, dtype=omega.dtype, device=omega.device) + dt * torch.cumsum(omega, -2)
 
 
@@ -48,7 +55,8 @@ def hand_position(phi: torch.Tensor, l1: float = 0.5, l2: float = 0.5) -> torch.
 
 
 def arm_forward(omega: torch.Tensor, dt: float = 1e-3) -> torch.Tensor:
-    """Hand path ``[..., T, 2]`` produced by joint velocities ``[..., T, 2]`` from the start posture."""
+    """Hand path ``[..., T, 2]`` produced by joint velocities ``[..., T, 2]`` (steps of ``dt`` s) from the start
+    posture."""
     return hand_position(joint_angles(omega, dt=dt))
 
 
@@ -73,7 +81,7 @@ def population_code(xy: torch.Tensor, generator: torch.Generator, n_per_dim: int
     """Bernoulli spikes ``[..., T, 2·n_per_dim]`` of Gaussian-tuned neurons coding each coordinate."""
     centres = torch.linspace(-span, span, n_per_dim, dtype=torch.float64)
     value = xy.to(torch.float64).clamp(-1.0, 1.0).unsqueeze(-1)  # [..., T, 2, 1]
-    p = peak_hz * dt_ms / 1000.0 * torch.exp(-((value - centres) ** 2) / (2 * sigma**2))
+    p = per_step(peak_hz, dt_ms) * torch.exp(-((value - centres) ** 2) / (2 * sigma**2))
     p = p.flatten(-2)
     draws = torch.rand(p.shape, generator=generator, dtype=torch.float64, device=generator.device)
     return (draws < p).to(xy.dtype)
@@ -90,6 +98,15 @@ class ArmTrials:
     def n_context(self) -> int:
         return 2 * self.n_pop_per_dim
 
+    @property
+    def dt_ms(self) -> float:
+        return self.dt_s * MS_PER_S
+
+    @property
+    def clock_period_steps(self) -> int:
+        # a step that does not divide the period is refused on dt_s: rounding would change the clock's rhythm
+        return whole_steps(f"{self.name}.dt_s", "the clock period", self.clock_period_ms, self.dt_ms)
+
     def _check_arm_fields(self):
         for key in ("n_steps", "n_clock", "clock_groups", "clock_period_ms", "n_pop_per_dim"):
             require_count(f"{self.name}.{key}", getattr(self, key))
@@ -99,6 +116,8 @@ class ArmTrials:
             raise ConfigError(f"{self.name}.n_clock", f"must be a multiple of clock_groups={self.clock_groups}")
         if self.n_steps < self.clock_groups:
             raise ConfigError(f"{self.name}.n_steps", f"must be >= clock_groups={self.clock_groups}")
+        self.clock_period_steps  # noqa: B018 (validates the step against the clock period)
+        spike_probability(f"{self.name}.dt_s", self.pop_peak_hz, self.dt_ms, "the population code's peak rate")
 
     def sample(self, batch_size: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> TaskBatch:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -106,13 +125,14 @@ class ArmTrials:
         omega = self.joint_velocities(batch_size, generator)
         angles = joint_angles(omega, dt=self.dt_s)
         hand = hand_position(angles)
-        context = population_code(hand, generator, self.n_pop_per_dim, self.pop_peak_hz, self.pop_sigma)
-        clock = clock_input(self.n_steps, self.n_clock, self.clock_groups, self.clock_period_ms)
+        context = population_code(hand, generator, self.n_pop_per_dim, self.pop_peak_hz, self.pop_sigma,
+                                  dt_ms=self.dt_ms)
+        clock = clock_input(self.n_steps, self.n_clock, self.clock_groups, self.clock_period_steps)
         clock = clock.to(generator.device).expand(batch_size, -1, -1)
         mask = torch.ones(batch_size, self.n_steps, dtype=dtype, device=generator.device)
         return TaskBatch(clock.to(dtype).contiguous(), omega.to(dtype), mask,
                          {"hand": hand.to(dtype), "angles": angles.to(dtype),
-                          "error_module_inputs": context.to(dtype)})
+                          "error_module_inputs": context.to(dtype)}, self.dt_ms)
 
 
 @dataclass(frozen=True)
@@ -127,7 +147,7 @@ class ArmSines(ArmTrials):
     n_components: int = 5
     shoulder_amplitude: float = 30.0
     elbow_peak_to_peak: float = 20.0
-    dt_s: float = 1e-3
+    dt_s: float = 1e-3  # the time step (s): n_steps·dt_s is the trial, ms and Hz fields are converted with it
 
     name: ClassVar[str] = "arm_sines"
     loss: ClassVar[str] = "mse"
@@ -142,6 +162,8 @@ class ArmSines(ArmTrials):
     def joint_velocities(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """Target ω* ``[B, T, 2]`` (float64), drawn from ``generator``."""
         k, dev = self.n_components, generator.device
+        # t spans the trial whatever the step: the same draws at another step and the same trial duration give
+        # the same movement, sampled on another grid (the draws do not depend on n_steps)
         t = torch.linspace(0, 2 * math.pi, self.n_steps, dtype=torch.float64, device=dev)
 
         def uniform(low, high):
@@ -161,11 +183,15 @@ class ArmSines(ArmTrials):
 @dataclass(frozen=True)
 class ArmBrownian(ArmTrials):
     """Natural e-prop's target family (Ortner et al. 2025 code, spec C2): each joint velocity is a Wiener process
-    (increments N(0, δ²·0.01) per step), smoothed by a normalised Hann window of ``window`` steps (zero-padded
+    (increments N(0, δ²·0.01) per 1-ms step), smoothed by a normalised Hann window of ``window`` ms (zero-padded
     at the start, so causal) and clipped to ±``clip``. The authors' kinematics advance the angle by 0.01·ω per
-    step; here ω is returned in rad/s for 1-ms steps (×``0.01/dt_s``), which gives the same angles, and each
+    step; here ω is returned in rad/s for 1-ms steps (×``0.01/1 ms``), which gives the same angles, and each
     task is then scaled down (if needed) so that the angle travelled stays within ±``max_travel``, as in
-    :class:`ArmSines` (their 250-step trials are 500 here)."""
+    :class:`ArmSines` (their 250-step trials are 500 here).
+
+    The recipe's step is a 1-ms step (``RECIPE_STEP_MS``); at another step ``dt_s`` the process is the same in
+    physical time: increments of variance ∝ δt (N(0, δ²·0.01·δt/1 ms)), a window of ``window`` ms (a whole
+    number of steps), the same ω in rad/s."""
 
     n_steps: int = 500
     n_clock: int = 10
@@ -175,30 +201,39 @@ class ArmBrownian(ArmTrials):
     pop_sigma: float = 0.2
     pop_peak_hz: float = 200.0
     delta: float = 1.0  # δ: 1.0 for the 2-joint arm, 0.65 for the Scorbot in the authors' code
-    window: int = 120
+    window: int = 120  # ms (steps of the recipe's 1-ms grid)
     clip: float = math.pi
-    kinematic_step: float = 0.01  # the authors' angle increment per step per unit ω
+    kinematic_step: float = 0.01  # the authors' angle increment per (1-ms) step per unit ω
     max_travel: float = math.pi / 2
-    dt_s: float = 1e-3
+    dt_s: float = 1e-3  # the time step (s): n_steps·dt_s is the trial, ms and Hz fields are converted with it
 
     name: ClassVar[str] = "arm_brownian"
     loss: ClassVar[str] = "mse"
     n_out: ClassVar[int] = 2
+    RECIPE_STEP_MS: ClassVar[float] = 1.0
 
     def __post_init__(self):
         self._check_arm_fields()
         require_count(f"{self.name}.window", self.window)
         for key in ("delta", "clip", "kinematic_step", "max_travel"):
             require_positive(f"{self.name}.{key}", getattr(self, key))
+        self.window_steps  # noqa: B018 (validates the step against the window)
+
+    @property
+    def window_steps(self) -> int:
+        return whole_steps(f"{self.name}.dt_s", "the Hann window", self.window, self.dt_ms)
 
     def joint_velocities(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """Target ω* ``[B, T, 2]`` (float64, rad/s), drawn from ``generator``."""
-        dev = generator.device
+        dev, window = generator.device, self.window_steps
         steps = torch.randn(batch_size * 2, 1, self.n_steps, generator=generator, dtype=torch.float64, device=dev)
-        wiener = torch.cumsum(self.delta * 0.1 * steps, -1)
-        hann = torch.hann_window(self.window, periodic=False, dtype=torch.float64, device=dev)
-        smooth = torch.nn.functional.conv1d(torch.nn.functional.pad(wiener, (self.window - 1, 0)),
+        # a Wiener process: the variance of an increment is proportional to the step (factor 1 at 1 ms)
+        wiener = torch.cumsum(self.delta * 0.1 * math.sqrt(self.dt_ms / self.RECIPE_STEP_MS) * steps, -1)
+        hann = torch.hann_window(window, periodic=False, dtype=torch.float64, device=dev)
+        smooth = torch.nn.functional.conv1d(torch.nn.functional.pad(wiener, (window - 1, 0)),
                                             (hann / hann.sum()).flip(-1).reshape(1, 1, -1))
         omega = smooth.clamp(-self.clip, self.clip).reshape(batch_size, 2, self.n_steps)
-        omega = _limit_travel(omega * (self.kinematic_step / self.dt_s), self.dt_s, self.max_travel)
+        # the recipe's angle increment per 1-ms step, as a velocity in rad/s (independent of our step)
+        velocity = self.kinematic_step / step_seconds(self.RECIPE_STEP_MS)
+        omega = _limit_travel(omega * velocity, self.dt_s, self.max_travel)
         return omega.transpose(1, 2).contiguous()

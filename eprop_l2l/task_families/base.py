@@ -2,7 +2,9 @@
 
 Conventions shared by all families:
 
-- one time step is ``dt`` (1 ms unless a family says otherwise), tensors are time-major after the batch axis;
+- one time step is the family's ``dt_ms`` (1 ms unless configured otherwise), stamped on every batch it samples
+  (``TaskBatch.dt_ms``) so that whatever scores or plots the trials uses their step; tensors are time-major after
+  the batch axis;
 - every random draw comes from the generator passed to ``sample`` (or, for inputs that are frozen across tasks,
   from a private generator seeded with the family's ``input_seed``), never from torch's global RNG, so the same
   generator seed gives the same batch on any machine (draws are made on the generator's device);
@@ -19,6 +21,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 
 from ..errors import ConfigError
+from ..units import per_step
 
 
 @dataclass(frozen=True)
@@ -29,24 +32,26 @@ class TaskBatch:
     targets: ``[B, T, n_out]`` regression targets, or one-hot class targets for classification.
     mask:    ``[B, T]`` 0/1, the time steps where the loss counts.
     extra:   what evaluation needs (e.g. ``'label'``, a ``[B]`` long tensor, for classification).
+    dt_ms:   the time step the trials were sampled with (step t is at t·dt_ms ms).
     """
 
     inputs: torch.Tensor
     targets: torch.Tensor
     mask: torch.Tensor
     extra: dict = dataclasses.field(default_factory=dict)
+    dt_ms: float = 1.0
 
     def to(self, device: torch.device | str) -> TaskBatch:
         """The same trials on ``device`` (tasks are drawn on the CPU generator, then moved: same tasks anywhere)."""
         move = lambda x: x.to(device) if isinstance(x, torch.Tensor) else x  # noqa: E731
         return TaskBatch(move(self.inputs), move(self.targets), move(self.mask),
-                         {k: move(v) for k, v in self.extra.items()})
+                         {k: move(v) for k, v in self.extra.items()}, self.dt_ms)
 
     def select(self, index) -> TaskBatch:
         """The tasks ``index`` (a slice or index tensor over the batch axis)."""
         pick = lambda x: x[index] if isinstance(x, torch.Tensor) else x  # noqa: E731
         return TaskBatch(pick(self.inputs), pick(self.targets), pick(self.mask),
-                         {k: pick(v) for k, v in self.extra.items()})
+                         {k: pick(v) for k, v in self.extra.items()}, self.dt_ms)
 
     @property
     def batch_size(self) -> int:
@@ -102,11 +107,11 @@ def require_probability(key: str, value: float) -> None:
         raise ConfigError(key, f"must lie in [0, 1], got {value!r}")
 
 
-def spike_probability(key: str, rate_hz: float, dt_ms: float) -> float:
+def spike_probability(key: str, rate_hz: float, dt_ms: float, what: str = "rate") -> float:
     """Bernoulli probability per step of a Poisson process at ``rate_hz``; it must not exceed 1."""
-    p = rate_hz * dt_ms / 1000.0
+    p = per_step(rate_hz, dt_ms)
     if p > 1.0:
-        raise ConfigError(key, f"rate {rate_hz!r} Hz gives a spike probability {p:g} > 1 per {dt_ms!r} ms step")
+        raise ConfigError(key, f"{what} {rate_hz!r} Hz gives a spike probability {p:g} > 1 per {dt_ms!r} ms step")
     return p
 
 

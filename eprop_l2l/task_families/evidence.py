@@ -28,6 +28,7 @@ from typing import ClassVar
 import torch
 
 from ..errors import ConfigError, require_count, require_non_negative
+from ..units import per_step
 from .base import FamilyBase, TaskBatch, bernoulli_spikes, generator_device, require_probability, spike_probability
 
 LEFT, RIGHT, RECALL, BACKGROUND = 0, 1, 2, 3
@@ -104,7 +105,7 @@ class EvidenceAccumulation(FamilyBase):
         cues = (torch.rand(B, self.n_cues, generator=generator, device=device, dtype=f32) < p_right[:, None]).long()
         label = (2 * cues.sum(dim=1) > self.n_cues).long()
 
-        p_cue = self.input_rate_hz * self.dt_ms / 1000.0
+        p_cue = per_step(self.input_rate_hz, self.dt_ms)
         prob = torch.zeros(B, T, 4, device=device, dtype=f32)  # per-group spike probability
         right = cues.to(f32) * p_cue  # [B, n_cues]
         left = p_cue - right
@@ -112,8 +113,8 @@ class EvidenceAccumulation(FamilyBase):
             window = slice(onset, onset + self.cue_ms)
             prob[:, window, LEFT] = left[:, i, None]
             prob[:, window, RIGHT] = right[:, i, None]
-        prob[:, T - self.recall_ms:, RECALL] = self.recall_hz * self.dt_ms / 1000.0
-        prob[:, :, BACKGROUND] = self.background_hz * self.dt_ms / 1000.0
+        prob[:, T - self.recall_ms:, RECALL] = per_step(self.recall_hz, self.dt_ms)
+        prob[:, :, BACKGROUND] = per_step(self.background_hz, self.dt_ms)
         prob = prob.repeat_interleave(self.group_size, dim=2)  # [B, T, n_in]
         inputs = bernoulli_spikes(prob, (B, T, self.n_in), generator).to(dtype)
 
@@ -129,4 +130,5 @@ class EvidenceAccumulation(FamilyBase):
                 "cues": cues,  # [B, n_cues] long, side of each cue (0 left, 1 right)
                 "likely_side": likely_right.long(),  # [B] long, the side with cue probability p_majority
             },
+            dt_ms=self.dt_ms,
         )

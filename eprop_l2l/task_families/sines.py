@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import ConfigError, require_count, require_non_negative, require_positive
+from ..units import per_step
 from .base import (
     FamilyBase,
     TaskBatch,
@@ -87,7 +88,7 @@ class SumOfSines(FamilyBase):
     @property
     def spike_prob(self) -> float:
         """Bernoulli probability of an input spike per step."""
-        return self.input_rate_hz * self.dt_ms / 1000.0
+        return per_step(self.input_rate_hz, self.dt_ms)
 
     def frozen_inputs(self) -> torch.Tensor:
         """The frozen input sample ``[n_steps, n_in]`` (float32, CPU, a fresh copy)."""
@@ -127,4 +128,5 @@ class SumOfSines(FamilyBase):
                 "offset": offset.to(dtype),  # [B, n_out], y*(0) before the shift
                 "scale": scale.to(dtype),  # [B, n_out], max|y* - y*(0)| before the scaling
             },
+            dt_ms=self.dt_ms,
         )

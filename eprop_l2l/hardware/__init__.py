@@ -1,0 +1,10 @@
+"""Hardware export: the trained inner-loop rule as data, its execution in PyTorch at float and at learning-engine
+(fixed-point) precision, NIR export of the networks, and the Lava back-end.
+
+This package's ``__init__`` imports nothing (in particular no torch), so that the Lava program in
+:mod:`eprop_l2l.hardware.lava`, which runs in its own Python 3.10 environment without torch, can be imported
+from a source checkout. The torch-side modules are :mod:`.rule` (the description and its files),
+:mod:`.fixed_point` (number formats, quantisers, scale calibration), :mod:`.engine` (the rule executed step by
+step), :mod:`.quantized_update` (the differentiable hardware-aware update for meta-training), :mod:`.fidelity`
+and :mod:`.export` (the ``eprop-l2l export`` command).
+"""

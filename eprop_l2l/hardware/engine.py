@@ -1,0 +1,158 @@
+"""A loaded rule description, executed step by step as a learning engine executes it.
+
+Per step t of a demonstration: the learning network advances (its cell's own ``step``, rebuilt from the
+exported spec), the error module advances and emits L^t, the post-synaptic neuron forms its third factor from
+ψ_j^t·L_j^t, every plastic connection updates its presynaptic trace from the signal the rule names (x^t or
+z^{t-1}) and adds the product of trace and third factor to its tag. After the last step the tag is applied
+once. What the arithmetic of each of these operations is — float, or a learning engine's integers — is the
+``arithmetic`` object's business (:class:`FloatArithmetic`, :class:`FixedArithmetic`); the order of the
+operations is the rule's and lives only here.
+
+With float arithmetic the tags equal ``eprop_online``'s estimate Σ_t ψ_j L_j x̄_i of the same model (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..cells.linalg import no_self_mask, outer
+from ..error_modules.base import Observation
+from .fixed_point import FixedFormat, Scales, quantize_weights, round_integer, saturate
+from .rule import RuleDescription, build_model
+
+
+class FloatArithmetic:
+    """The rule in float: tag = Σ_t ψL x̄ (e-prop's dE/dW estimate), W ← W − η·tag."""
+
+    def __init__(self, rule: RuleDescription, eta: float | None = None):
+        self.eta = rule.eta if eta is None else eta
+        self.trace = {c["weights"]: c["trace"] for c in rule.plastic}
+
+    def weights(self, name: str, w: torch.Tensor) -> torch.Tensor:
+        return w
+
+    def trace_step(self, name: str, trace: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+        return self.trace[name]["decay"] * trace + self.trace[name]["impulse"] * pre
+
+    def third_factor(self, psi_signal: torch.Tensor) -> torch.Tensor:
+        return psi_signal
+
+    def accumulate(self, name: str, tag, trace: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return tag + outer(y, trace)
+
+    def gradient(self, name: str, tag: torch.Tensor) -> torch.Tensor:
+        """The tag in units of Σ_t ψ L x̄."""
+        return tag
+
+    def apply(self, name: str, w: torch.Tensor, tag: torch.Tensor) -> torch.Tensor:
+        return w - self.eta * tag
+
+
+class FixedArithmetic:
+    """The rule in a learning engine's integers (:mod:`.fixed_point`); values are held as integer-valued float64
+    tensors, weights handed to the dynamics as their exact float values ``w·2^e``."""
+
+    def __init__(self, rule: RuleDescription, fmt: FixedFormat, scales: Scales, generator: torch.Generator):
+        self.fmt, self.scales, self.generator = fmt, scales, generator
+        self.eta = rule.eta
+        self.decay = {c["weights"]: c["trace"]["decay"] for c in rule.plastic}
+        self.y_scale = scales.y_scale(rule.eta, rule.neurons.input_scale)
+
+    def _round(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
+        return round_integer(x, self.fmt.rounding, self.generator, shared)
+
+    def weights(self, name: str, w: torch.Tensor) -> torch.Tensor:
+        exp = self.scales.weight_exp[name]
+        return quantize_weights(w.double(), self.fmt, exp) * 2.0**exp
+
+    def trace_step(self, name: str, trace: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+        decayed = self._round(self.decay[name] * trace, shared=False)
+        return saturate(decayed + 2.0 ** self.scales.trace_exp[name] * pre.double(), 0, self.fmt.trace_max)
+
+    def third_factor(self, psi_signal: torch.Tensor) -> torch.Tensor:
+        # the sign is folded in so that the tag accumulates the weight change, as the engine adds
+        return saturate(self._round(-self.y_scale * psi_signal.double(), shared=False), *self.fmt.y_range)
+
+    def accumulate(self, name: str, tag, trace: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        frac = 2.0**self.fmt.product_frac_bits
+        product = torch.floor(outer(y, trace) * (2.0 ** self.scales.product_exp[name] * frac)) / frac
+        return saturate(self._round(tag + product, self.fmt.shared_draw), *self.fmt.tag_range)
+
+    def gradient(self, name: str, tag: torch.Tensor) -> torch.Tensor:
+        """The tag in units of Σ_t ψ L x̄ (−ΔW/η before the weight register's rounding)."""
+        s = self.scales
+        return -tag * 2.0 ** (s.update_exp[name] + s.weight_exp[name]) / self.eta
+
+    def apply(self, name: str, w: torch.Tensor, tag: torch.Tensor) -> torch.Tensor:
+        exp = self.scales.weight_exp[name]
+        step = self._round(tag * 2.0 ** self.scales.update_exp[name], self.fmt.shared_draw)
+        return saturate(w * 2.0 ** (-exp) + step, *self.fmt.register_range) * 2.0**exp
+
+
+@dataclass
+class EngineResult:
+    initial: dict  # plastic weights as the dynamics used them in the first demonstration [B, rows, n]
+    weights: dict  # plastic weights after the last update [B, rows, n]
+    tags: dict  # the last demonstration's tags in units of Σ_t ψ L x̄ [B, rows, n]
+    raw_tags: dict  # the same as the arithmetic holds them (integers for fixed point)
+    spikes: torch.Tensor  # z of the last demonstration [B, T, N]
+    psi: torch.Tensor  # ψ [B, T, N]
+    signals: torch.Tensor  # L [B, T, N]
+
+
+def run_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, context: torch.Tensor | None, arithmetic,
+             model=None) -> EngineResult:
+    """Demonstration(s) → update(s) for a batch of tasks ``x [B, T, n_in]``, ``context [B, T, n_ctx]``."""
+    model = model or build_model(rule)
+    cell, module = model.cell, model.module
+    dtype = x.dtype
+    tensor = {k: torch.as_tensor(v) for k, v in weights.items()}
+    module_params = {k: v.to(dtype) for k, v in tensor.items() if k.startswith("em_")}
+    batch, steps = x.shape[0], x.shape[1]
+    names = rule.plastic_names
+    plastic = {n: arithmetic.weights(n, tensor[n].to(dtype).expand(batch, *tensor[n].shape)) for n in names}
+    initial = dict(plastic)
+    for _ in range(rule.n_updates):
+        params = {**{k: tensor[k].to(dtype) for k in ("w_in", "w_rec")}, **{n: w.to(dtype) for n, w in plastic.items()}}
+        state = cell.init_state(batch, dtype=dtype, device=x.device)
+        module_state = module.init_state(batch, dtype, x.device)
+        traces = {n: None for n in names}
+        tags = {n: 0.0 for n in names}
+        record = {"spikes": [], "psi": [], "signals": []}
+        for t in range(steps):
+            prev = state
+            state, z = cell.step(params, prev, x[:, t])
+            psi = cell.psi(params, state)
+            ctx = None if context is None else context[:, t]
+            module_state, signal = module.step(module_params, module_state, Observation(None, None, None, z,
+                                                                                         x[:, t], ctx))
+            y = arithmetic.third_factor(psi * signal)
+            for conn in rule.plastic:
+                name = conn["weights"]
+                pre = x[:, t] if conn["pre"] == "input" else cell.output(prev)
+                if traces[name] is None:
+                    traces[name] = torch.zeros_like(y[..., :1].expand(*y.shape[:-1], pre.shape[-1]))
+                traces[name] = arithmetic.trace_step(name, traces[name], pre)
+                tags[name] = arithmetic.accumulate(name, tags[name], traces[name], y)
+            for key, value in (("spikes", z), ("psi", psi), ("signals", signal)):
+                record[key].append(value)
+        for conn in rule.plastic:
+            if conn.get("no_self_connections"):
+                name = conn["weights"]
+                tags[name] = tags[name] * no_self_mask(tags[name].shape[-1], tags[name].dtype, tags[name].device)
+        plastic = {n: arithmetic.apply(n, plastic[n], tags[n]) for n in names}
+    grads = {n: arithmetic.gradient(n, tags[n]) for n in names}
+    stacked = {k: torch.stack(v, 1) for k, v in record.items()}
+    return EngineResult(initial, plastic, grads, tags, stacked["spikes"], stacked["psi"], stacked["signals"])
+
+
+def adapted_trial(rule: RuleDescription, weights: dict, plastic: dict, x: torch.Tensor, model=None) -> tuple:
+    """The test trial of the adapted network: ``(trajectory, y)`` with the plastic weights replaced."""
+    from ..cells.network import RecurrentNetwork
+
+    model = model or build_model(rule)
+    params = {k: torch.as_tensor(v).to(x.dtype) for k, v in weights.items() if not k.startswith("em_")}
+    params.update({n: w.to(x.dtype) for n, w in plastic.items()})
+    return RecurrentNetwork(model.cell, model.readout).run(params, x)

@@ -1,0 +1,217 @@
+"""``eprop-l2l export RUN_OR_CHECKPOINT --target rule|nir|lava --out DIR``: the artefacts of a trained model for
+hardware, a manifest and the fidelity report.
+
+Everything is written into a temporary sibling of ``--out`` and renamed into place only when complete, so a
+failed export leaves nothing behind (and ``--force`` replaces an existing export only after the new one is
+complete). Arrays are ``.npz`` (never pickles); every file is listed with its SHA-256 in ``manifest.json``.
+
+Targets:
+
+* ``rule``: ``rule.json`` + ``weights.npz`` (the inner loop as data, :mod:`.rule`), ``demonstrations.npz``
+  (held-out demonstrations with the PyTorch reference results), ``fidelity.json``;
+* ``lava``: the same files, which the Lava program (:mod:`eprop_l2l.hardware.lava`) reads; with
+  ``--precision loihi`` the rule's number format is the calibrated learning-engine format;
+* ``nir``: ``learner.nir`` and ``error_module.nir`` (:mod:`.nir_export`) and their agreement with our
+  simulation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .fixed_point import number_format
+from .rule import FORMAT_VERSION, ExportError, describe, load_rule, save_rule
+
+TARGETS = ("rule", "nir", "lava")
+PRECISIONS = ("float", "loihi")
+MANIFEST = "manifest.json"
+DEMONSTRATIONS = "demonstrations.npz"
+FIDELITY = "fidelity.json"
+MAX_TASKS = 1000
+
+
+def check_out(out: Path, force: bool) -> None:
+    """``--out`` must be a new or empty directory (or ``--force``), never a file, in a writable parent."""
+    if out.exists() and not out.is_dir():
+        raise ExportError("--out", f"{out} is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ExportError("--out", f"{out} exists and is not empty (use --force to replace it)")
+    parent = out.resolve().parent
+    if not parent.is_dir():
+        raise ExportError("--out", f"parent directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ExportError("--out", f"parent directory {parent} is not writable")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("eprop_l2l")
+    except PackageNotFoundError:
+        return "source checkout"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _numpy(value) -> np.ndarray:
+    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    return array.astype(np.float32) if array.dtype == np.float64 else array
+
+
+def _demonstrations(batch, arrays: dict) -> dict:
+    out = {"x": batch.inputs, "context": batch.extra["error_module_inputs"], "omega_target": batch.targets,
+           "hand_target": batch.extra["hand"], **arrays}
+    out = {k: _numpy(v) for k, v in out.items()}
+    for key in ("z_demo",):
+        out[key] = out[key].astype(np.uint8)
+    return out
+
+
+def engine_format(rule, fmt, scales) -> dict:
+    """The rule's number format at learning-engine precision: widths, rounding and the calibrated exponents,
+    also spelled out as the engine's constants (trace impulse, third-factor scale, update shift)."""
+    return {**fmt.to_dict(), "scales": scales.to_dict(), "weight_exp": dict(scales.weight_exp),
+            "trace_impulse": {n: 2 ** i for n, i in scales.trace_exp.items()},
+            "y_scale": scales.y_scale(rule.eta, rule.neurons.input_scale),
+            "product_exp": dict(scales.product_exp), "dw_shift": dict(scales.update_exp)}
+
+
+def _rule_artefacts(directory: Path, learner, meta, family, cfg, args) -> dict:
+    from .fidelity import calibrate_rule, measure
+
+    rule, weights = describe(learner, meta)
+    held_out = family.sample(args.tasks, torch.Generator().manual_seed(cfg.eval.seed))
+    calibration = family.sample(args.calibration_tasks, torch.Generator().manual_seed(cfg.optim.validation_seed))
+    if args.precision == "loihi":
+        fmt = number_format("loihi")
+        scales = calibrate_rule(rule, weights, calibration.inputs, calibration.extra["error_module_inputs"], fmt)
+        rule = type(rule)(**{**rule.to_dict(), "number_format": engine_format(rule, fmt, scales)})
+    save_rule(directory, rule, weights)
+    loaded_rule, loaded_weights = load_rule(directory)  # the fidelity is measured on what was written
+    if loaded_rule != rule:
+        raise ExportError("export", "the written rule description does not read back identically")
+    formats = {"wide": number_format("wide"), "loihi": number_format("loihi")}
+    report, arrays = measure(loaded_rule, loaded_weights, held_out, calibration, formats, learner, meta)
+    np.savez(directory / DEMONSTRATIONS, **_demonstrations(held_out, arrays))
+    return report
+
+
+def _nir_artefacts(directory: Path, learner, meta, family, cfg, args) -> dict:
+    from . import nir_export
+
+    held_out = family.sample(args.tasks, torch.Generator().manual_seed(cfg.eval.seed))
+    return nir_export.export_model(directory, learner, meta, held_out)
+
+
+def _readme(target: str, source: dict, report: dict) -> str:
+    lines = [f"# eprop-l2l export ({target})", "",
+             f"From `{source['checkpoint']}` (iteration {source['iteration']}), exported {source['exported_at']}.",
+             "Files are listed with their SHA-256 in `manifest.json`; numbers below are in `fidelity.json`.", ""]
+    if "loaded_rule_vs_eprop_online" in report:
+        lines += ["| check | value |", "|---|---|"]
+        for name, value in report["loaded_rule_vs_eprop_online"].items():
+            lines.append(f"| loaded rule vs eprop_online, {name}, relative error | {value:.2e} |")
+        lines.append(f"| one-shot MSE_cart before → after (float) | {report['float']['mse_cart_before']:.4f} → "
+                     f"{report['float']['mse_cart_after']:.4f} |")
+        for fmt in ("wide", "loihi"):
+            entry = report[fmt]
+            for name in ("w_in", "w_rec"):
+                if name in entry:
+                    lines.append(f"| {fmt} fixed point, {name}: ΔW correlation with float | "
+                                 f"{entry[name]['dw_correlation']:.4f} |")
+            lines.append(f"| {fmt} fixed point: MSE_cart after / float | {entry['mse_cart_ratio_to_float']:.3f} |")
+    else:
+        lines += ["```", json.dumps(report, indent=2), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def export(target: str, out: str, kind: str, force: bool = False, tasks: int = 10, calibration_tasks: int = 10,
+           precision: str | None = None) -> Path:
+    """Write the export; returns the directory. Bad input raises a one-line error before anything is written."""
+    from types import SimpleNamespace
+
+    from ..runs.commands import evaluation_setup
+
+    if kind not in TARGETS:
+        raise ExportError("--target", f"unknown target {kind!r} (choose from {', '.join(TARGETS)})")
+    precision = precision or ("loihi" if kind == "lava" else "float")
+    if precision not in PRECISIONS:
+        raise ExportError("--precision", f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    for key, value in (("--tasks", tasks), ("--calibration-tasks", calibration_tasks)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TASKS:
+            raise ExportError(key, f"must be an integer in [1, {MAX_TASKS}], got {value!r}")
+    out_dir = Path(out)
+    check_out(out_dir, force)
+    cfg, learner, family, meta, _, checkpoint, iteration = evaluation_setup(target)
+    meta = {k: v.detach().cpu() for k, v in meta.items()}
+    if kind == "nir":
+        from .nir_export import check_exportable
+
+        check_exportable(learner)
+    else:
+        describe(learner, meta)  # refuses what the rule cannot express, before any computation
+    args = SimpleNamespace(tasks=tasks, calibration_tasks=calibration_tasks, precision=precision)
+    source = {"checkpoint": str(checkpoint), "iteration": iteration, "experiment": cfg.experiment,
+              "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "eprop_l2l_version": _version()}
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.resolve().parent))
+    try:
+        writer = _nir_artefacts if kind == "nir" else _rule_artefacts
+        report = writer(staging, learner, meta, family, cfg, args)
+        (staging / FIDELITY).write_text(json.dumps(report, indent=2))
+        (staging / "README.md").write_text(_readme(kind, source, report))
+        files = {p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
+        manifest = {"format": "eprop-l2l-export", "format_version": FORMAT_VERSION, "target": kind,
+                    "precision": precision if kind != "nir" else None, "source": source, "files": files,
+                    "fidelity": report}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        _replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _replace(staging: Path, out_dir: Path) -> None:
+    """Move the complete export into place; an existing one (``--force``) is removed only afterwards."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def verify(directory: str | Path) -> dict:
+    """The manifest of an export directory, after checking every listed file's SHA-256."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise ExportError(str(path), "missing: not an eprop-l2l export directory")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError:
+        raise ExportError(str(path), "not valid JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "eprop-l2l-export":
+        raise ExportError(str(path), "not an eprop-l2l export manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ExportError(str(path), f"format version {manifest.get('format_version')!r}; this eprop-l2l reads "
+                          f"version {FORMAT_VERSION} (export the model again)")
+    for name, digest in manifest.get("files", {}).items():
+        file = directory / name
+        if not file.is_file() or _sha256(file) != digest:
+            raise ExportError(str(file), "missing or changed since the export (SHA-256 mismatch)")
+    return manifest
+

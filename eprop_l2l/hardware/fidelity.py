@@ -1,0 +1,135 @@
+"""How faithfully an exported rule reproduces the trained model's one-shot update, measured on held-out tasks.
+
+Three comparisons, each against the causal reference semantics (``eprop_online`` of the trained model):
+
+1. the loaded description, run in float by :mod:`.engine` — must be equal (float precision);
+2. the fixed-point emulation at a format wide enough to be exact — must be equal (rounding only);
+3. the emulation at the learning engine's formats — the difference is what the hardware's precision costs:
+   correlation of the quantised ΔW with the float ΔW, and the one-shot MSE_cart after each update.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..cells.filters import causal_filter
+from ..inner_loop.eprop_online import eprop_online
+from ..inner_loop.losses import Loss
+from ..meta.objectives import arm_errors
+from .engine import FixedArithmetic, FloatArithmetic, adapted_trial, run_rule
+from .fixed_point import FixedFormat, Scales, calibrate
+from .rule import RuleDescription, build_model
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """‖a − b‖ / ‖b‖ over all entries."""
+    return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-300))
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double().flatten(), b.double().flatten()
+    a, b = a - a.mean(), b - b.mean()
+    return float((a @ b) / (a.norm() * b.norm()).clamp_min(1e-300))
+
+
+def presynaptic_traces(rule: RuleDescription, x: torch.Tensor, spikes: torch.Tensor) -> dict:
+    """F_α(pre) of every plastic connection over a recorded demonstration (without the impulse s)."""
+    traces = {}
+    for conn in rule.plastic:
+        if conn["pre"] == "input":
+            pre = x
+        else:  # z^{t-1}: the recorded spikes shifted by one step
+            pre = torch.cat([torch.zeros_like(spikes[:, :1]), spikes[:, :-1]], 1)
+        traces[conn["weights"]] = causal_filter(pre, conn["trace"]["decay"])
+    return traces
+
+
+def quantile_abs(values: torch.Tensor, q: float) -> float:
+    """The q-quantile of |values| (q = 1: the maximum); subsampled with a fixed stride above 2^24 entries."""
+    flat = values.detach().abs().flatten().double()
+    if q >= 1.0:
+        return float(flat.max())
+    stride = max(1, flat.numel() // 2**24 + 1)
+    return float(torch.quantile(flat[::stride], q))
+
+
+def calibrate_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, context: torch.Tensor | None,
+                   fmt: FixedFormat, model=None) -> Scales:
+    """Scales of ``fmt`` for this model from float demonstrations of calibration tasks (not the evaluated ones),
+    with the format's calibration quantiles."""
+    result = run_rule(rule, weights, x, context, FloatArithmetic(rule), model)
+    traces = presynaptic_traces(rule, x, result.spikes)
+    names = rule.plastic_names
+    return calibrate(fmt, rule.eta, rule.neurons.input_scale,
+                     {n: float(torch.as_tensor(weights[n]).abs().max()) for n in names},
+                     {n: quantile_abs(result.weights[n], fmt.weight_quantile) for n in names},
+                     {n: float(traces[n].max()) for n in names},
+                     quantile_abs(result.psi * result.signals, fmt.signal_quantile),
+                     {n: quantile_abs(result.tags[n], fmt.tag_quantile) for n in names})
+
+
+def online_reference(learner, meta: dict, batch) -> dict:
+    """``eprop_online``'s Σ_t ψ L x̄ of the trained model, per task."""
+    b = batch.inputs.shape[0]
+    fast = {k: (v.expand(b, *v.shape) if k in learner.plastic else v) for k, v in meta.items()}
+    result = eprop_online(learner.network, fast, batch.inputs, batch.targets, batch.mask, Loss("mse"),
+                          learner.error_module, None, None, learner.plastic, 0.0,
+                          context=batch.extra.get("error_module_inputs"))
+    return result.grads
+
+
+def one_shot_errors(rule: RuleDescription, weights: dict, plastic: dict, batch, model=None) -> dict:
+    _, y = adapted_trial(rule, weights, plastic, batch.inputs, model)
+    return arm_errors(y, batch)
+
+
+def measure(rule: RuleDescription, weights: dict, batch, calibration_batch, formats: dict[str, FixedFormat],
+            learner=None, meta: dict | None = None, seed: int = 0) -> tuple[dict, dict]:
+    """The fidelity report (JSON-ready) and the per-task arrays behind it.
+
+    ``learner``/``meta`` (the trained model, if available) give the ``eprop_online`` reference; the loaded
+    ``rule``/``weights`` are what the export wrote.
+    """
+    model = build_model(rule)
+    context = batch.extra.get("error_module_inputs")
+    float_run = run_rule(rule, weights, batch.inputs, context, FloatArithmetic(rule), model)
+    report, arrays = {"n_tasks": int(batch.inputs.shape[0])}, {}
+    if learner is not None:
+        reference = online_reference(learner, meta, batch)
+        report["loaded_rule_vs_eprop_online"] = {n: relative_error(float_run.tags[n], reference[n])
+                                                 for n in rule.plastic_names}
+    trajectory, y_test = adapted_trial(rule, weights, float_run.weights, batch.inputs, model)
+    float_errors = arm_errors(y_test, batch)
+    before = one_shot_errors(rule, weights, float_run.initial, batch, model)
+    report["float"] = {"mse_cart_before": float(before["mse_cart"].mean()),
+                       "mse_cart_after": float(float_errors["mse_cart"].mean())}
+    arrays.update(z_demo=float_run.spikes, psi=float_run.psi, signals=float_run.signals, y_test=y_test,
+                  z_test=trajectory.outputs, mse_cart_after=float_errors["mse_cart"])
+    arrays.update({f"dw_{n[2:]}": float_run.tags[n] for n in rule.plastic_names})
+    # −η·tag, not the difference of the float32 weights (which would cancel ΔW's digits away)
+    float_dw = {n: -rule.eta * float_run.tags[n].double() for n in rule.plastic_names}
+    cal_context = calibration_batch.extra.get("error_module_inputs")
+    for name, fmt in formats.items():
+        scales = calibrate_rule(rule, weights, calibration_batch.inputs, cal_context, fmt, model)
+        arithmetic = FixedArithmetic(rule, fmt, scales, torch.Generator().manual_seed(seed))
+        fixed_run = run_rule(rule, weights, batch.inputs, context, arithmetic, model)
+        fixed_dw = {n: fixed_run.weights[n] - fixed_run.initial[n] for n in rule.plastic_names}
+        errors = one_shot_errors(rule, weights, fixed_run.weights, batch, model)
+        entry = {"format": fmt.to_dict(), "scales": scales.to_dict(),
+                 "spike_agreement_demo": float((fixed_run.spikes == float_run.spikes).double().mean()),
+                 "mse_cart_after": float(errors["mse_cart"].mean()),
+                 "mse_cart_ratio_to_float": float(errors["mse_cart"].mean() / float_errors["mse_cart"].mean())}
+        for n in rule.plastic_names:
+            sat = fixed_run.raw_tags[n].abs() >= fmt.tag_range[1]
+            entry[n] = {"dw_correlation": correlation(fixed_dw[n], float_dw[n]),
+                        "dw_relative_error": relative_error(fixed_dw[n], float_dw[n]),
+                        "tag_correlation": correlation(fixed_run.tags[n], float_run.tags[n]),
+                        "tag_saturated_fraction": float(sat.double().mean()),
+                        "nonzero_updates_fraction": float((fixed_dw[n] != 0).double().mean())}
+        report[name] = entry
+        if name == "loihi":  # the learning engine's integers, for the Lava program's bit-level comparison
+            arrays["q_mse_cart_after"] = errors["mse_cart"]
+            for n in rule.plastic_names:
+                arrays[f"q_tag_{n[2:]}"] = fixed_run.raw_tags[n]
+                arrays[f"q_w_{n[2:]}"] = fixed_run.weights[n] * 2.0 ** (-scales.weight_exp[n])
+    return report, arrays

@@ -1,0 +1,193 @@
+"""Learning-engine arithmetic in PyTorch: number formats, quantisers and the calibration of power-of-two scales.
+
+The arithmetic follows the learning engine of Loihi 2 as Lava's bit-approximate model computes it
+(``docs/export.md`` has the derivation):
+
+* weights: an 8-bit signed mantissa with one shared exponent per connection, ``W = w·2^e``; the register that
+  learning writes is 9 bits wide (the initial mantissa is stored shifted left by one bit);
+* presynaptic traces: unsigned integers of ``trace_bits`` (7), decayed by integer arithmetic
+  ``x ← round(α·x) + impulse·pre`` and saturated;
+* the third factor y = round(c·ψ·L), a signed ``y_bits`` (8) integer sent by the post-synaptic neuron;
+* the tag: every step ``tag ← round(tag + 2^p·x·y)`` (the product keeps ``product_frac_bits`` fractional bits
+  before the rounding to an integer), saturated to ``tag_bits`` (9, signed);
+* the update, once after the demonstration: ``w ← clip(w + round(2^k·tag))`` in the weight register.
+
+Rounding is ``nearest`` or seeded ``stochastic`` (floor(v + u), u ~ U[0, 1) from a ``torch.Generator``; with
+``shared_draw`` one u per step serves every synapse, as in Lava's CPU model). All exponents are integers, so
+every scale is exact, and the float update is recovered as ``ΔW = 2^e·Δw``. The scales (:class:`Scales`) are
+chosen by :func:`calibrate` from the value ranges of demonstration trials: weights fill the mantissa, traces
+and ψ·L fill their integer ranges, the largest tag fills the tag register, and the exponent of the weight
+update makes the whole chain equal ``−η Σ_t ψ L x̄``.
+
+Every quantiser passes gradients straight through (``round``) or as the clip's (zero outside the range), so
+hardware-aware meta-training (:mod:`.quantized_update`) differentiates through them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigError, require_choice, require_count
+
+ROUNDING = ("nearest", "stochastic")
+
+
+@dataclass(frozen=True)
+class FixedFormat:
+    weight_bits: int = 8  # signed mantissa of the initial weights
+    weight_register_bits: int = 9  # signed register of learned weights (the initial mantissa sits left-shifted)
+    trace_bits: int = 7  # unsigned presynaptic trace
+    y_bits: int = 8  # signed third factor ψ·L
+    tag_bits: int = 9  # signed tag
+    product_frac_bits: int = 7  # fractional bits of each step's product before the tag's rounding
+    rounding: str = "stochastic"
+    shared_draw: bool = True  # stochastic: one draw per step for all synapses (Lava's CPU model)
+    # calibration policy: the quantile of the magnitudes that fills each range (1: the largest value; below 1 the
+    # few largest values saturate and the bulk gains resolution)
+    signal_quantile: float = 1.0
+    tag_quantile: float = 1.0
+    weight_quantile: float = 1.0  # of the updated weights, which the weight register must hold
+
+    def __post_init__(self):
+        for key in ("weight_bits", "trace_bits", "y_bits", "tag_bits"):
+            require_count(f"number_format.{key}", getattr(self, key), minimum=2)
+        require_count("number_format.product_frac_bits", self.product_frac_bits, minimum=0)
+        if self.weight_register_bits < self.weight_bits:
+            raise ConfigError("number_format.weight_register_bits",
+                              f"must be >= weight_bits={self.weight_bits}, got {self.weight_register_bits}")
+        require_choice("number_format.rounding", self.rounding, ROUNDING)
+        for key in ("signal_quantile", "tag_quantile", "weight_quantile"):
+            value = getattr(self, key)
+            if not 0.5 <= value <= 1.0:
+                raise ConfigError(f"number_format.{key}", f"must be in [0.5, 1], got {value!r}")
+
+    # integer ranges
+    @property
+    def weight_max(self) -> int:
+        return 2 ** (self.weight_bits - 1) - 1
+
+    @property
+    def weight_step(self) -> int:
+        """The initial mantissa's LSB in register units (2 on Loihi: 8-bit mantissa in a 9-bit register)."""
+        return 2 ** (self.weight_register_bits - self.weight_bits)
+
+    @property
+    def register_range(self) -> tuple[int, int]:
+        return -(2 ** (self.weight_register_bits - 1)), 2 ** (self.weight_register_bits - 1) - 1
+
+    @property
+    def trace_max(self) -> int:
+        return 2**self.trace_bits - 1
+
+    @property
+    def y_range(self) -> tuple[int, int]:
+        return -(2 ** (self.y_bits - 1)), 2 ** (self.y_bits - 1) - 1
+
+    @property
+    def tag_range(self) -> tuple[int, int]:
+        return -(2 ** (self.tag_bits - 1)), 2 ** (self.tag_bits - 1) - 1
+
+    def to_dict(self) -> dict:
+        return {"kind": "fixed", **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> FixedFormat:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})
+
+
+# Loihi 2's learning engine as Lava 0.10 models it (calibrated so that 0.1 % of the tags and of the updated weights
+# may saturate: measured on the GPU-trained arm model, this halves the one-shot error of the max-calibrated
+# scales); and a format so wide that it must equal float arithmetic
+LOIHI = FixedFormat(tag_quantile=0.999, weight_quantile=0.999)
+WIDE = FixedFormat(weight_bits=40, weight_register_bits=41, trace_bits=30, y_bits=30, tag_bits=60,
+                   product_frac_bits=30, rounding="nearest")
+FORMATS = {"loihi": LOIHI, "wide": WIDE}
+
+
+def number_format(name: str, rounding: str | None = None) -> FixedFormat:
+    require_choice("precision", name, tuple(FORMATS))
+    fmt = FORMATS[name]
+    return fmt if rounding is None else dataclasses.replace(fmt, rounding=rounding)
+
+
+@dataclass(frozen=True)
+class Scales:
+    """Power-of-two exponents of one model at one format (per plastic connection where it differs)."""
+
+    weight_exp: dict  # W = w·2^e
+    trace_exp: dict  # trace impulse 2^i per presynaptic event (the float trace is x̄ = s·F_α(pre))
+    y_exp: int  # y = round(−η·s·2^−q · ψL)
+    product_exp: dict  # tag += 2^p·x·y
+    update_exp: dict  # w += 2^k·tag;  k = q − i − p − e makes 2^e·Δw = −η Σ ψ L x̄
+
+    def y_scale(self, eta, input_scale: float):
+        return eta * input_scale * 2.0 ** (-self.y_exp)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict) -> Scales:
+        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls)})
+
+
+def _floor_log2(value: float) -> int:
+    return math.floor(math.log2(value)) if value > 0 else 0
+
+
+def _ceil_log2_ratio(value: float, top: float) -> int:
+    return math.ceil(math.log2(value / top)) if value > 0 else -10**6
+
+
+def calibrate(fmt: FixedFormat, eta: float, input_scale: float, max_abs_weight: dict, max_abs_weight_after: dict,
+              max_pre_trace: dict, max_abs_psi_signal: float, max_abs_tag: dict) -> Scales:
+    """Scales from value ranges of demonstration trials (float run): ``max_abs_weight`` / ``_after`` the largest
+    |W| before and after the update (the initial mantissa must hold the first, the register the second),
+    ``max_pre_trace`` the largest F_α(pre) (without s), ``max_abs_tag`` the largest |Σ_t ψ L x̄| of each
+    connection (or the magnitudes that should fill the ranges, if a few larger values may saturate)."""
+    weight_exp, trace_exp, product_exp, update_exp = {}, {}, {}, {}
+    y_top = fmt.y_range[1]
+    # q: the smallest exponent for which |η·s·2^−q·ψL| stays inside the y range
+    y_exp = math.ceil(math.log2(eta * input_scale * max_abs_psi_signal / y_top)) if max_abs_psi_signal > 0 else 0
+    for name, w_max in max_abs_weight.items():
+        e = max(_ceil_log2_ratio(w_max, fmt.weight_max * fmt.weight_step),
+                _ceil_log2_ratio(max_abs_weight_after[name], fmt.register_range[1]))
+        e = 0 if e == -10**6 else e
+        i = _floor_log2(fmt.trace_max / max_pre_trace[name]) if max_pre_trace[name] > 0 else 0
+        # the integer tag of the largest synapse, before 2^p: 2^(i−q)·η·max|Σ ψ L x̄|
+        tag_unscaled = 2.0 ** (i - y_exp) * eta * max_abs_tag[name]
+        p = _floor_log2(fmt.tag_range[1] / tag_unscaled) if tag_unscaled > 0 else 0
+        weight_exp[name], trace_exp[name], product_exp[name] = e, i, p
+        update_exp[name] = y_exp - i - p - e
+    return Scales(weight_exp, trace_exp, y_exp, product_exp, update_exp)
+
+
+# --- quantisers (straight-through) ---------------------------------------------------------------------------
+def _draw(like: torch.Tensor, generator: torch.Generator | None, shared: bool) -> torch.Tensor:
+    shape = () if shared else like.shape
+    return torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
+
+
+def round_integer(x: torch.Tensor, rounding: str = "nearest", generator: torch.Generator | None = None,
+                  shared: bool = False) -> torch.Tensor:
+    """Round to integers (nearest, or floor(x + u) stochastic); the gradient passes straight through."""
+    if rounding == "nearest":
+        rounded = torch.round(x)
+    else:
+        rounded = torch.floor(x + _draw(x.detach(), generator, shared))
+    return x + (rounded - x).detach()
+
+
+def saturate(x: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    return x.clamp(low, high)
+
+
+def quantize_weights(w: torch.Tensor, fmt: FixedFormat, exp: int) -> torch.Tensor:
+    """Initial weights → register integers (the mantissa's rounding to nearest, shifted into the register)."""
+    mantissa = round_integer(w * 2.0 ** (-exp) / fmt.weight_step)
+    return saturate(mantissa, -fmt.weight_max - 1, fmt.weight_max) * fmt.weight_step

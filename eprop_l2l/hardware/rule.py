@@ -1,0 +1,202 @@
+"""The inner-loop rule of a trained model as data: a versioned, JSON-serialisable description plus the weights
+as ``.npz`` arrays (never pickles).
+
+What the description states (``docs/export.md`` explains every field):
+
+* the learning network: its neuron constants (:class:`~eprop_l2l.cells.spec.NeuronSpec`), input width, readout;
+* the plastic connections, each with its presynaptic signal, the index of that signal paired with step t
+  (``x^t`` for ``w_in``, ``z^{t-1}`` for ``w_rec``) and its eligibility trace (decay α, impulse s);
+* the post-synaptic factor ψ (surrogate shape and constants) and the learning signal L with its source, the
+  learned error module (its neurons, which inputs it sees in which order and at which step, the filter of its
+  spikes and the projection), itself exported with its weights;
+* κ (0: L multiplies the unfiltered trace), the meta-learned η, the number of demonstrations, and how the
+  update is accumulated (every step, into a tag) and applied (once, after the demonstration);
+* the number format (float32, or the fixed-point formats and scales of :mod:`.fixed_point`).
+
+:func:`describe` builds it from a :class:`~eprop_l2l.meta.learner.MetaLearner` and its meta-parameters;
+:func:`save_rule` / :func:`load_rule` write and read ``rule.json`` + ``weights.npz``; :func:`build_model`
+turns a loaded description back into the library objects that run it (:mod:`.engine`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..cells.spec import NeuronSpec, ReadoutSpec, cell_from_spec, readout_from_spec
+from ..errors import ConfigError
+
+FORMAT_VERSION = 1
+RULE_FILE = "rule.json"
+WEIGHTS_FILE = "weights.npz"
+LEARNER_WEIGHTS = ("w_in", "w_rec", "w_out")
+MODULE_WEIGHTS = ("em_w_in", "em_w_rec", "em_proj")
+# which presynaptic signal each plastic weight group multiplies, and its index relative to the step t of ψ_j^t
+PRESYNAPTIC = {"w_in": ("input", "t"), "w_rec": ("learner_spikes", "t-1")}
+
+
+class ExportError(ConfigError):
+    """A model or artefact the export cannot handle; ``str(err)`` is one line naming the construct."""
+
+
+@dataclass(frozen=True)
+class RuleDescription:
+    learner: dict  # {"neurons": NeuronSpec dict, "n_in": int, "readout": ReadoutSpec dict}
+    plastic: list  # [{"weights", "pre", "pre_index", "trace": {"decay", "impulse"}, "no_self_connections"}]
+    post_factor: dict  # {"name": "psi", "surrogate", "gamma_pd", "v_th", "zero_while_refractory"}
+    learning_signal: dict  # {"source": "error_module", "neurons", "inputs", "learner_spikes_index", ...}
+    eta: float  # the (meta-learned) inner learning rate: W ← W − η·tag
+    kappa: float = 0.0  # readout filter of the trace; 0 in e-prop 2
+    n_updates: int = 1  # demonstrations, each followed by one application of its tag
+    accumulation: dict = field(default_factory=lambda: {
+        "every_step": "tag_ji += psi_j^t * L_j^t * trace_i^t",
+        "apply": "after the last step of each demonstration: W -= eta * tag; tag = 0"})
+    number_format: dict = field(default_factory=lambda: {"kind": "float32"})
+    format_version: int = FORMAT_VERSION
+
+    # --- views --------------------------------------------------------------------------------------------------
+    @property
+    def neurons(self) -> NeuronSpec:
+        return NeuronSpec.from_dict(self.learner["neurons"])
+
+    @property
+    def module_neurons(self) -> NeuronSpec:
+        return NeuronSpec.from_dict(self.learning_signal["neurons"])
+
+    @property
+    def plastic_names(self) -> tuple[str, ...]:
+        return tuple(c["weights"] for c in self.plastic)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict) -> RuleDescription:
+        if not isinstance(record, dict):
+            raise ExportError(RULE_FILE, "not a rule description (expected a JSON object)")
+        version = record.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ExportError(RULE_FILE, f"format version {version!r}; this eprop-l2l reads version {FORMAT_VERSION} "
+                              "(export the model again with this version)")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(record) - names)
+        missing = sorted(n for n in ("learner", "plastic", "post_factor", "learning_signal", "eta") if n not in record)
+        if unknown or missing:
+            raise ExportError(RULE_FILE, f"malformed (missing {missing}, unknown {unknown})")
+        return cls(**record)
+
+
+def _require_exportable(learner) -> None:
+    """Refuse what the rule description cannot express, naming the construct."""
+    from ..cells.lif import LIF
+    from ..error_modules.learned import LearnedErrorModule
+
+    cell = learner.network.cell
+    if learner.inner_rule != "eprop":
+        raise ExportError("inner.rule", f"{learner.inner_rule!r}: only the e-prop inner loop is a local rule to export")
+    if not isinstance(cell, LIF):
+        name = type(cell).__name__
+        construct = ("ALIF adaptation (its eligibility needs a per-synapse adaptation trace ε_a, which no "
+                     "learning-engine trace holds)" if name == "ALIF" else f"{name} learning network")
+        raise ExportError("model.cell", f"{construct}: the exported rule supports LIF learning networks")
+    module = learner.error_module
+    if not isinstance(module, LearnedErrorModule):
+        raise ExportError("error_module.kind", f"{type(module).__name__}: the export supports learned error modules")
+    if not isinstance(module.cell, LIF):
+        raise ExportError("error_module.cell", f"{type(module.cell).__name__} error module: the export supports "
+                          "LIF error modules (a spiking population a chip can run)")
+    bad = [n for n in learner.plastic if n not in PRESYNAPTIC]
+    if bad:
+        raise ExportError("inner.plastic", f"{bad}: only w_in and w_rec are plastic on the learning engine")
+    if learner.kappa != 0.0:
+        raise ExportError("inner.kappa", f"{learner.kappa}: a κ-filtered trace needs a per-synapse trace; export "
+                          "supports κ = 0 (e-prop 2)")
+
+
+def describe(learner, meta: dict, number_format: dict | None = None) -> tuple[RuleDescription, dict]:
+    """The rule description and the weights (numpy, float32) of a trained e-prop 2 model."""
+    _require_exportable(learner)
+    cell, readout, module = learner.network.cell, learner.network.readout, learner.error_module
+    spec = cell.spec
+    plastic = []
+    for name in learner.plastic:
+        pre, index = PRESYNAPTIC[name]
+        plastic.append({"weights": name, "pre": pre, "pre_index": index,
+                        "trace": {"decay": spec.alpha, "impulse": spec.input_scale},
+                        "no_self_connections": name == "w_rec"})
+    inputs = [[name, n] for name, n, used in (("context", module.n_context, module.use_context),
+                                              ("learner_spikes", module.n_learner, module.use_spikes),
+                                              ("input", module.n_inputs, module.use_inputs)) if used]
+    signal = {"source": "error_module", "neurons": module.cell.spec.to_dict(), "inputs": inputs,
+              "learner_spikes_index": "t", "filter_decay": module.decay, "filter_tau_ms": module.signal_tau,
+              "projection": "em_proj",
+              "definition": "L^t = em_proj @ zeta_bar^t, zeta_bar^t = filter_decay * zeta_bar^{t-1} + zeta^t"}
+    post = {"name": "psi", "surrogate": spec.surrogate, "gamma_pd": spec.gamma_pd, "v_th": spec.v_th,
+            "zero_while_refractory": spec.n_ref > 0,
+            "definition": "psi^t = (gamma_pd/v_th) * pd((v^t - v_th)/v_th), 0 while refractory"}
+    eta = float(learner.inner_lr_value(meta))
+    rule = RuleDescription(learner={"neurons": spec.to_dict(), "n_in": cell.n_in, "readout": readout.spec.to_dict()},
+                           plastic=plastic, post_factor=post, learning_signal=signal, eta=eta, kappa=0.0,
+                           n_updates=learner.n_inner_updates, number_format=number_format or {"kind": "float32"})
+    names = LEARNER_WEIGHTS + MODULE_WEIGHTS + (("b_out",) if readout.bias else ())
+    weights = {k: meta[k].detach().cpu().to(torch.float32).numpy() for k in names}
+    return rule, weights
+
+
+def save_rule(directory: Path, rule: RuleDescription, weights: dict) -> list[Path]:
+    directory = Path(directory)
+    (directory / RULE_FILE).write_text(json.dumps(rule.to_dict(), indent=2, allow_nan=False))
+    np.savez(directory / WEIGHTS_FILE, **weights)
+    return [directory / RULE_FILE, directory / WEIGHTS_FILE]
+
+
+def load_rule(directory: Path) -> tuple[RuleDescription, dict]:
+    """``(rule, weights)`` from an export directory; a missing, malformed or foreign file → :class:`ExportError`."""
+    directory = Path(directory)
+    path = directory / RULE_FILE
+    if not path.is_file():
+        raise ExportError(str(path), "missing: not an eprop-l2l export directory")
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ExportError(str(path), f"not valid JSON ({str(err).splitlines()[0][:80]})") from None
+    rule = RuleDescription.from_dict(record)
+    try:
+        with np.load(directory / WEIGHTS_FILE, allow_pickle=False) as data:
+            weights = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as err:
+        raise ExportError(str(directory / WEIGHTS_FILE), f"unreadable ({str(err).splitlines()[0][:80]})") from None
+    missing = [k for k in LEARNER_WEIGHTS + MODULE_WEIGHTS if k not in weights]
+    if missing:
+        raise ExportError(str(directory / WEIGHTS_FILE), f"missing arrays {missing}")
+    return rule, weights
+
+
+@dataclass(frozen=True)
+class RuleModel:
+    """The library objects a loaded description stands for (rebuilt from the specs, not re-implemented)."""
+
+    cell: object
+    readout: object
+    module: object
+
+
+def build_model(rule: RuleDescription) -> RuleModel:
+    from ..error_modules.learned import LearnedErrorModule
+
+    cell = cell_from_spec(rule.neurons, rule.learner["n_in"])
+    readout = readout_from_spec(ReadoutSpec.from_dict(rule.learner["readout"]))
+    signal = rule.learning_signal
+    widths = dict(signal["inputs"])
+    module_in = sum(widths.values())
+    module_cell = cell_from_spec(rule.module_neurons, module_in)
+    module = LearnedErrorModule(module_cell, cell.n_rec, widths.get("context", 0), widths.get("input", 0),
+                                "context" in widths, "learner_spikes" in widths, "input" in widths,
+                                signal["filter_tau_ms"],
+                                dt=rule.neurons.dt_ms)
+    return RuleModel(cell, readout, module)
