@@ -116,7 +116,10 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # usage errors (one line, see _Parser) and --help: an exit code, not an exception
+        return stop.code if isinstance(stop.code, int) else 0
     from .errors import ConfigError
     from .meta.trainer import NonFiniteError
     from .runs.checkpoint import CheckpointError

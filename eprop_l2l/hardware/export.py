@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -109,10 +110,23 @@ def _rule_artefacts(directory: Path, learner, meta, family, cfg, args) -> dict:
 
 
 def _nir_artefacts(directory: Path, learner, meta, family, cfg, args) -> dict:
-    from . import nir_export
+    """``network.nir`` and ``error_module.nir`` (the meta-learned initial networks) and how closely a third-party
+    NIR reader reproduces them on held-out demonstrations, as exported and with the semantics NIR can express."""
+    from ..error_modules.base import Observation
+    from .nir_export import export_learner_nir, nir_fidelity
 
     held_out = family.sample(args.tasks, torch.Generator().manual_seed(cfg.eval.seed))
-    return nir_export.export_model(directory, learner, meta, held_out)
+    paths = export_learner_nir(learner, meta, directory)
+    with torch.no_grad():
+        trajectory, _ = learner.network.run(meta, held_out.inputs)
+        obs = Observation(None, None, None, trajectory.outputs, held_out.inputs,
+                          held_out.extra.get("error_module_inputs"))
+        report = {"files": sorted(p.name for p in paths.values()),
+                  "network": nir_fidelity(learner.network, meta, held_out.inputs)}
+        if "error_module" in paths:
+            report["error_module"] = nir_fidelity(learner.error_module, meta,
+                                                  learner.error_module.module_input(obs), literal=False)
+    return report
 
 
 def _readme(target: str, source: dict, report: dict) -> str:
@@ -157,9 +171,11 @@ def export(target: str, out: str, kind: str, force: bool = False, tasks: int = 1
     cfg, learner, family, meta, _, checkpoint, iteration = evaluation_setup(target)
     meta = {k: v.detach().cpu() for k, v in meta.items()}
     if kind == "nir":
-        from .nir_export import check_exportable
+        from .nir_export import NIRLossWarning, learner_to_nir
 
-        check_exportable(learner)
+        with warnings.catch_warnings():  # what is lost is measured and reported, not warned about
+            warnings.simplefilter("ignore", NIRLossWarning)
+            learner_to_nir(learner, meta)  # refuses what NIR cannot express, before any file is written
     else:
         describe(learner, meta)  # refuses what the rule cannot express, before any computation
     args = SimpleNamespace(tasks=tasks, calibration_tasks=calibration_tasks, precision=precision)
@@ -168,7 +184,9 @@ def export(target: str, out: str, kind: str, force: bool = False, tasks: int = 1
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.resolve().parent))
     try:
         writer = _nir_artefacts if kind == "nir" else _rule_artefacts
-        report = writer(staging, learner, meta, family, cfg, args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # NIR's losses are measured in the report
+            report = writer(staging, learner, meta, family, cfg, args)
         (staging / FIDELITY).write_text(json.dumps(report, indent=2))
         (staging / "README.md").write_text(_readme(kind, source, report))
         files = {p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}

@@ -20,6 +20,8 @@ from ..cells.base import Params
 from ..cells.network import RecurrentNetwork
 from ..error_modules.base import Observation
 from ..errors import ConfigError, require_choice, require_count, require_positive
+from ..hardware.fixed_point import FORMATS, number_format
+from ..hardware.quantized_update import quantized_fast_weights
 from ..inner_loop.bptt import bptt_result
 from ..inner_loop.eprop import eprop_fused
 from ..inner_loop.losses import Loss
@@ -47,6 +49,7 @@ def time_step_ms(part) -> float | None:
 # eprop: eligibility traces × learning signal (the error module); bptt: one exact gradient step of the
 # demonstration's loss (MAML-style, differentiated to second order by the outer loop; the error module unused).
 INNER_RULES = ("eprop", "bptt")
+PRECISIONS = ("float", *FORMATS)
 
 
 @dataclass(frozen=True)
@@ -66,11 +69,21 @@ class MetaLearner:
     # differentiable all-reduce so that the (nonlinear) rate regulariser sees the whole batch, not one shard.
     task_mean: Callable[[torch.Tensor], torch.Tensor] | None = None
     inner_rule: str = "eprop"
+    # arithmetic of the inner update: "float", or a learning-engine format name of hardware.fixed_point
+    # ("loihi", "wide") for hardware-aware meta-training through the quantised update
+    precision: str = "float"
 
     def __post_init__(self):
         require_choice("inner.rule", self.inner_rule, INNER_RULES)
         require_positive("inner.lr", self.inner_lr)
         require_count("inner.n_updates", self.n_inner_updates, minimum=0)
+        require_choice("inner.precision", self.precision, PRECISIONS)
+        if self.precision != "float" and self.inner_rule != "eprop":
+            raise ConfigError("inner.precision", f"{self.precision!r} needs inner.rule=eprop (a learning-engine rule), "
+                              f"got {self.inner_rule!r}")
+        if self.precision != "float" and set(self.plastic) - {"w_in", "w_rec"}:
+            raise ConfigError("inner.plastic", f"{list(self.plastic)}: at inner.precision={self.precision!r} only "
+                              "w_in and w_rec are plastic (the learning engine's connections)")
         steps = self.time_steps()
         if any(not math.isclose(v, self.dt_ms, rel_tol=SAME_STEP) for v in steps.values()):
             raise ConfigError("task.dt_ms", "the model's parts use different time steps: "
@@ -124,6 +137,10 @@ class MetaLearner:
                                      self.error_module, None, None, self.plastic, self.kappa, self._context(batch),
                                      fast=self.fast_loop)
             demos.append(result)
+            if self.precision != "float":
+                fast = quantized_fast_weights(self.network.cell, fast, result, batch.inputs, self.plastic, lr,
+                                              number_format(self.precision))
+                continue
             fast = {k: (v - lr * result.grads[k] if k in self.plastic else v) for k, v in fast.items()}
         return fast, demos
 

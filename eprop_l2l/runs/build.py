@@ -104,6 +104,7 @@ def build_learner(cfg: TrainConfig, family) -> MetaLearner:
         raise ConfigError("inner.plastic", "must name at least one weight (w_in, w_rec, w_out)")
     return MetaLearner(RecurrentNetwork(cell, readout), module, inner_lr=inner.lr, learn_inner_lr=inner.learn_lr,
                        n_inner_updates=inner.n_updates, plastic=tuple(inner.plastic), inner_rule=inner.rule,
+                       precision=inner.precision,
                        network_rate=_rate("model", m, dt_ms), module_rate=_rate("error_module", e, dt_ms),
                        outer_loss=arm_outer_loss, fast_loop=inner.fast_loop)
 

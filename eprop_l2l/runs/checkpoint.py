@@ -81,7 +81,8 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError, AttributeError,
+            zipfile.BadZipFile, pickle.UnpicklingError) as error:  # a text file makes the unpickler raise anything
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"checkpoint {path}: unreadable (truncated or corrupted?): {detail[:160]}") from None
     if not isinstance(data, dict) or any(k not in data for k in REQUIRED):

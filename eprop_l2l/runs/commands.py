@@ -109,12 +109,24 @@ def evaluate_meta(learner, meta: dict, family, cfg: TrainConfig, out_dir: Path, 
     return summary
 
 
+def initial_meta(cfg: TrainConfig, learner) -> dict | None:
+    """``run.init_from``: the meta-parameters of another run's latest checkpoint (or of a checkpoint file) start
+    this run, e.g. hardware-aware fine-tuning of a float-trained model; checked against the configured model."""
+    if not cfg.run.init_from:
+        return None
+    _, checkpoint = locate(cfg.run.init_from)
+    saved = load_checkpoint(checkpoint)["meta"]
+    check_compatible(checkpoint, saved, learner.init_meta_params(torch.Generator().manual_seed(cfg.optim.seed)))
+    return saved
+
+
 def train(cfg: TrainConfig) -> int:
     learner, family, training, options = build(cfg, distributed.world_size_from_env())  # validates everything
     run_dir = run_directory(cfg)
     check_resumable(run_dir, cfg)
     if cfg.run.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("run.device", f"{cfg.run.device!r}: CUDA is not available on this machine")
+    init_meta = initial_meta(cfg, learner)
     configure_cpu(cfg.run.threads or None)
     ctx = distributed.setup(cfg.distributed.backend, cfg.run.device)
     training_learner = dataclasses.replace(learner, task_mean=ctx.task_mean)
@@ -125,7 +137,7 @@ def train(cfg: TrainConfig) -> int:
             write_atomic(run_dir / CONFIG_FILE, to_yaml(cfg))
             tracker = start_tracking(cfg, run_dir)
         state, reason = run_session(training_learner, family, training, run_dir, options, ctx.device,
-                                    log=tracker.log if tracker else None, shard=ctx.shard)
+                                    log=tracker.log if tracker else None, shard=ctx.shard, init_meta=init_meta)
     finally:
         distributed.teardown()
     if not ctx.is_writer:

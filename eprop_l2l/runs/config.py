@@ -75,6 +75,9 @@ class InnerConfig:
     n_updates: int = 1  # demonstrations / updates before the test trial (0 = no adaptation)
     plastic: list[str] = field(default_factory=lambda: ["w_in", "w_rec"])
     fast_loop: bool = True  # spiking loops with the hand-written backward (same values and gradients)
+    # arithmetic of the inner update: float | loihi (Loihi 2's learning-engine integers, hardware-aware
+    # meta-training with straight-through gradients) | wide (the same integer pipeline, wide enough to be exact)
+    precision: str = "float"
 
 
 @dataclass
@@ -115,6 +118,7 @@ class RunConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     progress: bool = True
     evaluate: bool = True  # one-shot evaluation at the end of training
+    init_from: str = ""  # a run directory or checkpoint whose meta-parameters start a NEW run (fine-tuning)
 
 
 @dataclass

@@ -59,15 +59,18 @@ def _write_history(path: Path, history: list[dict]) -> None:
 
 def run_session(learner, family, config: MetaTraining, run_dir: str | Path, options: SessionOptions = SessionOptions(),
                 device: str | torch.device = "cpu", log: Callable[[dict], None] | None = None,
-                shard: Shard | None = None, checkpoint_extra: dict | None = None) -> tuple[MetaTrainingState, str]:
-    """Returns the state and why it ended: ``"done"``, ``"time"`` or the signal's name."""
+                shard: Shard | None = None, checkpoint_extra: dict | None = None,
+                init_meta: dict | None = None) -> tuple[MetaTrainingState, str]:
+    """Returns the state and why it ended: ``"done"``, ``"time"`` or the signal's name. A new run starts from
+    ``init_meta`` if given (fine-tuning), else from the learner's initialisation; an existing run resumes."""
     run_dir = Path(run_dir)
     shard = shard if shard is not None else Shard()
     writer = shard.rank == 0
     if writer:
         run_dir.mkdir(parents=True, exist_ok=True)
     latest = latest_checkpoint(run_dir) if options.resume else None
-    state = restore(learner, config, latest, device) if latest is not None else start(learner, config, None, device)
+    state = restore(learner, config, latest, device) if latest is not None else start(learner, config, init_meta,
+                                                                                       device)
     stop = _StopFlag(time.time() + 60 * options.minutes if options.minutes > 0 else None)
     previous = {s: signal.signal(s, stop.handler) for s in (signal.SIGINT, signal.SIGTERM)}
     history = run_dir / "history.jsonl"
