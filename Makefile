@@ -11,11 +11,19 @@ STAMP       := $(VENV)/.installed
 TORCH_SPEC  ?= torch==2.13.0
 PYTHON      ?= $(shell if python3.11 -c '' >/dev/null 2>&1; then echo python3.11; else echo python3; fi)
 PYTEST_ARGS ?=
+# Lava (lava-nc 0.10.0) supports CPython 3.10 only: its own venv, numpy + lava-nc, no torch (docs/lava.md).
+LAVA_VENV   := .venv-lava
+LAVA_PY     := $(LAVA_VENV)/bin/python
+LAVA_STAMP  := $(LAVA_VENV)/.installed
+LAVA_SPEC   ?= lava-nc==0.10.0 'numpy>=1.24.4,<2'
+PYTHON310   ?= $(shell p="$$(pyenv root 2>/dev/null)/versions/3.10.13/bin/python"; \
+                 if [ -x "$$p" ] && "$$p" -c '' >/dev/null 2>&1; then echo "$$p"; \
+                 elif python3.10 -c '' >/dev/null 2>&1; then echo python3.10; fi)
 LINT_PATHS  := $(wildcard eprop_l2l tests benchmarks scripts)
 
 export WANDB_MODE ?= offline
 
-.PHONY: venv test lint format demo bench clean distclean
+.PHONY: venv lava-env test lint format demo bench clean distclean
 
 venv: $(STAMP)
 
@@ -27,6 +35,15 @@ $(STAMP): pyproject.toml | $(VENV_PY)
 	$(VENV_PY) -m pip install -e '.[dev]'
 	touch $@
 
+# .venv-lava: CPython 3.10 ($$(pyenv root)/versions/3.10.13, else python3.10 on PATH) with lava-nc and numpy only.
+lava-env: $(LAVA_STAMP)
+
+$(LAVA_STAMP):
+	@if [ -z "$(PYTHON310)" ]; then echo "make lava-env: no CPython 3.10 found (neither $$(pyenv root 2>/dev/null || echo '<pyenv root>')/versions/3.10.13/bin/python nor python3.10 on PATH); Lava needs Python 3.10" >&2; exit 1; fi
+	$(PYTHON310) -m venv $(LAVA_VENV)
+	$(LAVA_PY) -m pip install -q $(LAVA_SPEC)
+	touch $@
+
 lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 
@@ -34,7 +51,10 @@ format: venv
 	$(VENV)/bin/ruff format $(LINT_PATHS)
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
 
+# .venv-lava for the Lava tests (tests/test_lava.py) when a CPython 3.10 exists; without one they skip.
 test: venv
+	@if [ -n "$(PYTHON310)" ]; then $(MAKE) --no-print-directory lava-env; \
+	 else echo "make test: no CPython 3.10 found: the Lava tests will skip (make lava-env)"; fi
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV_PY) -m pytest -q -x --durations=15 $(PYTEST_ARGS)
 
@@ -53,4 +73,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(LAVA_VENV)

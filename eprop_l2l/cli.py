@@ -1,8 +1,10 @@
-"""Command line: ``eprop-l2l train | evaluate | bench | demo | export`` (thin: config in, library call out).
+"""Command line: ``eprop-l2l train | evaluate | plot | bench | demo-eprop1 | export`` (thin: config in, library
+call out).
 
     eprop-l2l train experiment=cpu optim.n_iterations=2000 run.dir=runs/arm_cpu
     eprop-l2l train -m experiment=tiny optim.lr=1e-3,3e-3          # multirun: one run per combination
-    eprop-l2l evaluate runs/arm_cpu                                  # one-shot evaluation of the latest checkpoint
+    eprop-l2l train --help                                           # the presets and config groups
+    eprop-l2l evaluate runs/arm_cpu                                  # → runs/arm_cpu/evaluations/as_trained-<hash>/
     eprop-l2l evaluate runs/arm_cpu inner.n_updates=0                # ablation: no inner update
     torchrun --nproc_per_node 2 -m eprop_l2l.cli train experiment=cpu   # data-parallel meta-training
 
@@ -13,6 +15,7 @@ exits with code 2 before any computation.
 from __future__ import annotations
 
 import argparse
+import os
 import runpy
 import sys
 from pathlib import Path
@@ -21,8 +24,11 @@ COMMANDS = {
     "train": "meta-train a learning network and error module (Hydra overrides, -m for sweeps)",
     "evaluate": "one-shot evaluation of a run directory or checkpoint on held-out tasks",
     "bench": "run a benchmark script from benchmarks/ (source checkout)",
-    "demo": "e-prop 1 pattern-generation demo (no meta-learning)",
+    "plot": "training curves of a run (history.jsonl → PNG), or a multirun's summary table (Markdown, CSV)",
+    "demo-eprop1": "e-prop 1 pattern-generation demo (no meta-learning; `make demo` is the e-prop 2 one)",
     "export": "export a trained model's inner-loop rule (rule | lava) or its networks (nir), with a fidelity report",
+    "hardware": "run an export on a neuromorphic back-end: `hardware run DIR` (Lava, its own Python 3.10 env)",
+    "compare": "every learning rule (bptt, tbptt, e-prop 1/3, rflo, rtrl) on one task and cell: table and curves",
 }
 BENCHMARKS = {"meta": "bench_meta_iteration.py", "trial": "bench_eprop_trial.py",
               "distributed": "bench_distributed.py"}
@@ -32,14 +38,25 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors as one line (``eprop-l2l: <problem>``) and exit code 2, like every other bad input."""
 
     def error(self, message: str):
-        self.exit(2, f"eprop-l2l: {message.splitlines()[0]} (see eprop-l2l {self.prog.split()[-1]} --help)\n")
+        from .runs.messages import one_line
+
+        self.exit(2, f"eprop-l2l: {one_line(message.splitlines()[0] if message else message)} "
+                     f"(see eprop-l2l {self.prog.split()[-1]} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="eprop-l2l", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"eprop-l2l {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for name, help_text in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text)
+        extra = {}
+        if name == "train":
+            from .runs.catalog import describe
+
+            extra = {"epilog": describe(), "formatter_class": argparse.RawDescriptionHelpFormatter}
+        command = sub.add_parser(name, help=help_text, description=help_text, **extra)
         if name == "train":
             command.add_argument("-m", "--multirun", action="store_true", help="expand sweeps (a=1,2) into runs")
             command.add_argument("--cfg", action="store_true", help="print the composed configuration and exit")
@@ -47,9 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "evaluate":
             command.add_argument("target", help="run directory (latest checkpoint) or checkpoint file")
             command.add_argument("overrides", nargs="*", help="changes to the stored config, e.g. eval.n_tasks=200")
+            command.add_argument("--out", default=None, help="evaluation directory (new or empty; default "
+                                 "TARGET/evaluations/<overrides>-<hash>/, never over existing results)")
+        elif name == "plot":
+            command.add_argument("run", help="run directory (training curves) or multirun directory (summary)")
+            command.add_argument("--out", default=None, help="output file or directory (default: inside RUN)")
         elif name == "bench":
             command.add_argument("which", choices=tuple(BENCHMARKS))
             command.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark script")
+        elif name == "hardware":
+            command.add_argument("action", choices=("run",), help="run: the Lava program on a --target lava export")
+            command.add_argument("directory", help="export directory (eprop-l2l export RUN --target lava --out DIR)")
+            command.add_argument("args", nargs=argparse.REMAINDER,
+                                 help="--tasks N, --precision float|fixed, --signal replay|module, --out OUT, ...")
         elif name == "export":
             command.add_argument("source", help="run directory (latest checkpoint) or checkpoint file")
             command.add_argument("--target", required=True, help="rule | nir | lava")
@@ -60,7 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="demonstrations (validation stream) that calibrate fixed-point scales")
             command.add_argument("--precision", default=None,
                                  help="number format of the exported rule: float | loihi (default: loihi for lava)")
-        elif name == "demo":
+        elif name == "compare":
+            command.add_argument("preset", nargs="?", default="tiny",
+                                 help="tiny | copy_repeat_lstm | copy_repeat_alif | store_recall_alif | FILE.yaml")
+            command.add_argument("overrides", nargs="*", help="e.g. iterations=200 rules=bptt,eprop3(k=10) "
+                                 "seeds=[0,1] task.pattern_length=3 cell.n_rec=32")
+            command.add_argument("--out", default=None, help="output directory (default runs/compare/PRESET)")
+            command.add_argument("--in-process", action="store_true",
+                                 help="run every rule in this process (faster start; peak memory less meaningful)")
+        elif name == "demo-eprop1":
             command.add_argument("--out", default="runs/demo_eprop1", help="run directory")
             command.add_argument("--feedback", default="random", choices=("random", "symmetric", "adaptive"))
             command.add_argument("--iterations", type=int, default=150)
@@ -70,11 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args) -> int:
     from .runs import commands
+    from .runs.build import build
+    from .runs.catalog import check_group_options
     from .runs.compose import expand_sweep, load_config, to_yaml
 
     jobs = expand_sweep(args.overrides) if args.multirun else [list(args.overrides)]
+    for job in jobs:
+        check_group_options(job)  # an unknown preset or group option names the available ones
     configs = [load_config(job) for job in jobs]  # every job validated before any computation
     if args.cfg:
+        for config in configs:
+            build(config)  # the values too, exactly as train checks them
         print("\n---\n".join(to_yaml(c) for c in configs), end="")
         return 0
     if len(configs) == 1:
@@ -85,7 +126,7 @@ def _train(args) -> int:
     base = Path(configs[0].run.dir or f"runs/multirun/{time.strftime('%Y%m%d-%H%M%S')}")
     code = 0
     for index, (job, cfg) in enumerate(zip(jobs, configs, strict=True)):
-        run_dir = base / f"{index}_{commands.evaluation_name([o for o in job if not o.startswith('run.dir=')])}"
+        run_dir = base / f"{index}_{commands.override_slug([o for o in job if not o.startswith('run.dir=')])}"
         print(f"[{index + 1}/{len(jobs)}] {' '.join(job)} → {run_dir}")
         code = max(code, commands.train(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run,
                                                                                        dir=str(run_dir)))))
@@ -101,6 +142,25 @@ def _bench(args) -> int:
     return 0
 
 
+def _hardware(args) -> int:
+    """The Lava program in ``.venv-lava`` on an export, then the hand-path figure (matplotlib lives here)."""
+    from .hardware.lava import launcher, report
+
+    code = launcher.main([args.directory, *args.args])
+    if code == 0:
+        extra = argparse.ArgumentParser(add_help=False)
+        extra.add_argument("--out")
+        extra.add_argument("--precision", default="float")
+        extra.add_argument("--no-figure", action="store_true")
+        known, _ = extra.parse_known_args(args.args)
+        out = Path(known.out) if known.out else Path(args.directory) / f"lava_{known.precision}"
+        if not known.no_figure and (out / "lava_results.npz").exists():
+            figure = report.figure_from_results(out)
+            if figure:
+                print(f"figure: {figure}")
+    return code
+
+
 def _export(args) -> int:
     from .hardware.export import export
 
@@ -111,18 +171,27 @@ def _export(args) -> int:
 
 
 def _fail(message: str, code: int = 2) -> int:
-    print(f"eprop-l2l: {message}", file=sys.stderr)
+    """The one stderr line of every refusal and fault: control characters escaped, long values cut."""
+    from .runs.messages import one_line
+
+    print(f"eprop-l2l: {one_line(message)}", file=sys.stderr, flush=True)
     return code
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra and (not hasattr(args, "overrides") or any(e.startswith("-") for e in extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if extra:  # overrides after an option (evaluate RUN --out DIR a=1): argparse leaves them over
+            args.overrides = [*args.overrides, *extra]
     except SystemExit as stop:  # usage errors (one line, see _Parser) and --help: an exit code, not an exception
         return stop.code if isinstance(stop.code, int) else 0
     from .errors import ConfigError
     from .meta.trainer import NonFiniteError
     from .runs.checkpoint import CheckpointError
+    from .runs.rundir import RunError
 
     try:
         if args.command == "train":
@@ -130,15 +199,26 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "evaluate":
             from .runs.commands import evaluate
 
-            return evaluate(args.target, args.overrides)
+            return evaluate(args.target, args.overrides, args.out)
+        if args.command == "plot":
+            from .runs.plots import plot
+
+            return plot(args.run, args.out)
         if args.command == "bench":
             return _bench(args)
-        if args.command == "demo":
+        if args.command == "compare":
+            from .compare import main as compare_main
+
+            isolate = [] if args.in_process else ["isolate=true"]
+            return compare_main(args.preset, [*isolate, *args.overrides], args.out)
+        if args.command == "demo-eprop1":
             from . import demo
 
             if args.iterations < 1:
                 raise ConfigError("--iterations", f"must be >= 1, got {args.iterations}")
             return demo.main(args.out, args.feedback, args.iterations, args.seed)
+        if args.command == "hardware":
+            return _hardware(args)
         return _export(args)
     except (ConfigError, CheckpointError) as err:
         return _fail(str(err))
@@ -146,6 +226,20 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(err), 1)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except RunError as err:  # run directory refused (2), fault after the start (1): docs in runs/rundir.py
+        return _fail(str(err), err.code)
+    except OSError as err:
+        from .runs.messages import os_problem
+
+        return _fail(os_problem(err), 1)
+    except MemoryError:
+        return _fail("out of memory: lower optim.batch_size, model.n_rec or task.n_steps", 1)
+    except Exception as err:  # a bug: still one line (EPROP_L2L_TRACEBACK=1 shows the traceback)
+        if os.environ.get("EPROP_L2L_TRACEBACK"):
+            raise
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        return _fail(f"internal error {type(err).__name__}: {detail} (a bug: please report it with the command; "
+                     "EPROP_L2L_TRACEBACK=1 shows the traceback)", 1)
 
 
 if __name__ == "__main__":

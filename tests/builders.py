@@ -27,10 +27,11 @@ def make_cell(kind: str, n_in: int = 4, n_rec: int = 7, **overrides):
 
 
 def make_trial(cell, n_out=2, batch=3, steps=40, seed=0, dtype=torch.float64, per_task=False, input_gain=0.5,
-               rec_gain=1.0):
-    """A network, its parameters (optionally distinct per-task fast weights) and one random regression trial."""
+               rec_gain=1.0, readout_scaling="new"):
+    """A network, its parameters (optionally distinct per-task fast weights) and one random regression trial.
+    ``readout_scaling`` is the readout's ``input_scaling`` ("old": y = κy + (1−κ)·W^out z + b)."""
     g = torch.Generator().manual_seed(seed)
-    network = RecurrentNetwork(cell, LeakyReadout(cell.n_rec, n_out))
+    network = RecurrentNetwork(cell, LeakyReadout(cell.n_rec, n_out, input_scaling=readout_scaling))
     params = network.init_params(g, dtype)
     params["w_in"] = params["w_in"] * input_gain
     params["w_rec"] = params["w_rec"] * rec_gain

@@ -1,4 +1,4 @@
-"""The natural e-prop arm family ``ArmBrownian`` (Scherr et al. 2020, spec C2): the target joint velocities follow
+"""The natural e-prop arm family ``ArmBrownian`` (Scherr et al. 2020): the target joint velocities follow
 the documented recipe (Wiener process, causal Hann window of 120 steps, clip, ×10 to rad/s, travel ≤ π/2), their
 statistics match the calibration numbers (motionless arm MSE_cart ≈ 0.148, velocity RMS ≈ 4.57 rad/s), the stored
 hand path is the arm's forward kinematics, bad fields raise ``ConfigError``, and the demonstration and test trial of

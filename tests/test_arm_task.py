@@ -1,5 +1,5 @@
 """The two-joint arm family: kinematics pinned by hand values, reproduces its own targets, statistics of the
-authors' generator (spec B4 [X]), clock and population code as specified."""
+authors' generator (docs/equations.md), clock and population code as specified."""
 
 import math
 
@@ -38,7 +38,7 @@ def test_statistics_match_the_authors_generator():
     displacement = (hand - torch.tensor([0.5, 0.5], dtype=torch.float64)).norm(dim=-1).amax(1)
     assert displacement.median().item() == pytest.approx(0.98, abs=0.1)
     zero_output_mse_cart = ((arm_forward(torch.zeros_like(omega)) - hand) ** 2).mean().item()
-    assert zero_output_mse_cart == pytest.approx(0.205, abs=0.02)  # the calibration row of spec B7
+    assert zero_output_mse_cart == pytest.approx(0.205, abs=0.02)  # a motionless arm (README, e-prop 2 results)
 
 
 def test_clock_population_code_and_reproducibility():

@@ -159,13 +159,15 @@ def test_figure_time_axes_are_in_ms(built_at_2ms, tmp_path, monkeypatch):
         out = learner.forward(learner.init_meta_params(gen(0)), batch)
     figures = []
     monkeypatch.setattr(plt, "close", figures.append)
-    figure_one_shot(tmp_path / "f.png", batch, out)
-    axes = figures[0].axes
-    velocity = axes[1].lines[0].get_xdata()
-    assert velocity[-1] == 2.0 * (family.n_steps - 1) and axes[1].get_xlabel() == "time (ms)"
-    assert axes[2].images[0].get_extent()[1] == 2.0 * family.n_steps
-    raster = axes[3].collections[0].get_offsets()[:, 0]
+    data = figure_one_shot(tmp_path / "f.png", batch, out)
+    axes = {ax.get_title(): ax for ax in figures[0].axes}
+    velocity = axes["joint velocities (shoulder ω1, elbow ω2)"]
+    assert velocity.lines[0].get_xdata()[-1] == 2.0 * (family.n_steps - 1) and velocity.get_xlabel() == "time (ms)"
+    signals = axes["learning signals L_j(t) of the demonstration trial (drive the one e-prop update)"]
+    assert signals.images[0].get_extent()[1] == 2.0 * family.n_steps
+    raster = axes["learning network, test trial (after the update)"].collections[0].get_offsets()[:, 0]
     assert len(raster) and (raster % 2 == 0).all() and raster.max() <= 2.0 * (family.n_steps - 1)
+    assert (raster == data["raster_test"][:, 0]).all()
     monkeypatch.undo()
     plt.close(figures[0])
 

@@ -2,7 +2,10 @@
 
 * exact RTRL (forward mode, full Jacobian) == autograd BPTT;
 * e-prop with the true partial learning signal (symmetric feedback, κ-filtered traces) == BPTT of the
-  autodiff form of e-prop (previous spikes detached in the recurrent and reset paths);
+  autodiff form of e-prop (previous spikes detached in the recurrent and reset paths), for both readout
+  input scalings (s = 1, and s = 1 − κ: the feedback carries the readout's s);
+* adaptive feedback whose matrix equals W^outᵀ gives symmetric feedback's update, and still does after both
+  took the same update step;
 * with W_rec = 0, e-prop == the full BPTT gradient under the same reset convention.
 """
 
@@ -35,9 +38,11 @@ def test_rtrl_equals_bptt(spiking_kind, loss_kind):
         assert relative_error(rtrl[name], bptt[name]) <= 1e-10, name
 
 
+@pytest.mark.parametrize("readout_scaling", ["new", "old"])
 @pytest.mark.parametrize("per_task", [False, True])
-def test_eprop_with_partial_learning_signal_equals_autodiff_form(spiking_kind, per_task):
-    network, params, x, target, mask, _ = make_trial(make_cell(spiking_kind), per_task=per_task)
+def test_eprop_with_partial_learning_signal_equals_autodiff_form(spiking_kind, per_task, readout_scaling):
+    network, params, x, target, mask, _ = make_trial(make_cell(spiking_kind), per_task=per_task,
+                                                     readout_scaling=readout_scaling)
     symmetric = Feedback("symmetric", network.cell.n_rec, 2)
     eprop = eprop_fused(network, params, x, target, mask, Loss(), symmetric, regularizer=REG)
     autodiff_form, value = bptt_grads(network, params, x, target, mask, Loss(), REG, paths="local")
@@ -49,8 +54,9 @@ def test_eprop_with_partial_learning_signal_equals_autodiff_form(spiking_kind, p
     assert relative_error(eprop.grads["w_rec"], exact["w_rec"]) > 1e-3
 
 
-def test_eprop_equals_bptt_without_recurrent_weights(spiking_kind):
-    network, params, x, target, mask, _ = make_trial(make_cell(spiking_kind))
+@pytest.mark.parametrize("readout_scaling", ["new", "old"])
+def test_eprop_equals_bptt_without_recurrent_weights(spiking_kind, readout_scaling):
+    network, params, x, target, mask, _ = make_trial(make_cell(spiking_kind), readout_scaling=readout_scaling)
     params["w_rec"] = torch.zeros_like(params["w_rec"])
     symmetric = Feedback("symmetric", network.cell.n_rec, 2)
     eprop = eprop_fused(network, params, x, target, mask, Loss(), symmetric, regularizer=REG)
@@ -58,6 +64,27 @@ def test_eprop_equals_bptt_without_recurrent_weights(spiking_kind):
     for name in ("w_in", "w_rec", "w_out", "b_out"):
         assert same_reset[name].norm() > 0
         assert relative_error(eprop.grads[name], same_reset[name]) <= 1e-10, name
+
+
+@pytest.mark.parametrize("readout_scaling", ["new", "old"])
+def test_adaptive_feedback_follows_the_readout_like_symmetric(readout_scaling):
+    """Adaptive B = W^outᵀ gives the symmetric update (the readout's input scale included); B receives W^outᵀ's
+    update (``adaptive_grad``), so after the same step of both they still agree — with the autodiff form too."""
+    network, params, x, target, mask, _ = make_trial(make_cell("alif"), readout_scaling=readout_scaling)
+    symmetric = Feedback("symmetric", network.cell.n_rec, 2)
+    adaptive = Feedback("adaptive", network.cell.n_rec, 2)
+    fb = {"b_fb": params["w_out"].mT.clone()}
+    for step in range(2):
+        sym = eprop_fused(network, params, x, target, mask, Loss(), symmetric, regularizer=REG)
+        ada = eprop_fused(network, params, x, target, mask, Loss(), adaptive, fb, regularizer=REG)
+        autodiff_form, _ = bptt_grads(network, params, x, target, mask, Loss(), REG, paths="local")
+        for name in ("w_in", "w_rec", "w_out", "b_out"):
+            assert relative_error(ada.grads[name], sym.grads[name]) <= 1e-10, (step, name)
+            assert relative_error(ada.grads[name], autodiff_form[name]) <= 1e-10, (step, name)
+        lr = 0.5
+        fb = {"b_fb": fb["b_fb"] - lr * adaptive.adaptive_grad(fb, ada.grads["w_out"])}
+        params = {k: v - lr * sym.grads[k] for k, v in params.items()}
+        assert relative_error(fb["b_fb"], params["w_out"].mT) <= 1e-12
 
 
 def test_the_reset_convention_matters():

@@ -82,7 +82,7 @@ def test_presets_build_and_reject_unknown_names():
     learner, family, config = from_experiment("paper", "inner.fast_loop=false")
     assert learner.network.cell.n_rec == 400 and learner.error_module.cell.n_rec == 300
     assert config.batch_size == 100 and family.n_steps == 500 and family.n_context == 200
-    assert learner.error_module.cell.n_in == 200 + 400 + 10  # target code, learner spikes, clock (spec B2)
+    assert learner.error_module.cell.n_in == 200 + 400 + 10  # target code, learner spikes, clock
     assert config.lr == 1e-3 and learner.inner_lr == 1e-4 and learner.network.readout.init_scale == 0.05
     with pytest.raises(ConfigError, match="^experiment: .*experiment/nope"):
         from_experiment("nope")

@@ -22,10 +22,12 @@ def _both(network, params, x, target, mask, source, source_params, **kw):
     return fused, online
 
 
+@pytest.mark.parametrize("readout_scaling", ["new", "old"])
 @pytest.mark.parametrize("per_task", [False, True])
 @pytest.mark.parametrize("feedback", ["symmetric", "random", "adaptive"])
-def test_online_equals_fused_float64(spiking_kind, per_task, feedback):
-    network, params, x, target, mask, g = make_trial(make_cell(spiking_kind), per_task=per_task, steps=60)
+def test_online_equals_fused_float64(spiking_kind, per_task, feedback, readout_scaling):
+    network, params, x, target, mask, g = make_trial(make_cell(spiking_kind), per_task=per_task, steps=60,
+                                                     readout_scaling=readout_scaling)
     source = Feedback(feedback, network.cell.n_rec, 2)
     source_params = source.init_params(g, torch.float64)
     fused, online = _both(network, params, x, target, mask, source, source_params)

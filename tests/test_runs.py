@@ -17,6 +17,7 @@ import torch
 
 from eprop_l2l.cli import main
 from eprop_l2l.runs.checkpoint import latest_checkpoint
+from eprop_l2l.runs.commands import evaluation_name
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIET = ("wandb.mode=disabled", "run.progress=false")
@@ -49,20 +50,23 @@ def test_train_writes_the_run_directory_and_evaluate_reproduces_its_metrics(tiny
     history = [json.loads(line) for line in (tiny_run / "history.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in history] == list(range(6)) and "val/mse_cart_after" in history[0]
     capsys.readouterr()
+    outputs = {name: (tiny_run / name).read_bytes() for name in ("metrics.json", "per_task.json", "one_shot.png")}
     assert main(["evaluate", str(tiny_run)]) == 0
     table = capsys.readouterr().out
     assert "MSE_cart" in table and "after one update" in table
-    again = json.loads((tiny_run / "metrics.json").read_text())
+    assert {name: (tiny_run / name).read_bytes() for name in outputs} == outputs  # training outputs untouched
+    again = json.loads((tiny_run / "evaluations" / evaluation_name([]) / "metrics.json").read_text())
     assert again["mse_cart_after"] == saved["mse_cart_after"]  # same checkpoint, same held-out seed
 
 
 def test_evaluate_ablations_write_beside_the_run(tiny_run):
     assert main(["evaluate", str(tiny_run), "inner.n_updates=0"]) == 0
-    no_update = json.loads((tiny_run / "evaluations" / "inner.n_updates=0" / "metrics.json").read_text())
+    no_update = json.loads((tiny_run / "evaluations" / evaluation_name(["inner.n_updates=0"]) / "metrics.json")
+                           .read_text())
     assert no_update["mse_cart_after"] == no_update["mse_cart_before"]  # nothing adapts
     assert main(["evaluate", str(tiny_run), "eval.reinit=[em_]", "eval.figures=false"]) == 0
-    frozen = json.loads((tiny_run / "evaluations" / "eval.reinit=_em__+eval.figures=false" / "metrics.json")
-                        .read_text())
+    frozen = json.loads((tiny_run / "evaluations" / evaluation_name(["eval.reinit=[em_]", "eval.figures=false"])
+                         / "metrics.json").read_text())
     assert "em_proj" in frozen["initialised"] and "w_rec" not in frozen["initialised"]
     assert frozen["mse_cart_before"] == pytest.approx(no_update["mse_cart_before"], rel=1e-6)
     assert main(["evaluate", str(tiny_run), "error_module=random_feedback", "inner.learn_lr=false",
@@ -134,6 +138,7 @@ def _corrupt(run_dir: Path, tmp_path: Path) -> dict[str, Path]:
     files["foreign"] = foreign
     data = torch.load(source, weights_only=True)
     data["meta"]["w_rec"][0, 1] = float("nan")
+    data.pop("digest", None)  # as if written without one: the NaN itself must be refused
     nan_dir = tmp_path / "nan"
     (nan_dir / "checkpoints").mkdir(parents=True)
     (nan_dir / "config.yaml").write_text((run_dir / "config.yaml").read_text())
@@ -155,7 +160,8 @@ BAD_TRAIN = [
     (["foo=1"], "foo: Key 'foo' not in"),
     (["optim.lrr=1"], "optim.lrr: Key 'lrr' not in"),
     (["+foo.bar=2"], "foo: Key 'foo' not in"),
-    (["experiment=nope"], "experiment: .*experiment/nope"),
+    (["experiment=nope"], r"experiment: unknown value 'nope' \(choose from cpu, demo, gpu, paper, small, tiny\)$"),
+    (["model=foo"], r"model: unknown value 'foo' \(choose from alif, lif\)$"),
     (["model.cell=lstm"], "model.cell: unknown value 'lstm'"),
     (["error_module.kind=magic"], "error_module.kind: unknown value"),
     (["inner.rule=sgd"], "inner.rule: unknown value"),

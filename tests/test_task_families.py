@@ -35,6 +35,9 @@ def assert_batches_equal(a: TaskBatch, b: TaskBatch) -> None:
 # a short trial; the high cue rate keeps every cue window non-silent (P(no spike) = 0.6^40 per cue)
 SMALL_EVIDENCE = dict(n_in=8, n_cues=3, cue_ms=20, cue_spacing_ms=30, silence_ms=10, delay_ms=40, recall_ms=25,
                       input_rate_hz=400.0)
+# small versions of the families without an n_steps field (tests/test_eprop3_tasks.py tests them further)
+SMALL = {"evidence": SMALL_EVIDENCE, "copy_repeat": dict(pattern_length=4, n_repeats=2, frame_steps=3),
+         "store_recall": dict(n_symbols=5, symbol_ms=20.0, max_delay=3, input_rate_hz=200.0)}
 
 
 # ------------------------------------------------------------------------------------------- shapes and dtypes
@@ -83,7 +86,7 @@ def test_evidence_length_formula(n_cues, expected):
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_same_seed_same_batch_different_seed_different_batch(name):
-    fam = make_task_family(name, **(SMALL_EVIDENCE if name == "evidence" else {"n_steps": 200}))
+    fam = make_task_family(name, **SMALL.get(name, {"n_steps": 200}))
     a, b, c = fam.sample(16, gen(3)), fam.sample(16, gen(3)), fam.sample(16, gen(4))
     assert_batches_equal(a, b)
     assert not torch.equal(a.targets, c.targets)
@@ -93,7 +96,7 @@ def test_same_seed_same_batch_different_seed_different_batch(name):
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_global_rng_is_neither_used_nor_consulted(name):
-    fam = make_task_family(name, **(SMALL_EVIDENCE if name == "evidence" else {"n_steps": 200}))
+    fam = make_task_family(name, **SMALL.get(name, {"n_steps": 200}))
     torch.manual_seed(0)
     state = torch.get_rng_state()
     a = fam.sample(4, gen(1))
@@ -104,7 +107,7 @@ def test_global_rng_is_neither_used_nor_consulted(name):
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_draws_do_not_depend_on_dtype(name):
-    fam = make_task_family(name, **(SMALL_EVIDENCE if name == "evidence" else {"n_steps": 200}))
+    fam = make_task_family(name, **SMALL.get(name, {"n_steps": 200}))
     a, b = fam.sample(6, gen(2), dtype=torch.float32), fam.sample(6, gen(2), dtype=torch.float64)
     torch.testing.assert_close(a.inputs, b.inputs.float(), rtol=0, atol=0)
     torch.testing.assert_close(a.targets, b.targets.float(), rtol=0, atol=1e-6)
@@ -297,7 +300,7 @@ def test_evidence_p_majority_one_makes_every_cue_agree():
 
 
 def test_registry_builds_each_family_with_overrides():
-    assert sorted(FAMILIES) == ["arm_brownian", "arm_sines", "evidence", "sines"]
+    assert sorted(FAMILIES) == ["arm_brownian", "arm_sines", "copy_repeat", "evidence", "sines", "store_recall"]
     fam = make_task_family("sines", n_steps=50, periods_ms=[100, 50])
     assert isinstance(fam, SumOfSines) and fam.n_steps == 50 and fam.periods_ms == (100.0, 50.0)
     ev = make_task_family("evidence", n_cues=3)
@@ -346,7 +349,8 @@ def test_bad_values_raise_config_error_naming_the_key(name, kwargs, key):
 
 
 def test_unknown_family_and_field_messages():
-    expected = r"^task: unknown task family 'x' \(choose from arm_brownian, arm_sines, evidence, sines\)$"
+    expected = (r"^task: unknown task family 'x' \(choose from arm_brownian, arm_sines, copy_repeat, evidence, "
+                r"sines, store_recall\)$")
     with pytest.raises(ConfigError, match=expected):
         make_task_family("x")
     with pytest.raises(ConfigError, match=r"^sines\.foo: unknown field"):

@@ -1,4 +1,4 @@
-"""What LIF and ALIF neurons share (Bellec et al. 2020 "new" convention, δt = 1 ms):
+"""What LIF and ALIF neurons share (Bellec et al. 2020 "new" convention, one step of `dt` ms, `cell.spec`):
 
     v_j^t = α v_j^{t-1} + s·(Σ_{i≠j} W^rec_ji z_i^{t-1} + Σ_i W^in_ji x_i^t) − v_th z_j^{t-1}
     z_j^t = H((v_j^t − A_j^t) / v_th),  blocked while the refractory counter is > 0

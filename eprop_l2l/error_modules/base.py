@@ -8,6 +8,8 @@ A source maps, step by step, what is available at step t to a learning signal L^
   default implementation iterates ``step``; memoryless sources override it with one tensor operation;
 * ``run(params, obs) -> (L, trajectory | None)`` — ``sequence`` plus the source's own recorded activity, if it
   has any (a learned error module's spikes enter the outer loop's rate regulariser).
+* ``for_readout(readout)`` → the source as the e-prop rules use it with that readout (default: itself; symmetric
+  and adaptive feedback take the readout's input scale).
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+
+
+def for_readout(source, readout):
+    """``source.for_readout(readout)``, or ``source`` itself if it does not define it."""
+    bind = getattr(source, "for_readout", None)
+    return source if bind is None else bind(readout)
 
 
 class Observation(NamedTuple):
@@ -29,6 +37,11 @@ class Observation(NamedTuple):
 
 
 class SignalSource:
+    def for_readout(self, readout) -> SignalSource:
+        """This source for a network with ``readout`` (the e-prop rules call it; feedback matrices that stand
+        for the readout's weights take its input scale). Default: unchanged."""
+        return self
+
     def init_state(self, batch: int, dtype=torch.float32, device=None):
         return None
 

@@ -139,7 +139,7 @@ def run_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, context: tor
             for key, value in (("spikes", z), ("psi", psi), ("signals", signal)):
                 record[key].append(value)
         for conn in rule.plastic:
-            if conn.get("no_self_connections"):
+            if not conn.get("diagonal_plastic", True):  # self-connections are never learned
                 name = conn["weights"]
                 tags[name] = tags[name] * no_self_mask(tags[name].shape[-1], tags[name].dtype, tags[name].device)
         plastic = {n: arithmetic.apply(n, plastic[n], tags[n]) for n in names}

@@ -75,15 +75,15 @@ def _demonstrations(batch, arrays: dict) -> dict:
     out = {"x": batch.inputs, "context": batch.extra["error_module_inputs"], "omega_target": batch.targets,
            "hand_target": batch.extra["hand"], **arrays}
     out = {k: _numpy(v) for k, v in out.items()}
-    for key in ("z_demo",):
+    for key in ("z_demo", "q_z_demo", "z_test"):
         out[key] = out[key].astype(np.uint8)
     return out
 
 
-def engine_format(rule, fmt, scales) -> dict:
+def engine_format(rule, fmt, scales, seed: int = 0) -> dict:
     """The rule's number format at learning-engine precision: widths, rounding and the calibrated exponents,
     also spelled out as the engine's constants (trace impulse, third-factor scale, update shift)."""
-    return {**fmt.to_dict(), "scales": scales.to_dict(), "weight_exp": dict(scales.weight_exp),
+    return {**fmt.to_dict(), "seed": seed, "scales": scales.to_dict(), "weight_exp": dict(scales.weight_exp),
             "trace_impulse": {n: 2 ** i for n, i in scales.trace_exp.items()},
             "y_scale": scales.y_scale(rule.eta, rule.neurons.input_scale),
             "product_exp": dict(scales.product_exp), "dw_shift": dict(scales.update_exp)}

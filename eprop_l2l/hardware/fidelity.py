@@ -17,7 +17,7 @@ from ..inner_loop.eprop_online import eprop_online
 from ..inner_loop.losses import Loss
 from ..meta.objectives import arm_errors
 from .engine import FixedArithmetic, FloatArithmetic, adapted_trial, run_rule
-from .fixed_point import FixedFormat, Scales, calibrate
+from .fixed_point import FixedFormat, Scales, calibrate, quantile_abs
 from .rule import RuleDescription, build_model
 
 
@@ -42,15 +42,6 @@ def presynaptic_traces(rule: RuleDescription, x: torch.Tensor, spikes: torch.Ten
             pre = torch.cat([torch.zeros_like(spikes[:, :1]), spikes[:, :-1]], 1)
         traces[conn["weights"]] = causal_filter(pre, conn["trace"]["decay"])
     return traces
-
-
-def quantile_abs(values: torch.Tensor, q: float) -> float:
-    """The q-quantile of |values| (q = 1: the maximum); subsampled with a fixed stride above 2^24 entries."""
-    flat = values.detach().abs().flatten().double()
-    if q >= 1.0:
-        return float(flat.max())
-    stride = max(1, flat.numel() // 2**24 + 1)
-    return float(torch.quantile(flat[::stride], q))
 
 
 def calibrate_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, context: torch.Tensor | None,
@@ -129,6 +120,7 @@ def measure(rule: RuleDescription, weights: dict, batch, calibration_batch, form
         report[name] = entry
         if name == "loihi":  # the learning engine's integers, for the Lava program's bit-level comparison
             arrays["q_mse_cart_after"] = errors["mse_cart"]
+            arrays.update(q_signals=fixed_run.signals, q_z_demo=fixed_run.spikes)
             for n in rule.plastic_names:
                 arrays[f"q_tag_{n[2:]}"] = fixed_run.raw_tags[n]
                 arrays[f"q_w_{n[2:]}"] = fixed_run.weights[n] * 2.0 ** (-scales.weight_exp[n])

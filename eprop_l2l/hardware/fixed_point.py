@@ -136,6 +136,16 @@ class Scales:
         return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls)})
 
 
+def quantile_abs(values: torch.Tensor, q: float) -> float:
+    """The q-quantile of |values| (q = 1: the maximum), the range statistic the calibration fills a format with;
+    subsampled with a fixed stride above 2^24 entries (``torch.quantile``'s limit)."""
+    flat = values.detach().abs().flatten().double()
+    if q >= 1.0:
+        return float(flat.max())
+    stride = max(1, flat.numel() // 2**24 + 1)
+    return float(torch.quantile(flat[::stride], q))
+
+
 def _floor_log2(value: float) -> int:
     return math.floor(math.log2(value)) if value > 0 else 0
 

@@ -22,15 +22,7 @@ from ..cells.base import mask_self_connections
 from ..cells.filters import causal_filter
 from ..cells.linalg import contract_time, is_per_task
 from ..inner_loop.eprop import presynaptic
-from .fixed_point import FixedFormat, calibrate, quantize_weights, round_integer, saturate
-
-
-def _quantile(values: torch.Tensor, q: float) -> float:
-    flat = values.detach().abs().flatten()
-    if q >= 1.0:
-        return float(flat.max())
-    stride = max(1, flat.numel() // 2**24 + 1)
-    return float(torch.quantile(flat[::stride].double(), q))
+from .fixed_point import FixedFormat, calibrate, quantile_abs, quantize_weights, round_integer, saturate
 
 
 def quantized_fast_weights(cell, fast: dict, result, x: torch.Tensor, plastic: tuple[str, ...], eta,
@@ -47,10 +39,10 @@ def quantized_fast_weights(cell, fast: dict, result, x: torch.Tensor, plastic: t
     after = {n: fast[n].detach() - eta_value * tags[n].detach() for n in plastic}
     scales = calibrate(fmt, eta_value, spec.input_scale,
                        {n: float(fast[n].detach().abs().max()) for n in plastic},
-                       {n: _quantile(after[n], fmt.weight_quantile) for n in plastic},
+                       {n: quantile_abs(after[n], fmt.weight_quantile) for n in plastic},
                        {n: float(traces[n].detach().max()) for n in plastic},
-                       _quantile(psi_signal, fmt.signal_quantile),
-                       {n: _quantile(tags[n], fmt.tag_quantile) for n in plastic})
+                       quantile_abs(psi_signal, fmt.signal_quantile),
+                       {n: quantile_abs(tags[n], fmt.tag_quantile) for n in plastic})
     y = saturate(round_integer(-scales.y_scale(eta, spec.input_scale) * psi_signal), *fmt.y_range)
     new = dict(fast)
     for name in plastic:

@@ -47,7 +47,7 @@ class ExportError(ConfigError):
 @dataclass(frozen=True)
 class RuleDescription:
     learner: dict  # {"neurons": NeuronSpec dict, "n_in": int, "readout": ReadoutSpec dict}
-    plastic: list  # [{"weights", "pre", "pre_index", "trace": {"decay", "impulse"}, "no_self_connections"}]
+    plastic: list  # [{"weights", "pre", "pre_index", "trace": {"decay", "impulse"}, "diagonal_plastic"}]
     post_factor: dict  # {"name": "psi", "surrogate", "gamma_pd", "v_th", "zero_while_refractory"}
     learning_signal: dict  # {"source": "error_module", "neurons", "inputs", "learner_spikes_index", ...}
     eta: float  # the (meta-learned) inner learning rate: W ← W − η·tag
@@ -128,7 +128,7 @@ def describe(learner, meta: dict, number_format: dict | None = None) -> tuple[Ru
         pre, index = PRESYNAPTIC[name]
         plastic.append({"weights": name, "pre": pre, "pre_index": index,
                         "trace": {"decay": spec.alpha, "impulse": spec.input_scale},
-                        "no_self_connections": name == "w_rec"})
+                        "diagonal_plastic": name != "w_rec"})
     inputs = [[name, n] for name, n, used in (("context", module.n_context, module.use_context),
                                               ("learner_spikes", module.n_learner, module.use_spikes),
                                               ("input", module.n_inputs, module.use_inputs)) if used]

@@ -1,7 +1,8 @@
 """Backpropagation through time of the same cells — the exact-gradient baseline, and (``paths="local"``) the
 autodiff form of e-prop: with previous spikes detached where they reach other neurons and the own reset
 (Bellec et al. 2020, Suppl. S1.1), BPTT returns exactly e-prop's update with the true partial learning signal
-∂E/∂z^t = W^outᵀ·(readout-filtered error), i.e. symmetric feedback with κ-filtered traces."""
+∂E/∂z^t = s·W^outᵀ·(readout-filtered error) (s: the readout's input scale), i.e. symmetric feedback with
+κ-filtered traces."""
 
 from __future__ import annotations
 

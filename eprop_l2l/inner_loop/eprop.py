@@ -1,7 +1,7 @@
 """e-prop, fused execution: the whole trial's weight update as a few large tensor operations.
 
 The estimate of dE/dW_ji is Σ_t L_j^t ē_ji^t + Σ_t R_j e_ji^t, with ē = F_κ(e) the readout-filtered trace and
-R the rate-regulariser signal. Two exact rewrites make it cheap (DESIGN.md, "The inner loop"):
+R the rate-regulariser signal. Two exact rewrites make it cheap (docs/equations.md, "The fused adjoint"):
 
 1. κ-filtering moves onto the learning signal: Σ_t L^t F_κ(e)^t = Σ_t F_κ^rev(L)^t e^t.
 2. The eligibility vector obeys a per-neuron linear recursion driven by the presynaptic signal, so its
@@ -21,7 +21,7 @@ from ..cells.base import Params, mask_self_connections
 from ..cells.filters import anticausal_filter
 from ..cells.linalg import contract_time, is_per_task
 from ..cells.simulate import Trajectory
-from ..error_modules.base import Observation
+from ..error_modules.base import Observation, for_readout
 from .losses import Loss
 from .regularization import RateRegularizer
 
@@ -100,13 +100,15 @@ def eprop_fused(
 ) -> EpropResult:
     """Run one trial and return e-prop's weight-update direction for ``plastic``.
 
-    ``source`` is a learning-signal source (:mod:`eprop_l2l.error_modules`); it sees ``{**params,
+    ``source`` is a learning-signal source (:mod:`eprop_l2l.error_modules`), used as ``source.for_readout(
+    network.readout)`` (symmetric and adaptive feedback take the readout's input scale); it sees ``{**params,
     **source_params}`` and, in its observation, the task's ``context`` ``[B, T, ·]`` if given (e.g. the coded
     target movement for a learned error module). ``kappa`` filters the traces (default: the readout's κ, which
     makes symmetric feedback exact in the sense of Bellec et al. 2020; 0 disables filtering, as in e-prop 2).
     ``fast`` runs spiking time loops with the hand-written backward (:mod:`eprop_l2l.cells.fused_loop`).
     """
     kappa = network.readout.kappa if kappa is None else kappa
+    source = for_readout(source, network.readout)
     trajectory, y = network.run(params, x, fast=fast)
     z = trajectory.outputs
     per_task = is_per_task(params["w_rec"])

@@ -17,7 +17,7 @@ import torch
 from ..cells.autodiff import AutodiffTraces
 from ..cells.base import Params, check_params, expand_rows, mask_self_connections
 from ..cells.linalg import is_per_task, outer
-from ..error_modules.base import Observation
+from ..error_modules.base import Observation, for_readout
 from ..errors import require_choice
 from .eprop import DEFAULT_PLASTIC, RECURRENT_WEIGHTS, EpropResult
 from .losses import Loss
@@ -44,6 +44,7 @@ def eprop_online(
     cell, readout = network.cell, network.readout
     check_params(cell, params)
     kappa = readout.kappa if kappa is None else kappa
+    source = for_readout(source, readout)
     all_params = {**params, **(source_params or {})}
     batch, n_steps = x.shape[0], x.shape[1]
     state = cell.init_state(batch, dtype=x.dtype, device=x.device)

@@ -1,6 +1,6 @@
 """Ready-made e-prop 1 experiments of Bellec et al. 2020 (Fig. S7 pattern generation, Fig. 3 evidence
 accumulation), as used by the demo, the learning tests and the benchmarks. Parameters follow
-``reference/eprop-spec.md`` D1/D2; where a value differs from the paper it says why."""
+``docs/hyperparameters.md``; where a value differs from the paper it says why."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Random-feedback local online learning (RFLO; Murray 2019, eLife 8:e43299) for the leaky rate network
-:class:`~eprop_l2l.cells.rate.RateRNN` — the rate-network member of the diagonal-RTRL family (spec A7, E)::
+:class:`~eprop_l2l.cells.rate.RateRNN` — the rate-network member of the diagonal-RTRL family (docs/equations.md)::
 
     h^t = α h^{t-1} + s (W^rec r^{t-1} + W^in x^t),  r = φ(h),  α = 1 − dt/τ,  s = dt/τ
     p_ij^t = α p_ij^{t-1} + s φ'(h_i^{t-1}) pre_j^t        pre = r^{t-1} (W^rec) or x^t (W^in)

@@ -1,6 +1,6 @@
 """The learning-to-learn model: demonstration trial → e-prop update(s) driven by the error module → test trial
 → meta-loss, as one differentiable function of the meta-parameters (e-prop 2, Bellec et al. 2019; the
-authors' ``tutorial_eprop2.py`` and ``reference/eprop-spec.md`` B5-B6).
+authors' ``tutorial_eprop2.py``; docs/equations.md).
 
 Meta-parameters: the learning network's initial weights (``w_in``, ``w_rec``, ``w_out``, ``b_out``), the error
 module's weights (``em_*``) and, optionally, the log of the inner learning rate. Per task (= batch element)
@@ -111,6 +111,17 @@ class MetaLearner:
         if self.learn_inner_lr:
             params["log_inner_lr"] = torch.tensor(math.log(self.inner_lr), dtype=dtype)
         return params
+
+    def constrain_gradients(self, meta: Params) -> None:
+        """Recurrent spiking weights have no self-connections: the diagonals of ``w_rec`` (and of the error
+        module's ``em_w_rec``) are not meta-parameters, so their meta-gradients are zeroed (they stay at their
+        initial value, 0). The inner update already leaves them alone."""
+        cells = {"w_rec": self.network.cell, "em_w_rec": getattr(self.error_module, "cell", None)}
+        for key, cell in cells.items():
+            if cell is not None and not getattr(cell, "self_connections", True) and key in meta:
+                grad = meta[key].grad
+                if grad is not None:
+                    grad.diagonal(dim1=-2, dim2=-1).zero_()
 
     def inner_lr_value(self, meta: Params) -> torch.Tensor | float:
         return meta["log_inner_lr"].exp() if self.learn_inner_lr else self.inner_lr

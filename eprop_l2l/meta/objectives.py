@@ -1,4 +1,4 @@
-"""Outer-loop objectives of the arm task (e-prop 2 code, spec B6): L = 0.5·(0.1·MSE_motor + MSE_cart), with
+"""Outer-loop objectives of the arm task (e-prop 2 code; docs/equations.md): L = 0.5·(0.1·MSE_motor + MSE_cart), with
 MSE_motor the mean squared joint-velocity error (rad/s)² and MSE_cart the mean over time, tasks and (x, y) of
 the squared hand-position error after integrating the produced velocities through the arm over the trials' own
 time step (``batch.dt_ms``, the step the target hand path was integrated with)."""

@@ -1,6 +1,6 @@
 """Meta-training loop: Adam on the meta-parameters, gradient clipping, step learning-rate decay, periodic
 validation on held-out tasks, and a guard that skips non-finite steps (never applying them) and stops after
-too many in a row. Fresh tasks every iteration from one explicit generator (spec B6).
+too many in a row. Fresh tasks every iteration from one explicit generator (docs/equations.md).
 
 Checkpoints, W&B and distributed training wrap this loop (issue "Runs"); it keeps every piece of state they
 need in the returned :class:`MetaTrainingState`.
@@ -107,6 +107,8 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
         out = learner.forward(state.meta, batch)
         state.optimizer.zero_grad()
         out["loss"].backward()
+        if hasattr(learner, "constrain_gradients"):
+            learner.constrain_gradients(state.meta)
         params = [p for p in state.meta.values() if p.grad is not None]
         grads = [p.grad for p in params]
         if shard.reduce_grads is not None:
@@ -116,6 +118,8 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
             loss = shard.reduce_metrics({"loss": loss})["loss"]
         finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
         record = {"iteration": state.iteration, "loss": float(loss), "lr": state.scheduler.get_last_lr()[0]}
+        if "log_inner_lr" in state.meta:  # the meta-learned inner η this iteration's update used
+            record["inner_lr"] = float(state.meta["log_inner_lr"].detach().exp())
         if finite:
             state.consecutive_nonfinite = 0
             norm = torch.nn.utils.clip_grad_norm_(params, config.clip_norm if config.clip_norm > 0 else float("inf"))

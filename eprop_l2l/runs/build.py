@@ -5,6 +5,9 @@ anything is computed."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
 from contextlib import contextmanager
 
 from ..cells import LeakyReadout, RecurrentNetwork, make_cell
@@ -17,7 +20,9 @@ from ..meta.objectives import arm_outer_loss
 from ..meta.trainer import MetaTraining
 from ..task_families import make_task_family
 from ..units import step_seconds
-from .config import TrainConfig
+from .config import LIMITS, SEED_MAX, TrainConfig
+from .messages import cut, escape, shown
+from .rundir import check_path
 from .session import SessionOptions
 
 ARM_FAMILIES = ("arm_sines", "arm_brownian")
@@ -68,6 +73,8 @@ def _rate(key: str, spec, dt_ms: float) -> RateRegularizer:
 def build_family(cfg: TrainConfig):
     require_choice("task.family", cfg.task.family, ARM_FAMILIES)
     require_positive("task.dt_ms", cfg.task.dt_ms)
+    if cfg.task.dt_ms < 1e-3:  # decays, step counts and rates overflow or underflow below that
+        raise ConfigError("task.dt_ms", f"must be >= 0.001 (1 µs), got {shown(cfg.task.dt_ms)}")
     # the family's step is in seconds (its kinematics are in rad/s); what it refuses about the step (a clock
     # period that is not a whole number of steps, ...) is a problem of task.dt_ms
     with section("task", {"dt_s": "dt_ms"}):
@@ -132,22 +139,145 @@ def build_session(cfg: TrainConfig) -> SessionOptions:
     return SessionOptions(checkpoint_every=r.checkpoint_every, keep=r.keep, minutes=r.minutes, progress=r.progress)
 
 
+# the minimum of every bounded count (the maximum is config.LIMITS)
+MINIMUM = {"model.n_ref": 0, "error_module.n_ref": 0, "inner.n_updates": 0, "optim.n_iterations": 0,
+           "run.threads": 0}
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+WANDB_FORBIDDEN = set("/\\#?%:")
+
+
+def _value(cfg: TrainConfig, key: str):
+    section_name, name = key.split(".")
+    return getattr(getattr(cfg, section_name), name)
+
+
+def _big(value: int) -> str:
+    """An integer as a message shows it: with thousands separators, cut (no 10⁵-digit echoes)."""
+    if value.bit_length() > 256:
+        return f"a number of {value.bit_length()} bits"
+    return cut(f"{value:,}", 40)
+
+
+def check_bounds(cfg: TrainConfig) -> None:
+    """Every size and count within [minimum, config.LIMITS]: nothing is built from an absurd size."""
+    for key, limit in LIMITS.items():
+        value = _value(cfg, key)
+        require_count(key, value, MINIMUM.get(key, 1))
+        if value > limit:
+            raise ConfigError(key, f"must be <= {limit:,}, got {_big(value)}")
+    for key in ("optim.seed", "optim.validation_seed", "eval.seed"):
+        value = _value(cfg, key)
+        require_count(key, value, minimum=0)
+        if value > SEED_MAX:
+            raise ConfigError(key, f"must be <= 2**63-1 (a 64-bit generator seed), got {_big(value)}")
+
+
+def _text(key: str, value, limit: int = 128, optional: bool = True, forbidden: set[str] = frozenset()) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        raise ConfigError(key, f"must be a string, got {shown(value)}")
+    if escape(value) != value:
+        raise ConfigError(key, f"contains control characters: {shown(value)}")
+    if not value.strip():
+        raise ConfigError(key, "must not be empty" + (" (leave it unset: null)" if optional else ""))
+    if len(value) > limit:
+        raise ConfigError(key, f"at most {limit} characters, got {len(value)}: {shown(value)}")
+    bad = sorted(set(value) & set(forbidden))
+    if bad:
+        raise ConfigError(key, f"must not contain {' '.join(bad)}: {shown(value)}")
+
+
+def _check_unused(cfg: TrainConfig, family) -> None:
+    """Values of parts the configuration does not use (alif constants with cell=lif, the learned error module
+    with kind=feedback, spiking constants of an lstm module, ...) are checked as strictly as used ones: a
+    configuration is either valid as a whole or refused."""
+    m, e, dt = cfg.model, cfg.error_module, cfg.task.dt_ms
+    require_positive("model.tau_a", m.tau_a)
+    if isinstance(m.beta, bool) or not isinstance(m.beta, int | float) or not math.isfinite(m.beta):
+        raise ConfigError("model.beta", f"must be a finite number, got {shown(m.beta)}")
+    require_choice("error_module.feedback", e.feedback, ("random", "symmetric"))
+    require_positive("error_module.signal_tau", e.signal_tau)
+    require_positive("error_module.projection_scale", e.projection_scale)
+    if e.cell == "lstm":
+        require_positive("error_module.tau_m", e.tau_m)
+        require_positive("error_module.v_th", e.v_th)
+        if e.n_adaptive:
+            raise ConfigError("error_module.n_adaptive", f"needs cell=alif, got cell={e.cell!r}")
+    _cell("error_module", e, max(1, family.n_in), spiking_only=False, dt_ms=dt)  # also with kind=feedback
+
+
 def check_run(cfg: TrainConfig) -> None:
     """The remaining values that are not consumed by a library object."""
-    if not (cfg.run.device == "cpu" or cfg.run.device == "cuda" or cfg.run.device.startswith("cuda:")):
-        raise ConfigError("run.device", f"must be cpu, cuda or cuda:N, got {cfg.run.device!r}")
+    if not isinstance(cfg.run.device, str) or not re.fullmatch(r"cpu|cuda(:\d{1,3})?", cfg.run.device):
+        raise ConfigError("run.device", f"must be cpu, cuda or cuda:N, got {shown(cfg.run.device)}")
     require_choice("wandb.mode", cfg.wandb.mode, WANDB_MODES)
     require_choice("distributed.backend", cfg.distributed.backend, BACKENDS)
-    require_count("eval.n_tasks", cfg.eval.n_tasks)
-    require_count("eval.batch_size", cfg.eval.batch_size)
+    if cfg.distributed.backend == "nccl" and not cfg.run.device.startswith("cuda"):
+        raise ConfigError("distributed.backend", "nccl needs GPUs (run.device=cuda); on CPUs use gloo or auto")
+    check_bounds(cfg)
+    if not isinstance(cfg.experiment, str) or not EXPERIMENT_NAME.fullmatch(cfg.experiment):
+        raise ConfigError("experiment", f"must be a name of letters, digits, _ . - (at most 64), got "
+                          f"{shown(cfg.experiment)}")
+    o = cfg.optim
+    require_positive("optim.lr_decay", o.lr_decay)
+    if o.lr_decay > 1:
+        raise ConfigError("optim.lr_decay", f"must be in (0, 1] (the learning rate is multiplied by it every "
+                          f"optim.lr_decay_every iterations), got {shown(o.lr_decay)}")
+    for key in ("run.dir", "run.init_from"):
+        value = _value(cfg, key)
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a path, got {shown(value)}")
+        if value:
+            check_path(key, value)
+    w = cfg.wandb
+    _text("wandb.project", w.project, optional=False, forbidden=WANDB_FORBIDDEN)
+    _text("wandb.entity", w.entity, forbidden=WANDB_FORBIDDEN)
+    _text("wandb.name", w.name)
+    _text("wandb.group", w.group)
+    for tag in w.tags:
+        _text("wandb.tags", tag, limit=64, optional=False)
+    for key, limit in (("wandb.timeout_s", 3600), ("distributed.timeout_s", 86400)):
+        require_positive(key, _value(cfg, key))
+        if _value(cfg, key) > limit:
+            raise ConfigError(key, f"must be <= {limit} s, got {shown(_value(cfg, key))}")
+    if len(set(cfg.inner.plastic)) != len(cfg.inner.plastic):
+        raise ConfigError("inner.plastic", f"names a weight twice: {shown(list(cfg.inner.plastic))}")
+    for prefix in cfg.eval.reinit:
+        _text("eval.reinit", prefix, limit=64, optional=False)
+
+
+def check_reinit(cfg: TrainConfig, family) -> None:
+    """Every ``eval.reinit`` prefix names meta-parameters of the configured model (a typo is not a silent
+    no-op); the names are read from the same model at small sizes."""
+    if not cfg.eval.reinit:
+        return
+    import torch
+
+    small = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, n_rec=2, n_adaptive=0),
+                                error_module=dataclasses.replace(cfg.error_module, n_rec=2, n_adaptive=0))
+    names = sorted(build_learner(small, family).init_meta_params(torch.Generator().manual_seed(0)))
+    for prefix in cfg.eval.reinit:
+        if not any(name.startswith(prefix) for name in names):
+            raise ConfigError("eval.reinit", f"{shown(prefix)} matches no meta-parameter (names: "
+                              f"{', '.join(names)})")
 
 
 def build(cfg: TrainConfig, world_size: int = 1):
-    """Validate everything, then build: ``(learner, family, training, session_options)``."""
+    """Validate everything, then build: ``(learner, family, training, session_options)``. Sizes are bounded
+    (config.LIMITS) before anything is built, and the evaluation's memory estimate is checked against this
+    machine (CPU; training's in ``train``)."""
     check_run(cfg)
     family = build_family(cfg)
+    _check_unused(cfg, family)
     learner = build_learner(cfg, family)
-    return learner, family, build_training(cfg, world_size), build_session(cfg)
+    training, session = build_training(cfg, world_size), build_session(cfg)
+    check_reinit(cfg, family)
+    if cfg.run.device == "cpu":
+        from .resources import check_memory
+
+        check_memory(cfg, family, world_size, phases=("evaluation",))
+    return learner, family, training, session
 
 
 def from_experiment(name: str, *overrides: str):

@@ -1,18 +1,19 @@
 """What ``eprop-l2l train`` and ``eprop-l2l evaluate`` do, as functions of a validated configuration.
 
 A run directory holds ``config.yaml`` (the resolved configuration), ``history.jsonl`` (one record per
-meta-iteration), ``checkpoints/``, ``wandb/`` (offline W&B run), and after evaluation ``metrics.json``,
-``per_task.json`` and ``one_shot.png``. Training an existing run directory resumes it; its stored model
-configuration must match.
+meta-iteration), ``checkpoints/``, ``wandb/`` (offline W&B run), and the end-of-training evaluation (part of
+the training's own output) ``metrics.json``, ``per_task.json`` and ``one_shot.png``. Training an existing run
+directory resumes it; its stored model configuration must match. ``evaluate`` never writes over any of these:
+each evaluation gets a new directory, ``evaluations/<name>/`` (or ``--out``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import math
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,13 +22,15 @@ import torch
 from ..errors import ConfigError
 from ..meta.evaluate import evaluate_one_shot, write_evaluation
 from ..runtime import configure_cpu
-from . import distributed
+from . import distributed, rundir
 from .build import build
 from .checkpoint import CheckpointError, check_compatible, latest_checkpoint, load_checkpoint
 from .compose import config_from_yaml, to_yaml
 from .config import MODEL_SECTIONS, TrainConfig
+from .messages import escape, os_problem
+from .resources import check_memory
 from .session import run_session
-from .tracking import start_tracking
+from .tracking import RUN_ID_FILE, check_available, start_tracking
 
 CONFIG_FILE = "config.yaml"
 TABLE_ROWS = (("MSE_cart", "mse_cart"), ("MSE_motor (rad/s)²", "mse_motor"), ("RMS hand error", "hand_rmse"))
@@ -35,10 +38,7 @@ SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 
 
 def write_atomic(path: Path, text: str) -> None:
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".tmp_", delete=False)
-    with handle:
-        handle.write(text)
-    os.replace(handle.name, path)
+    rundir.write_atomic(path, text)  # fsync + rename; no temporary file left behind on failure
 
 
 def run_directory(cfg: TrainConfig) -> Path:
@@ -58,21 +58,25 @@ def _differences(stored: dict, requested: dict, prefix: str = "") -> list[str]:
     return found
 
 
-def check_resumable(run_dir: Path, cfg: TrainConfig) -> None:
-    """A run directory that already holds a run may only be continued with the same model and optimiser
-    (the iteration count, time budget, logging and evaluation may change)."""
-    stored_file = run_dir / CONFIG_FILE
-    if not stored_file.exists():
-        return
-    stored = dataclasses.asdict(config_from_yaml(stored_file))
+def check_resumable(run_dir: Path, cfg: TrainConfig) -> rundir.Record:
+    """What ``run_dir`` holds (:func:`.rundir.inspect`: incomplete or inconsistent records are refused), and,
+    for a run with checkpoints, that it may be continued: only with the same model and optimiser (the iteration
+    count, time budget, logging and evaluation may change), and from a checkpoint that passes every integrity
+    check (checksum, digest, fields). Reads only; nothing is written."""
+    record = rundir.inspect(run_dir)
+    if record.state not in ("resume", "adopt"):
+        return record
+    stored = dataclasses.asdict(config_from_yaml(run_dir / CONFIG_FILE))
     requested = dataclasses.asdict(cfg)
-    for record in (stored, requested):
-        record["optim"].pop("n_iterations")
+    for config in (stored, requested):
+        config["optim"].pop("n_iterations")
     sections = (*MODEL_SECTIONS, "optim")
     diff = _differences({k: stored[k] for k in sections}, {k: requested[k] for k in sections})
     if diff:
         raise ConfigError("run.dir", f"{run_dir} holds a run with another configuration ({'; '.join(diff[:3])}); "
                           "choose another run.dir")
+    load_checkpoint(record.latest)  # the checkpoint training would resume from: verified before any write
+    return record
 
 
 def format_table(summary: dict) -> str:
@@ -99,13 +103,15 @@ def assemble_meta(learner, saved: dict, cfg: TrainConfig, path: Path) -> tuple[d
     return {k: (init[k] if k in reset else saved[k]) for k in init}, reset
 
 
-def evaluate_meta(learner, meta: dict, family, cfg: TrainConfig, out_dir: Path, extra: dict | None = None) -> dict:
+def evaluate_meta(learner, meta: dict, family, cfg: TrainConfig, out_dir: Path, extra: dict | None = None,
+                  progress: bool = False) -> dict:
     summary, per_task, example = evaluate_one_shot(learner, meta, family, cfg.eval.n_tasks, cfg.eval.seed,
-                                                   cfg.eval.batch_size)
+                                                   cfg.eval.batch_size, progress=progress,
+                                                   example=cfg.eval.figures)
     if "log_inner_lr" in meta:
         summary["inner_lr"] = float(meta["log_inner_lr"].exp())
     summary.update(extra or {})
-    write_evaluation(out_dir, summary, per_task, example if cfg.eval.figures else None)
+    write_evaluation(out_dir, summary, per_task, example)
     return summary
 
 
@@ -120,46 +126,146 @@ def initial_meta(cfg: TrainConfig, learner) -> dict | None:
     return saved
 
 
-def train(cfg: TrainConfig) -> int:
-    learner, family, training, options = build(cfg, distributed.world_size_from_env())  # validates everything
-    run_dir = run_directory(cfg)
-    check_resumable(run_dir, cfg)
-    if cfg.run.device.startswith("cuda") and not torch.cuda.is_available():
+def _check_device(cfg: TrainConfig) -> None:
+    if not cfg.run.device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
         raise ConfigError("run.device", f"{cfg.run.device!r}: CUDA is not available on this machine")
+    index = int(cfg.run.device.split(":")[1]) if ":" in cfg.run.device else 0
+    if index >= torch.cuda.device_count():
+        raise ConfigError("run.device", f"{cfg.run.device!r}: this machine has {torch.cuda.device_count()} GPUs")
+
+
+def _prepare(run_dir: Path, cfg: TrainConfig, record: rundir.Record) -> None:
+    """Under the lock: leftovers of killed writers removed, the record of a new run (or of a run directory from
+    an earlier version) started, ``config.yaml`` written and recorded."""
+    rundir.remove_orphans(run_dir)
+    manifest = record.manifest
+    if record.state == "adopt":
+        manifest = rundir.adopt_manifest(run_dir)
+        print(f"{escape(str(run_dir))}: a run directory of an earlier version; {len(manifest['checkpoints'])} "
+              f"checkpoints recorded in {rundir.MANIFEST} as they are")
+    elif record.state in ("new", "started"):
+        manifest = rundir.new_manifest()
+        (run_dir / RUN_ID_FILE).unlink(missing_ok=True)  # nothing durable before: a fresh W&B run
+    rundir.write_config(run_dir, manifest, to_yaml(cfg))
+
+
+def _resume_hint(run_dir: Path) -> str:
+    try:
+        latest = latest_checkpoint(run_dir)
+    except (OSError, rundir.RunError, CheckpointError):
+        latest = None
+    if latest is None:
+        return "no checkpoint was written"
+    return f"the checkpoints up to iteration {rundir.checkpoint_iteration(latest)} are intact: rerun the same " \
+           "command to resume"
+
+
+def _fault(err: BaseException, run_dir: Path, cfg: TrainConfig, world: int, doing: str) -> Exception | None:
+    """A fault during training or its evaluation as one line (None: not a fault this maps)."""
+    text = str(err)
+    if isinstance(err, OSError):
+        return rundir.RunFault(f"{doing}: {os_problem(err)}; {_resume_hint(run_dir)}")
+    if isinstance(err, MemoryError | torch.OutOfMemoryError) or (
+            isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())):
+        return rundir.RunFault(f"{doing}: out of memory on {cfg.run.device}; lower optim.batch_size, model.n_rec or "
+                               f"task.n_steps ({_resume_hint(run_dir)})")
+    if world > 1 and isinstance(err, RuntimeError):  # gloo/nccl: a peer died, hung past the timeout, ...
+        fault = distributed.lost_peer(err, cfg.distributed.timeout_s, doing)
+        return rundir.RunFault(f"{fault}; {_resume_hint(run_dir)}")
+    return None
+
+
+def train(cfg: TrainConfig) -> int:
+    """Validate everything (values, sizes against this machine's memory, torchrun's variables, the run
+    directory's record, the checkpoint to resume from) before anything is written; then hold the run
+    directory's lock while training writes it. Refusals raise one-line errors (exit 2), faults after the start
+    :class:`~.rundir.RunFault` (exit 1)."""
+    world = distributed.world_size_from_env()
+    learner, family, training, options = build(cfg, world)  # validates every value, bounds every size
+    writer = distributed.check_launch_env() == 0
+    _check_device(cfg)
+    check_memory(cfg, family, world)
+    check_available(cfg)
+    run_dir = run_directory(cfg)
     init_meta = initial_meta(cfg, learner)
+    lock = None
+    if writer:
+        check_resumable(run_dir, cfg)  # refusals before anything is written, lock file included
+        try:
+            lock = rundir.RunLock.acquire(run_dir)
+        except OSError as err:
+            raise rundir.RunDirError(f"run.dir: cannot create the run directory: {os_problem(err)}") from None
+    try:
+        if writer:
+            record = check_resumable(run_dir, cfg)  # again, now that no other process can change it
+            try:
+                _prepare(run_dir, cfg, record)
+            except OSError as err:
+                raise rundir.RunDirError(f"run.dir: cannot write the run directory: {os_problem(err)}") from None
+        return _train_locked(cfg, learner, family, training, options, run_dir, init_meta, world)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(cfg, learner, family, training, options, run_dir: Path, init_meta, world: int) -> int:
     configure_cpu(cfg.run.threads or None)
-    ctx = distributed.setup(cfg.distributed.backend, cfg.run.device)
+    ctx = distributed.setup(cfg.distributed.backend, cfg.run.device, cfg.distributed.timeout_s)
     training_learner = dataclasses.replace(learner, task_mean=ctx.task_mean)
-    tracker = None
+    tracker, finished = None, False
     try:
         if ctx.is_writer:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(run_dir / CONFIG_FILE, to_yaml(cfg))
             tracker = start_tracking(cfg, run_dir)
         state, reason = run_session(training_learner, family, training, run_dir, options, ctx.device,
                                     log=tracker.log if tracker else None, shard=ctx.shard, init_meta=init_meta)
+        finished = True
+    except Exception as err:
+        if tracker is not None:
+            with contextlib.suppress(Exception):
+                tracker.finish()
+        fault = _fault(err, run_dir, cfg, world, "training")
+        if fault is None:
+            raise
+        raise fault from None
     finally:
-        distributed.teardown()
+        try:
+            distributed.teardown(wait=finished)
+        except RuntimeError as err:
+            if finished:
+                raise distributed.lost_peer(err, cfg.distributed.timeout_s, "at the end of training") from None
     if not ctx.is_writer:
         return SIGNAL_EXIT.get(reason, 0)
     seconds = sum(r.get("seconds", 0.0) for r in state.history)
     print(f"trained {state.iteration} meta-iterations ({seconds / 60:.1f} min of compute, stopped: {reason}, "
           f"{state.skipped} non-finite steps skipped)")
-    if cfg.run.evaluate and reason in ("done", "time"):
-        meta = {k: v.detach() for k, v in state.meta.items()}
-        summary = evaluate_meta(learner, meta, family, cfg, run_dir,
-                                {"experiment": cfg.experiment, "iterations": state.iteration,
-                                 "training_minutes": seconds / 60, "stopped_by": reason})
-        print(format_table(summary))
-        tracker.log_evaluation(summary, [run_dir / "one_shot.png"])
+    evaluated = cfg.run.evaluate and reason in ("done", "time")
+    try:
+        if evaluated:
+            meta = {k: v.detach() for k, v in state.meta.items()}
+            summary = evaluate_meta(learner, meta, family, cfg, run_dir,
+                                    {"experiment": cfg.experiment, "iterations": state.iteration,
+                                     "training_minutes": seconds / 60, "stopped_by": reason})
+            rundir.record_evaluation(run_dir, state.iteration)
+            print(format_table(summary))
+            tracker.log_evaluation(summary, [run_dir / "one_shot.png"])
+    except Exception as err:
+        with contextlib.suppress(Exception):
+            tracker.finish()
+        fault = _fault(err, run_dir, cfg, 1, "the end-of-training evaluation")
+        if fault is None:
+            raise
+        raise rundir.RunFault(f"{fault} (training itself finished and is checkpointed: eprop-l2l evaluate "
+                              f"{escape(str(run_dir))})") from None
     tracker.finish()
-    print(f"run directory: {run_dir}")
-    if cfg.run.evaluate and reason in ("done", "time"):
-        print(f"metrics: {run_dir / 'metrics.json'}   figure: {run_dir / 'one_shot.png'}")
+    print(f"run directory: {escape(str(run_dir))}")
+    if evaluated:
+        print(f"metrics: {escape(str(run_dir / 'metrics.json'))}   figure: {escape(str(run_dir / 'one_shot.png'))}")
     if tracker.directory:
-        print(f"W&B ({cfg.wandb.mode}): {Path(tracker.directory).parent}" +
-              ("   upload with: wandb sync " + str(Path(tracker.directory).parent) if cfg.wandb.mode == "offline"
-               else ""))
+        folder = escape(str(Path(tracker.directory).parent))
+        print(f"W&B ({tracker.mode}): {folder}" + (f"   upload with: wandb sync {folder}" if tracker.mode == "offline"
+                                                    else ""))
     return SIGNAL_EXIT.get(reason, 0)
 
 
@@ -176,8 +282,42 @@ def locate(target: str) -> tuple[Path, Path]:
     raise CheckpointError(f"{path}: no such run directory or checkpoint")
 
 
-def evaluation_name(overrides: list[str]) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", "+".join(overrides))[:120]
+def override_slug(overrides: list[str] | tuple[str, ...], limit: int = 120) -> str:
+    """The overrides as a readable file name (``a=1+b=2``, other characters as ``_``), cut at ``limit``."""
+    return re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", "+".join(overrides))[:limit]
+
+
+def evaluation_name(overrides: list[str] | tuple[str, ...]) -> str:
+    """An evaluation's directory name: the overrides, readable (first 100 characters; ``as_trained`` without
+    overrides), then ``-`` and 8 hex digits of the SHA-256 of the exact override list, so lists that share their
+    first characters, or differ only where a file name cannot follow them, do not collide."""
+    digest = hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:8]
+    return f"{override_slug(overrides, 100) or 'as_trained'}-{digest}"
+
+
+def evaluation_directory(run_dir: Path, overrides: list[str] | tuple[str, ...], out: str | None = None
+                         ) -> tuple[Path, str | None]:
+    """Where an evaluation writes, created empty: ``out`` (refused unless new or empty), else
+    ``run_dir/evaluations/<evaluation_name>`` — or, when that exists, the first free ``<name>_2``, ``_3``, ...
+    (returned with a note saying so). Never a directory that holds results, never the run directory itself."""
+    if out is not None:
+        target = Path(out)
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise ConfigError("--out", f"{target} exists and is not empty: an evaluation never overwrites results; "
+                              "choose a new directory")
+        target.mkdir(parents=True, exist_ok=True)
+        return target, None
+    base = run_dir / "evaluations" / evaluation_name(overrides)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}_{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        note = None if n == 1 else f"{base} exists (kept): writing this evaluation to {candidate.name} instead"
+        return candidate, note
+    raise ConfigError("--out", f"{base}: too many evaluations with these overrides; pass --out")
 
 
 def evaluation_setup(target: str, overrides: list[str] | tuple[str, ...] = ()):
@@ -206,14 +346,26 @@ def evaluation_setup(target: str, overrides: list[str] | tuple[str, ...] = ()):
     return cfg, learner, family, meta, reset, checkpoint, int(saved["iteration"])
 
 
-def evaluate(target: str, overrides: list[str]) -> int:
+def evaluate(target: str, overrides: list[str], out: str | None = None) -> int:
+    """One-shot evaluation of a run directory's latest checkpoint (or a checkpoint file) into
+    ``RUN/evaluations/<name>/`` or ``out``: never over the training's own outputs or an earlier evaluation.
+    ``metrics.json`` carries the provenance (checkpoint, iteration, training device and seed, overrides)."""
+    from .. import __version__
+
     cfg, learner, family, meta, reset, checkpoint, iteration = evaluation_setup(target, overrides)
     configure_cpu(cfg.run.threads or None)
     run_dir = locate(target)[0]
-    out_dir = run_dir / "evaluations" / evaluation_name(overrides) if overrides else run_dir
-    summary = evaluate_meta(learner, meta, family, cfg, out_dir,
-                            {"checkpoint": str(checkpoint), "iterations": iteration,
-                             "overrides": list(overrides), "initialised": reset})
+    trained = config_from_yaml(run_dir / CONFIG_FILE)
+    out_dir, note = evaluation_directory(run_dir, overrides, out)
+    print(f"evaluating {checkpoint} (iteration {iteration}, trained on {trained.run.device}) on {cfg.run.device}: "
+          f"{cfg.eval.n_tasks} held-out tasks (seed {cfg.eval.seed}) → {out_dir}", flush=True)
+    if note:
+        print(note, flush=True)
+    provenance = {"run": str(run_dir), "checkpoint": str(checkpoint), "iterations": iteration,
+                  "experiment": trained.experiment, "trained_on": trained.run.device,
+                  "training_seed": trained.optim.seed, "evaluated_on": cfg.run.device,
+                  "overrides": list(overrides), "initialised": reset, "eprop_l2l_version": __version__}
+    summary = evaluate_meta(learner, meta, family, cfg, out_dir, provenance, progress=cfg.run.progress)
     print(format_table(summary))
     if reset:
         print(f"initialised (not from the checkpoint): {', '.join(reset)}")

@@ -22,9 +22,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import ConfigError
 from .config import TrainConfig
+from .messages import cut, shown
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 SCHEMA = "train_schema"
+MAX_JOBS = 256  # runs one multirun command may expand to (each is validated before the first one starts)
+MAX_OVERRIDE = 4000  # characters of one override (Python refuses to parse longer integers anyway)
 ConfigStore.instance().store(name=SCHEMA, node=TrainConfig)
 
 
@@ -42,11 +45,31 @@ def _one_line(err: Exception) -> ConfigError:
     missing = re.search(r"Could not find '([a-z_]+)/", text)
     if missing:  # an unknown option of a config group (experiment=nope)
         key = missing.group(1)
+    unparsable = re.match(r"LexerNoViableAltException\W*(.*)", text)
+    if unparsable:  # a character the override grammar has no token for (control characters, ...)
+        return ConfigError("overrides", f"cannot parse {shown(unparsable.group(1) or text)} (key=value; quote "
+                           "values with spaces or special characters: key='a b'; control characters are not allowed)")
     return ConfigError(key or "overrides", re.sub(r"\s+", " ", text))
+
+
+def check_overrides(overrides: list[str] | tuple[str, ...]) -> None:
+    """Overrides Hydra would accept but eprop-l2l would silently ignore: Hydra's own settings (``hydra.run.dir``,
+    ``hydra/launcher=...``) — eprop-l2l only composes with Hydra; the run directory is ``run.dir``."""
+    for override in overrides:
+        if not isinstance(override, str):
+            raise ConfigError("overrides", f"expected key=value strings, got {shown(override)}")
+        key = re.split(r"[=@]", override.lstrip("+~"), maxsplit=1)[0].strip()
+        if len(override) > MAX_OVERRIDE:
+            raise ConfigError(cut(key, 60) or "overrides", f"an override of {len(override):,} characters (at most "
+                              f"{MAX_OVERRIDE:,}): {shown(override)}")
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            raise ConfigError(key, "Hydra's own settings are not used by eprop-l2l (it only composes the "
+                              "configuration): set the run directory with run.dir=..., sweep with -m")
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """The composed configuration (typed, struct mode) for ``overrides``."""
+    check_overrides(overrides)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="eprop-l2l"):
@@ -54,6 +77,9 @@ def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         raise _one_line(err) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as err:  # conversions inside Hydra/OmegaConf
+        raise ConfigError("overrides", f"cannot use {shown(' '.join(overrides), 120)}: "
+                          f"{shown(str(err).splitlines()[0] if str(err) else type(err).__name__, 120)}") from None
     finally:
         GlobalHydra.instance().clear()
     return cfg
@@ -83,18 +109,27 @@ def config_from_yaml(path: str | Path) -> TrainConfig:
 
 def expand_sweep(overrides: list[str] | tuple[str, ...]) -> list[list[str]]:
     """Multirun: the Cartesian product of the sweep overrides (``key=a,b``, ``range(...)``, ``choice(...)``),
-    each job as a plain override list, in Hydra's order (the first sweep key varies slowest)."""
+    each job as a plain override list, in Hydra's order (the first sweep key varies slowest). At most
+    ``MAX_JOBS`` jobs: a larger sweep is refused before anything is expanded or run."""
+    check_overrides(overrides)
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException as err:
         raise _one_line(err) from None
-    axes = []
+    axes, total = [], 1
     for override in parsed:
         key = override.get_key_element()
         if override.is_sweep_override():
-            axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+            values = list(itertools.islice(override.sweep_string_iterator(), MAX_JOBS + 1))
+            if not values:
+                raise ConfigError(key, f"the sweep {shown(override.input_line)} has no values")
+            axes.append([f"{key}={value}" for value in values])
         else:
             axes.append([override.input_line])
+        total *= len(axes[-1])
+        if total > MAX_JOBS:
+            raise ConfigError(key, f"the sweep expands to more than {MAX_JOBS} runs (at most {MAX_JOBS} per "
+                              "command): split it into several commands")
     return [list(job) for job in itertools.product(*axes)]
 
 

@@ -4,7 +4,7 @@ onto them) and, after conversion, by :mod:`.build` (impossible values are refuse
 error naming its dotted key). Every value a user may change lives here; the YAML files in ``configs/`` only
 choose among them (experiment presets, ``task/``, ``model/``, ``inner/``, ``error_module/``).
 
-Defaults are the authors' e-prop 2 setting (``experiment=paper``; ``reference/eprop-spec.md`` B2, B6).
+Defaults are the authors' e-prop 2 setting (``experiment=paper``; docs/hyperparameters.md).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class TaskConfig:
-    family: str = "arm_sines"  # arm_sines (e-prop 2, spec B4) | arm_brownian (natural e-prop, spec C2)
+    family: str = "arm_sines"  # arm_sines (e-prop 2) | arm_brownian (natural e-prop); docs/equations.md
     n_steps: int = 500  # trial length in steps: the trial lasts n_steps·dt_ms ms
     n_pop_per_dim: int = 100  # population code of the target for the error module: neurons per joint
     # Simulation time step in ms; every time constant, rate and duration is converted with it (membrane,
@@ -119,6 +119,9 @@ class RunConfig:
     progress: bool = True
     evaluate: bool = True  # one-shot evaluation at the end of training
     init_from: str = ""  # a run directory or checkpoint whose meta-parameters start a NEW run (fine-tuning)
+    # refuse before anything is written when the estimated memory of training (per-task fast weights
+    # batch·n_rec², trial activations batch·n_steps·neurons) or evaluation exceeds what the machine has
+    memory_check: bool = True
 
 
 @dataclass
@@ -129,11 +132,17 @@ class WandbConfig:
     name: str | None = None  # default: the run directory's name
     group: str | None = None
     tags: list[str] = field(default_factory=list)
+    # mode=online: seconds to reach the W&B server; without an API key, the network or within this time the run
+    # is logged offline instead (one warning line; upload later with `wandb sync`)
+    timeout_s: float = 20.0
 
 
 @dataclass
 class DistributedConfig:
     backend: str = "auto"  # auto (nccl on cuda, gloo on cpu) | gloo | nccl
+    # seconds to wait for all WORLD_SIZE processes to join, and for any one collective operation (a process
+    # that does not show up, or hangs, ends the run with one line instead of a wait forever)
+    timeout_s: float = 120.0
 
 
 @dataclass
@@ -152,3 +161,16 @@ class TrainConfig:
 
 # Sections that define what is trained: a run directory may be resumed only with the same values here.
 MODEL_SECTIONS = ("task", "model", "error_module", "inner")
+
+# Upper bounds of sizes and counts, checked before anything is built, so that a typo (one zero too many) is a
+# one-line refusal and never an allocator failure, an integer overflow or a run that cannot end; the memory a
+# configuration needs is checked against the machine as well (run.memory_check).
+LIMITS = {
+    "task.n_steps": 1_000_000, "task.n_pop_per_dim": 100_000, "model.n_rec": 100_000, "model.n_ref": 1_000_000,
+    "error_module.n_rec": 100_000, "error_module.n_ref": 1_000_000, "inner.n_updates": 1_000,
+    "optim.batch_size": 1_000_000, "optim.n_validation_tasks": 1_000_000, "optim.n_iterations": 10**12,
+    "optim.lr_decay_every": 10**12, "optim.validate_every": 10**12, "optim.max_nonfinite": 10**12,
+    "eval.n_tasks": 100_000, "eval.batch_size": 100_000, "run.checkpoint_every": 10**12, "run.keep": 10_000,
+    "run.threads": 1_024,
+}
+SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes 64-bit seeds

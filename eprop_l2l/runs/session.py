@@ -7,6 +7,7 @@ Only rank 0 writes (checkpoints, history, tracker); every rank resumes from the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import time
@@ -18,6 +19,7 @@ import torch
 
 from ..meta.trainer import MetaTraining, MetaTrainingState, Shard, meta_train, start
 from .checkpoint import latest_checkpoint, restore, save_checkpoint
+from .rundir import HISTORY, write_atomic
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,12 @@ def _progress(total: int, initial: int, enabled: bool):
     return tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, leave=True)
 
 
-def _write_history(path: Path, history: list[dict]) -> None:
-    """history.jsonl rewritten from the checkpoint's history: records after the checkpoint are dropped."""
-    with path.open("w") as handle:
-        for record in history:
-            handle.write(json.dumps(record) + "\n")
+def _write_history(path: Path, history: list[dict]):
+    """history.jsonl rewritten (atomically) from the checkpoint's history: records after the checkpoint are
+    dropped. Returns a running SHA-256 of the file's content."""
+    text = "".join(json.dumps(record) + "\n" for record in history)
+    write_atomic(path, text)
+    return hashlib.sha256(text.encode())
 
 
 def run_session(learner, family, config: MetaTraining, run_dir: str | Path, options: SessionOptions = SessionOptions(),
@@ -73,20 +76,22 @@ def run_session(learner, family, config: MetaTraining, run_dir: str | Path, opti
                                                                                        device)
     stop = _StopFlag(time.time() + 60 * options.minutes if options.minutes > 0 else None)
     previous = {s: signal.signal(s, stop.handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    history = run_dir / "history.jsonl"
-    bar = _progress(config.n_iterations, state.iteration, options.progress and writer)
-    if writer:
-        _write_history(history, state.history)
+    history = run_dir / HISTORY
+    digest = _write_history(history, state.history) if writer else None
     handle = history.open("a") if writer else None
+    bar = _progress(config.n_iterations, state.iteration, options.progress and writer)
 
     def checkpoint():
         if writer:
-            save_checkpoint(run_dir, state, options.keep, checkpoint_extra)
+            save_checkpoint(run_dir, state, options.keep, checkpoint_extra,
+                            history={"file": HISTORY, "records": len(state.history), "sha256": digest.hexdigest()})
 
     def on_record(record: dict) -> None:
         if writer:
-            handle.write(json.dumps(record) + "\n")
+            line = json.dumps(record) + "\n"
+            handle.write(line)
             handle.flush()
+            digest.update(line.encode())
             if log is not None:
                 log(record)
         if bar is not None:

@@ -11,14 +11,18 @@ import dataclasses
 from ..errors import ConfigError
 from .arm import ArmBrownian, ArmSines
 from .base import TaskBatch, TaskFamily
+from .copy_repeat import CopyRepeat
 from .evidence import EvidenceAccumulation
 from .sines import SumOfSines
+from .store_recall import StoreRecall
 
 FAMILIES: dict[str, type] = {
     ArmSines.name: ArmSines,
     ArmBrownian.name: ArmBrownian,
     EvidenceAccumulation.name: EvidenceAccumulation,
     SumOfSines.name: SumOfSines,
+    CopyRepeat.name: CopyRepeat,
+    StoreRecall.name: StoreRecall,
 }
 
 
@@ -35,6 +39,6 @@ def make_task_family(name: str, **kwargs) -> TaskFamily:
 
 
 __all__ = [
-    "FAMILIES", "ArmBrownian", "ArmSines", "EvidenceAccumulation", "SumOfSines", "TaskBatch", "TaskFamily",
-    "make_task_family",
+    "FAMILIES", "ArmBrownian", "ArmSines", "CopyRepeat", "EvidenceAccumulation", "StoreRecall", "SumOfSines",
+    "TaskBatch", "TaskFamily", "make_task_family",
 ]

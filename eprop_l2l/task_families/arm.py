@@ -1,4 +1,4 @@
-"""The two-joint arm of e-prop 2 (Bellec et al. 2019; the authors' ``robot_trajectories.py``, spec B2-B4).
+"""The two-joint arm of e-prop 2 (Bellec et al. 2019; the authors' ``robot_trajectories.py``; docs/equations.md).
 
 Kinematics (differentiable, purely kinematic, segments 0.5 + 0.5, δt the family's step ``dt_s``, 1 ms by
 default)::
@@ -58,6 +58,45 @@ def arm_forward(omega: torch.Tensor, dt: float = 1e-3) -> torch.Tensor:
     """Hand path ``[..., T, 2]`` produced by joint velocities ``[..., T, 2]`` (steps of ``dt`` s) from the start
     posture."""
     return hand_position(joint_angles(omega, dt=dt))
+
+
+def joint_velocities_from_hand(hand: torch.Tensor, dt: float = 1e-3, phi0=PHI0, l1: float = 0.5, l2: float = 0.5,
+                               singular: float = 1e-6) -> torch.Tensor:
+    """The inverse of :func:`arm_forward`: joint velocities ``[..., T, 2]`` (rad/s) whose hand path is ``hand
+    [..., T, 2]`` (step t is the posture after t + 1 steps of ``dt`` s from ``phi0``). Each posture is solved in
+    closed form on the start posture's elbow branch (relative elbow angle in [0, π]: φ2 = arccos((r² − l1² −
+    l2²)/(2 l1 l2)), φ1 = atan2(y, x) − atan2(l2 sin φ2, l1 + l2 cos φ2)); the shoulder angle is unwrapped, so
+    ω is the smallest rotation between consecutive postures. Where the hand is within ``singular`` of the
+    shoulder (the folded arm, l1 = l2: every shoulder angle gives that hand position), the shoulder angle is
+    interpolated between its neighbours. Unreachable points raise a ConfigError naming the first such step."""
+    r2 = (hand**2).sum(-1)
+    cos_elbow = (r2 - l1**2 - l2**2) / (2 * l1 * l2)
+    bad = (cos_elbow.abs() > 1 + 1e-12).nonzero()
+    if len(bad):
+        step = bad[0].tolist()
+        raise ConfigError("hand_path", f"step {step[-1]} is out of the arm's reach (distance from the shoulder "
+                          f"{float(r2[tuple(step)].sqrt()):.4g}, reach [{abs(l1 - l2):g}, {l1 + l2:g}])")
+    elbow = torch.arccos(cos_elbow.clamp(-1.0, 1.0))
+    shoulder = torch.atan2(hand[..., 1], hand[..., 0]) - torch.atan2(l2 * torch.sin(elbow), l1 + l2 * torch.cos(elbow))
+    start = torch.as_tensor(phi0, dtype=torch.float64)
+    # the shoulder angle, unwrapped along the valid steps and interpolated over the singular ones
+    flat = shoulder.detach().to(torch.float64).cpu().reshape(-1, shoulder.shape[-1]).numpy()
+    valid = (r2.detach().cpu().reshape(flat.shape) >= singular**2).numpy()
+    import numpy as np
+
+    steps = np.arange(-1, flat.shape[-1])
+    for row, ok in zip(flat, valid, strict=True):
+        known = np.concatenate([[float(start[0])], row[ok]])
+        known = known[0] + np.concatenate([[0.0], np.cumsum(np.remainder(np.diff(known) + np.pi, 2 * np.pi) - np.pi)])
+        at = np.concatenate([[-1], np.nonzero(ok)[0]])
+        row[:] = np.interp(steps, at, known)[1:]
+        if len(at) > 1 and at[-1] < len(row) - 1:  # singular up to the end: continue the last rotation
+            row[at[-1] + 1 :] = known[-1] + (known[-1] - known[-2]) / (at[-1] - at[-2]) * (steps[at[-1] + 2 :] - at[-1])
+    shoulder = torch.from_numpy(flat).reshape(shoulder.shape).to(hand.dtype).to(hand.device)
+    angles = torch.stack([shoulder, elbow], -1)
+    previous = torch.cat([start.to(hand.dtype).to(hand.device).expand_as(angles[..., :1, :]), angles[..., :-1, :]],
+                         -2)
+    return (angles - previous) / dt
 
 
 def _limit_travel(omega: torch.Tensor, dt: float, limit: float) -> torch.Tensor:
@@ -122,7 +161,17 @@ class ArmTrials:
     def sample(self, batch_size: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> TaskBatch:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"{self.name}.batch_size", f"must be an integer >= 1, got {batch_size!r}")
-        omega = self.joint_velocities(batch_size, generator)
+        return self.trials(self.joint_velocities(batch_size, generator), generator, dtype)
+
+    def trials(self, omega: torch.Tensor, generator: torch.Generator, dtype: torch.dtype = torch.float32
+               ) -> TaskBatch:
+        """The trials of given target joint velocities ``omega [B, n_steps, 2]`` (rad/s): the clock input, the
+        arm's angles and hand path, and the population-coded hand path for the error module (drawn from
+        ``generator``). :meth:`sample` is ``trials(joint_velocities(...))``; a user's own movement goes here."""
+        if omega.dim() != 3 or omega.shape[1:] != (self.n_steps, 2):
+            raise ConfigError(f"{self.name}.joint_velocities", f"must have shape [B, {self.n_steps}, 2], got "
+                              f"{list(omega.shape)}")
+        batch_size = omega.shape[0]
         angles = joint_angles(omega, dt=self.dt_s)
         hand = hand_position(angles)
         context = population_code(hand, generator, self.n_pop_per_dim, self.pop_peak_hz, self.pop_sigma,
@@ -182,7 +231,7 @@ class ArmSines(ArmTrials):
 
 @dataclass(frozen=True)
 class ArmBrownian(ArmTrials):
-    """Natural e-prop's target family (Ortner et al. 2025 code, spec C2): each joint velocity is a Wiener process
+    """Natural e-prop's target family (Ortner et al. 2025 code): each joint velocity is a Wiener process
     (increments N(0, δ²·0.01) per 1-ms step), smoothed by a normalised Hann window of ``window`` ms (zero-padded
     at the start, so causal) and clipped to ±``clip``. The authors' kinematics advance the angle by 0.01·ω per
     step; here ω is returned in rad/s for 1-ms steps (×``0.01/1 ms``), which gives the same angles, and each

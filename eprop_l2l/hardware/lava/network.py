@@ -9,7 +9,8 @@ Processes (one network per task)::
 
 Both connections carry a :class:`Loihi3FLearningRule` (``t_epoch = 1``):
 
-* tag, every step: ``dt = S·u0·x1·y2 − S·I·u0·x0·y2 − y0·t``. Lava's trace ``x1`` at Lava step t+1 (our step
+* tag, every step: ``dt = S·u0·x1·y2 − S·I·x0·y2 − y0·t`` (the correction has x0 as its dependency: the
+  float engine cannot evaluate x0 as a factor). Lava's trace ``x1`` at Lava step t+1 (our step
   t) already holds the presynaptic spike of that step (x^{t+1} for W_in, z^t for W_rec), one step later than
   e-prop pairs with ψ^t. Since ``x1 = α·x1_before + I·x0``, the difference ``x1 − I·x0`` is α times the
   trace e-prop wants; the neuron's y2 scale carries the 1/α.
@@ -30,16 +31,17 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from lava.magma.core.learning.learning_rule import Loihi3FLearningRule
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
-from lava.proc.dense.process import LearningDense
+from lava.proc.dense.process import Dense, LearningDense
 from lava.proc.io.source import RingBuffer
 
 from .artefacts import Artefact, ArtefactError
-from .procs.process import EpropLearnerNeuron
+from .procs.process import EpropLearnerNeuron, ModuleNeuron, SignalFilter
 
 RHO_Y = math.exp(-1.0 / 65535.0)  # Loihi3FLearningRule's forced y-trace tau (3F y values decay inside the epoch)
 TAG_2_MASK = 128  # d on the off-diagonal synapses of W_rec: (t·d) >> 7 = t in the bit-approximate engine
@@ -53,6 +55,7 @@ class TaskResult:
     z_test: np.ndarray  # [T, N] uint8
     psi: np.ndarray  # [T, N] ψ as the Lava neuron computed it
     y2: np.ndarray  # [T, N] third factor sent
+    signal: np.ndarray  # [T, N] learning signal L^t as the neuron received it
     tag: dict  # connection -> tag before the update (float: −η Σ ψ L x̄; fixed: integer tag)
     w_before: dict  # connection -> weights as the engine holds them (float values or register integers)
     w_after: dict
@@ -100,27 +103,33 @@ def fixed_scales(art: Artefact) -> dict:
     return out
 
 
-def rules(art: Artefact, precision: str) -> tuple[dict, dict]:
-    """Rule strings and trace parameters per connection, and the neuron's y2 scale (float: c; fixed: factor)."""
+def rules(art: Artefact, precision: str, shadow: bool = False) -> tuple[dict, dict]:
+    """Rule strings and trace parameters per connection, and the neuron's y2 scale. ``shadow``: the learning
+    copies receive the presynaptic spikes late enough that ``x1`` is already the trace e-prop pairs with ψ^t (no
+    x0 correction, no 1/α); otherwise the compensated pairing ``x1 − I·x0``."""
     alpha = _decay(art)
     tau = -1.0 / math.log(alpha)
+    comp = 1.0 if shadow else alpha
     out = {}
     if precision == "float":
         for name in ("w_in", "w_rec"):
             dw = "2^-7*y0*t*d" if name == "w_rec" else "y0*t"
-            out[name] = {"dt": "u0*x1*y2 - u0*x0*y2 - y0*t", "dw": dw, "x1_impulse": 1.0, "x1_tau": tau}
+            dt = "u0*x1*y2 - y0*t" if shadow else "u0*x1*y2 - x0*y2 - y0*t"
+            out[name] = {"dt": dt, "dw": dw, "x1_impulse": 1.0, "x1_tau": tau}
         impulse = float(art.plastic("w_in")["trace"]["impulse"])
-        return out, {"y_scale": -float(art.rule["eta"]) * impulse / (alpha * RHO_Y)}
+        return out, {"y_scale": -float(art.rule["eta"]) * impulse / (comp * RHO_Y)}
     scales = fixed_scales(art)
     for name, sc in scales.items():
         p, i, k = sc["p"], sc["i"], sc["k"]
         if not -8 <= p <= 7:
             raise ArtefactError("rule.json", f"number_format: product exponent {p} of {name} outside [-8, 7]")
-        correction = literal(p + i, f"product·impulse scale of {name}")
-        dt = f"4*2^{p + 1}*u0*x1*y2 - {correction}*u0*x0*y2 - y0*t"
+        dt = f"4*2^{p + 1}*u0*x1*y2 - y0*t"
+        if not shadow:
+            correction = literal(p + i, f"product·impulse scale of {name}")
+            dt = f"4*2^{p + 1}*u0*x1*y2 - {correction}*x0*y2 - y0*t"
         dw = f"{literal(k, f'update scale of {name}')}*y0*t" + ("*d" if name == "w_rec" else "")
         out[name] = {"dt": dt, "dw": dw, "x1_impulse": sc["impulse"], "x1_tau": tau}
-    return out, {"y_scale": -float(art.number_format["y_scale"]) / alpha}
+    return out, {"y_scale": -float(art.number_format["y_scale"]) / comp}
 
 
 def quantize_register(w: np.ndarray, exp: int, weight_bits: int = 8) -> np.ndarray:
@@ -130,26 +139,58 @@ def quantize_register(w: np.ndarray, exp: int, weight_bits: int = 8) -> np.ndarr
     return (mantissa * 2).astype(np.int64)
 
 
-def run_task(art: Artefact, task: int, precision: str, seed: int = 0) -> TaskResult:
-    """Build, run and stop the Lava network of one task; every runtime is stopped before returning."""
+def _module_constants(art: Artefact) -> dict:
+    spec = art.rule["learning_signal"]["neurons"]
+    return {"alpha": float(spec["alpha"]), "v_th": float(spec["v_th"]), "n_ref": int(spec["n_ref"]),
+            "gamma_pd": float(spec["gamma_pd"]), "input_scale": float(spec["input_scale"]),
+            "surrogate": spec["surrogate"]}
+
+
+def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str = "replay",
+             pairing: str | None = None, seed: int = 0) -> TaskResult:
+    """Build, run and stop the Lava network of one task; every runtime is stopped before returning. The neuron
+    model writes its records into ``workdir``.
+
+    ``signal``: ``replay`` (the exported L^t drives the third-factor input) or ``module`` (the error module runs
+    in Lava: it sees the learner's spikes of the same step, so L^t reaches the learner D = 2 steps after ψ^t and
+    the learning copies of the synapses receive their presynaptic spikes D+1 steps late: ``shadow`` pairing).
+    ``pairing``: ``compensated`` (one set of synapses, x1 − I·x0; the default with replay) or ``shadow``."""
     d, w = art.demos, art.weights
     neurons = art.neurons
     n, n_in = int(neurons["n"]), int(art.rule["learner"]["n_in"])
-    x, signals = d["x"][task], d["signals"][task]
-    steps = x.shape[0]
-    total = 2 * steps + 3
-    rule_spec, y = rules(art, precision)
     fixed = precision == "fixed"
+    # the fixed-point emulation's own learning signal, where the export holds it (its spikes, hence L, differ)
+    x, signals = d["x"][task], d["q_signals" if fixed and "q_signals" in d else "signals"][task]
+    steps = x.shape[0]
+    module = signal == "module"
+    pairing = pairing or ("shadow" if module else "compensated")
+    shadow = pairing == "shadow"
+    if module and not shadow:
+        raise ArtefactError("--signal", "the error module in Lava needs the shadow pairing")
+    if module and fixed:
+        raise ArtefactError("--signal", "the error module in Lava has floating-point models only (use --precision "
+                            "float)")
+    lag = 2 if module else 0
+    total = 2 * steps + 3 + lag
+    rule_spec, y = rules(art, precision, shadow)
 
+    # x^t at Lava step t (transmission), at t+1+lag (learning copies, shadow), test trial from T+2+lag
     x_data = np.zeros((n_in, total))
-    x_data[:, 0:steps] = x.T  # x^t at Lava step t (demonstration)
-    x_data[:, steps + 2 : 2 * steps + 2] = x.T  # x^t at Lava step T+2+t (test trial)
+    x_data[:, 0:steps] = x.T
+    x_learn = np.zeros((n_in, total))
+    if shadow:
+        x_learn[:, lag + 1 : lag + 1 + steps] = x.T
+        x_learn[:, steps + 2 + lag : 2 * steps + 2 + lag] = x.T
+    else:
+        x_data[:, steps + 2 : 2 * steps + 2] = x.T
     l_data = np.zeros((n, total))
-    l_data[:, 1 : steps + 1] = signals.T  # L^t at Lava step t+1, the step whose neuron update is our step t
+    l_data[:, 1 + lag : steps + 1 + lag] = signals.T  # L^t at the Lava step where y2 for ψ^t is sent
 
-    constants = {"alpha": _decay(art), "v_th": float(neurons["v_th"]), "n_ref": int(neurons["n_ref"]),
+    constants = {"alpha": float(neurons["alpha"]), "v_th": float(neurons["v_th"]), "n_ref": int(neurons["n_ref"]),
                  "gamma_pd": float(neurons["gamma_pd"]), "input_scale": float(neurons["input_scale"]),
                  "surrogate": neurons["surrogate"], "y_scale": y["y_scale"]}
+    record_path = str(Path(workdir) / f"records_{task}.npz")
+    constants["record_path"] = record_path
     if fixed:
         scales = fixed_scales(art)
         fmt = art.number_format
@@ -182,18 +223,33 @@ def run_task(art: Artefact, task: int, precision: str, seed: int = 0) -> TaskRes
     lrules = {name: Loihi3FLearningRule(dw=spec["dw"], dt=spec["dt"], x1_impulse=spec["x1_impulse"],
                                         x1_tau=spec["x1_tau"], t_epoch=1, rng_seed=seed + task)
               for name, spec in rule_spec.items()}
-    source_x = RingBuffer(data=x_data)
-    source_l = RingBuffer(data=l_data)
+    neuron = EpropLearnerNeuron(shape=(n,), learning_rule=lrules["w_in"], constants=constants, n_demo=steps,
+                                delay=lag, shadow=shadow, name="learner")
     conn_in = LearningDense(weights=w_init["w_in"], learning_rule=lrules["w_in"], name="w_in", **conn_kw["w_in"])
     conn_rec = LearningDense(weights=w_init["w_rec"], tag_2=mask, learning_rule=lrules["w_rec"], name="w_rec",
                              **conn_kw["w_rec"])
-    neuron = EpropLearnerNeuron(shape=(n,), learning_rule=lrules["w_in"], constants=constants, n_demo=steps,
-                                name="learner")
-    source_x.s_out.connect(conn_in.s_in)
-    conn_in.a_out.connect(neuron.a_in)
-    neuron.s_out.connect(conn_rec.s_in)
-    conn_rec.a_out.connect(neuron.a_in)
-    source_l.s_out.connect(neuron.a_third_factor_in)
+    source_x = RingBuffer(data=x_data)
+    if shadow:  # transmission through plain Dense copies; the learning copies drive the test trial
+        plain_in = Dense(weights=w_init["w_in"], name="w_in_transmission", **conn_kw["w_in"])
+        plain_rec = Dense(weights=w_init["w_rec"], name="w_rec_transmission", **conn_kw["w_rec"])
+        source_x.s_out.connect(plain_in.s_in)
+        plain_in.a_out.connect(neuron.a_in)
+        neuron.s_out.connect(plain_rec.s_in)
+        plain_rec.a_out.connect(neuron.a_in)
+        source_learn = RingBuffer(data=x_learn)
+        source_learn.s_out.connect(conn_in.s_in)
+        neuron.s_out_learn.connect(conn_rec.s_in)
+        conn_in.a_out.connect(neuron.a_in_plastic)
+        conn_rec.a_out.connect(neuron.a_in_plastic)
+    else:
+        source_x.s_out.connect(conn_in.s_in)
+        neuron.s_out.connect(conn_rec.s_in)
+        conn_in.a_out.connect(neuron.a_in)
+        conn_rec.a_out.connect(neuron.a_in)
+    if module:
+        _connect_error_module(art, task, steps, total, neuron)
+    else:
+        RingBuffer(data=l_data).s_out.connect(neuron.a_third_factor_in)
     for conn in (conn_in, conn_rec):
         neuron.s_out_bap.connect(conn.s_in_bap)
         neuron.s_out_y2.connect(conn.s_in_y2)
@@ -201,20 +257,63 @@ def run_task(art: Artefact, task: int, precision: str, seed: int = 0) -> TaskRes
     run_cfg = Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt")
     start = time.perf_counter()
     try:
-        neuron.run(condition=RunSteps(num_steps=steps + 1), run_cfg=run_cfg)  # demonstration
-        tag = {"w_in": conn_in.tag_1.get().copy(), "w_rec": conn_rec.tag_1.get().copy()}
-        before = {"w_in": conn_in.weights.get().copy(), "w_rec": conn_rec.weights.get().copy()}
+        neuron.run(condition=RunSteps(num_steps=steps + 1 + lag), run_cfg=run_cfg)  # demonstration
+        # Var.get() sends one message per element: read only what the float run cannot infer (its tag is ΔW)
+        tag = {"w_in": conn_in.tag_1.get(), "w_rec": conn_rec.tag_1.get()} if fixed else None
         neuron.run(condition=RunSteps(num_steps=1), run_cfg=run_cfg)  # bap: the tag goes into the weights
-        after = {"w_in": conn_in.weights.get().copy(), "w_rec": conn_rec.weights.get().copy()}
+        after = {"w_in": conn_in.weights.get(), "w_rec": conn_rec.weights.get()}
         neuron.run(condition=RunSteps(num_steps=steps + 1), run_cfg=run_cfg)  # test trial
-        z_rec = neuron.z_rec.get().copy()
-        psi_rec = neuron.psi_rec.get().copy()
-        y2_rec = neuron.y2_rec.get().copy()
     finally:
         neuron.stop()
     seconds = time.perf_counter() - start
+    with np.load(record_path) as data:
+        rec = {k: data[k] for k in data.files}
+    Path(record_path).unlink()
+    before = {name: w_init[name].astype(np.float64) for name in w_init}
     delta = {name: (after[name] - before[name]) * unit[name] for name in after}
-    return TaskResult(z_demo=z_rec[:, 1 : steps + 1].T.astype(np.uint8),
-                      z_test=z_rec[:, steps + 3 : 2 * steps + 3].T.astype(np.uint8),
-                      psi=psi_rec[:, 1 : steps + 1].T, y2=y2_rec[:, 1 : steps + 1].T, tag=tag, w_before=before,
-                      w_after=after, delta_w=delta, seconds=seconds)
+    if tag is None:
+        tag = {name: after[name] - before[name] for name in after}
+    sent = slice(1 + lag, steps + 1 + lag)
+    if fixed:
+        rec["signal"] = rec["signal"] * 2.0 ** (-l_exp)  # the integer signal back in float units
+    return TaskResult(z_demo=rec["z"][:, 1 : steps + 1].T.astype(np.uint8),
+                      z_test=rec["z"][:, steps + 3 + lag : 2 * steps + 3 + lag].T.astype(np.uint8),
+                      psi=rec["psi"][:, 1 : steps + 1].T, y2=rec["y2"][:, sent].T, signal=rec["signal"][:, sent].T,
+                      tag=tag, w_before=before, w_after=after, delta_w=delta, seconds=seconds)
+
+
+def _connect_error_module(art: Artefact, task: int, steps: int, total: int, learner) -> None:
+    """The error module in Lava. It computes its step t at Lava step t+2 from the context and input of step t
+    (sources emitting at t+1) and the learner's spikes z^t (sent at t+1): the same-step dependence of our model,
+    one Dense hop later. Its spikes ζ^t reach the signal filter at t+3 through em_proj, which sends
+    L^t = d·L^{t-1} + em_proj·ζ^t straight to the learner's third-factor input at step t+3 = (t+1) + D, D = 2."""
+    d, w = art.demos, art.weights
+    spec = art.rule["learning_signal"]
+    m = int(spec["neurons"]["n"])
+    em = ModuleNeuron(shape=(m,), constants=_module_constants(art), name="error_module")
+    columns, start = {}, 0
+    for kind, width in spec["inputs"]:
+        columns[kind] = slice(start, start + int(width))
+        start += int(width)
+    if start != w["em_w_in"].shape[1]:
+        raise ArtefactError("rule.json", f"learning_signal.inputs add up to {start} columns, em_w_in has "
+                            f"{w['em_w_in'].shape[1]}")
+    for kind, cols in columns.items():
+        conn = Dense(weights=w["em_w_in"][:, cols].astype(np.float64), name=f"em_in_{kind}")
+        conn.a_out.connect(em.a_in)
+        if kind == "learner_spikes":
+            learner.s_out.connect(conn.s_in)
+            continue
+        series = d["context"][task] if kind == "context" else d["x"][task]
+        data = np.zeros((series.shape[1], total))
+        data[:, 1 : steps + 1] = series.T  # emitted at Lava step t+1
+        source = RingBuffer(data=data)
+        source.s_out.connect(conn.s_in)
+    rec = Dense(weights=w["em_w_rec"].astype(np.float64), name="em_rec")
+    em.s_out.connect(rec.s_in)
+    rec.a_out.connect(em.a_in)
+    proj = Dense(weights=w["em_proj"].astype(np.float64), name="em_proj")
+    em.s_out.connect(proj.s_in)
+    filt = SignalFilter(shape=(int(art.neurons["n"]),), decay=float(spec["filter_decay"]), name="signal_filter")
+    proj.a_out.connect(filt.a_in)
+    filt.s_out.connect(learner.a_third_factor_in)

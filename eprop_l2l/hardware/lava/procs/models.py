@@ -1,17 +1,20 @@
-"""Floating-point and fixed-point ProcessModels of :class:`.process.EpropLearnerNeuron` (CPU simulation).
+"""Floating-point and fixed-point ProcessModels of the processes in :mod:`.process` (CPU simulation).
 
-Both run the same schedule (see :mod:`.process`) and differ only in their arithmetic:
+The learner's two models run the same schedule (see :mod:`.process`) and differ only in their arithmetic:
 
 * ``floating_pt``: float64 membrane, float y2 = c·ψ·L.
 * ``fixed_pt``: integer membrane ``v`` in units of ``2^v_exp`` (int64), integer currents from the fixed-point
-  Dense models (units ``2^in_exp``, shifted left by ``in_shift`` into membrane units), the decay α as a
-  24-bit fraction (``v ← (v·α_m + 2^23) >> 24``), an integer threshold, ψ from the integer membrane, the replayed
+  Dense models (units ``2^in_exp``, shifted left by ``in_shift`` into membrane units), the decay α as a 24-bit
+  fraction (``v ← (v·α_m + 2^23) >> 24``), an integer threshold, ψ from the integer membrane, the replayed
   learning signal as an integer in units of ``2^-l_exp``, and y2 = round(k_y·ψ_int·L_int) saturated to the
   signed ``y_bits`` range (nearest, or stochastic with the neuron's own seeded generator).
+
+The error module's neurons and the signal filter have floating-point models only.
 """
 
 import numpy as np
 from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.model import PyLoihiProcessModel
 from lava.magma.core.model.py.neuron import LearningNeuronModelFixed, LearningNeuronModelFloat
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort
 from lava.magma.core.model.py.type import LavaPyType
@@ -19,48 +22,76 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 # absolute import: Lava's compiler also executes this file as a top-level module while it looks for models
-from eprop_l2l.hardware.lava.procs.process import EpropLearnerNeuron
+from eprop_l2l.hardware.lava.procs.process import EpropLearnerNeuron, ModuleNeuron, SignalFilter
 
-IDLE, DEMO, APPLY, TEST = range(4)
+
+def lif_step(state, current, c):
+    """One step of our LIF in float64: ``state`` has v, ref, z (updated in place); returns (z, ψ)."""
+    z_prev = state.z.astype(bool)
+    n_ref = int(c["n_ref"])
+    if n_ref > 0:
+        state.ref = np.clip(state.ref + n_ref * z_prev - 1, 0, n_ref)
+    v_th = float(c["v_th"])
+    state.v = float(c["alpha"]) * state.v + float(c["input_scale"]) * current - v_th * z_prev
+    x = (state.v - v_th) / v_th
+    z = (x > 0) & (state.ref == 0)
+    if c["surrogate"] == "triangle":
+        psi = (float(c["gamma_pd"]) / v_th) * np.maximum(0.0, 1.0 - np.abs(x))
+    else:
+        psi = (float(c["gamma_pd"]) / v_th) / (1.0 + np.abs(x)) ** 2
+    psi = np.where(state.ref > 0, 0.0, psi)
+    state.z = z.astype(int)
+    return z, psi
 
 
 class _Schedule:
-    """The trial schedule shared by both models (Lava step ``s`` counts from 1)."""
+    """The learner's trial schedule, shared by both models (Lava step ``s`` counts from 1)."""
 
-    def _phase(self, s: int) -> tuple[int, int]:
-        n = int(self.proc_params["n_demo"])
-        if 2 <= s <= n + 1:
-            return DEMO, s - 1
-        if s == n + 2:
-            return APPLY, 0
-        if n + 4 <= s <= 2 * n + 3:
-            return TEST, s - n - 3
-        return IDLE, 0
+    def _setup(self):
+        p = self.proc_params
+        self.n_demo, self.delay, self.shadow = int(p["n_demo"]), int(p["delay"]), bool(p["shadow"])
+        self.total = 2 * self.n_demo + 3 + self.delay
+        shape = (self.v.shape[0], self.total)
+        self.rec = {"z": np.zeros(shape, np.uint8), "psi": np.zeros(shape), "y2": np.zeros(shape),
+                    "signal": np.zeros(shape)}
+        self.psi_fifo = {}
 
     def run_spk(self) -> None:
-        s = int(self.time_step)
+        if not hasattr(self, "rec"):
+            self._setup()
+        s, n, d, rec = int(self.time_step), self.n_demo, self.delay, self.rec
         current = self.a_in.recv()
+        plastic = self.a_in_plastic.recv()
         signal = self.a_third_factor_in.recv()
-        phase, _ = self._phase(s)
-        n = self.v.shape[0]
-        bap = np.zeros(n, dtype=bool)
-        y2 = np.zeros(n)
-        if phase in (DEMO, TEST):
+        size = self.v.shape[0]
+        z = np.zeros(size, dtype=bool)
+        bap = np.zeros(size, dtype=bool)
+        y2 = np.zeros(size)
+        learn = np.zeros(size, dtype=bool)
+        if 2 <= s <= n + 1:  # demonstration dynamics, our step s - 1
             z, psi = self._advance(current)
-            if phase == DEMO:
-                y2 = self._third_factor(psi, signal)
-                self.psi_rec[:, s - 1] = self._psi_value(psi)
-                self.y2_rec[:, s - 1] = y2
-            self.z_rec[:, s - 1] = z
-        else:
-            z = np.zeros(n, dtype=bool)
-            if phase == APPLY:
-                bap[:] = True
-                self._reset()
+            self.psi_fifo[s - 1] = psi
+            rec["psi"][:, s - 1] = self._psi_value(psi)
+        if 2 + d <= s <= n + 1 + d:  # third factor of our step s - 1 - d
+            y2 = self._third_factor(self.psi_fifo.pop(s - 1 - d), signal)
+            rec["y2"][:, s - 1] = y2
+            rec["signal"][:, s - 1] = signal
+            if self.shadow and s - d - 2 >= 0:
+                learn = rec["z"][:, s - d - 2].astype(bool)  # z^{t-1} for the learning copy of W_rec
+        if s == n + 2 + d:  # apply the tag once, then start the test trial from rest
+            bap[:] = True
+            self._reset()
+        if n + 4 + d <= s <= 2 * n + 3 + d:  # test trial with the updated weights
+            z, _ = self._advance(plastic if self.shadow else current)
+            learn = z
+        rec["z"][:, s - 1] = z
         self.s_out.send(self._spikes(z))
+        self.s_out_learn.send(self._spikes(learn))
         self.s_out_bap.send(bap)
         self.s_out_y2.send(self._y2(y2))
-        # y1 and y3 are not used by the rule; their connection ports read zeros when unconnected
+        # y1 and y3 are not used by the rule; the connection's ports read zeros when unconnected
+        if s == self.total and self.proc_params["constants"].get("record_path"):
+            np.savez(self.proc_params["constants"]["record_path"], **rec)
 
 
 @implements(proc=EpropLearnerNeuron, protocol=LoihiProtocol)
@@ -68,38 +99,22 @@ class _Schedule:
 @tag("floating_pt")
 class PyEpropLearnerNeuronFloat(_Schedule, LearningNeuronModelFloat):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_in_plastic: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    s_out_learn: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     v: np.ndarray = LavaPyType(np.ndarray, float)
     ref: np.ndarray = LavaPyType(np.ndarray, int)
     z: np.ndarray = LavaPyType(np.ndarray, int)
-    z_rec: np.ndarray = LavaPyType(np.ndarray, float)
-    psi_rec: np.ndarray = LavaPyType(np.ndarray, float)
-    y2_rec: np.ndarray = LavaPyType(np.ndarray, float)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
-        c = proc_params["constants"]
-        self.alpha, self.v_th, self.n_ref = float(c["alpha"]), float(c["v_th"]), int(c["n_ref"])
-        self.gamma, self.scale, self.c_y = float(c["gamma_pd"]), float(c["input_scale"]), float(c["y_scale"])
-        self.surrogate = c["surrogate"]
+        self.c = proc_params["constants"]
 
     def _advance(self, current):
-        z_prev = self.z.astype(bool)
-        if self.n_ref > 0:
-            self.ref = np.clip(self.ref + self.n_ref * z_prev - 1, 0, self.n_ref)
-        self.v = self.alpha * self.v + self.scale * current - self.v_th * z_prev
-        x = (self.v - self.v_th) / self.v_th
-        z = (x > 0) & (self.ref == 0)
-        if self.surrogate == "triangle":
-            psi = (self.gamma / self.v_th) * np.maximum(0.0, 1.0 - np.abs(x))
-        else:
-            psi = (self.gamma / self.v_th) / (1.0 + np.abs(x)) ** 2
-        psi = np.where(self.ref > 0, 0.0, psi)
-        self.z = z.astype(int)
-        return z, psi
+        return lif_step(self, current, self.c)
 
     def _third_factor(self, psi, signal):
-        return self.c_y * psi * signal
+        return float(self.c["y_scale"]) * psi * signal
 
     @staticmethod
     def _psi_value(psi):
@@ -124,13 +139,12 @@ class PyEpropLearnerNeuronFloat(_Schedule, LearningNeuronModelFloat):
 @tag("fixed_pt")
 class PyEpropLearnerNeuronFixed(_Schedule, LearningNeuronModelFixed):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_in_plastic: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=1)
+    s_out_learn: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=1)
     v: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=48)
     ref: np.ndarray = LavaPyType(np.ndarray, int)
     z: np.ndarray = LavaPyType(np.ndarray, int)
-    z_rec: np.ndarray = LavaPyType(np.ndarray, float)
-    psi_rec: np.ndarray = LavaPyType(np.ndarray, float)
-    y2_rec: np.ndarray = LavaPyType(np.ndarray, float)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -176,3 +190,31 @@ class PyEpropLearnerNeuronFixed(_Schedule, LearningNeuronModelFixed):
     @staticmethod
     def _y2(y2):
         return y2.astype(np.int32)
+
+
+@implements(proc=ModuleNeuron, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyModuleNeuronFloat(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    v: np.ndarray = LavaPyType(np.ndarray, float)
+    ref: np.ndarray = LavaPyType(np.ndarray, int)
+    z: np.ndarray = LavaPyType(np.ndarray, int)
+
+    def run_spk(self) -> None:
+        z, _ = lif_step(self, self.a_in.recv(), self.proc_params["constants"])
+        self.s_out.send(z.astype(float))
+
+
+@implements(proc=SignalFilter, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PySignalFilterFloat(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    signal: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def run_spk(self) -> None:
+        self.signal = float(self.proc_params["decay"]) * self.signal + self.a_in.recv()
+        self.s_out.send(self.signal)

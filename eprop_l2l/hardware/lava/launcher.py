@@ -1,0 +1,88 @@
+"""Starting the Lava program from the torch side (standard library only: importable from ``.venv`` on Python 3.11).
+
+Lava (lava-nc 0.10.0) runs on CPython 3.10 only, so the program :mod:`eprop_l2l.hardware.lava.run` runs in its
+own environment ``.venv-lava`` (``make lava-env``) as a subprocess, in a session of its own so that everything it
+started can be ended together if it has to be stopped::
+
+    from eprop_l2l.hardware.lava import launcher
+    code = launcher.main(["DIR", "--tasks", "5", "--precision", "fixed"])   # what `eprop-l2l hardware run` calls
+
+``EPROP_L2L_LAVA_PYTHON`` names another interpreter (one that can import lava and numpy).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]  # the source checkout holding eprop_l2l/ and .venv-lava/
+MODULE = "eprop_l2l.hardware.lava.run"
+ENV_VAR = "EPROP_L2L_LAVA_PYTHON"
+
+
+class LavaUnavailable(Exception):
+    """No Lava environment: ``str`` is one line naming ``make lava-env``."""
+
+
+def lava_python(root: Path | None = None) -> Path:
+    """The interpreter of ``.venv-lava`` (or ``$EPROP_L2L_LAVA_PYTHON``); :class:`LavaUnavailable` if absent."""
+    override = os.environ.get(ENV_VAR)
+    path = Path(override) if override else Path(root or ROOT) / ".venv-lava" / "bin" / "python"
+    if not path.exists():
+        where = f"{ENV_VAR}={override}" if override else str(path.parent.parent)
+        raise LavaUnavailable(f"no Lava environment ({where} not found): run `make lava-env` (it needs CPython 3.10)")
+    return path
+
+
+def command(args: list[str], python: Path | None = None) -> list[str]:
+    return [str(python or lava_python()), "-m", MODULE, *args]
+
+
+def run(args: list[str], timeout: float | None = None, python: Path | None = None,
+        capture: bool = False) -> subprocess.CompletedProcess:
+    """Run the Lava program with ``args`` (``DIR --tasks N --precision P --out OUT``); returns its exit status
+    and, with ``capture``, its output. On a timeout or an interrupt the whole session of the program (its Lava
+    runtime processes included) is ended before this returns or raises."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    pipe = subprocess.PIPE if capture else None
+    proc = subprocess.Popen(command(args, python), env=env, stdout=pipe, stderr=pipe, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        _end_session(proc)
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _end_session(proc: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)  # the program's own session (start_new_session): nothing else is in it
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=10)
+            if sig == signal.SIGTERM:
+                os.killpg(proc.pid, signal.SIGKILL)  # its Lava runtime processes, if any outlived it
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            continue
+        return
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``eprop-l2l hardware run DIR [--tasks N] [--precision float|fixed] [--out OUT]``: the exit status of the
+    Lava program (2 and one line on stderr if there is no Lava environment)."""
+    try:
+        python = lava_python()
+    except LavaUnavailable as err:
+        print(f"eprop-l2l hardware run: {err}", file=sys.stderr)
+        return 2
+    return run(list(sys.argv[1:] if argv is None else argv), python=python).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
