@@ -322,7 +322,8 @@ def run_rule(config: CompareConfig, spec: RuleSpec, seed: int) -> dict:
     spiking = hasattr(network.cell, "spec")
     regularizer = (RateRegularizer(config.reg_coefficient, config.reg_target_hz, network.cell.spec.dt_ms)
                    if spiking and config.reg_coefficient > 0 else None)
-    runner = RuleRunner(spec, network, rule_gen, dtype, regularizer, lr=config.lr)
+    plastic = tuple(n for n in ("w_in", "w_rec", "bias", "w_out", "b_out") if n in params)  # LSTM: bias too
+    runner = RuleRunner(spec, network, rule_gen, dtype, regularizer, plastic, lr=config.lr)
     leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
     optimizer = torch.optim.Adam(list(leaves.values()), lr=config.lr)
     loss = Loss(family.loss)

@@ -274,6 +274,16 @@ def _edit_config(run: Path) -> None:
     (run / "config.yaml").write_text(text.replace("n_rec: 20", "n_rec: 21"))
 
 
+def _garbage_config_legacy(run: Path) -> None:
+    (run / "manifest.json").unlink()
+    (run / "config.yaml").write_text("model: [unclosed\n  x: :\n")
+
+
+def _list_config_legacy(run: Path) -> None:
+    (run / "manifest.json").unlink()
+    (run / "config.yaml").write_text("- a\n- b\n")
+
+
 def _garbage_manifest(run: Path) -> None:
     (run / "manifest.json").write_text("{not json")
 
@@ -324,6 +334,9 @@ DIRECTORY_CASES = [
     ("history and metrics only", _history_without_anything, (), r"history.jsonl present but no checkpoints"),
     ("config.yaml edited", _edit_config, (), r"config.yaml differs from the one recorded in manifest.json \(edited "
      r"or corrupted\); restore it, or train into another run.dir"),
+    ("config.yaml unparsable, no manifest", _garbage_config_legacy, (), r"config.yaml: unreadable \('while parsing a "
+     r"flow sequence'\); restore it"),
+    ("config.yaml a list, no manifest", _list_config_legacy, (), r"config.yaml: not a configuration"),
     ("manifest garbage", _garbage_manifest, (), r"manifest.json' is unreadable .*; delete .* to re-record"),
     ("manifest of another format", _foreign_manifest, (), r"is not an eprop-l2l manifest \(format 1\)"),
     ("manifest pointing outside", _escaping_manifest, (), r"lists '../../../etc/passwd', not a checkpoint of this"),
@@ -643,6 +656,47 @@ def test_enospc_simulated(code, tmp_path, capsys, monkeypatch):
     line = one_line(capsys)
     assert line.startswith("run.dir: cannot create the run directory: ") and f"({errno.errorcode[code]})" in line
     assert not (tmp_path / "run").exists()
+
+
+FAULTS = {
+    "allocator": (lambda: RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 TB"),
+                  r"training: out of memory on cpu; lower optim.batch_size, model.n_rec or task.n_steps \(the "
+                  r"checkpoints up to iteration 3 are intact: rerun the same command to resume\)"),
+    "MemoryError": (MemoryError, r"training: out of memory on cpu"),
+    "OutOfMemoryError": (lambda: torch.OutOfMemoryError("CUDA out of memory"), r"training: out of memory"),
+    "EIO": (lambda: OSError(errno.EIO, "Input/output error", "/x/history.jsonl"),
+            r"training: '/x/history.jsonl': input/output error: the disk or file system failed; check it, or choose "
+            r"another run.dir \(EIO\); the checkpoints up to iteration 3 are intact"),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_fault_in_the_middle_of_training_keeps_the_record(fault, tmp_path, capsys, monkeypatch):
+    """A fault at the 4th meta-iteration (simulated: out of memory, an I/O error): exit 1, one line naming what
+    was kept; the recorded checkpoints verify and the same command resumes from them."""
+    from eprop_l2l.meta.learner import MetaLearner
+
+    make, message = FAULTS[fault]
+    calls, forward = [0], MetaLearner.forward
+
+    def failing(self, meta, batch):
+        calls[0] += 1
+        if calls[0] == 5:  # 3 iterations and the first validation done
+            raise make()
+        return forward(self, meta, batch)
+
+    monkeypatch.setattr(MetaLearner, "forward", failing)
+    run_dir = tmp_path / "run"
+    args = ["train", *TINY, "optim.n_iterations=5", "run.checkpoint_every=1", "run.evaluate=false",
+            f"run.dir={run_dir}"]
+    assert main(args) == 1
+    assert re.search(message, one_line(capsys))
+    record = rundir.inspect(run_dir)
+    assert record.state == "resume" and [load_checkpoint(p)["iteration"] for p in record.checkpoints] == [1, 2, 3]
+    monkeypatch.setattr(MetaLearner, "forward", forward)
+    assert main(args) == 0
+    history = [json.loads(line)["iteration"] for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    assert history == list(range(5))
 
 
 # -------------------------------------------------------------------------------------------------- 6. W&B

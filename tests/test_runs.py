@@ -240,7 +240,10 @@ def test_wandb_offline_run_holds_the_logged_keys(tmp_path):
                  "wandb.mode=offline", "run.progress=false"]) == 0
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
-    data = next(runs[0].glob("run-*.wandb")).read_bytes()  # protobuf records: keys are stored verbatim
+    deadline = time.time() + 60  # wandb-core may still be flushing the file after finish() returns (seen under load)
+    while (data := next(runs[0].glob("run-*.wandb")).read_bytes()).find(b"eval/mse_cart_after") < 0 \
+            and time.time() < deadline:
+        time.sleep(0.5)  # protobuf records: keys are stored verbatim
     for key in (b"loss", b"grad_norm", b"lr", b"train/mse_cart_before", b"train/mse_cart_after",
                 b"train/rate_network_hz", b"train/rate_module_hz", b"val/mse_cart_after", b"iterations_per_second",
                 b"eval/mse_cart_after", b"experiment", b"n_rec"):

@@ -164,6 +164,10 @@ def _resume_hint(run_dir: Path) -> str:
 
 def _fault(err: BaseException, run_dir: Path, cfg: TrainConfig, world: int, doing: str) -> Exception | None:
     """A fault during training or its evaluation as one line (None: not a fault this maps)."""
+    from ..meta.trainer import NonFiniteError
+
+    if isinstance(err, NonFiniteError | ConfigError | CheckpointError):
+        return None  # already one line, with their own exit codes
     text = str(err)
     if isinstance(err, OSError):
         return rundir.RunFault(f"{doing}: {os_problem(err)}; {_resume_hint(run_dir)}")
@@ -171,7 +175,10 @@ def _fault(err: BaseException, run_dir: Path, cfg: TrainConfig, world: int, doin
             isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())):
         return rundir.RunFault(f"{doing}: out of memory on {cfg.run.device}; lower optim.batch_size, model.n_rec or "
                                f"task.n_steps ({_resume_hint(run_dir)})")
-    if world > 1 and isinstance(err, RuntimeError):  # gloo/nccl: a peer died, hung past the timeout, ...
+    backend_words = ("gloo", "nccl", "c10d", "connection", "timed out")
+    if world > 1 and (isinstance(err, getattr(torch.distributed, "DistError", ())) or (
+            isinstance(err, RuntimeError) and any(word in text.lower() for word in backend_words))):
+        # a peer died, hung past distributed.timeout_s, ...
         fault = distributed.lost_peer(err, cfg.distributed.timeout_s, doing)
         return rundir.RunFault(f"{fault}; {_resume_hint(run_dir)}")
     return None

@@ -101,7 +101,15 @@ def load_config(overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
 def config_from_yaml(path: str | Path) -> TrainConfig:
     """A run directory's stored ``config.yaml``, validated against the schema."""
     try:
-        return to_config(OmegaConf.load(path))
+        loaded = OmegaConf.load(path)
+    except Exception as err:  # OSError, yaml's ParserError/ScannerError, OmegaConf's errors
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(str(path), f"unreadable ({shown(detail, 120)}); restore it from the run's records or "
+                          "choose another run directory") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(str(path), "not a configuration (a mapping of sections)")
+    try:
+        return to_config(loaded)
     except (OSError, OmegaConfBaseException) as err:
         raise ConfigError(str(path), re.sub(r"\s+", " ", str(err).splitlines()[0] if str(err) else repr(err))) \
             from None

@@ -5,9 +5,10 @@ The estimate (float32, per process) follows where a meta-iteration's memory goes
 update) and the trial activations kept for the backward pass (``B·T·(neurons + inputs)``: ~12 copies per trial,
 ``n_updates + 1`` trials). Validation and the one-shot evaluation run without a graph (~1/3 of that). Against
 the measured peak RSS growth of one meta-iteration (tiny preset with N = 200-800, T = 100-1000, B = 4-16, an
-error module of 12-400 neurons) the per-task terms are 1.2-1.3× the measurement: a refusal is never far off. A configuration whose estimate exceeds the available memory
-(``MemAvailable``, and the cgroup limit when one is set; the free memory of the GPU for ``run.device=cuda``) is
-refused naming the key whose value drives the estimate; ``run.memory_check=false`` turns the check off.
+error module of 12-400 neurons) the per-task terms are 1.2-1.3× the measurement: a refusal is never far off.
+A configuration whose estimate exceeds the available memory (``MemAvailable``, and the cgroup limit when one is
+set; the free memory of the GPU for ``run.device=cuda``) is refused naming the key whose value drives the
+estimate; ``run.memory_check=false`` turns the check off.
 """
 
 from __future__ import annotations
@@ -151,7 +152,8 @@ def check_memory(cfg, family, world_size: int = 1, phases: tuple[str, ...] = ("t
         return
     available, source = found
     s = sizes(cfg, family, world_size)
-    local = 1 if device.startswith("cuda") else max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    raw = os.environ.get("LOCAL_WORLD_SIZE", "1").strip()
+    local = 1 if device.startswith("cuda") or not raw.isdigit() else max(1, int(raw))
     needs = estimate(s)
     for phase in phases:
         need = needs[phase] * local
