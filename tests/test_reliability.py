@@ -6,7 +6,8 @@ paths, overrides Hydra would ignore, sweeps), torchrun's environment, run-direct
 manifest, missing or changed files), checkpoints (bit flips, truncation, wrong types, wrong files), file
 systems (read-only, full: a small tmpfs mounted for the test when this machine allows it — tests run as root
 here, so chmod would not block writes — else simulated by OSError(EROFS/ENOSPC) from monkeypatched
-os.open/os.mkdir/io.open, see ``fs``), W&B without key or network, and hanging peers. Most cases fail before
+os.open/os.mkdir/io.open, see ``small_fs`` and ``_simulate``), W&B without key or network, hanging peers and
+faults in the middle of training. Most cases fail before
 any computation; a few run in fresh processes to prove there is no traceback.
 """
 

@@ -340,7 +340,12 @@ def evaluation_setup(target: str, overrides: list[str] | tuple[str, ...] = ()):
     if not stored.exists():
         raise ConfigError(str(stored), "missing: evaluate needs the run directory's config.yaml")
     try:
-        merged = OmegaConf.merge(OmegaConf.load(stored), OmegaConf.from_dotlist(list(overrides)))
+        stored_config = OmegaConf.load(stored)
+    except Exception as err:  # a damaged YAML file: yaml's own errors, OmegaConf's, decoding errors
+        raise ConfigError(str(stored), f"unreadable ({type(err).__name__}); the run directory's record is damaged") \
+            from None
+    try:
+        merged = OmegaConf.merge(stored_config, OmegaConf.from_dotlist(list(overrides)))
     except (OmegaConfBaseException, ValueError) as err:
         raise ConfigError("overrides", str(err).splitlines()[0]) from None
     cfg = to_config(merged)
