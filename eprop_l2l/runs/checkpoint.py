@@ -12,10 +12,8 @@ raises :class:`CheckpointError` with a one-line message naming the file.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
-import os
 from pathlib import Path
 
 import torch
@@ -91,17 +89,7 @@ def save_checkpoint(run_dir: str | Path, state: MetaTrainingState, keep: int = 3
     buffer = io.BytesIO()
     torch.save(data, buffer)
     payload = buffer.getvalue()
-    fd, tmp = rundir.temporary(folder, ".pt")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    rundir.write_atomic(path, payload)
     stale = rundir.record_checkpoint(Path(run_dir), path, hashlib.sha256(payload).hexdigest(), len(payload),
                                      state.iteration, keep, history)
     for old in stale:
