@@ -53,11 +53,10 @@ def _cell(key: str, spec, n_in: int, spiking_only: bool, dt_ms: float):
         return make_cell("lstm", n_in=n_in, n_rec=spec.n_rec)
     fields = {"n_in": n_in, "n_rec": spec.n_rec, "tau_m": spec.tau_m, "v_th": spec.v_th, "n_ref": spec.n_ref,
               "dt": dt_ms}
-    require_count(f"{key}.n_adaptive", spec.n_adaptive, minimum=0)
+    if spec.n_adaptive is not None:  # null: every neuron adapts; 0: none
+        require_count(f"{key}.n_adaptive", spec.n_adaptive, minimum=0)
     if spec.cell == "alif":
-        fields["n_adaptive"] = spec.n_adaptive or None
-        if hasattr(spec, "tau_a"):
-            fields.update(tau_a=spec.tau_a, beta=spec.beta)
+        fields.update(n_adaptive=spec.n_adaptive, tau_a=spec.tau_a, beta=spec.beta)
     elif spec.n_adaptive:
         raise ConfigError(f"{key}.n_adaptive", f"needs cell=alif, got cell={spec.cell!r}")
     with section(key):
@@ -193,9 +192,11 @@ def _check_unused(cfg: TrainConfig, family) -> None:
     with kind=feedback, spiking constants of an lstm module, ...) are checked as strictly as used ones: a
     configuration is either valid as a whole or refused."""
     m, e, dt = cfg.model, cfg.error_module, cfg.task.dt_ms
-    require_positive("model.tau_a", m.tau_a)
-    if isinstance(m.beta, bool) or not isinstance(m.beta, int | float) or not math.isfinite(m.beta):
-        raise ConfigError("model.beta", f"must be a finite number, got {shown(m.beta)}")
+    for key, population in (("model", m), ("error_module", e)):
+        require_positive(f"{key}.tau_a", population.tau_a)
+        beta = population.beta
+        if isinstance(beta, bool) or not isinstance(beta, int | float) or not math.isfinite(beta):
+            raise ConfigError(f"{key}.beta", f"must be a finite number, got {shown(beta)}")
     require_choice("error_module.feedback", e.feedback, ("random", "symmetric"))
     require_positive("error_module.signal_tau", e.signal_tau)
     require_positive("error_module.projection_scale", e.projection_scale)
@@ -254,8 +255,8 @@ def check_reinit(cfg: TrainConfig, family) -> None:
         return
     import torch
 
-    small = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, n_rec=2, n_adaptive=0),
-                                error_module=dataclasses.replace(cfg.error_module, n_rec=2, n_adaptive=0))
+    small = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, n_rec=2, n_adaptive=None),
+                                error_module=dataclasses.replace(cfg.error_module, n_rec=2, n_adaptive=None))
     names = sorted(build_learner(small, family).init_meta_params(torch.Generator().manual_seed(0)))
     for prefix in cfg.eval.reinit:
         if not any(name.startswith(prefix) for name in names):

@@ -26,43 +26,44 @@ class TaskConfig:
 
 
 @dataclass
-class ModelConfig:
-    """The learning network: recurrent spiking cell and leaky readout to the two joint velocities."""
+class CellConfig:
+    """One recurrent population — the learning network or the error module: the same keys, the same meanings."""
 
-    cell: str = "lif"  # lif | alif
+    cell: str = "lif"  # lif | alif (| lstm for the error module)
     n_rec: int = 400
-    n_adaptive: int = 0  # alif: how many neurons adapt (0 = all)
+    n_adaptive: int | None = None  # alif: how many neurons adapt (the last ones); null = all, 0 = none
     tau_m: float = 20.0  # ms
     v_th: float = 0.4
     n_ref: int = 5  # refractory steps (n_ref·dt_ms ms)
     tau_a: float = 200.0  # ms, alif only
     beta: float = 0.07  # alif only
-    tau_out: float = 20.0  # ms, readout
-    readout_init: float = 0.05  # W_out ~ readout_init · N(0, 1)/√n_rec
     rate_target_hz: float = 20.0
     rate_coefficient: float = 200.0  # (c/2)·Σ_j (f_j − f*)²: c = 200 is the authors' 100·Σ(f − f*)²
 
 
 @dataclass
-class ErrorModuleConfig:
-    """Where the learning signals come from: a learned recurrent module (e-prop 2 / natural e-prop) or the
-    output error broadcast through a meta-learned feedback matrix (e-prop 1 inside learning-to-learn)."""
+class ModelConfig(CellConfig):
+    """The learning network: recurrent spiking cell and leaky readout to the two joint velocities."""
 
+    tau_out: float = 20.0  # ms, readout
+    readout_init: float = 0.05  # W_out ~ readout_init · N(0, 1)/√n_rec
+
+
+@dataclass
+class ErrorModuleConfig(CellConfig):
+    """Where the learning signals come from: a learned recurrent module (e-prop 2 / natural e-prop) or the
+    output error broadcast through a meta-learned feedback matrix (e-prop 1 inside learning-to-learn). Its
+    population's keys are those of :class:`CellConfig`."""
+
+    n_rec: int = 300
+    rate_target_hz: float = 10.0
     kind: str = "learned"  # learned | feedback
     feedback: str = "random"  # kind=feedback: random | symmetric
-    cell: str = "lif"  # lif | alif | lstm
-    n_rec: int = 300
-    n_adaptive: int = 0
-    tau_m: float = 20.0
-    v_th: float = 0.4
-    n_ref: int = 5
     use_context: bool = True  # the population-coded target movement
     use_spikes: bool = True  # the learning network's spikes (e-prop 2: yes; natural e-prop: no)
     use_inputs: bool = True  # the clock input
     signal_tau: float = 20.0  # ms; leak of the learning signal filter
     projection_scale: float = 1.0  # Ψ ~ projection_scale · N(0, 1)/√n_rec
-    rate_target_hz: float = 10.0
-    rate_coefficient: float = 200.0
 
 
 @dataclass

@@ -1,0 +1,47 @@
+"""One cell configuration for both populations: the learning network and the error module read the same keys
+with the same meanings, and every value that reaches a cell is in the resolved configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from eprop_l2l.cli import main
+from eprop_l2l.runs.build import build
+from eprop_l2l.runs.compose import load_config
+from eprop_l2l.runs.config import CellConfig, ErrorModuleConfig, ModelConfig
+
+
+def test_both_populations_share_the_cell_keys():
+    keys = {f.name for f in dataclasses.fields(CellConfig)}
+    assert keys <= {f.name for f in dataclasses.fields(ModelConfig)}
+    assert keys <= {f.name for f in dataclasses.fields(ErrorModuleConfig)}
+
+
+def test_an_alif_error_module_takes_its_constants_from_the_config():
+    cfg = load_config(["experiment=tiny", "error_module.cell=alif", "error_module.tau_a=321",
+                       "error_module.beta=0.5", "error_module.n_adaptive=4"])
+    learner, *_ = build(cfg)
+    spec = learner.error_module.cell.spec
+    assert (spec.model, spec.tau_a_ms, spec.beta, spec.n_adaptive) == ("alif", 321.0, 0.5, 4)
+
+
+@pytest.mark.parametrize("value, adaptive", [("null", 20), ("0", 0), ("7", 7)])
+def test_n_adaptive_null_is_all_and_zero_is_none(value, adaptive):
+    learner, *_ = build(load_config(["experiment=tiny", "model=alif", f"model.n_adaptive={value}"]))
+    assert learner.network.cell.spec.n_adaptive == adaptive
+    assert sum(b > 0 for b in learner.network.cell.spec.beta_per_neuron()) == adaptive
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["error_module.cell=alif", "error_module.tau_a=-1"], "error_module.tau_a: must be > 0"),
+    (["error_module.beta=nan"], "error_module.beta: must be a finite number"),
+    (["model.n_adaptive=3"], "model.n_adaptive: needs cell=alif"),
+    (["model=alif", "model.n_adaptive=-1"], "model.n_adaptive: must be >= 0"),
+])
+def test_bad_cell_values_of_either_population_are_refused(overrides, message, tmp_path, capsys):
+    assert main(["train", "experiment=tiny", f"run.dir={tmp_path / 'x'}", "wandb.mode=disabled", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "x").exists()
