@@ -397,7 +397,9 @@ def summarise(config: CompareConfig, runs: list[dict]) -> list[dict]:
             return mean, sd
 
         row = {"rule": spec.name, "cell": mine[0]["cell"], "n_seeds": len(mine), "metric": mine[0]["metric"]}
-        for key in ("final_loss", "final_metric", "wall_s", "peak_mb", "ms_per_step"):
+        for r in mine:  # the best held-out value during training (unstable rules can end worse)
+            r.setdefault("best_metric", min(p[r["metric"]] for p in r["curve"] if r["metric"] in p))
+        for key in ("final_loss", "final_metric", "best_metric", "wall_s", "peak_mb", "ms_per_step"):
             row[key], row[key + "_sd"] = stat(key)
         if config.curriculum:
             row["longest_solved"] = [r["longest_solved"] for r in mine]
@@ -409,13 +411,15 @@ def summarise(config: CompareConfig, runs: list[dict]) -> list[dict]:
 def markdown(config: CompareConfig, rows: list[dict]) -> str:
     metric = rows[0]["metric"] if rows else "metric"
     pm = lambda m, s, f: f"{m:{f}}" + (f" ± {s:{f}}" if s else "")  # noqa: E731
-    head = ["rule", "cell", f"held-out {metric}", "held-out loss", "wall (s)", "peak mem (MB)", "ms / step"]
+    head = ["rule", "cell", f"held-out {metric}", "held-out loss", f"best {metric}", "wall (s)", "peak mem (MB)",
+            "ms / step"]
     if config.curriculum:
         head.insert(2, "longest L solved")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["rule"], r["cell"], pm(r["final_metric"], r["final_metric_sd"], ".3f"),
-                 pm(r["final_loss"], r["final_loss_sd"], ".4g"), pm(r["wall_s"], r["wall_s_sd"], ".1f"),
+                 pm(r["final_loss"], r["final_loss_sd"], ".4g"), pm(r["best_metric"], r["best_metric_sd"], ".3f"),
+                 pm(r["wall_s"], r["wall_s_sd"], ".1f"),
                  pm(r["peak_mb"], r["peak_mb_sd"], ".1f"), pm(r["ms_per_step"], r["ms_per_step_sd"], ".3f")]
         if config.curriculum:
             cells.insert(2, ", ".join(str(v) for v in r["longest_solved"]))
@@ -425,7 +429,8 @@ def markdown(config: CompareConfig, rows: list[dict]) -> str:
     seeds = ", ".join(str(s) for s in config.seeds)
     note = (f"\n{config.task} {config.task_fields}, {config.cell} {config.cell_fields}; {config.iterations} "
             f"iterations × batch {config.batch_size}, Adam lr {config.lr}, seeds {seeds}; held-out batch of "
-            f"{config.eval_batch}. ms / step: training wall time per simulated time step of one batch.\n")
+            f"{config.eval_batch}, evaluated every {config.eval_every} iterations (held-out: at the end; best: the "
+            f"lowest during training). ms / step: training wall time per simulated time step of one batch.\n")
     return "\n".join(lines) + "\n" + note
 
 
@@ -476,6 +481,20 @@ def compare(config: CompareConfig, out_dir: str | Path, progress: bool = True) -
     (out / "results.md").write_text(markdown(config, rows))
     figure(out / "learning_curves.png", config, runs)
     return results
+
+
+def report(out_dir: str | Path) -> str:
+    """Rewrite ``results.md`` (and the summary in ``results.json``) of a finished comparison from its runs."""
+    out = Path(out_dir)
+    results = json.loads((out / "results.json").read_text())
+    values = dict(results["config"])
+    values["seeds"], values["rules"] = tuple(values["seeds"]), tuple(values["rules"])
+    config = CompareConfig(**values)
+    results["summary"] = summarise(config, results["runs"])
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    text = markdown(config, results["summary"])
+    (out / "results.md").write_text(text)
+    return text
 
 
 def main(preset: str, overrides: list[str], out: str | None) -> int:

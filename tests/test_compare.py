@@ -29,11 +29,13 @@ def test_every_rule_runs_and_is_reported(tiny):
     for run in stored["runs"]:
         assert run["seed"] == 0 and run["steps_run"] == 4 * config.family().n_steps
         assert [p["iteration"] for p in run["curve"]] == [0, 2, 4]
-        for key in ("final_loss", "final_metric", "wall_s", "peak_mb", "ms_per_step"):
+        for key in ("final_loss", "final_metric", "best_metric", "wall_s", "peak_mb", "ms_per_step"):
             assert run[key] >= 0 or key == "peak_mb", (run["rule"], key)
+        assert run["best_metric"] <= run["final_metric"]
     assert {r["cell"] for r in results["runs"]} == {"LSTM", "RateRNN"}  # RFLO trains the rate network
     table = (out / "results.md").read_text()
-    assert table.startswith("| rule | cell | held-out bit_error | held-out loss | wall (s) | peak mem (MB) |")
+    assert table.startswith("| rule | cell | held-out bit_error | held-out loss | best bit_error | wall (s) | "
+                            "peak mem (MB) | ms / step |")
     assert all(f"| {name} |" in table for name in ALL_RULES)
     assert (out / "learning_curves.png").stat().st_size > 10_000
 
