@@ -45,3 +45,9 @@ def test_bad_cell_values_of_either_population_are_refused(overrides, message, tm
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "x").exists()
+
+
+def test_choosing_alif_alone_makes_every_neuron_adapt():
+    """``model.cell=alif`` on top of the default ``model=lif`` group: the lif group leaves n_adaptive unset."""
+    learner, *_ = build(load_config(["experiment=tiny", "model.cell=alif"]))
+    assert learner.network.cell.spec.n_adaptive == learner.network.cell.n_rec
