@@ -21,7 +21,7 @@ import torch
 
 from ..errors import ConfigError, require_count, require_positive
 from .base import Params
-from .filters import anticausal_filter
+from .filters import anticausal_filter, scan
 from .linalg import outer
 from .spiking import SpikingNeurons
 
@@ -113,11 +113,6 @@ class ALIF(SpikingNeurons):
         beta = self.beta_vector(psi)
         decay = self.rho - beta * psi
         drive = -beta * psi * signal
-        lam_a_next = torch.zeros_like(signal[:, 0])
-        lam_a_next_seq = []
-        for t in range(signal.shape[1] - 1, -1, -1):
-            lam_a_next_seq.append(lam_a_next)
-            lam_a_next = drive[:, t] + decay[:, t] * lam_a_next
-        lam_a_next_seq.reverse()
-        lam_a_next = torch.stack(lam_a_next_seq, 1)
+        lam_a = scan(drive, decay, reverse=True)  # λ_a^t, t = 0..T-1; λ_a^T = 0
+        lam_a_next = torch.cat([lam_a[:, 1:], torch.zeros_like(lam_a[:, :1])], 1)
         return self.input_scale * anticausal_filter(psi * (signal + lam_a_next), self.alpha)

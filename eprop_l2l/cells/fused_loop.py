@@ -22,7 +22,11 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from .linalg import is_per_task
+from . import native
+from .linalg import is_per_task, sparse_input_product_t
+
+PATH_CODES = {"full": 0, "no_reset": 1, "local": 2}
+SURROGATE_CODES = {"triangle": 0, "fast_sigmoid": 1}
 
 
 def _rec(w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -36,17 +40,20 @@ def _rec_transposed(w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 class _SpikingLoop(torch.autograd.Function):
     @staticmethod
     def forward(ctx, currents, w_rec, v0, a0, z0, ref0, cell, adaptive, paths):
-        # the values come from the cell's own step (no second copy of the dynamics), unrecorded
-        params = {"w_rec": w_rec}
-        state = cell_state(cell, v0, a0, z0, ref0)
-        states = [state]
-        for t in range(currents.shape[1]):
-            state, _ = cell.step_current(params, state, currents[:, t], paths)
-            states.append(state)
-        padded = type(state)(*(torch.stack(f, 1) for f in zip(*states, strict=True)))
+        if native.usable(currents, w_rec):
+            padded = _native_forward(cell, currents, w_rec, v0, a0, z0, ref0, adaptive)
+        else:  # the values come from the cell's own step (no second copy of the dynamics), unrecorded
+            params = {"w_rec": w_rec}
+            state = cell_state(cell, v0, a0, z0, ref0)
+            states = [state]
+            for t in range(currents.shape[1]):
+                state, _ = cell.step_current(params, state, currents[:, t], paths)
+                states.append(state)
+            padded = type(state)(*(torch.stack(f, 1) for f in zip(*states, strict=True)))
         ctx.save_for_backward(w_rec, padded.v, padded.z, padded.ref, *([padded.a] if adaptive else []))
         ctx.cell, ctx.adaptive, ctx.paths = cell, adaptive, paths
         ctx.mark_non_differentiable(padded.ref)
+        ctx.set_materialize_grads(False)  # unused outputs (often v) arrive as None, not as zero tensors
         return tuple(padded)
 
     @staticmethod
@@ -61,6 +68,9 @@ class _SpikingLoop(torch.autograd.Function):
         else:
             g_v, g_z, _ = grads
             g_a = None
+        if native.usable(v_pad, w_rec):
+            delta_v, dz0, da0 = _native_backward(cell, w_rec, v_pad, a_pad, ref_pad, g_v, g_z, g_a, paths)
+            return _parameter_grads(cell, w_rec, delta_v, z_pad, dz0, da0 if adaptive else None)
         steps = v_pad.shape[1] - 1
         alpha, v_th, s = cell.spec.alpha, cell.spec.v_th, cell.spec.input_scale
         rho = cell.spec.rho if adaptive else 0.0
@@ -96,14 +106,40 @@ class _SpikingLoop(torch.autograd.Function):
             dv_next = dv
             if t == 0:
                 dz0 = dz
-        grad_currents = delta_v[:, 1:]
-        z_prev = z_pad[:, :-1]
-        if is_per_task(w_rec):
-            grad_w = s * (grad_currents.mT @ z_prev)
-        else:
-            grad_w = s * (grad_currents.flatten(0, 1).mT @ z_prev.flatten(0, 1))
-        grad_a0 = da_next if adaptive else None
-        return grad_currents, grad_w, delta_v[:, 0], grad_a0, dz0, None, None, None, None
+        return _parameter_grads(cell, w_rec, delta_v, z_pad, dz0, da_next if adaptive else None)
+
+
+def _parameter_grads(cell, w_rec, delta_v, z_pad, dz0, grad_a0):
+    """∂E/∂I^t = δv^t and ∂E/∂W^rec = s Σ_t δv^t z^{t-1ᵀ} (one matrix product over the trial)."""
+    s = cell.spec.input_scale
+    grad_currents = delta_v[:, 1:]
+    z_prev = z_pad[:, :-1]
+    if is_per_task(w_rec):
+        grad_w = s * (grad_currents.mT @ z_prev)
+    else:
+        grad_w = s * sparse_input_product_t(z_prev.flatten(0, 1), grad_currents.flatten(0, 1)).mT
+    return grad_currents, grad_w, delta_v[:, 0], grad_a0, dz0, None, None, None, None
+
+
+def _constants(cell, adaptive: bool) -> tuple:
+    """(α, v_th, s, n_ref, ρ) in the kernels' argument order."""
+    spec = cell.spec
+    return spec.alpha, spec.v_th, spec.input_scale, spec.n_ref, spec.rho if adaptive else 0.0
+
+
+def _native_forward(cell, currents, w_rec, v0, a0, z0, ref0, adaptive):
+    beta = cell.beta_vector(currents) if adaptive else None
+    v, a, z, ref = native.module().spiking_forward(currents, w_rec, v0, a0 if adaptive else None, z0, ref0, beta,
+                                                   *_constants(cell, adaptive))
+    return cell_state(cell, v, a if adaptive else None, z, ref)
+
+
+def _native_backward(cell, w_rec, v_pad, a_pad, ref_pad, g_v, g_z, g_a, paths):
+    adaptive = a_pad is not None
+    beta = cell.beta_vector(v_pad) if adaptive else None
+    return native.module().spiking_backward(
+        g_v, g_z, g_a if adaptive else None, w_rec, v_pad, a_pad, ref_pad, beta, *_constants(cell, adaptive),
+        cell.spec.gamma_pd, SURROGATE_CODES[cell.spec.surrogate], PATH_CODES[paths])
 
 
 def cell_state(cell, v, a, z, ref):

@@ -51,14 +51,19 @@ def simulate(cell, params: Params, x: torch.Tensor, state0=None, paths: str = "f
     (:mod:`.fused_loop`) — same values, same first-order gradients, several times faster to differentiate; not
     for forward-mode transforms or double backward through the simulation.
     """
+    return simulate_currents(cell, params, cell.input_current(params, x), state0, paths, fast)
+
+
+def simulate_currents(cell, params: Params, currents: torch.Tensor, state0=None, paths: str = "full",
+                      fast: bool = False) -> Trajectory:
+    """:func:`simulate` from the input currents ``[B, T, rows]`` of the whole trial (``cell.input_current``)."""
     if state0 is None:
-        state0 = cell.init_state(x.shape[0], dtype=x.dtype, device=x.device)
-    currents = cell.input_current(params, x)
+        state0 = cell.init_state(currents.shape[0], dtype=currents.dtype, device=currents.device)
     if fast and isinstance(cell, SpikingNeurons):
         padded = spiking_loop(cell, params, currents, state0, paths)
         return Trajectory(padded, cell.output(padded))
     state, states = state0, [state0]
-    for t in range(x.shape[1]):
+    for t in range(currents.shape[1]):
         state, _ = cell.step_current(params, state, currents[:, t], paths)
         states.append(state)
     padded = stack_states(states)

@@ -34,6 +34,9 @@ class Observation(NamedTuple):
     spikes: torch.Tensor  # z^t of the learning network
     inputs: torch.Tensor  # x^t of the learning network
     context: torch.Tensor | None = None  # task-provided input of a learned error module (e.g. coded target)
+    # a learned module's input current from what is the same in every trial of a task (its context and the
+    # network's inputs), computed once per batch by the caller (LearnedErrorModule.fixed_drive); None: computed
+    drive: torch.Tensor | None = None
 
 
 class SignalSource:

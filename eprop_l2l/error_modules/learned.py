@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..cells.base import Params, gaussian
+from ..cells.base import Params, RecurrentCell, gaussian
 from ..cells.filters import causal_filter
 from ..cells.linalg import linear
-from ..cells.simulate import Trajectory, simulate
+from ..cells.simulate import Trajectory, simulate_currents
 from ..errors import ConfigError, require_count, require_positive
 from .base import Observation, SignalSource
 
@@ -84,6 +84,42 @@ class LearnedErrorModule(SignalSource):
             parts.append(obs.inputs)
         return torch.cat(parts, -1)
 
+    def _input_weights(self, params: Params) -> dict[str, torch.Tensor]:
+        """Columns of ``em_w_in`` per input part, in the order of :meth:`module_input`."""
+        widths = {"context": self.n_context * self.use_context, "spikes": self.n_learner * self.use_spikes,
+                  "inputs": self.n_inputs * self.use_inputs}
+        parts = params["em_w_in"].split(list(widths.values()), -1)
+        return {name: w for (name, width), w in zip(widths.items(), parts, strict=True) if width}
+
+    def fixed_drive(self, params: Params, obs: Observation) -> torch.Tensor | None:
+        """Input current from the context and the network's inputs ``[B, T, n_em]``: the same in every trial of
+        a task batch, so a caller running several trials computes it once (``Observation.drive``). None for
+        cells whose input current is more than a product (:meth:`input_current` then projects everything)."""
+        if type(self.cell).input_current is not RecurrentCell.input_current:
+            return None
+        weights = self._input_weights(params)
+        if self.use_context and obs.context is None:
+            raise ConfigError("error_module.use_context", "the task provides no context input")
+        parts = [linear(weights[k], v) for k, v in (("context", obs.context), ("inputs", obs.inputs)) if k in weights]
+        if not parts:
+            return None
+        drive = parts[0] if len(parts) == 1 else parts[0] + parts[1]
+        scale = self.cell.input_scale
+        return drive if scale == 1.0 else scale * drive
+
+    def input_current(self, params: Params, obs: Observation) -> torch.Tensor:
+        """``cell.input_current`` of :meth:`module_input` for a whole trial, one projection per input part (no
+        concatenated copy; only the spikes' part carries a gradient back to the learning network)."""
+        if type(self.cell).input_current is not RecurrentCell.input_current:  # e.g. an LSTM's bias: one product
+            return self.cell.input_current(self.cell_params(params), self.module_input(obs))
+        drive = obs.drive if obs.drive is not None else self.fixed_drive(params, obs)
+        if not self.use_spikes:
+            return drive
+        current = linear(self._input_weights(params)["spikes"], obs.spikes)
+        scale = self.cell.input_scale
+        current = current if scale == 1.0 else scale * current
+        return current if drive is None else drive + current
+
     def init_state(self, batch: int, dtype=torch.float32, device=None):
         filtered = torch.zeros(batch, self.cell.n_rec, dtype=dtype, device=device)
         return self.cell.init_state(batch, dtype, device), filtered
@@ -94,10 +130,16 @@ class LearnedErrorModule(SignalSource):
         filtered = self.decay * filtered + zeta
         return (cell_state, filtered), linear(params["em_proj"], filtered)
 
+    def activity(self, params: Params, obs: Observation) -> Trajectory:
+        """The module's own trial without its learning signals (what a trial whose signals are not used, e.g.
+        the test trial of e-prop 2, needs for the rate regulariser)."""
+        return simulate_currents(self.cell, self.cell_params(params), self.input_current(params, obs),
+                                 fast=self.fast_loop)
+
     def run(self, params: Params, obs: Observation) -> tuple[torch.Tensor, Trajectory]:
         """Whole trial: learning signals ``[B, T, n_learner]`` and the module's own trajectory (its spikes
         enter the outer loop's rate regulariser)."""
-        trajectory = simulate(self.cell, self.cell_params(params), self.module_input(obs), fast=self.fast_loop)
+        trajectory = self.activity(params, obs)
         return linear(params["em_proj"], causal_filter(trajectory.outputs, self.decay)), trajectory
 
     def sequence(self, params: Params, obs: Observation) -> torch.Tensor:

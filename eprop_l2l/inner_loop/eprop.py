@@ -57,8 +57,10 @@ def recurrent_grads(
     kappa: float,
     reg_signal: torch.Tensor | None = None,
     names: tuple[str, ...] = ("w_in", "w_rec"),
+    per_task: bool | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Fused e-prop estimates for the cell's weight groups ``names`` given the learning signals ``[B, T, n_rec]``."""
+    """Fused e-prop estimates for the cell's weight groups ``names`` given the learning signals ``[B, T, n_rec]``;
+    one estimate per batch element where the weights are per-task or ``per_task`` asks for it."""
     total = anticausal_filter(signals, kappa) if kappa > 0 else signals
     if reg_signal is not None:
         total = total + reg_signal
@@ -66,20 +68,23 @@ def recurrent_grads(
     grads = {}
     for name in names:
         pre = presynaptic(name, trajectory, x)
-        grad = contract_time(g, pre, is_per_task(params[name], bias=name == "bias"))
+        separate = is_per_task(params[name], bias=name == "bias") if per_task is None else per_task
+        grad = contract_time(g, pre, separate)
         grads[name] = mask_self_connections(cell, name, grad.squeeze(-1) if name == "bias" else grad)
     return grads
 
 
-def readout_grads(readout, params: Params, z: torch.Tensor, error: torch.Tensor, names=READOUT_WEIGHTS):
+def readout_grads(readout, params: Params, z: torch.Tensor, error: torch.Tensor, names=READOUT_WEIGHTS,
+                  per_task: bool | None = None):
     """Exact delta rule: dE/dW^out_kj = Σ_t err_k^t F_κ(s·z_j)^t, dE/db_k = Σ_t F_κ^rev(err)^t."""
     filtered = anticausal_filter(error, readout.kappa)
     grads = {}
     if "w_out" in names:
-        grads["w_out"] = readout.input_scale * contract_time(filtered, z, is_per_task(params["w_out"]))
+        separate = is_per_task(params["w_out"]) if per_task is None else per_task
+        grads["w_out"] = readout.input_scale * contract_time(filtered, z, separate)
     if "b_out" in names and readout.bias:
-        per_task = is_per_task(params["b_out"], bias=True)
-        grads["b_out"] = filtered.sum(1) if per_task else filtered.sum((0, 1))
+        separate = is_per_task(params["b_out"], bias=True) if per_task is None else per_task
+        grads["b_out"] = filtered.sum(1) if separate else filtered.sum((0, 1))
     return grads
 
 
@@ -97,6 +102,8 @@ def eprop_fused(
     kappa: float | None = None,
     context: torch.Tensor | None = None,
     fast: bool = False,
+    per_task: bool | None = None,
+    source_drive: torch.Tensor | None = None,
 ) -> EpropResult:
     """Run one trial and return e-prop's weight-update direction for ``plastic``.
 
@@ -106,18 +113,22 @@ def eprop_fused(
     target movement for a learned error module). ``kappa`` filters the traces (default: the readout's κ, which
     makes symmetric feedback exact in the sense of Bellec et al. 2020; 0 disables filtering, as in e-prop 2).
     ``fast`` runs spiking time loops with the hand-written backward (:mod:`eprop_l2l.cells.fused_loop`).
+    ``per_task=True`` returns one update per batch element (task) even where the weights are shared — the
+    first update of a learning-to-learn batch runs the demonstration on the shared initial weights (the cheap
+    matrix-matrix layout) and still gives every task its own ΔW. Default: per task iff ``w_rec`` is.
     """
     kappa = network.readout.kappa if kappa is None else kappa
     source = for_readout(source, network.readout)
     trajectory, y = network.run(params, x, fast=fast)
     z = trajectory.outputs
-    per_task = is_per_task(params["w_rec"])
+    per_task = is_per_task(params["w_rec"]) if per_task is None else per_task
     error = loss.error(y, target, mask)
     signals, source_trajectory = source.run({**params, **(source_params or {})},
-                                            Observation(error, y, target, z, x, context))
+                                            Observation(error, y, target, z, x, context, source_drive))
     reg_signal = regularizer.signal(z, per_task) if regularizer is not None else None
     value = loss.value(y, target, mask) + (regularizer.loss(z, per_task) if regularizer is not None else 0.0)
     names = tuple(n for n in plastic if n in RECURRENT_WEIGHTS)
-    grads = recurrent_grads(network.cell, params, trajectory, x, signals, kappa, reg_signal, names)
-    grads.update(readout_grads(network.readout, params, z, error, tuple(n for n in plastic if n in READOUT_WEIGHTS)))
+    grads = recurrent_grads(network.cell, params, trajectory, x, signals, kappa, reg_signal, names, per_task)
+    grads.update(readout_grads(network.readout, params, z, error, tuple(n for n in plastic if n in READOUT_WEIGHTS),
+                               per_task))
     return EpropResult(grads, value, y, trajectory, signals, source_trajectory)

@@ -46,6 +46,14 @@ def time_step_ms(part) -> float | None:
     return spec.dt_ms if spec is not None else getattr(part, "dt", None)
 
 
+def mean_rate(trials: list[torch.Tensor]) -> torch.Tensor | None:
+    """Spikes per step of each task and neuron ``[B, N]`` over several trials ``[B, T_k, N]`` (summed per trial:
+    no concatenated copy, and its gradient is a broadcast rather than a full-size tensor per trial)."""
+    if not trials:
+        return None
+    return sum(z.sum(1) for z in trials) / sum(z.shape[1] for z in trials)
+
+
 # eprop: eligibility traces × learning signal (the error module); bptt: one exact gradient step of the
 # demonstration's loss (MAML-style, differentiated to second order by the outer loop; the error module unused).
 INNER_RULES = ("eprop", "bptt")
@@ -132,11 +140,22 @@ class MetaLearner:
     def _context(self, batch: TaskBatch):
         return batch.extra.get("error_module_inputs")
 
-    def adapt(self, meta: Params, batch: TaskBatch):
+    def _module_drive(self, meta: Params, batch: TaskBatch) -> torch.Tensor | None:
+        """A learned module's input current from context and inputs: equal in every trial of the batch."""
+        fixed = getattr(self.error_module, "fixed_drive", None)
+        if fixed is None:
+            return None
+        return fixed(meta, Observation(None, None, None, None, batch.inputs, self._context(batch)))
+
+    def adapt(self, meta: Params, batch: TaskBatch, drive: torch.Tensor | None = None):
         """One-shot adaptation: per-task fast weights and the demonstration trial's records."""
         b = batch.inputs.shape[0]
-        fast = {k: (v.expand(b, *v.shape) if k in self.plastic else v) for k, v in meta.items()}
+        # The first demonstration runs on the shared initial weights (one matrix-matrix product per step) and
+        # gives each task its own ΔW; the BPTT step and the quantised update need the per-task layout.
+        shared_first = self.inner_rule == "eprop" and self.precision == "float"
+        fast = {k: (v.expand(b, *v.shape) if k in self.plastic and not shared_first else v) for k, v in meta.items()}
         lr = self.inner_lr_value(meta)
+        drive = self._module_drive(meta, batch) if drive is None else drive
         loss = Loss("mse")
         demos = []
         for _ in range(self.n_inner_updates):
@@ -146,7 +165,7 @@ class MetaLearner:
             else:
                 result = eprop_fused(self.network, fast, batch.inputs, batch.targets, batch.mask, loss,
                                      self.error_module, None, None, self.plastic, self.kappa, self._context(batch),
-                                     fast=self.fast_loop)
+                                     fast=self.fast_loop, per_task=True, source_drive=drive)
             demos.append(result)
             if self.precision != "float":
                 fast = quantized_fast_weights(self.network.cell, fast, result, batch.inputs, self.plastic, lr,
@@ -159,24 +178,29 @@ class MetaLearner:
         """Meta-loss and diagnostics of one batch of tasks."""
         if not math.isclose(batch.dt_ms, self.dt_ms, rel_tol=SAME_STEP):
             raise ConfigError("task.dt_ms", f"the trials have {batch.dt_ms:g}-ms steps, the model {self.dt_ms:g}-ms")
-        fast, demos = self.adapt(meta, batch)
+        drive = self._module_drive(meta, batch)
+        fast, demos = self.adapt(meta, batch, drive)
         trajectory, y_test = self.network.run(fast, batch.inputs, fast=self.fast_loop)
         task_loss, metrics = self.outer_loss(y_test, batch)
         spikes = [trajectory.outputs] + [d.trajectory.outputs for d in demos]
         module_spikes = [d.source_trajectory.outputs for d in demos if d.source_trajectory is not None]
         if module_spikes:
-            obs = Observation(None, y_test, batch.targets, trajectory.outputs, batch.inputs, self._context(batch))
-            _, test_module = self.error_module.run(meta, obs)  # runs in the test trial too (regulariser only)
+            obs = Observation(None, y_test, batch.targets, trajectory.outputs, batch.inputs, self._context(batch),
+                              drive)
+            # the module runs in the test trial too, for the rate regulariser only: its signals are not needed
+            activity = getattr(self.error_module, "activity", None)
+            test_module = activity(meta, obs) if activity is not None else self.error_module.run(meta, obs)[1]
             module_spikes.append(test_module.outputs)
-        reg = self.network_rate.loss_from_rate(self._task_mean(torch.cat(spikes, 1).mean(1)))
+        network_rates, module_rates = mean_rate(spikes), mean_rate(module_spikes)
+        reg = self.network_rate.loss_from_rate(self._task_mean(network_rates))
         if module_spikes:
-            reg = reg + self.module_rate.loss_from_rate(self._task_mean(torch.cat(module_spikes, 1).mean(1)))
+            reg = reg + self.module_rate.loss_from_rate(self._task_mean(module_rates))
         before = demos[0].outputs if demos else y_test
         _, metrics_before = self.outer_loss(before, batch)
         metrics = {**{f"{k}_after": v for k, v in metrics.items()}, **{f"{k}_before": v.detach()
                                                                         for k, v in metrics_before.items()}}
-        metrics["rate_network_hz"] = rate_hz(torch.cat(spikes, 1).mean().detach(), self.dt_ms)
+        metrics["rate_network_hz"] = rate_hz(network_rates.mean().detach(), self.dt_ms)
         if module_spikes:  # the error module runs on the learning network's steps (checked at construction)
-            metrics["rate_module_hz"] = rate_hz(torch.cat(module_spikes, 1).mean().detach(), self.dt_ms)
+            metrics["rate_module_hz"] = rate_hz(module_rates.mean().detach(), self.dt_ms)
         return {"loss": task_loss + reg, "task_loss": task_loss, "reg": reg, "metrics": metrics,
                 "y_test": y_test, "y_demo": before, "fast": fast, "demos": demos, "test_trajectory": trajectory}

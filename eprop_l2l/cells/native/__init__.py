@@ -1,0 +1,94 @@
+"""Native (C++) time loops for CPU tensors, built on first use with torch's extension builder and cached.
+
+The Python loops of the cell library stay the reference and the fallback: these kernels compute the same
+recursions in one call per trial instead of ~10 dispatched tensor operations per step (kernels.cpp says
+which). They serve CPU float32/float64 tensors; CUDA tensors, other dtypes and forward-mode or second-order
+differentiation of the spiking loop use the Python loops.
+
+``EPROP_L2L_NATIVE=0`` disables them (``1`` makes a failed build an error instead of a one-line warning).
+The build (≈ 30 s, once per machine and source version) lands in torch's extension cache
+(``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``) under a name carrying the source's hash,
+so an edited source never loads a stale binary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("kernels.cpp")
+DTYPES = (torch.float32, torch.float64)
+
+
+def _setting() -> str:
+    value = os.environ.get("EPROP_L2L_NATIVE", "auto").strip().lower()
+    return {"0": "off", "false": "off", "off": "off", "1": "on", "true": "on", "on": "on"}.get(value, "auto")
+
+
+def _vector_flags() -> list[str]:
+    """AVX2 + FMA where this CPU has them (x86 Linux), read from /proc/cpuinfo. The flags are part of the build's
+    name, so a cache shared between machines with different CPUs never loads a binary built for another one."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return []
+    return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= flags else []
+
+
+@cache
+def _load():
+    from torch.utils.cpp_extension import _get_build_directory, load
+
+    cflags = ["-O3", *_vector_flags()]
+    digest = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode() + " ".join(cflags).encode())
+    name = f"eprop_l2l_kernels_{digest.hexdigest()[:12]}"
+    if not (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists():
+        print(f"eprop-l2l: building the native time loops (once per machine, ~30 s): {SOURCE.name}", file=sys.stderr)
+    return load(name=name, sources=[str(SOURCE)], extra_cflags=cflags, verbose=False)
+
+
+@cache
+def module():
+    """The compiled module, or None where disabled or where the build failed (one warning)."""
+    setting = _setting()
+    if setting == "off":
+        return None
+    try:
+        return _load()
+    except Exception as error:  # noqa: BLE001 — any build failure falls back to the Python loops
+        if setting == "on":
+            raise RuntimeError(f"EPROP_L2L_NATIVE=1 but the native kernels did not build: {error}") from error
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        warnings.warn(f"native time loops unavailable ({first_line[:200]}); using the Python loops", stacklevel=2)
+        return None
+
+
+_DISABLED: list[bool] = []
+
+
+@contextmanager
+def disabled() -> Iterator[None]:
+    """Within this block the Python loops run even where the kernels are built (tests compare the two)."""
+    _DISABLED.append(True)
+    try:
+        yield
+    finally:
+        _DISABLED.pop()
+
+
+def usable(*tensors: torch.Tensor | None) -> bool:
+    """True when every given tensor is a CPU tensor of a supported dtype and the kernels are built."""
+    if _DISABLED:
+        return False
+    present = [t for t in tensors if t is not None]
+    if any(t.device.type != "cpu" or t.dtype not in DTYPES for t in present):
+        return False
+    return module() is not None

@@ -1,0 +1,425 @@
+// Native CPU time loops of the cell library (built on first use by eprop_l2l/cells/native/__init__.py).
+//
+// Why: at learning-to-learn sizes (B·N ≈ 10^3-10^4 per step, T = 500) a Python time loop costs ~10 µs per
+// tensor operation in dispatch alone, far more than the arithmetic. These loops run the same equations as
+// the Python reference loops (cells/spiking.py, cells/fused_loop.py, cells/filters.py) with one call per
+// trial; the tests hold them equal to the reference (tests/test_native_kernels.py).
+//
+// * spiking_forward: LIF / ALIF trial. The recurrent product is event-driven — only the columns of the
+//   neurons that spiked at t−1 are added (spikes are 0/1), which is exact and costs O(spikes·N) per step.
+// * spiking_backward: the exact reverse-mode recursion of those equations (docs/equations.md, "The spiking
+//   loop's backward"), for gradient paths full / no_reset / local.
+// * linear_scan: y^t = x^t + d^t ⊙ y^{t∓1} forwards or backwards in time, with a constant, per-channel or
+//   per-step decay: the leaky filters, the reverse-time adjoints and their autograd backward.
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+enum Paths { FULL = 0, NO_RESET = 1, LOCAL = 2 };
+enum Surrogate { TRIANGLE = 0, FAST_SIGMOID = 1 };
+
+struct Constants {
+  double alpha, v_th, scale, rho, gamma;
+  int64_t n_ref;
+  int64_t surrogate;
+};
+
+int64_t grain(int64_t work_per_item) {
+  // batch elements per thread chunk: keep chunks above ~64k multiply-adds so small problems stay serial
+  return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, work_per_item));
+}
+
+// The per-neuron update of one step (restrict pointers and compile-time flags: branch-free, vectorised).
+template <typename T, bool Adaptive, bool Refractory>
+void forward_step(const T* __restrict i_in, const T* __restrict rec, const T* __restrict z_prev,
+                  const T* __restrict v_prev, const T* __restrict r_prev, const T* __restrict a_prev,
+                  const T* __restrict bet, T* __restrict v_now, T* __restrict r_now, T* __restrict z_now,
+                  T* __restrict a_now, int64_t N, const Constants& c) {
+  const T alpha = T(c.alpha), v_th = T(c.v_th), s = T(c.scale), rho = T(c.rho), n_ref = T(c.n_ref);
+  for (int64_t j = 0; j < N; ++j) {
+    T threshold = v_th;
+    if constexpr (Adaptive) {
+      const T a_new = rho * a_prev[j] + z_prev[j];
+      a_now[j] = a_new;
+      threshold = v_th + bet[j] * a_new;
+    }
+    const T v_new = ((alpha * v_prev[j] + i_in[j]) - v_th * z_prev[j]) + s * rec[j];
+    v_now[j] = v_new;
+    T spike = (v_new - threshold) / v_th > T(0) ? T(1) : T(0);
+    if constexpr (Refractory) {
+      const T r = std::min(std::max(r_prev[j] + n_ref * z_prev[j] - T(1), T(0)), n_ref);
+      r_now[j] = r;
+      spike = r > T(0) ? T(0) : spike;
+    } else {
+      r_now[j] = r_prev[j];
+    }
+    z_now[j] = spike;
+  }
+}
+
+// One batch element's trial.
+template <typename T, bool Adaptive, bool Refractory>
+void forward_element(int64_t b, int64_t S, int64_t N, const T* cur, const T* wb, const T* bet, T* vp, T* ap, T* zp,
+                     T* rp, T* rec, const Constants& c) {
+  for (int64_t t = 1; t <= S; ++t) {
+    const int64_t now = (b * (S + 1) + t) * N, before = now - N;
+    const T* z_prev = zp + before;
+    std::fill(rec, rec + N, T(0));
+    for (int64_t i = 0; i < N; ++i) {  // event-driven: only the rows of neurons that spiked
+      const T zi = z_prev[i];
+      if (zi != T(0)) {
+        const T* row = wb + i * N;
+        for (int64_t j = 0; j < N; ++j) rec[j] += zi * row[j];
+      }
+    }
+    forward_step<T, Adaptive, Refractory>(cur + (b * S + t - 1) * N, rec, z_prev, vp + before, rp + before,
+                                          Adaptive ? ap + before : rec, bet, vp + now, rp + now, zp + now,
+                                          Adaptive ? ap + now : rec, N, c);
+  }
+}
+
+template <typename T>
+void forward_impl(const at::Tensor& currents, const at::Tensor& w_t, bool per_task, const at::Tensor& beta,
+                  at::Tensor& v, at::Tensor& a, at::Tensor& z, at::Tensor& ref, const Constants& c,
+                  bool adaptive) {
+  const int64_t B = currents.size(0), S = currents.size(1), N = currents.size(2);
+  const T* cur = currents.data_ptr<T>();
+  const T* w = w_t.data_ptr<T>();
+  const T* bet = adaptive ? beta.data_ptr<T>() : nullptr;
+  T* vp = v.data_ptr<T>();
+  T* ap = adaptive ? a.data_ptr<T>() : nullptr;
+  T* zp = z.data_ptr<T>();
+  T* rp = ref.data_ptr<T>();
+  auto element = adaptive ? (c.n_ref > 0 ? forward_element<T, true, true> : forward_element<T, true, false>)
+                          : (c.n_ref > 0 ? forward_element<T, false, true> : forward_element<T, false, false>);
+  at::parallel_for(0, B, grain(S * N * 4), [&](int64_t b0, int64_t b1) {
+    std::vector<T> rec(N);
+    for (int64_t b = b0; b < b1; ++b)  // transposed weights: row i = the weights from neuron i
+      element(b, S, N, cur, per_task ? w + b * N * N : w, bet, vp, ap, zp, rp, rec.data(), c);
+  });
+}
+
+// One reverse step of batch element b at step t. Every input is a valid array (absent gradients and the absent
+// recurrent term point at `zeros`), so the per-neuron loop is branch-free and vectorises; compile-time flags
+// select the neuron model.
+template <typename T, bool Adaptive, bool Refractory, int Shape>
+void backward_step(const T* __restrict rec_term, const T* __restrict g_v, const T* __restrict g_z,
+                   const T* __restrict g_a, const T* __restrict v, const T* __restrict a, const T* __restrict r,
+                   const T* __restrict bet, T* __restrict dv_next, T* __restrict da_next, T* __restrict out,
+                   T* __restrict dz_out, int64_t N, T reset, T adapt_in, T psi_on, const Constants& c) {
+  const T alpha = T(c.alpha), v_th = T(c.v_th), rho = T(c.rho), gamma = T(c.gamma);
+  for (int64_t j = 0; j < N; ++j) {
+    T dz = g_z[j] + rec_term[j] - reset * dv_next[j];
+    if constexpr (Adaptive) dz += adapt_in * da_next[j];
+    T threshold = v_th;
+    if constexpr (Adaptive) threshold = v_th + bet[j] * a[j];
+    const T v_scaled = (v[j] - threshold) / v_th;
+    T psi;
+    if constexpr (Shape == TRIANGLE) {
+      const T q = T(1) - std::abs(v_scaled);
+      psi = gamma * (q > T(0) ? q : T(0));
+    } else {
+      const T d = T(1) + std::abs(v_scaled);
+      psi = gamma / (d * d);
+    }
+    psi = psi / v_th * psi_on;
+    if constexpr (Refractory) psi = r[j] > T(0) ? T(0) : psi;
+    if constexpr (Adaptive) da_next[j] = g_a[j] + rho * da_next[j] - bet[j] * psi * dz;
+    const T dv = g_v[j] + alpha * dv_next[j] + psi * dz;
+    out[j] = dv;
+    dv_next[j] = dv;
+    dz_out[j] = dz;
+  }
+}
+
+// The arguments of backward_step for batch element b at step t.
+template <typename T, bool Adaptive, bool Refractory, int Shape>
+inline void backward_at(int64_t b, int64_t t, int64_t S, int64_t N, const T* rec_term, const T* gv, const T* gz,
+                        const T* ga, const T* vp, const T* ap, const T* rp, const T* bet, T* dvn, T* dan, T* dvp,
+                        T* dz0p, T* scratch, const T* zeros, const Constants& c, bool reset_path) {
+  const int64_t at_t = (b * (S + 1) + t) * N;
+  const bool later = t < S;
+  if (t > 0) {  // the rows of the next (earlier) step: B strided streams are too many for the hardware prefetcher
+    const int64_t next = at_t - N, line = 64 / int64_t(sizeof(T));
+    for (int64_t k = 0; k < N; k += line) {
+      __builtin_prefetch(vp + next + k);
+      __builtin_prefetch(rp + next + k);
+      if (gz) __builtin_prefetch(gz + next + k);
+      if (gv) __builtin_prefetch(gv + next + k);
+      if (Adaptive) __builtin_prefetch(ap + next + k);
+      if (ga) __builtin_prefetch(ga + next + k);
+      __builtin_prefetch(dvp + next + k, 1);
+    }
+  }
+  backward_step<T, Adaptive, Refractory, Shape>(
+      rec_term ? rec_term : zeros, gv ? gv + at_t : zeros, gz ? gz + at_t : zeros, ga ? ga + at_t : zeros,
+      vp + at_t, Adaptive ? ap + at_t : zeros, rp + at_t, Adaptive ? bet : zeros, dvn + b * N, dan + b * N,
+      dvp + at_t, t == 0 ? dz0p + b * N : scratch, N, (later && reset_path) ? T(c.v_th) : T(0),
+      (later && Adaptive) ? T(1) : T(0), t > 0 ? T(1) : T(0), c);
+}
+
+// out = s·Wᵀd for one task's W [N, N] (row j = the weights onto neuron j): four rows per pass, so that `out` is
+// loaded and stored a quarter as often (the loop is bound by memory operations, not multiply-adds).
+template <typename T>
+void transposed_product(const T* __restrict w, const T* __restrict d, T s, T* __restrict out, int64_t N) {
+  std::fill(out, out + N, T(0));
+  int64_t j = 0;
+  for (; j + 4 <= N; j += 4) {
+    const T d0 = s * d[j], d1 = s * d[j + 1], d2 = s * d[j + 2], d3 = s * d[j + 3];
+    const T *r0 = w + j * N, *r1 = r0 + N, *r2 = r1 + N, *r3 = r2 + N;
+    for (int64_t i = 0; i < N; ++i) out[i] += d0 * r0[i] + d1 * r1[i] + d2 * r2[i] + d3 * r3[i];
+  }
+  for (; j < N; ++j) {
+    const T dj = s * d[j];
+    const T* row = w + j * N;
+    for (int64_t i = 0; i < N; ++i) out[i] += dj * row[i];
+  }
+}
+
+template <typename T, bool Adaptive, bool Refractory, int Shape>
+void backward_loops(const T* gv, const T* gz, const T* ga, const at::Tensor& w_rec, bool per_task, const T* vp,
+                    const T* ap, const T* rp, const T* bet, T* dvn, T* dan, T* dvp, T* dz0p, int64_t B, int64_t S,
+                    int64_t N, const at::Tensor& like, const Constants& c, int64_t paths) {
+  const bool recurrent = paths != LOCAL, reset_path = paths == FULL;
+  const T s = T(c.scale);
+  if (!per_task) {
+    // shared weights: the recurrent term of all batch elements is one matrix product per step (BLAS)
+    at::Tensor rec = at::empty({B, N}, like.options());
+    at::Tensor dv_next = at::from_blob(dvn, {B, N}, like.options());
+    at::Tensor w_scaled = w_rec * c.scale;
+    const T* rec_p = rec.data_ptr<T>();
+    for (int64_t t = S; t >= 0; --t) {
+      const bool use = recurrent && t < S;
+      if (use) at::mm_out(rec, dv_next, w_scaled);
+      at::parallel_for(0, B, grain(N * 16), [&](int64_t b0, int64_t b1) {
+        std::vector<T> zeros(N, T(0)), scratch(N);
+        for (int64_t b = b0; b < b1; ++b)
+          backward_at<T, Adaptive, Refractory, Shape>(b, t, S, N, use ? rec_p + b * N : nullptr, gv, gz, ga, vp, ap,
+                                                      rp, bet, dvn, dan, dvp, dz0p, scratch.data(), zeros.data(), c,
+                                                      reset_path);
+      });
+    }
+    return;
+  }
+  // per-task weights [B, N, N]: each batch element runs its own reverse loop, Wᵀδv as row updates
+  const T* w = w_rec.data_ptr<T>();
+  at::parallel_for(0, B, grain(S * N * N), [&](int64_t b0, int64_t b1) {
+    std::vector<T> rec(N), zeros(N, T(0)), scratch(N);
+    for (int64_t b = b0; b < b1; ++b) {
+      const T* wb = w + b * N * N;
+      for (int64_t t = S; t >= 0; --t) {
+        const bool use = recurrent && t < S;
+        if (use) transposed_product(wb, dvn + b * N, s, rec.data(), N);
+        backward_at<T, Adaptive, Refractory, Shape>(b, t, S, N, use ? rec.data() : nullptr, gv, gz, ga, vp, ap, rp,
+                                                    bet, dvn, dan, dvp, dz0p, scratch.data(), zeros.data(), c,
+                                                    reset_path);
+      }
+    }
+  });
+}
+
+template <typename T>
+void backward_impl(const at::Tensor& g_v, const at::Tensor& g_z, const at::Tensor& g_a, const at::Tensor& w_rec,
+                   bool per_task, const at::Tensor& v, const at::Tensor& a, const at::Tensor& ref,
+                   const at::Tensor& beta, at::Tensor& delta_v, at::Tensor& dz0, at::Tensor& da0,
+                   const Constants& c, int64_t paths, bool adaptive) {
+  const int64_t B = v.size(0), S = v.size(1) - 1, N = v.size(2);
+  const T* gv = g_v.defined() ? g_v.data_ptr<T>() : nullptr;
+  const T* gz = g_z.defined() ? g_z.data_ptr<T>() : nullptr;
+  const T* ga = (adaptive && g_a.defined()) ? g_a.data_ptr<T>() : nullptr;
+  const T* vp = v.data_ptr<T>();
+  const T* ap = adaptive ? a.data_ptr<T>() : nullptr;
+  const T* rp = ref.data_ptr<T>();
+  const T* bet = adaptive ? beta.data_ptr<T>() : nullptr;
+  at::Tensor dv_next = at::zeros({B, N}, v.options());
+  at::Tensor da_next = at::zeros({B, N}, v.options());
+  T* dvn = dv_next.data_ptr<T>();
+  T* dan = da_next.data_ptr<T>();
+  T* dvp = delta_v.data_ptr<T>();
+  T* dz0p = dz0.data_ptr<T>();
+#define EPROP_BACKWARD(ADAPTIVE, REFRACTORY, SHAPE)                                                              \
+  backward_loops<T, ADAPTIVE, REFRACTORY, SHAPE>(gv, gz, ga, w_rec, per_task, vp, ap, rp, bet, dvn, dan, dvp, dz0p, \
+                                                 B, S, N, v, c, paths)
+  const bool refractory = c.n_ref > 0;
+  if (c.surrogate == TRIANGLE) {
+    if (adaptive) { if (refractory) EPROP_BACKWARD(true, true, TRIANGLE); else EPROP_BACKWARD(true, false, TRIANGLE); }
+    else { if (refractory) EPROP_BACKWARD(false, true, TRIANGLE); else EPROP_BACKWARD(false, false, TRIANGLE); }
+  } else {
+    if (adaptive) { if (refractory) EPROP_BACKWARD(true, true, FAST_SIGMOID); else EPROP_BACKWARD(true, false, FAST_SIGMOID); }
+    else { if (refractory) EPROP_BACKWARD(false, true, FAST_SIGMOID); else EPROP_BACKWARD(false, false, FAST_SIGMOID); }
+  }
+#undef EPROP_BACKWARD
+  if (adaptive) da0.copy_(da_next);
+}
+
+void check_cpu_contiguous(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(!x.defined() || (x.device().is_cpu() && x.is_contiguous()), name, ": expected a contiguous CPU tensor");
+}
+
+}  // namespace
+
+// currents [B, T, N]; w_rec [N, N] or [B, N, N]; initial state [B, N] (a0 undefined for LIF); beta [N].
+// Returns the padded trajectory (v, a, z, ref) [B, T+1, N] (a undefined for LIF).
+std::vector<at::Tensor> spiking_forward(at::Tensor currents, at::Tensor w_rec, at::Tensor v0, c10::optional<at::Tensor> a0,
+                                        at::Tensor z0, at::Tensor ref0, c10::optional<at::Tensor> beta, double alpha,
+                                        double v_th, double scale, int64_t n_ref, double rho) {
+  const bool adaptive = a0.has_value();
+  const bool per_task = w_rec.dim() == 3;
+  currents = currents.contiguous();
+  check_cpu_contiguous(currents, "currents");
+  const int64_t B = currents.size(0), S = currents.size(1), N = currents.size(2);
+  at::Tensor w_t = w_rec.transpose(-1, -2).contiguous();
+  auto pad = [&](const at::Tensor& x0) {
+    at::Tensor out = at::empty({B, S + 1, N}, currents.options());
+    out.select(1, 0).copy_(x0);
+    return out;
+  };
+  at::Tensor v = pad(v0), z = pad(z0), ref = pad(ref0);
+  at::Tensor a = adaptive ? pad(*a0) : at::Tensor();
+  at::Tensor b = adaptive ? beta->contiguous() : at::Tensor();
+  Constants c{alpha, v_th, scale, rho, 0.0, n_ref, 0};
+  AT_DISPATCH_FLOATING_TYPES(currents.scalar_type(), "spiking_forward", [&] {
+    forward_impl<scalar_t>(currents, w_t, per_task, b, v, a, z, ref, c, adaptive);
+  });
+  return {v, a, z, ref};
+}
+
+// Gradients of the padded trajectory (any may be undefined = zero) → δv [B, T+1, N], ∂E/∂z^0, ∂E/∂a^0.
+std::vector<at::Tensor> spiking_backward(c10::optional<at::Tensor> g_v, c10::optional<at::Tensor> g_z,
+                                         c10::optional<at::Tensor> g_a, at::Tensor w_rec, at::Tensor v,
+                                         c10::optional<at::Tensor> a, at::Tensor ref, c10::optional<at::Tensor> beta,
+                                         double alpha, double v_th, double scale, int64_t n_ref, double rho,
+                                         double gamma, int64_t surrogate, int64_t paths) {
+  const bool adaptive = a.has_value();
+  const bool per_task = w_rec.dim() == 3;
+  auto contiguous = [](const c10::optional<at::Tensor>& x) {
+    return x.has_value() ? x->contiguous() : at::Tensor();
+  };
+  at::Tensor gv = contiguous(g_v), gz = contiguous(g_z), ga = contiguous(g_a);
+  at::Tensor vc = v.contiguous(), rc = ref.contiguous(), ac = contiguous(a), bc = contiguous(beta);
+  at::Tensor w = w_rec.contiguous();
+  for (auto* x : {&gv, &gz, &ga, &vc, &rc, &ac, &bc, &w}) check_cpu_contiguous(*x, "spiking_backward input");
+  const int64_t B = vc.size(0), N = vc.size(2);
+  at::Tensor delta_v = at::empty_like(vc);
+  at::Tensor dz0 = at::empty({B, N}, vc.options());
+  at::Tensor da0 = adaptive ? at::empty({B, N}, vc.options()) : at::Tensor();
+  Constants c{alpha, v_th, scale, rho, gamma, n_ref, surrogate};
+  AT_DISPATCH_FLOATING_TYPES(vc.scalar_type(), "spiking_backward", [&] {
+    backward_impl<scalar_t>(gv, gz, ga, w, per_task, vc, ac, rc, bc, delta_v, dz0, da0, c, paths, adaptive);
+  });
+  return {delta_v, dz0, da0};
+}
+
+// x [B, T, M]; decay of M entries (per channel, a single entry broadcast) or [B, T, M] (per step);
+// reverse: y^t = x^t + d^t y^{t+1} (y^T = 0), else y^t = x^t + d^t y^{t-1} (y^{-1} = initial or 0).
+at::Tensor linear_scan(at::Tensor x, at::Tensor decay, bool reverse, c10::optional<at::Tensor> initial) {
+  x = x.contiguous();
+  decay = decay.contiguous();
+  check_cpu_contiguous(x, "x");
+  const int64_t B = x.size(0), S = x.size(1), M = x.size(2);
+  const bool per_step = decay.dim() == 3;
+  TORCH_CHECK(per_step ? decay.sizes() == x.sizes() : (decay.numel() == M || decay.numel() == 1),
+              "linear_scan: decay must have 1, M or B·T·M entries");
+  at::Tensor d = per_step || decay.numel() == M ? decay : decay.reshape({1}).expand({M}).contiguous();
+  at::Tensor init = initial.has_value() ? initial->contiguous() : at::Tensor();
+  at::Tensor y = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linear_scan", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* dp = d.data_ptr<scalar_t>();
+    const scalar_t* ip = init.defined() ? init.data_ptr<scalar_t>() : nullptr;
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    at::parallel_for(0, B, grain(S * M), [&](int64_t b0, int64_t b1) {
+      std::vector<scalar_t> acc(M);
+      for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t m = 0; m < M; ++m) acc[m] = (ip && !reverse) ? ip[b * M + m] : scalar_t(0);
+        for (int64_t k = 0; k < S; ++k) {
+          const int64_t t = reverse ? S - 1 - k : k;
+          const int64_t off = (b * S + t) * M;
+          const scalar_t* dt = per_step ? dp + off : dp;
+          for (int64_t m = 0; m < M; ++m) {
+            acc[m] = xp[off + m] + dt[m] * acc[m];
+            yp[off + m] = acc[m];
+          }
+        }
+      }
+    });
+  });
+  return y;
+}
+
+// x [R, K] (mostly zeros, e.g. spikes) @ w [K, M]: only the rows of w at the nonzeros of x are added, so the
+// cost is nnz(x)·M instead of R·K·M; exact (zeros contribute nothing).
+at::Tensor sparse_input_matmul(at::Tensor x, at::Tensor w) {
+  x = x.contiguous();
+  w = w.contiguous();
+  check_cpu_contiguous(x, "x");
+  TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(0), "sparse_input_matmul: shapes");
+  const int64_t R = x.size(0), K = x.size(1), M = w.size(1);
+  at::Tensor out = at::zeros({R, M}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_input_matmul", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* wp = w.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, R, grain(K * 8), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const scalar_t* xr = xp + r * K;
+        scalar_t* o = op + r * M;
+        for (int64_t k = 0; k < K; ++k) {
+          const scalar_t xk = xr[k];
+          if (xk != scalar_t(0)) {
+            const scalar_t* row = wp + k * M;
+            for (int64_t m = 0; m < M; ++m) o[m] += xk * row[m];
+          }
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// xᵀ @ g for x [R, K] (mostly zeros) and g [R, M] → [K, M]: the weight gradient of a sparse-input product.
+at::Tensor sparse_input_matmul_t(at::Tensor x, at::Tensor g) {
+  x = x.contiguous();
+  g = g.contiguous();
+  check_cpu_contiguous(x, "x");
+  TORCH_CHECK(x.dim() == 2 && g.dim() == 2 && x.size(0) == g.size(0), "sparse_input_matmul_t: shapes");
+  const int64_t R = x.size(0), K = x.size(1), M = g.size(1);
+  at::Tensor out = at::zeros({K, M}, g.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_input_matmul_t", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    // threads own disjoint column blocks of the output, so no two write the same entry
+    const int64_t block = 64;
+    at::parallel_for(0, (M + block - 1) / block, grain(R * K / 16), [&](int64_t c0, int64_t c1) {
+      const int64_t m0 = c0 * block, m1 = std::min(M, c1 * block);
+      for (int64_t r = 0; r < R; ++r) {
+        const scalar_t* xr = xp + r * K;
+        const scalar_t* gr = gp + r * M;
+        for (int64_t k = 0; k < K; ++k) {
+          const scalar_t xk = xr[k];
+          if (xk != scalar_t(0)) {
+            scalar_t* o = op + k * M;
+            for (int64_t m = m0; m < m1; ++m) o[m] += xk * gr[m];
+          }
+        }
+      }
+    });
+  });
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("sparse_input_matmul", &sparse_input_matmul);
+  m.def("sparse_input_matmul_t", &sparse_input_matmul_t);
+  m.def("spiking_forward", &spiking_forward);
+  m.def("spiking_backward", &spiking_backward);
+  m.def("linear_scan", &linear_scan);
+}

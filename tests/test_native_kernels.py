@@ -1,0 +1,167 @@
+"""The native time loops (eprop_l2l/cells/native) against the Python reference loops: values, gradients,
+second-order gradients, the event-driven products, and the fallback when the build is unavailable."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import pytest
+import torch
+
+from eprop_l2l.cells import linalg, native
+from eprop_l2l.cells.filters import anticausal_filter, causal_filter, scan
+from eprop_l2l.runs.build import from_experiment
+
+from .builders import relative_error
+
+
+@pytest.fixture(autouse=True)
+def built():
+    if native.module() is None:
+        pytest.fail("the native kernels did not build on this machine (CI builds them; see cells/native)")
+
+
+def python_scan(x, decay, reverse=False, initial=None):
+    with native.disabled():
+        return scan(x, decay, reverse=reverse, initial=initial)
+
+
+def grads(fn, inputs, probe):
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    out = fn(*leaves)
+    return out, torch.autograd.grad((out * probe).sum(), leaves)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("kind", ["constant", "channel", "step"])
+def test_scan_values_and_gradients_equal_the_python_loop(reverse, kind):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 40, 5, 2, generator=g, dtype=torch.float64)
+    decay = {"constant": 0.9, "channel": torch.rand(5, 2, generator=g, dtype=torch.float64),
+             "step": torch.rand(3, 40, 5, 2, generator=g, dtype=torch.float64)}[kind]
+    initial = None if reverse else torch.randn(3, 5, 2, generator=g, dtype=torch.float64)
+    probe = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    inputs = [x] + ([decay] if kind == "step" else []) + ([initial] if initial is not None else [])
+
+    def run(impl):
+        def fn(x, *rest):
+            d = rest[0] if kind == "step" else decay
+            init = rest[-1] if initial is not None else None
+            return impl(x, d, reverse, init)
+        return fn
+
+    native_out, native_grads = grads(run(lambda x, d, r, i: scan(x, d, reverse=r, initial=i)), inputs, probe)
+    python_out, python_grads = grads(run(python_scan), inputs, probe)
+    assert relative_error(native_out, python_out) <= 1e-14
+    for a, b in zip(native_grads, python_grads, strict=True):
+        assert b.norm() > 0
+        assert relative_error(a, b) <= 1e-13
+
+
+def test_scan_is_differentiable_twice():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 12, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    decay = torch.rand(2, 12, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    # the per-step decay takes the kernel only without a gradient of its own; x carries the double backward
+    torch.autograd.gradgradcheck(lambda x: scan(x, decay.detach(), reverse=True) ** 2, (x,))
+    torch.autograd.gradgradcheck(lambda x: causal_filter(x, 0.8) ** 2, (x,))
+
+
+def test_filters_take_the_kernel_and_equal_the_toeplitz_product():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 30, 2, generator=g, dtype=torch.float64)  # narrow: Toeplitz in the Python path
+    with native.disabled():
+        reference = causal_filter(x, 0.7), anticausal_filter(x, 0.7)
+    assert relative_error(causal_filter(x, 0.7), reference[0]) <= 1e-14
+    assert relative_error(anticausal_filter(x, 0.7), reference[1]) <= 1e-14
+
+
+def test_scan_refuses_an_initial_value_for_a_reverse_scan():
+    with pytest.raises(ValueError, match="initial"):
+        scan(torch.zeros(1, 3, 2), 0.5, reverse=True, initial=torch.zeros(1, 2))
+
+
+@pytest.mark.parametrize("density", [0.02, 0.5])
+def test_event_driven_product_equals_the_dense_product(monkeypatch, density):
+    """Spike-like inputs below the density threshold take the event-by-event kernel, others BLAS; values and
+    both gradients (input and weight) equal the dense product either way."""
+    monkeypatch.setattr(linalg, "SPARSE_MIN_ENTRIES", 0)
+    g = torch.Generator().manual_seed(3)
+    x = (torch.rand(3, 50, 40, generator=g) < density).double()
+    w = torch.randn(7, 40, generator=g, dtype=torch.float64)
+    probe = torch.randn(3, 50, 7, generator=g, dtype=torch.float64)
+    taken, kernels = [], native.module()
+
+    class Spy:
+        def __getattr__(self, name):
+            if name == "sparse_input_matmul":
+                taken.append(name)
+            return getattr(kernels, name)
+
+    spy = Spy()
+    monkeypatch.setattr(native, "module", lambda: spy)
+    out, (gx, gw) = grads(lambda x, w: linalg.linear(w, x), [x, w], probe)
+    assert bool(taken) == (density < linalg.SPARSE_DENSITY)
+    ref, (rx, rw) = grads(lambda x, w: x @ w.mT, [x, w], probe)
+    assert relative_error(out, ref) <= 1e-14
+    assert relative_error(gx, rx) <= 1e-14 and relative_error(gw, rw) <= 1e-14
+
+
+def test_event_driven_product_is_differentiable_twice(monkeypatch):
+    monkeypatch.setattr(linalg, "SPARSE_MIN_ENTRIES", 0)
+    g = torch.Generator().manual_seed(4)
+    x = (torch.rand(2, 20, 30, generator=g) < 0.03).double().requires_grad_()
+    w = torch.randn(5, 30, generator=g, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradgradcheck(lambda x, w: linalg.linear(w, x) ** 2, (x, w))
+
+
+def test_meta_gradient_with_the_native_kernels_equals_the_python_loops(monkeypatch):
+    """The whole e-prop 2 meta-iteration (spiking loops, scans, event-driven products) against the same
+    iteration with every native path disabled, float64."""
+    monkeypatch.setattr(linalg, "SPARSE_MIN_ENTRIES", 0)
+    learner, family, _ = from_experiment("cpu", "model.n_rec=24", "error_module.n_rec=16", "inner.fast_loop=true")
+    batch = family.sample(3, torch.Generator().manual_seed(0))
+    batch = dataclasses.replace(batch, **{f.name: getattr(batch, f.name).double() for f in dataclasses.fields(batch)
+                                          if torch.is_tensor(getattr(batch, f.name))
+                                          and getattr(batch, f.name).is_floating_point()},
+                                extra={k: v.double() for k, v in batch.extra.items()})
+    meta = learner.init_meta_params(torch.Generator().manual_seed(0), torch.float64)
+    results = []
+    for use_native in (True, False):
+        leaves = {k: v.clone().requires_grad_() for k, v in meta.items()}
+        if use_native:
+            out = learner.forward(leaves, batch)
+        else:
+            with native.disabled():
+                out = learner.forward(leaves, batch)
+        grads_ = torch.autograd.grad(out["loss"], list(leaves.values()))
+        results.append((out["loss"], dict(zip(leaves, grads_, strict=True))))
+    (loss_n, grads_n), (loss_p, grads_p) = results
+    assert relative_error(loss_n, loss_p) <= 1e-12
+    for key in grads_p:
+        assert grads_p[key].norm() > 0, key
+        assert relative_error(grads_n[key], grads_p[key]) <= 1e-9, key
+
+
+def test_a_failed_build_falls_back_with_one_warning(monkeypatch):
+    def broken():
+        raise RuntimeError("compiler exploded\nsecond line")
+
+    monkeypatch.setattr(native, "_load", broken)
+    native.module.cache_clear()
+    try:
+        monkeypatch.setenv("EPROP_L2L_NATIVE", "auto")
+        with pytest.warns(UserWarning, match=r"unavailable \(compiler exploded\); using the Python loops"):
+            assert native.module() is None
+        native.module.cache_clear()
+        monkeypatch.setenv("EPROP_L2L_NATIVE", "1")
+        with pytest.raises(RuntimeError, match="EPROP_L2L_NATIVE=1"):
+            native.module()
+        native.module.cache_clear()
+        monkeypatch.setenv("EPROP_L2L_NATIVE", "0")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert native.module() is None and not native.usable(torch.zeros(1))
+    finally:
+        native.module.cache_clear()
