@@ -1,104 +1,164 @@
-"""Cost of one e-prop 2 meta-iteration (demonstration → fused e-prop update by the error module → test trial →
-meta-loss → backward) at the ``cpu`` and ``paper`` preset sizes, against
+"""Cost of one e-prop 2 meta-iteration (demonstration trial → e-prop update by the learned error module → test
+trial → meta-loss → backward → Adam step) of eprop-l2l against the straightforward port of the recipe
+(``straightforward_port.py``: what a performance-minded PyTorch user writes — Python time loop, autograd through
+everything, per-task fast weights), same sizes, same tasks, same threads, in one process. Both compute the same
+function (``tests/test_port_oracle.py`` holds their losses and gradients equal).
 
-  forward    the forward passes of both trials (learning network + error module), no gradient
-  reference  the same meta-iteration with the plain autograd time loop (a straightforward implementation of
-             the recipe: Python loop over steps, autograd through everything, as in the authors' code)
-  fast       the same with the spiking loops' hand-written backward (what the trainer uses)
+Sizes (learner / error module × tasks): ``cpu`` 100 / 60 × 16, ``mid`` 200 / 150 × 32, ``paper`` 400 / 300 × 100.
+Repeats alternate between the two implementations (so that drift of a shared machine hits both alike); the
+medians are reported. ``--memory`` adds the peak memory of each case measured in a fresh process (VmHWM after
+one iteration minus VmHWM after building the inputs; CUDA: the allocator's peak).
 
-All in one process, medians of ``--repeats`` runs; peak memory as VmHWM of the process (one case per run with
-``--case``).
-
-    python benchmarks/bench_meta_iteration.py --preset cpu --threads 1 --repeats 3
+    python benchmarks/bench_meta_iteration.py --sizes cpu,mid,paper --threads 1 --repeats 3 --memory \\
+        --out benchmarks/results/meta_iteration_cpu.json
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from eprop_l2l.runs.build import from_experiment
-from eprop_l2l.runtime import configure_cpu
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from straightforward_port import StraightforwardPort  # noqa: E402
+
+from eprop_l2l.runs.build import from_experiment  # noqa: E402
+from eprop_l2l.runtime import configure_cpu  # noqa: E402
+
+SIZES = {
+    "cpu": ("cpu",),
+    "mid": ("cpu", "model.n_rec=200", "error_module.n_rec=150", "optim.batch_size=32"),
+    "paper": ("paper", "run.device=cpu"),
+}
 
 
-def build(preset: str, fast: bool, batch_size: int | None, device: str):
-    learner, family, config = from_experiment(preset, f"inner.fast_loop={fast}")
-    batch = family.sample(batch_size or config.batch_size, torch.Generator().manual_seed(0)).to(device)
-    meta = {k: v.to(device) for k, v in learner.init_meta_params(torch.Generator().manual_seed(0)).items()}
-    return learner, batch, meta
+class Case:
+    """One size: the tasks, our learner with an Adam optimiser, and the port at the same meta-parameters."""
+
+    def __init__(self, size: str, device: str):
+        learner, family, config = from_experiment(*SIZES[size])
+        self.learner, self.device = learner, torch.device(device)
+        self.batch = family.sample(config.batch_size, torch.Generator().manual_seed(0)).to(device)
+        meta = learner.init_meta_params(torch.Generator().manual_seed(0))
+        self.leaves = {k: v.to(device).clone().requires_grad_() for k, v in meta.items()}
+        self.optimizer = torch.optim.Adam(list(self.leaves.values()), lr=config.lr)
+        self.port = StraightforwardPort.from_learner(learner, meta, lr=config.lr, device=device)
+        b = self.batch
+        self.port_inputs = (b.inputs, b.context, b.targets, b.extra["hand"], b.mask)
+        self.tasks = b.inputs.shape[0]
+
+    def ours(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.learner.forward(self.leaves, self.batch)
+        out["loss"].backward()
+        self.learner.constrain_gradients(self.leaves)
+        self.optimizer.step()
+
+    def straightforward(self) -> None:
+        self.port.meta_iteration(*self.port_inputs)
+
+    @torch.no_grad()
+    def forward_only(self) -> None:
+        self.learner.forward(self.leaves, self.batch)
 
 
-def meta_iteration(learner, batch, meta):
-    leaves = {k: v.clone().requires_grad_() for k, v in meta.items()}
-    out = learner.forward(leaves, batch)
-    out["loss"].backward()
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-@torch.no_grad()
-def forward_both_trials(learner, batch, meta):
-    from eprop_l2l.error_modules.base import Observation
-
-    context = batch.extra["error_module_inputs"]
-    for _ in range(2):
-        trajectory, y = learner.network.run(meta, batch.inputs)
-        learner.error_module.run(meta, Observation(None, y, batch.targets, trajectory.outputs, batch.inputs,
-                                                   context))
-
-
-def synchronize():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def timed(fn, repeats):
-    """Median seconds per call and the peak GPU memory of one call (MB; 0 on CPU)."""
+def timed(fn, device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
     fn()
-    synchronize()
-    if torch.cuda.is_available():
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure_memory(size: str, case: str, device: str, threads: int) -> float:
+    """Peak memory (MB) of one iteration of ``case`` in a fresh process."""
+    command = [sys.executable, __file__, "--memory-case", case, "--sizes", size, "--device", device,
+               "--threads", str(threads)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])["peak_mb"]
+
+
+def memory_case(size: str, case: str, device: str) -> None:
+    bench = Case(size, device)
+    fn = {"ours": bench.ours, "port": bench.straightforward}[case]
+    if bench.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+        base = torch.cuda.memory_allocated()
         fn()
-        synchronize()
-        samples.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
-    return statistics.median(samples), peak
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        base = peak_rss_mb()
+        fn()
+        peak = peak_rss_mb() - base
+    print(json.dumps({"peak_mb": peak}))
 
 
-def main():
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--sizes", default="cpu,mid,paper", help=f"comma-separated, from {', '.join(SIZES)}")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=None, help="override the preset's tasks per batch")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--memory", action="store_true", help="also the peak memory of each case (fresh processes)")
+    parser.add_argument("--memory-case", choices=["ours", "port"], help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     configure_cpu(args.threads)
-    learner, batch, meta = build(args.preset, True, args.batch_size, args.device)
-    reference_learner = dataclasses.replace(learner, fast_loop=False,
-                                            error_module=dataclasses.replace(learner.error_module, fast_loop=False))
-    measured = {
-        "forward": timed(lambda: forward_both_trials(learner, batch, meta), args.repeats),
-        "fast": timed(lambda: meta_iteration(learner, batch, meta), args.repeats),
-        "reference": timed(lambda: meta_iteration(reference_learner, batch, meta), args.repeats),
-    }
-    times = {k: v[0] for k, v in measured.items()}
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    result = {"preset": args.preset, "tasks": batch.inputs.shape[0], "threads": torch.get_num_threads(),
-              "device": device, "time_s": times, "fast_over_forward": times["fast"] / times["forward"],
-              "peak_gpu_memory_mb": {k: v[1] for k, v in measured.items()} if device != "cpu" else None,
-              "reference_over_fast": times["reference"] / times["fast"]}
-    print(json.dumps(result, indent=2))
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    unknown = sorted(set(sizes) - set(SIZES))
+    if unknown:
+        parser.error(f"--sizes: unknown {unknown}; choose from {', '.join(SIZES)}")
+    if args.memory_case:
+        memory_case(sizes[0], args.memory_case, args.device)
+        return
+    device = torch.device(args.device)
+    results = []
+    for size in sizes:
+        bench = Case(size, args.device)
+        bench.ours(), bench.straightforward(), bench.forward_only()  # warm-up (and the native build, once)
+        samples = {"ours": [], "port": [], "forward": []}
+        for _ in range(args.repeats):
+            samples["ours"].append(timed(bench.ours, device))
+            samples["port"].append(timed(bench.straightforward, device))
+            samples["forward"].append(timed(bench.forward_only, device))
+        median = {k: statistics.median(v) for k, v in samples.items()}
+        cell, module = bench.learner.network.cell, bench.learner.error_module.cell
+        row = {"size": size, "learner": cell.n_rec, "error_module": module.n_rec, "tasks": bench.tasks,
+               "time_s": median, "samples_s": samples, "port_over_ours": median["port"] / median["ours"],
+               "ours_over_forward": median["ours"] / median["forward"]}
+        del bench
+        if args.memory:
+            row["peak_mb"] = {case: measure_memory(size, case, args.device, args.threads) for case in ("ours", "port")}
+        results.append(row)
+        memory = (f", peak MB ours {row['peak_mb']['ours']:.0f} / port {row['peak_mb']['port']:.0f}"
+                  if args.memory else "")
+        print(f"{size}: {row['learner']}/{row['error_module']} x {row['tasks']}: ours {median['ours']:.3f} s, "
+              f"port {median['port']:.3f} s -> {row['port_over_ours']:.2f}x (forward only {median['forward']:.3f} s)"
+              f"{memory}", flush=True)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    report = {"device": device_name, "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "repeats": args.repeats, "results": results}
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -151,7 +151,8 @@ class StraightforwardPort:
             "one float e-prop update of w_in, w_rec, kappa 0": learner.inner_rule == "eprop"
             and learner.n_inner_updates == 1 and learner.precision == "float"
             and sorted(learner.plastic) == ["w_in", "w_rec"] and learner.kappa == 0.0,
-            "outer loss: arm_outer_loss": getattr(learner.outer_loss, "__name__", None) == "arm_outer_loss",
+            "outer loss: the arm's": getattr(learner.outer_loss, "__qualname__", None) in ("arm_outer_loss",
+                                                                                           "ArmTrials.outer_loss"),
             "task mean over the local batch": learner.task_mean is None,
             "log_inner_lr in meta iff learn_inner_lr": learner.learn_inner_lr == ("log_inner_lr" in meta),
         }
@@ -232,7 +233,7 @@ def main() -> None:
     batch = family.sample(args.tasks or config.batch_size, torch.Generator().manual_seed(0))
     meta = learner.init_meta_params(torch.Generator().manual_seed(0))
     port = StraightforwardPort.from_learner(learner, meta, lr=config.lr)
-    tensors = (batch.inputs, batch.extra["error_module_inputs"], batch.targets, batch.extra["hand"], batch.mask)
+    tensors = (batch.inputs, batch.context, batch.targets, batch.extra["hand"], batch.mask)
     port.meta_iteration(*tensors)  # warm-up
     times = []
     for _ in range(args.repeats):

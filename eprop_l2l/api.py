@@ -23,9 +23,9 @@ import torch
 from .cells.base import Params
 from .errors import ConfigError
 from .meta.learner import MetaLearner
-from .meta.objectives import arm_errors, produced_hand
 from .runs.config import TrainConfig
 from .task_families.arm import ArmTrials, joint_velocities_from_hand
+from .task_families.arm_objective import arm_errors, produced_hand
 from .task_families.base import TaskBatch
 
 __all__ = ["Adaptation", "TrainedModel", "load_run"]

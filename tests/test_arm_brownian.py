@@ -19,9 +19,9 @@ from eprop_l2l.error_modules.base import SignalSource
 from eprop_l2l.error_modules.feedback import Feedback
 from eprop_l2l.errors import ConfigError
 from eprop_l2l.meta.learner import MetaLearner
-from eprop_l2l.meta.objectives import arm_errors, arm_outer_loss
 from eprop_l2l.task_families import ArmBrownian, TaskBatch, make_task_family
 from eprop_l2l.task_families.arm import PHI0, arm_forward, joint_angles
+from eprop_l2l.task_families.arm_objective import arm_errors, arm_outer_loss
 
 N_STATS_TASKS = 256
 STATS_SEED = 0
@@ -48,13 +48,13 @@ def stats_batch() -> TaskBatch:
 def test_same_seed_gives_identical_tensors_and_different_seeds_different_targets():
     family = ArmBrownian(n_steps=300, n_pop_per_dim=20)
     a, b, c = family.sample(8, gen(11)), family.sample(8, gen(11)), family.sample(8, gen(12))
-    assert set(a.extra) == {"hand", "angles", "error_module_inputs"}
+    assert set(a.extra) == {"hand", "angles"} and a.context is not None
     for x, y in [(a.inputs, b.inputs), (a.targets, b.targets), (a.mask, b.mask)] + \
             [(a.extra[k], b.extra[k]) for k in a.extra]:
         assert x.dtype == y.dtype and torch.equal(x, y)
     # another seed: other movements (every task and joint differs), other context spikes, the same clock
     assert (a.targets - c.targets).abs().amax(1).min() > 0.1
-    assert not torch.equal(a.extra["error_module_inputs"], c.extra["error_module_inputs"])
+    assert not torch.equal(a.context, c.context)
     assert torch.equal(a.inputs, c.inputs) and torch.equal(a.mask, c.mask)
     # tasks within one batch and the two joints of one task are independent draws
     assert (a.targets[1:] - a.targets[:1]).abs().amax((1, 2)).min() > 0.1
@@ -228,7 +228,7 @@ def test_demonstration_and_test_trial_share_the_target():
     # the demonstration's learning signals saw the task's target velocities and its coded target hand path
     (demo,) = source.seen
     assert torch.equal(demo.target, batch.targets)
-    assert torch.equal(demo.context, batch.extra["error_module_inputs"])
+    assert torch.equal(demo.context, batch.context)
     # the test trial (and the re-scored demonstration) are scored against the same task
     assert len(scored) == 2 and all(trial is batch for trial in scored)
     after, before = arm_errors(out["y_test"], batch), arm_errors(out["y_demo"], batch)
@@ -245,7 +245,7 @@ def test_error_module_context_is_the_documented_population_code():
     family = ArmBrownian()
     assert (family.n_in, family.n_out, family.n_context, family.loss) == (10, 2, 200, "mse")
     batch = family.sample(16, gen(5))
-    context = batch.extra["error_module_inputs"]
+    context = batch.context
     assert context.shape == (16, 500, 2 * family.n_pop_per_dim) == (16, 500, family.n_context)
     assert context.dtype == torch.float32 and set(context.unique().tolist()) <= {0.0, 1.0}
     assert batch.inputs.shape == (16, 500, family.n_in) and batch.mask.shape == (16, 500)

@@ -46,8 +46,8 @@ def test_clock_population_code_and_reproducibility():
     a = family.sample(3, torch.Generator().manual_seed(5))
     b = family.sample(3, torch.Generator().manual_seed(5))
     c = family.sample(3, torch.Generator().manual_seed(6))
-    assert torch.equal(a.targets, b.targets) and torch.equal(a.extra["error_module_inputs"],
-                                                             b.extra["error_module_inputs"])
+    assert torch.equal(a.targets, b.targets) and torch.equal(a.context,
+                                                             b.context)
     assert not torch.equal(a.targets, c.targets)
     clock = a.inputs[0]
     assert clock.shape == (500, 10) and torch.equal(a.inputs[0], a.inputs[2])

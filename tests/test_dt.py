@@ -15,12 +15,12 @@ from eprop_l2l.cells import LIF, LeakyReadout, RecurrentNetwork
 from eprop_l2l.cli import main
 from eprop_l2l.error_modules.feedback import Feedback
 from eprop_l2l.errors import ConfigError
-from eprop_l2l.meta.evaluate import figure_one_shot
 from eprop_l2l.meta.learner import MetaLearner
-from eprop_l2l.meta.objectives import arm_errors
 from eprop_l2l.runs.build import build
 from eprop_l2l.runs.compose import load_config
 from eprop_l2l.task_families.arm import ArmBrownian, ArmSines, arm_forward, population_code
+from eprop_l2l.task_families.arm_figure import figure_one_shot
+from eprop_l2l.task_families.arm_objective import arm_errors
 from eprop_l2l.units import per_step, rate_hz, whole_steps
 
 QUIET = ("wandb.mode=disabled", "run.progress=false")
@@ -98,7 +98,7 @@ def test_arm_sines_at_1ms_and_2ms_is_the_same_500ms_movement():
     assert still_fine == pytest.approx(0.211, abs=0.005)  # measured 0.21107 (seed 0)
     assert still_coarse == pytest.approx(still_fine, rel=0.01)  # measured 0.21105
     # the error module's population code: the same rate in Hz (measured 32.2 and 32.4 Hz)
-    hz = [rate_hz(b.extra["error_module_inputs"].mean(), b.dt_ms).item() for b in (fine, coarse)]
+    hz = [rate_hz(b.context.mean(), b.dt_ms).item() for b in (fine, coarse)]
     assert hz[1] == pytest.approx(hz[0], rel=0.03)
 
 

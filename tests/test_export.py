@@ -96,7 +96,7 @@ def test_the_loaded_rule_run_equals_eprop_online_of_the_trained_model(trained, t
     save_rule(tmp_path, rule, weights)
     loaded, loaded_weights = load_rule(tmp_path)
     batch = family.sample(2, torch.Generator().manual_seed(cfg.eval.seed))
-    result = run_rule(loaded, loaded_weights, batch.inputs, batch.extra["error_module_inputs"], FloatArithmetic(loaded))
+    result = run_rule(loaded, loaded_weights, batch.inputs, batch.context, FloatArithmetic(loaded))
     reference = online_reference(learner, meta, batch)
     for name in ("w_in", "w_rec"):
         assert relative_error(result.tags[name], reference[name]) <= 1e-6, name
@@ -108,7 +108,7 @@ def test_the_engine_equals_eprop_online_in_float64_on_a_fresh_model():
     meta = {k: v.double() for k, v in learner.init_meta_params(torch.Generator().manual_seed(3)).items()}
     rule, weights = describe(learner, meta)
     batch = family.sample(3, torch.Generator().manual_seed(4), dtype=torch.float64)
-    context = batch.extra["error_module_inputs"]
+    context = batch.context
     result = run_rule(rule, {k: meta[k] for k in weights}, batch.inputs, context, FloatArithmetic(rule))
     reference = online_reference(learner, meta, batch)
     for name in ("w_in", "w_rec"):
@@ -122,7 +122,7 @@ def test_a_changed_decay_in_the_description_changes_the_update(trained):
     wrong = type(rule)(**{**rule.to_dict(), "plastic": [{**c, "trace": {**c["trace"], "decay": 0.5}}
                                                          for c in rule.plastic]})
     batch = family.sample(1, torch.Generator().manual_seed(cfg.eval.seed))
-    ctx = batch.extra["error_module_inputs"]
+    ctx = batch.context
     good = run_rule(rule, weights, batch.inputs, ctx, FloatArithmetic(rule)).tags["w_rec"]
     bad = run_rule(wrong, weights, batch.inputs, ctx, FloatArithmetic(wrong)).tags["w_rec"]
     assert relative_error(bad, good) > 0.1
@@ -134,8 +134,8 @@ def test_fixed_point_with_wide_formats_equals_the_float_update(trained):
     rule, weights = describe(learner, meta)
     batch = family.sample(2, torch.Generator().manual_seed(cfg.eval.seed))
     calibration = family.sample(2, torch.Generator().manual_seed(cfg.optim.validation_seed))
-    scales = calibrate_rule(rule, weights, calibration.inputs, calibration.extra["error_module_inputs"], WIDE)
-    ctx = batch.extra["error_module_inputs"]
+    scales = calibrate_rule(rule, weights, calibration.inputs, calibration.context, WIDE)
+    ctx = batch.context
     floating = run_rule(rule, weights, batch.inputs, ctx, FloatArithmetic(rule))
     fixed = run_rule(rule, weights, batch.inputs, ctx, FixedArithmetic(rule, WIDE, scales, torch.Generator()))
     assert torch.equal(fixed.spikes, floating.spikes)

@@ -34,7 +34,7 @@ def tiny(kind: str, seed: int = 0, steps: int = 15, batch: int = 2, fast_loop: b
     x = (torch.rand(batch, steps, n_in, generator=g) < 0.4).double()
     context = (torch.rand(batch, steps, n_ctx, generator=g) < 0.4).double()
     targets = torch.randn(batch, steps, 2, generator=g, dtype=torch.float64)
-    task = TaskBatch(x, targets, torch.ones(batch, steps, dtype=torch.float64), {"error_module_inputs": context})
+    task = TaskBatch(x, targets, torch.ones(batch, steps, dtype=torch.float64), context=context)
     return learner, meta, task, g
 
 

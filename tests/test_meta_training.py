@@ -1,5 +1,6 @@
 """Meta-training loop and one-shot evaluation on a tiny arm preset."""
 
+import dataclasses
 import json
 
 import pytest
@@ -9,9 +10,20 @@ from eprop_l2l.cells import LIF, LeakyReadout, RecurrentNetwork
 from eprop_l2l.error_modules.learned import LearnedErrorModule
 from eprop_l2l.meta.evaluate import evaluate_one_shot, write_evaluation
 from eprop_l2l.meta.learner import MetaLearner
-from eprop_l2l.meta.objectives import arm_outer_loss
 from eprop_l2l.meta.trainer import MetaTraining, NonFiniteError, meta_train
+from eprop_l2l.runs.config import OptimConfig
 from eprop_l2l.task_families.arm import ArmSines
+from eprop_l2l.task_families.arm_objective import arm_outer_loss
+
+
+def training(**overrides) -> MetaTraining:
+    """The schema's defaults (the only ones) with ``overrides``."""
+    return MetaTraining(**{**dataclasses.asdict(OptimConfig()), **overrides})
+
+
+def test_meta_training_has_no_defaults_of_its_own():
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(MetaTraining))
+    assert {f.name for f in dataclasses.fields(MetaTraining)} == {f.name for f in dataclasses.fields(OptimConfig)}
 
 
 def tiny_learner(n_steps=100):
@@ -26,7 +38,7 @@ def tiny_learner(n_steps=100):
 
 def test_meta_training_is_reproducible_and_lowers_the_meta_loss():
     learner, family = tiny_learner()
-    config = MetaTraining(n_iterations=25, batch_size=4, lr=3e-3, validate_every=10, n_validation_tasks=8)
+    config = training(n_iterations=25, batch_size=4, lr=3e-3, validate_every=10, n_validation_tasks=8)
     first = meta_train(learner, family, config)
     second = meta_train(learner, family, config)
     for name, value in first.meta.items():
@@ -47,7 +59,7 @@ def test_non_finite_steps_are_skipped_then_abort():
             return out
 
     broken = Broken(**{f: getattr(learner, f) for f in learner.__dataclass_fields__})
-    config = MetaTraining(n_iterations=10, batch_size=2, max_nonfinite=3, validate_every=100, n_validation_tasks=2)
+    config = training(n_iterations=10, batch_size=2, max_nonfinite=3, validate_every=100, n_validation_tasks=2)
     from eprop_l2l.meta.trainer import start
 
     state = start(broken, config)
@@ -63,7 +75,7 @@ def test_evaluation_writes_metrics_and_figure(tmp_path):
     learner, family = tiny_learner()
     meta = learner.init_meta_params(torch.Generator().manual_seed(0))
     summary, per_task, example = evaluate_one_shot(learner, meta, family, n_tasks=6, batch_size=4)
-    path = write_evaluation(tmp_path, summary, per_task, example)
+    path = write_evaluation(tmp_path, summary, per_task, example, family)
     saved = json.loads(path.read_text())
     for key in ("n_tasks", "mse_cart_before", "mse_cart_after", "mse_motor_before", "mse_motor_after",
                 "hand_rmse_before", "hand_rmse_after"):

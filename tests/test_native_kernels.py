@@ -165,3 +165,24 @@ def test_a_failed_build_falls_back_with_one_warning(monkeypatch):
             assert native.module() is None and not native.usable(torch.zeros(1))
     finally:
         native.module.cache_clear()
+
+
+@pytest.mark.parametrize("per_task", [False, True])
+def test_event_driven_time_contraction_equals_the_dense_one(monkeypatch, per_task):
+    """Σ_t post^t ⊗ pre^t with spikes as ``pre``: values, both gradients, and second order (dense fallback)."""
+    monkeypatch.setattr(linalg, "SPARSE_MIN_ENTRIES", 0)
+    g = torch.Generator().manual_seed(5)
+    post = torch.randn(3, 40, 6, generator=g, dtype=torch.float64)
+    pre = (torch.rand(3, 40, 9, generator=g) < 0.05).double()
+    probe = torch.randn((3, 6, 9) if per_task else (6, 9), generator=g, dtype=torch.float64)
+
+    def dense(post, pre):
+        out = post.mT @ pre
+        return out if per_task else out.sum(0)
+
+    out, (gp, gx) = grads(lambda a, b: linalg.contract_time(a, b, per_task), [post, pre], probe)
+    ref, (rp, rx) = grads(dense, [post, pre], probe)
+    assert relative_error(out, ref) <= 1e-14
+    assert relative_error(gp, rp) <= 1e-14 and relative_error(gx, rx) <= 1e-14
+    leaves = (post.clone().requires_grad_(), pre.clone().requires_grad_())
+    torch.autograd.gradgradcheck(lambda a, b: linalg.contract_time(a, b, per_task) ** 2, leaves)

@@ -33,7 +33,7 @@ def setup(preset: str, *overrides: str, tasks: int = 3):
     batch = family.sample(tasks, torch.Generator().manual_seed(0), torch.float64)
     meta = learner.init_meta_params(torch.Generator().manual_seed(0), torch.float64)
     port = PORT.StraightforwardPort.from_learner(learner, meta, lr=1e-3, dtype=torch.float64)
-    tensors = (batch.inputs, batch.extra["error_module_inputs"], batch.targets, batch.extra["hand"], batch.mask)
+    tensors = (batch.inputs, batch.context, batch.targets, batch.extra["hand"], batch.mask)
     return learner, batch, meta, port, tensors
 
 

@@ -228,7 +228,8 @@ def test_package_ships_py_typed():
 def _figure(learner, meta, family, n_tasks=6):
     import matplotlib.pyplot as plt
 
-    from eprop_l2l.meta.evaluate import evaluate_one_shot, figure_one_shot
+    from eprop_l2l.meta.evaluate import evaluate_one_shot
+    from eprop_l2l.task_families.arm_figure import figure_one_shot
 
     summary, per_task, (batch, out, index) = evaluate_one_shot(learner, meta, family, n_tasks=n_tasks, batch_size=4)
     figures = []

@@ -88,6 +88,45 @@ def linear(w: torch.Tensor, x: torch.Tensor, add: torch.Tensor | None = None, sc
     return out if add is None else add + out
 
 
+class _SparsePreContraction(torch.autograd.Function):
+    """``Σ_r post_r ⊗ pre_r`` (``postᵀ pre``) for a mostly-zero ``pre [G, R, n]`` (spikes), one matrix per group
+    ``g``; forward and the ``post`` gradient event by event, the ``pre`` gradient one dense product."""
+
+    @staticmethod
+    def forward(post, pre):
+        kernels = native.module()
+        return torch.stack([kernels.sparse_input_matmul_t(x, g).mT for g, x in zip(post, pre, strict=True)])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        post, pre = ctx.saved_tensors
+        grad_post = grad_pre = None
+        if ctx.needs_input_grad[0]:
+            if torch.is_grad_enabled():  # differentiated again: differentiable ops only
+                grad_post = pre @ grad.mT
+            else:
+                kernels = native.module()
+                grad_post = torch.stack([kernels.sparse_input_matmul(x, g.mT.contiguous())
+                                         for g, x in zip(grad, pre, strict=True)])
+        if ctx.needs_input_grad[1]:
+            grad_pre = post @ grad
+        return grad_post, grad_pre
+
+
+def _sparse_contraction(post: torch.Tensor, pre: torch.Tensor, per_task: bool) -> torch.Tensor | None:
+    if (pre.numel() < SPARSE_MIN_ENTRIES or post.dtype != pre.dtype or torch._C._are_functorch_transforms_active()
+            or not native.usable(post, pre) or not _mostly_zeros(pre)):
+        return None
+    if not per_task:
+        post, pre = post.flatten(0, 1).unsqueeze(0), pre.flatten(0, 1).unsqueeze(0)
+    out = _SparsePreContraction.apply(post.contiguous(), pre.contiguous())
+    return out if per_task else out.squeeze(0)
+
+
 def contract_time(post: torch.Tensor, pre: torch.Tensor, per_task: bool) -> torch.Tensor:
     """``Σ_t post_j^t pre_i^t`` from ``[B, T, rows]`` and ``[B, T, n]`` factors.
 
@@ -96,6 +135,9 @@ def contract_time(post: torch.Tensor, pre: torch.Tensor, per_task: bool) -> torc
     The narrower factor goes first (transposed): ``(preᵀ post)ᵀ`` for input weights (n = 10 vs 400 rows) is
     3-4× faster on CPU BLAS than ``postᵀ pre``, the same numbers either way.
     """
+    sparse = _sparse_contraction(post, pre, per_task)
+    if sparse is not None:  # spikes as the presynaptic factor: only the steps where a neuron spiked count
+        return sparse
     if not per_task:
         post, pre = post.flatten(0, 1), pre.flatten(0, 1)
     if pre.shape[-1] <= post.shape[-1]:

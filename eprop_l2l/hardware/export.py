@@ -72,7 +72,7 @@ def _numpy(value) -> np.ndarray:
 
 
 def _demonstrations(batch, arrays: dict) -> dict:
-    out = {"x": batch.inputs, "context": batch.extra["error_module_inputs"], "omega_target": batch.targets,
+    out = {"x": batch.inputs, "context": batch.context, "omega_target": batch.targets,
            "hand_target": batch.extra["hand"], **arrays}
     out = {k: _numpy(v) for k, v in out.items()}
     for key in ("z_demo", "q_z_demo", "z_test"):
@@ -97,7 +97,7 @@ def _rule_artefacts(directory: Path, learner, meta, family, cfg, args) -> dict:
     calibration = family.sample(args.calibration_tasks, torch.Generator().manual_seed(cfg.optim.validation_seed))
     if args.precision == "loihi":
         fmt = number_format("loihi")
-        scales = calibrate_rule(rule, weights, calibration.inputs, calibration.extra["error_module_inputs"], fmt)
+        scales = calibrate_rule(rule, weights, calibration.inputs, calibration.context, fmt)
         rule = type(rule)(**{**rule.to_dict(), "number_format": engine_format(rule, fmt, scales)})
     save_rule(directory, rule, weights)
     loaded_rule, loaded_weights = load_rule(directory)  # the fidelity is measured on what was written
@@ -120,7 +120,7 @@ def _nir_artefacts(directory: Path, learner, meta, family, cfg, args) -> dict:
     with torch.no_grad():
         trajectory, _ = learner.network.run(meta, held_out.inputs)
         obs = Observation(None, None, None, trajectory.outputs, held_out.inputs,
-                          held_out.extra.get("error_module_inputs"))
+                          held_out.context)
         report = {"files": sorted(p.name for p in paths.values()),
                   "network": nir_fidelity(learner.network, meta, held_out.inputs)}
         if "error_module" in paths:

@@ -15,7 +15,7 @@ import torch
 from ..cells.filters import causal_filter
 from ..inner_loop.eprop_online import eprop_online
 from ..inner_loop.losses import Loss
-from ..meta.objectives import arm_errors
+from ..task_families.arm_objective import arm_errors
 from .engine import FixedArithmetic, FloatArithmetic, adapted_trial, run_rule
 from .fixed_point import FixedFormat, Scales, calibrate, quantile_abs
 from .rule import RuleDescription, build_model
@@ -65,7 +65,7 @@ def online_reference(learner, meta: dict, batch) -> dict:
     fast = {k: (v.expand(b, *v.shape) if k in learner.plastic else v) for k, v in meta.items()}
     result = eprop_online(learner.network, fast, batch.inputs, batch.targets, batch.mask, Loss("mse"),
                           learner.error_module, None, None, learner.plastic, 0.0,
-                          context=batch.extra.get("error_module_inputs"))
+                          context=batch.context)
     return result.grads
 
 
@@ -82,7 +82,7 @@ def measure(rule: RuleDescription, weights: dict, batch, calibration_batch, form
     ``rule``/``weights`` are what the export wrote.
     """
     model = build_model(rule)
-    context = batch.extra.get("error_module_inputs")
+    context = batch.context
     float_run = run_rule(rule, weights, batch.inputs, context, FloatArithmetic(rule), model)
     report, arrays = {"n_tasks": int(batch.inputs.shape[0])}, {}
     if learner is not None:
@@ -99,7 +99,7 @@ def measure(rule: RuleDescription, weights: dict, batch, calibration_batch, form
     arrays.update({f"dw_{n[2:]}": float_run.tags[n] for n in rule.plastic_names})
     # −η·tag, not the difference of the float32 weights (which would cancel ΔW's digits away)
     float_dw = {n: -rule.eta * float_run.tags[n].double() for n in rule.plastic_names}
-    cal_context = calibration_batch.extra.get("error_module_inputs")
+    cal_context = calibration_batch.context
     for name, fmt in formats.items():
         scales = calibrate_rule(rule, weights, calibration_batch.inputs, cal_context, fmt, model)
         arithmetic = FixedArithmetic(rule, fmt, scales, torch.Generator().manual_seed(seed))

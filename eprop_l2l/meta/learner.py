@@ -137,15 +137,13 @@ class MetaLearner:
     def _task_mean(self, rates: torch.Tensor) -> torch.Tensor:
         return rates.mean(0) if self.task_mean is None else self.task_mean(rates)
 
-    def _context(self, batch: TaskBatch):
-        return batch.extra.get("error_module_inputs")
 
     def _module_drive(self, meta: Params, batch: TaskBatch) -> torch.Tensor | None:
         """A learned module's input current from context and inputs: equal in every trial of the batch."""
         fixed = getattr(self.error_module, "fixed_drive", None)
         if fixed is None:
             return None
-        return fixed(meta, Observation(None, None, None, None, batch.inputs, self._context(batch)))
+        return fixed(meta, Observation(None, None, None, None, batch.inputs, batch.context))
 
     def adapt(self, meta: Params, batch: TaskBatch, drive: torch.Tensor | None = None):
         """One-shot adaptation: per-task fast weights and the demonstration trial's records."""
@@ -164,7 +162,7 @@ class MetaLearner:
                                      self.plastic, create_graph=torch.is_grad_enabled())
             else:
                 result = eprop_fused(self.network, fast, batch.inputs, batch.targets, batch.mask, loss,
-                                     self.error_module, None, None, self.plastic, self.kappa, self._context(batch),
+                                     self.error_module, None, None, self.plastic, self.kappa, batch.context,
                                      fast=self.fast_loop, per_task=True, source_drive=drive)
             demos.append(result)
             if self.precision != "float":
@@ -185,7 +183,7 @@ class MetaLearner:
         spikes = [trajectory.outputs] + [d.trajectory.outputs for d in demos]
         module_spikes = [d.source_trajectory.outputs for d in demos if d.source_trajectory is not None]
         if module_spikes:
-            obs = Observation(None, y_test, batch.targets, trajectory.outputs, batch.inputs, self._context(batch),
+            obs = Observation(None, y_test, batch.targets, trajectory.outputs, batch.inputs, batch.context,
                               drive)
             # the module runs in the test trial too, for the rate regulariser only: its signals are not needed
             activity = getattr(self.error_module, "activity", None)

@@ -19,17 +19,21 @@ from ..errors import require_count, require_non_negative, require_positive
 
 @dataclass(frozen=True)
 class MetaTraining:
-    n_iterations: int = 1000
-    batch_size: int = 32
-    lr: float = 1e-3
-    lr_decay: float = 1.0  # multiply the learning rate by this every ``lr_decay_every`` iterations
-    lr_decay_every: int = 500
-    clip_norm: float = 1.0  # 0 disables clipping
-    validate_every: int = 100
-    n_validation_tasks: int = 64
-    validation_seed: int = 999
-    seed: int = 0
-    max_nonfinite: int = 10
+    """The validated settings of the outer loop. No defaults here: the one place they are stated is the run
+    schema (``runs.config.OptimConfig``, documented in docs/hyperparameters.md), from which ``runs.build``
+    constructs this record (``MetaTraining(**asdict(cfg.optim))``)."""
+
+    n_iterations: int
+    batch_size: int
+    lr: float
+    lr_decay: float  # multiply the learning rate by this every ``lr_decay_every`` iterations
+    lr_decay_every: int
+    clip_norm: float  # 0 disables clipping
+    validate_every: int
+    n_validation_tasks: int
+    validation_seed: int
+    seed: int
+    max_nonfinite: int
 
     def __post_init__(self):
         require_count("meta.n_iterations", self.n_iterations, minimum=0)

@@ -16,7 +16,6 @@ from ..error_modules.learned import LearnedErrorModule
 from ..errors import ConfigError, require_choice, require_count, require_non_negative, require_positive
 from ..inner_loop.regularization import RateRegularizer
 from ..meta.learner import INNER_RULES, MetaLearner
-from ..meta.objectives import arm_outer_loss
 from ..meta.trainer import MetaTraining
 from ..task_families import make_task_family
 from ..units import step_seconds
@@ -112,16 +111,13 @@ def build_learner(cfg: TrainConfig, family) -> MetaLearner:
                        n_inner_updates=inner.n_updates, plastic=tuple(inner.plastic), inner_rule=inner.rule,
                        precision=inner.precision,
                        network_rate=_rate("model", m, dt_ms), module_rate=_rate("error_module", e, dt_ms),
-                       outer_loss=arm_outer_loss, fast_loop=inner.fast_loop)
+                       outer_loss=family.outer_loss, fast_loop=inner.fast_loop)
 
 
 def build_training(cfg: TrainConfig, world_size: int = 1) -> MetaTraining:
     o = cfg.optim
     with section("optim"):
-        training = MetaTraining(n_iterations=o.n_iterations, batch_size=o.batch_size, lr=o.lr, lr_decay=o.lr_decay,
-                                lr_decay_every=o.lr_decay_every, clip_norm=o.clip_norm,
-                                validate_every=o.validate_every, n_validation_tasks=o.n_validation_tasks,
-                                validation_seed=o.validation_seed, seed=o.seed, max_nonfinite=o.max_nonfinite)
+        training = MetaTraining(**{f.name: getattr(o, f.name) for f in dataclasses.fields(MetaTraining)})
     for key in ("batch_size", "n_validation_tasks"):
         if getattr(o, key) % world_size:
             raise ConfigError(f"optim.{key}", f"must be divisible by the number of processes ({world_size}), "

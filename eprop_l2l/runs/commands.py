@@ -111,7 +111,7 @@ def evaluate_meta(learner, meta: dict, family, cfg: TrainConfig, out_dir: Path, 
     if "log_inner_lr" in meta:
         summary["inner_lr"] = float(meta["log_inner_lr"].exp())
     summary.update(extra or {})
-    write_evaluation(out_dir, summary, per_task, example)
+    write_evaluation(out_dir, summary, per_task, example, family)
     return summary
 
 

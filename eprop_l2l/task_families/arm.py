@@ -18,7 +18,7 @@ Every trial's inputs: the learning network sees only the clock (``n_clock`` neur
 group g fires one spike every ``clock_period_ms`` during the g-th fifth of the trial), identical for all tasks.
 The error module additionally sees the target hand path, clipped to [−1, 1] and population-coded by
 ``n_pop_per_dim`` Gaussian-tuned Bernoulli neurons per coordinate (peak 200 Hz, σ = 0.2, centres
-linspace(−1.4, 1.4)) — ``extra["error_module_inputs"]``. ``targets`` are the target joint velocities (rad/s),
+linspace(−1.4, 1.4)) — ``context``. ``targets`` are the target joint velocities (rad/s),
 ``extra["hand"]`` the target hand path.
 
 Time: durations and rates are physical (ms, Hz, rad/s) and converted with the step ``dt_s``: the clock period
@@ -127,7 +127,31 @@ def population_code(xy: torch.Tensor, generator: torch.Generator, n_per_dim: int
 
 
 class ArmTrials:
-    """What both arm families share: trials built from ``joint_velocities`` (clock input, arm, coded target)."""
+    """What both arm families share: trials built from ``joint_velocities`` (clock input, arm, coded target),
+    and what the meta-learning loop asks of a family (``task_families.base.MetaObjective``): the outer
+    objective, the per-task evaluation metrics and the one-shot figure."""
+
+    metric_keys: ClassVar[tuple[str, ...]] = ("mse_cart", "mse_motor", "hand_rmse")
+    primary_metric: ClassVar[str] = "mse_cart"  # the held-out number; the figure's example is its median task
+
+    def outer_loss(self, y: torch.Tensor, batch: TaskBatch):
+        """0.5·(0.1·MSE_motor + MSE_cart) of the test trial (``arm_objective``)."""
+        from .arm_objective import arm_outer_loss
+
+        return arm_outer_loss(y, batch)
+
+    def errors(self, y: torch.Tensor, batch: TaskBatch) -> dict[str, torch.Tensor]:
+        """Per-task MSE_cart, MSE_motor and RMS hand error ``[B]``."""
+        from .arm_objective import arm_errors
+
+        return arm_errors(y, batch)
+
+    def one_shot_figure(self, path, batch: TaskBatch, out: dict, per_task: dict | None = None,
+                        index: int | None = None) -> dict:
+        """The arm's one-shot figure (``arm_figure``); returns the data behind its panels."""
+        from .arm_figure import figure_one_shot
+
+        return figure_one_shot(path, batch, out, per_task=per_task, index=index)
 
     @property
     def n_in(self) -> int:
@@ -180,8 +204,7 @@ class ArmTrials:
         clock = clock.to(generator.device).expand(batch_size, -1, -1)
         mask = torch.ones(batch_size, self.n_steps, dtype=dtype, device=generator.device)
         return TaskBatch(clock.to(dtype).contiguous(), omega.to(dtype), mask,
-                         {"hand": hand.to(dtype), "angles": angles.to(dtype),
-                          "error_module_inputs": context.to(dtype)}, self.dt_ms)
+                         {"hand": hand.to(dtype), "angles": angles.to(dtype)}, self.dt_ms, context.to(dtype))
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,10 @@ class TaskBatch:
     inputs:  ``[B, T, n_in]`` input spikes (0/1) to the learning network.
     targets: ``[B, T, n_out]`` regression targets, or one-hot class targets for classification.
     mask:    ``[B, T]`` 0/1, the time steps where the loss counts.
-    extra:   what evaluation needs (e.g. ``'label'``, a ``[B]`` long tensor, for classification).
+    extra:   what the family's own objective and evaluation read (e.g. ``'hand'``, ``'label'``).
     dt_ms:   the time step the trials were sampled with (step t is at t·dt_ms ms).
+    context: ``[B, T, n_context]`` what a learned error module is shown of each task (e.g. the population-coded
+             target movement), or None for families without one.
     """
 
     inputs: torch.Tensor
@@ -40,18 +42,20 @@ class TaskBatch:
     mask: torch.Tensor
     extra: dict = dataclasses.field(default_factory=dict)
     dt_ms: float = 1.0
+    context: torch.Tensor | None = None
+
+    def _map(self, fn) -> TaskBatch:
+        apply = lambda x: fn(x) if isinstance(x, torch.Tensor) else x  # noqa: E731
+        return TaskBatch(apply(self.inputs), apply(self.targets), apply(self.mask),
+                         {k: apply(v) for k, v in self.extra.items()}, self.dt_ms, apply(self.context))
 
     def to(self, device: torch.device | str) -> TaskBatch:
         """The same trials on ``device`` (tasks are drawn on the CPU generator, then moved: same tasks anywhere)."""
-        move = lambda x: x.to(device) if isinstance(x, torch.Tensor) else x  # noqa: E731
-        return TaskBatch(move(self.inputs), move(self.targets), move(self.mask),
-                         {k: move(v) for k, v in self.extra.items()}, self.dt_ms)
+        return self._map(lambda x: x.to(device))
 
     def select(self, index) -> TaskBatch:
         """The tasks ``index`` (a slice or index tensor over the batch axis)."""
-        pick = lambda x: x[index] if isinstance(x, torch.Tensor) else x  # noqa: E731
-        return TaskBatch(pick(self.inputs), pick(self.targets), pick(self.mask),
-                         {k: pick(v) for k, v in self.extra.items()}, self.dt_ms)
+        return self._map(lambda x: x[index])
 
     @property
     def batch_size(self) -> int:
@@ -60,6 +64,20 @@ class TaskBatch:
     @property
     def n_steps(self) -> int:
         return self.inputs.shape[1]
+
+
+class MetaObjective(Protocol):
+    """What a family supplies to be meta-trained and evaluated one-shot (the arm families do; ``meta/`` reads
+    only this): the outer objective of the test trial, the per-task metrics of a trial and their names, the
+    primary metric (the held-out number, and the figure's median task), and optionally the one-shot figure
+    (``one_shot_figure(path, batch, out, per_task=, index=) -> dict`` of the data behind its panels)."""
+
+    metric_keys: tuple[str, ...]
+    primary_metric: str
+
+    def outer_loss(self, y: torch.Tensor, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+    def errors(self, y: torch.Tensor, batch: TaskBatch) -> dict[str, torch.Tensor]: ...
 
 
 @runtime_checkable

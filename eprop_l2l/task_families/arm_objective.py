@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from ..task_families.arm import arm_forward
-from ..task_families.base import TaskBatch
 from ..units import step_seconds
+from .arm import arm_forward
+from .base import TaskBatch
 
 
 def produced_hand(y: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
