@@ -7,7 +7,8 @@
   bptt     autograd BPTT of the same trial (forward + backward)
   bptt_fast  the same BPTT with the spiking loop's hand-written backward (cells/fused_loop.py)
 
-Times are medians of ``--repeats`` runs measured in ONE process (so ratios compare like with like). Peak memory
+Times are medians of ``--repeats`` runs measured in ONE process (so ratios compare like with like), of the
+computation only (the inputs are built before the clock starts). Peak memory
 is the peak resident set (VmHWM) of a fresh subprocess per case minus that of a subprocess that only builds the
 inputs. The memory-vs-T sweep checks that the fused path and its backward (the outer loop's gradient through
 ΔW) grow linearly in T.
@@ -92,7 +93,13 @@ def naive_trial(network, params, x, target, mask, source, source_params):
 
 
 def run_case(case: str, kind: str, steps: int = 500, backward: bool = False):
-    network, params, x, target, mask, source, source_params = build(kind, steps=steps)
+    return compute(case, build(kind, steps=steps), backward)
+
+
+def compute(case: str, inputs: tuple, backward: bool = False):
+    """One trial of ``case`` on inputs from :func:`build` (what the timings measure: building is excluded)."""
+    network, params, x, target, mask, source, source_params = inputs
+    params = dict(params)
     if case == "naive":
         with torch.no_grad():
             return naive_trial(network, params, x, target, mask, source, source_params)
@@ -103,7 +110,7 @@ def run_case(case: str, kind: str, steps: int = 500, backward: bool = False):
         if not backward:
             with torch.no_grad():
                 return eprop_fused(network, params, x, target, mask, Loss(), source, source_params)
-        leaves = {k: v.requires_grad_() for k, v in params.items()}
+        leaves = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
         result = eprop_fused(network, leaves, x, target, mask, Loss(), source, source_params)
         sum(g.square().sum() for g in result.grads.values()).backward()
         return result
@@ -170,11 +177,12 @@ def main() -> None:
         for case in () if args.memory_only else CASES:
             if args.quick and case == "naive":
                 continue
-            run_case(case, kind, steps=50)  # warm-up
+            inputs = build(kind)
+            compute(case, build(kind, steps=50))  # warm-up
             samples = []
             for _ in range(1 if case == "naive" else args.repeats):
                 start = time.perf_counter()
-                run_case(case, kind)
+                compute(case, inputs)
                 samples.append(time.perf_counter() - start)
             times[case] = statistics.median(samples)
             print(f"{kind:5s} {case:8s} {times[case]:8.3f} s", flush=True)

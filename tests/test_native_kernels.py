@@ -87,6 +87,7 @@ def test_event_driven_product_equals_the_dense_product(monkeypatch, density):
     """Spike-like inputs below the density threshold take the event-by-event kernel, others BLAS; values and
     both gradients (input and weight) equal the dense product either way."""
     monkeypatch.setattr(linalg, "SPARSE_MIN_ENTRIES", 0)
+    monkeypatch.setattr(linalg, "SPARSE_MIN_WIDTH", 0)
     g = torch.Generator().manual_seed(3)
     x = (torch.rand(3, 50, 40, generator=g) < density).double()
     w = torch.randn(7, 40, generator=g, dtype=torch.float64)
@@ -110,6 +111,7 @@ def test_event_driven_product_equals_the_dense_product(monkeypatch, density):
 
 def test_event_driven_product_is_differentiable_twice(monkeypatch):
     monkeypatch.setattr(linalg, "SPARSE_MIN_ENTRIES", 0)
+    monkeypatch.setattr(linalg, "SPARSE_MIN_WIDTH", 0)
     g = torch.Generator().manual_seed(4)
     x = (torch.rand(2, 20, 30, generator=g) < 0.03).double().requires_grad_()
     w = torch.randn(5, 30, generator=g, dtype=torch.float64, requires_grad=True)
@@ -120,6 +122,7 @@ def test_meta_gradient_with_the_native_kernels_equals_the_python_loops(monkeypat
     """The whole e-prop 2 meta-iteration (spiking loops, scans, event-driven products) against the same
     iteration with every native path disabled, float64."""
     monkeypatch.setattr(linalg, "SPARSE_MIN_ENTRIES", 0)
+    monkeypatch.setattr(linalg, "SPARSE_MIN_WIDTH", 0)
     learner, family, _ = from_experiment("cpu", "model.n_rec=24", "error_module.n_rec=16", "inner.fast_loop=true")
     batch = family.sample(3, torch.Generator().manual_seed(0))
     batch = dataclasses.replace(batch, **{f.name: getattr(batch, f.name).double() for f in dataclasses.fields(batch)
@@ -171,6 +174,7 @@ def test_a_failed_build_falls_back_with_one_warning(monkeypatch):
 def test_event_driven_time_contraction_equals_the_dense_one(monkeypatch, per_task):
     """Σ_t post^t ⊗ pre^t with spikes as ``pre``: values, both gradients, and second order (dense fallback)."""
     monkeypatch.setattr(linalg, "SPARSE_MIN_ENTRIES", 0)
+    monkeypatch.setattr(linalg, "SPARSE_MIN_WIDTH", 0)
     g = torch.Generator().manual_seed(5)
     post = torch.randn(3, 40, 6, generator=g, dtype=torch.float64)
     pre = (torch.rand(3, 40, 9, generator=g) < 0.05).double()
@@ -186,3 +190,37 @@ def test_event_driven_time_contraction_equals_the_dense_one(monkeypatch, per_tas
     assert relative_error(gp, rp) <= 1e-14 and relative_error(gx, rx) <= 1e-14
     leaves = (post.clone().requires_grad_(), pre.clone().requires_grad_())
     torch.autograd.gradgradcheck(lambda a, b: linalg.contract_time(a, b, per_task) ** 2, leaves)
+
+
+@pytest.mark.parametrize("kind", ["lif", "alif"])
+@pytest.mark.parametrize("surrogate", ["triangle", "fast_sigmoid"])
+def test_native_pseudo_derivative_and_its_gradient_equal_the_torch_formula(kind, surrogate):
+    """ψ of a recorded trial (strided views of the padded trajectory) and ∂ψ/∂v, ∂ψ/∂a against the torch
+    formula; double backward falls back to the formula."""
+    from eprop_l2l.cells.simulate import simulate
+
+    from .builders import make_cell
+
+    cell = make_cell(kind, surrogate=surrogate)
+    g = torch.Generator().manual_seed(6)
+    params = cell.init_params(g, torch.float64)
+    x = torch.randn(3, 30, cell.n_in, generator=g, dtype=torch.float64)
+    states = simulate(cell, params, x).states
+    leaves = [f.detach().clone().requires_grad_() for f in states]
+    probe = torch.randn(states.v.shape, generator=g, dtype=torch.float64)
+
+    def psi(*fields):
+        return cell.psi(params, type(states)(*fields))
+
+    native_psi = psi(*leaves)
+    with native.disabled():
+        torch_psi = psi(*leaves)
+    assert torch_psi.abs().sum() > 0
+    assert relative_error(native_psi, torch_psi) <= 1e-14
+    grads_native = torch.autograd.grad((native_psi * probe).sum(), leaves, allow_unused=True)
+    grads_torch = torch.autograd.grad((torch_psi * probe).sum(), leaves, allow_unused=True)
+    for a, b in zip(grads_native, grads_torch, strict=True):
+        assert (a is None) == (b is None)
+        if b is not None:
+            assert relative_error(a, b) <= 1e-13
+    torch.autograd.gradgradcheck(lambda v: cell.psi(params, states._replace(v=v)), (leaves[0],))

@@ -87,7 +87,7 @@ class ALIF(SpikingNeurons):
         return ALIFState(v, a, z, ref), z
 
     def psi(self, params: Params, state: ALIFState) -> torch.Tensor:
-        return self._psi(state.v, self.spec.v_th + self.beta_vector(state.v) * state.a, state.ref)
+        return self._psi(state.v, state.ref, self.beta_vector(state.v) * state.a)
 
     # --- closed-form e-prop -------------------------------------------------------------------------------
     def trace_init(self, params: Params, state: ALIFState, n_pre: int) -> ALIFTrace:
@@ -115,4 +115,5 @@ class ALIF(SpikingNeurons):
         drive = -beta * psi * signal
         lam_a = scan(drive, decay, reverse=True)  # λ_a^t, t = 0..T-1; λ_a^T = 0
         lam_a_next = torch.cat([lam_a[:, 1:], torch.zeros_like(lam_a[:, :1])], 1)
-        return self.input_scale * anticausal_filter(psi * (signal + lam_a_next), self.alpha)
+        g = anticausal_filter(psi * (signal + lam_a_next), self.alpha)
+        return g if self.input_scale == 1.0 else self.input_scale * g

@@ -82,7 +82,8 @@ class FactorisedTraceCell(RecurrentCell):
 
     def adjoint(self, params: Params, trajectory, signal: torch.Tensor) -> torch.Tensor:
         psi = self.psi(params, trajectory.states)
-        return self.input_scale * anticausal_filter(psi * signal, self.alpha)
+        g = anticausal_filter(psi * signal, self.alpha)
+        return g if self.input_scale == 1.0 else self.input_scale * g
 
 
 def expand_rows(cell, signal: torch.Tensor) -> torch.Tensor:

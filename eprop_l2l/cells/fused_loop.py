@@ -24,9 +24,9 @@ from torch.autograd.function import once_differentiable
 
 from . import native
 from .linalg import is_per_task, sparse_input_product_t
+from .spike import SURROGATE_CODES
 
 PATH_CODES = {"full": 0, "no_reset": 1, "local": 2}
-SURROGATE_CODES = {"triangle": 0, "fast_sigmoid": 1}
 
 
 def _rec(w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

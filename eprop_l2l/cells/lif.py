@@ -31,4 +31,4 @@ class LIF(FactorisedTraceCell, SpikingNeurons):
         return LIFState(v, z, ref), z
 
     def psi(self, params: Params, state: LIFState) -> torch.Tensor:
-        return self._psi(state.v, self.spec.v_th, state.ref)
+        return self._psi(state.v, state.ref)

@@ -38,14 +38,22 @@ class _SparseInputLinear(torch.autograd.Function):
         return grad_x, grad_w
 
 
+SPARSE_MIN_WIDTH = 16  # below this many outputs per nonzero the event loop does not pay for its bookkeeping
+DENSITY_SAMPLE_ROWS = 2048
+
+
 def _mostly_zeros(x: torch.Tensor) -> bool:
-    return torch.count_nonzero(x) <= SPARSE_DENSITY * x.numel()
+    """Density of ``x [..., K]`` estimated on evenly strided rows (the choice affects speed, never values)."""
+    rows = x.reshape(-1, x.shape[-1])
+    sample = rows[:: max(1, rows.shape[0] // DENSITY_SAMPLE_ROWS)]
+    return torch.count_nonzero(sample) <= SPARSE_DENSITY * sample.numel()
 
 
 def sparse_input_product_t(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """``xᵀ g`` for ``x [R, K]``, ``g [R, M]`` (no autograd: inside a backward), event by event where x is
     large and mostly zeros (spikes), else one BLAS product."""
-    if (x.numel() >= SPARSE_MIN_ENTRIES and x.dtype == g.dtype and native.usable(x, g)
+    if (x.numel() >= SPARSE_MIN_ENTRIES and g.shape[-1] >= SPARSE_MIN_WIDTH and x.dtype == g.dtype
+            and native.usable(x, g)
             and not torch._C._are_functorch_transforms_active() and _mostly_zeros(x)):
         return native.module().sparse_input_matmul_t(x, g)
     return x.mT @ g
@@ -53,7 +61,8 @@ def sparse_input_product_t(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 def _sparse_product(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
     """``x @ w.mT`` event by event where x is large and mostly zeros (CPU, native kernels), else None."""
-    if (w.dim() != 2 or x.numel() < SPARSE_MIN_ENTRIES or torch._C._are_functorch_transforms_active()
+    if (w.dim() != 2 or x.numel() < SPARSE_MIN_ENTRIES or w.shape[0] < SPARSE_MIN_WIDTH
+            or torch._C._are_functorch_transforms_active()
             or not native.usable(x, w) or x.dtype != w.dtype):
         return None
     flat = x.reshape(-1, x.shape[-1])
@@ -118,7 +127,8 @@ class _SparsePreContraction(torch.autograd.Function):
 
 
 def _sparse_contraction(post: torch.Tensor, pre: torch.Tensor, per_task: bool) -> torch.Tensor | None:
-    if (pre.numel() < SPARSE_MIN_ENTRIES or post.dtype != pre.dtype or torch._C._are_functorch_transforms_active()
+    if (pre.numel() < SPARSE_MIN_ENTRIES or post.shape[-1] < SPARSE_MIN_WIDTH or post.dtype != pre.dtype
+            or torch._C._are_functorch_transforms_active()
             or not native.usable(post, pre) or not _mostly_zeros(pre)):
         return None
     if not per_task:

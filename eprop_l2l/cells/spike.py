@@ -13,6 +13,7 @@ import torch
 from ..errors import require_choice, require_positive
 
 SURROGATES = ("triangle", "fast_sigmoid")
+SURROGATE_CODES = {"triangle": 0, "fast_sigmoid": 1}  # as the native kernels number them
 
 
 def pseudo_derivative(v_scaled: torch.Tensor, gamma: float, shape: str = "triangle") -> torch.Tensor:

@@ -20,10 +20,11 @@ from functools import cached_property
 import torch
 
 from ..errors import require_choice, require_count, require_positive
+from . import native
 from .base import Params, RecurrentCell, gaussian
 from .linalg import linear
 from .spec import NeuronSpec
-from .spike import pseudo_derivative, spike, validate_surrogate
+from .spike import SURROGATE_CODES, pseudo_derivative, spike, validate_surrogate
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,47 @@ class SpikingNeurons(RecurrentCell):
         z = spike((v - threshold) / spec.v_th, spec.gamma_pd, spec.surrogate)
         return z if spec.n_ref == 0 else z.masked_fill(ref > 0, 0.0)
 
-    def _psi(self, v: torch.Tensor, threshold, ref: torch.Tensor) -> torch.Tensor:
-        """∂z/∂v at a step whose refractory counter in force is ``ref``."""
+    def _psi(self, v: torch.Tensor, ref: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """∂z/∂v at a step whose refractory counter in force is ``ref``, threshold v_th (+ ``offset``, the
+        adaptive part of an ALIF threshold). One native pass on CPU tensors (:class:`_NativePsi`)."""
         spec = self.spec
+        if (native.usable(v, ref, offset) and not torch._C._are_functorch_transforms_active()
+                and v.shape == ref.shape and (offset is None or offset.shape == v.shape)):
+            return _NativePsi.apply(v, offset, ref, spec)
+        threshold = spec.v_th if offset is None else spec.v_th + offset
         psi = pseudo_derivative((v - threshold) / spec.v_th, spec.gamma_pd, spec.surrogate) / spec.v_th
         return psi if spec.n_ref == 0 else psi.masked_fill(ref > 0, 0.0)
+
+
+class _NativePsi(torch.autograd.Function):
+    """ψ of a whole trial in one pass; its derivative (∂ψ/∂v, and −∂ψ/∂v for the threshold offset) in one more."""
+
+    @staticmethod
+    def forward(v, offset, ref, spec):
+        return native.module().pseudo_derivative(v, offset, ref, None, spec.v_th, spec.gamma_pd,
+                                                 SURROGATE_CODES[spec.surrogate], spec.n_ref > 0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        v, offset, ref, spec = inputs
+        ctx.spec = spec
+        ctx.save_for_backward(v, offset, ref)
+
+    @staticmethod
+    def backward(ctx, grad):
+        v, offset, ref = ctx.saved_tensors
+        spec = ctx.spec
+        if torch.is_grad_enabled():  # differentiated again: ∂ψ/∂v in torch ops (differentiable in v, offset, grad)
+            u = (v - (spec.v_th if offset is None else spec.v_th + offset)) / spec.v_th
+            if spec.surrogate == "triangle":
+                slope = (u.abs() < 1.0).to(u.dtype) * -spec.gamma_pd
+            else:
+                slope = -2.0 * spec.gamma_pd / (1.0 + u.abs()) ** 3
+            grad_v = grad * slope * torch.sign(u) / spec.v_th**2
+            grad_v = grad_v if spec.n_ref == 0 else grad_v.masked_fill(ref > 0, 0.0)
+        else:
+            grad_v = native.module().pseudo_derivative(v, offset, ref, grad.contiguous(), spec.v_th, spec.gamma_pd,
+                                                       SURROGATE_CODES[spec.surrogate], spec.n_ref > 0)
+        grad_offset = -grad_v if offset is not None and ctx.needs_input_grad[1] else None
+        return grad_v, grad_offset, None, None
 

@@ -317,6 +317,111 @@ std::vector<at::Tensor> spiking_backward(c10::optional<at::Tensor> g_v, c10::opt
   return {delta_v, dz0, da0};
 }
 
+template <typename T>
+inline void scan_step(const T* __restrict x, const T* __restrict d, T* __restrict acc, T* __restrict y, int64_t M) {
+  for (int64_t m = 0; m < M; ++m) {
+    acc[m] = x[m] + d[m] * acc[m];
+    y[m] = acc[m];
+  }
+}
+
+// ψ = (γ/v_th)·pd((v − thr)/v_th), zero where ref > 0, for thr = v_th (+ a per-entry offset, the adaptive
+// part β·a); with Grad, the backward grad·∂ψ/∂v instead (∂ψ/∂thr = −∂ψ/∂v). n contiguous entries.
+template <typename T, int Shape, bool Offset, bool Grad, bool Refractory>
+void psi_block(const T* __restrict v, const T* __restrict offset, const T* __restrict ref, const T* __restrict grad,
+               T* __restrict out, int64_t n, T v_th, T gamma) {
+  for (int64_t i = 0; i < n; ++i) {
+    T threshold = v_th;
+    if constexpr (Offset) threshold = v_th + offset[i];
+    const T u = (v[i] - threshold) / v_th;
+    const T a = std::abs(u);
+    T value;
+    if constexpr (Grad) {  // triangle: −γ·sign(u)/v_th² inside |u| < 1; fast sigmoid: −2γ·sign(u)/(1+|u|)³/v_th²
+      const T sign = u > T(0) ? T(1) : (u < T(0) ? T(-1) : T(0));
+      if constexpr (Shape == TRIANGLE) {
+        value = a < T(1) ? -gamma * sign / v_th / v_th : T(0);
+      } else {
+        const T d = T(1) + a;
+        value = T(-2) * gamma * sign / (d * d * d) / v_th / v_th;
+      }
+      value = value * grad[i];
+    } else if constexpr (Shape == TRIANGLE) {
+      const T q = T(1) - a;
+      value = gamma * (q > T(0) ? q : T(0)) / v_th;
+    } else {
+      const T d = T(1) + a;
+      value = gamma / (d * d) / v_th;
+    }
+    if constexpr (Refractory) value = ref[i] > T(0) ? T(0) : value;
+    out[i] = value;
+  }
+}
+
+// The inputs may be batch-strided views [B, T, N] whose last two dims are contiguous (a padded trajectory's
+// states without the initial one): no copies.
+bool rows_contiguous(const at::Tensor& x) {
+  return x.dim() == 3 && x.stride(2) == 1 && x.stride(1) == x.size(2);
+}
+
+template <typename T, int Shape, bool Offset, bool Grad, bool Refractory>
+void psi_all(const at::Tensor& v, const at::Tensor& offset, const at::Tensor& ref, const at::Tensor& grad,
+             at::Tensor& out, T v_th, T gamma) {
+  const int64_t B = v.size(0), n = v.size(1) * v.size(2);
+  at::parallel_for(0, B, grain(n * 4), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b)
+      psi_block<T, Shape, Offset, Grad, Refractory>(
+          v.data_ptr<T>() + b * v.stride(0), Offset ? offset.data_ptr<T>() + b * offset.stride(0) : nullptr,
+          ref.data_ptr<T>() + b * ref.stride(0), Grad ? grad.data_ptr<T>() + b * grad.stride(0) : nullptr,
+          out.data_ptr<T>() + b * out.stride(0), n, v_th, gamma);
+  });
+}
+
+// Run-time choices → compile-time flags (one instantiation per combination).
+template <typename T>
+struct PsiArgs {
+  const at::Tensor &v, &offset, &ref, &grad;
+  at::Tensor& out;
+  T v_th, gamma;
+  bool refractory;
+};
+
+template <typename T, int Shape, bool Offset, bool Grad>
+void psi_refractory(const PsiArgs<T>& a) {
+  if (a.refractory) psi_all<T, Shape, Offset, Grad, true>(a.v, a.offset, a.ref, a.grad, a.out, a.v_th, a.gamma);
+  else psi_all<T, Shape, Offset, Grad, false>(a.v, a.offset, a.ref, a.grad, a.out, a.v_th, a.gamma);
+}
+
+template <typename T, int Shape, bool Offset>
+void psi_grad(const PsiArgs<T>& a) {
+  if (a.grad.defined()) psi_refractory<T, Shape, Offset, true>(a); else psi_refractory<T, Shape, Offset, false>(a);
+}
+
+template <typename T, int Shape>
+void psi_offset(const PsiArgs<T>& a) {
+  if (a.offset.defined()) psi_grad<T, Shape, true>(a); else psi_grad<T, Shape, false>(a);
+}
+
+at::Tensor pseudo_derivative(at::Tensor v, c10::optional<at::Tensor> offset_, at::Tensor ref,
+                             c10::optional<at::Tensor> grad_, double v_th, double gamma, int64_t surrogate,
+                             bool refractory) {
+  auto prepare = [&](at::Tensor x) {
+    if (x.dim() != 3) x = x.reshape({1, -1, 1});
+    return rows_contiguous(x) && x.device().is_cpu() ? x : x.contiguous();
+  };
+  const auto shape = v.sizes().vec();
+  at::Tensor vv = prepare(v), rr = prepare(ref);
+  at::Tensor off = offset_.has_value() ? prepare(*offset_) : at::Tensor();
+  at::Tensor g = grad_.has_value() ? prepare(*grad_) : at::Tensor();
+  TORCH_CHECK(rr.sizes() == vv.sizes() && (!off.defined() || off.sizes() == vv.sizes()) &&
+              (!g.defined() || g.sizes() == vv.sizes()), "pseudo_derivative: shapes");
+  at::Tensor out = at::empty(vv.sizes(), vv.options());
+  AT_DISPATCH_FLOATING_TYPES(vv.scalar_type(), "pseudo_derivative", [&] {
+    const PsiArgs<scalar_t> args{vv, off, rr, g, out, scalar_t(v_th), scalar_t(gamma), refractory};
+    if (surrogate == TRIANGLE) psi_offset<scalar_t, TRIANGLE>(args); else psi_offset<scalar_t, FAST_SIGMOID>(args);
+  });
+  return out.reshape(shape);
+}
+
 // x [B, T, M]; decay of M entries (per channel, a single entry broadcast) or [B, T, M] (per step);
 // reverse: y^t = x^t + d^t y^{t+1} (y^T = 0), else y^t = x^t + d^t y^{t-1} (y^{-1} = initial or 0).
 at::Tensor linear_scan(at::Tensor x, at::Tensor decay, bool reverse, c10::optional<at::Tensor> initial) {
@@ -342,16 +447,17 @@ at::Tensor linear_scan(at::Tensor x, at::Tensor decay, bool reverse, c10::option
         for (int64_t k = 0; k < S; ++k) {
           const int64_t t = reverse ? S - 1 - k : k;
           const int64_t off = (b * S + t) * M;
-          const scalar_t* dt = per_step ? dp + off : dp;
-          for (int64_t m = 0; m < M; ++m) {
-            acc[m] = xp[off + m] + dt[m] * acc[m];
-            yp[off + m] = acc[m];
-          }
+          scan_step(xp + off, per_step ? dp + off : dp, acc.data(), yp + off, M);
         }
       }
     });
   });
   return y;
+}
+
+template <typename T>
+inline void axpy(T a, const T* __restrict x, T* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
 // x [R, K] (mostly zeros, e.g. spikes) @ w [K, M]: only the rows of w at the nonzeros of x are added, so the
@@ -373,10 +479,7 @@ at::Tensor sparse_input_matmul(at::Tensor x, at::Tensor w) {
         scalar_t* o = op + r * M;
         for (int64_t k = 0; k < K; ++k) {
           const scalar_t xk = xr[k];
-          if (xk != scalar_t(0)) {
-            const scalar_t* row = wp + k * M;
-            for (int64_t m = 0; m < M; ++m) o[m] += xk * row[m];
-          }
+          if (xk != scalar_t(0)) axpy(xk, wp + k * M, o, M);
         }
       }
     });
@@ -385,6 +488,7 @@ at::Tensor sparse_input_matmul(at::Tensor x, at::Tensor w) {
 }
 
 // xᵀ @ g for x [R, K] (mostly zeros) and g [R, M] → [K, M]: the weight gradient of a sparse-input product.
+// Threads own disjoint ranges of the output's rows k (so no two write one entry); x is scanned once in all.
 at::Tensor sparse_input_matmul_t(at::Tensor x, at::Tensor g) {
   x = x.contiguous();
   g = g.contiguous();
@@ -396,19 +500,13 @@ at::Tensor sparse_input_matmul_t(at::Tensor x, at::Tensor g) {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* gp = g.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    // threads own disjoint column blocks of the output, so no two write the same entry
-    const int64_t block = 64;
-    at::parallel_for(0, (M + block - 1) / block, grain(R * K / 16), [&](int64_t c0, int64_t c1) {
-      const int64_t m0 = c0 * block, m1 = std::min(M, c1 * block);
+    at::parallel_for(0, K, grain(R * 8), [&](int64_t k0, int64_t k1) {
       for (int64_t r = 0; r < R; ++r) {
         const scalar_t* xr = xp + r * K;
         const scalar_t* gr = gp + r * M;
-        for (int64_t k = 0; k < K; ++k) {
+        for (int64_t k = k0; k < k1; ++k) {
           const scalar_t xk = xr[k];
-          if (xk != scalar_t(0)) {
-            scalar_t* o = op + k * M;
-            for (int64_t m = m0; m < m1; ++m) o[m] += xk * gr[m];
-          }
+          if (xk != scalar_t(0)) axpy(xk, gr, op + k * M, M);
         }
       }
     });
@@ -422,4 +520,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("spiking_forward", &spiking_forward);
   m.def("spiking_backward", &spiking_backward);
   m.def("linear_scan", &linear_scan);
+  m.def("pseudo_derivative", &pseudo_derivative);
 }
