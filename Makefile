@@ -22,6 +22,8 @@ PYTHON310   ?= $(shell p="$$(pyenv root 2>/dev/null)/versions/3.10.13/bin/python
 LINT_PATHS  := $(wildcard eprop_l2l tests benchmarks scripts)
 
 export WANDB_MODE ?= offline
+# the venv's tools (ninja for torch's C++ extension builder) on PATH for everything the targets run
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: venv lava-env test lint format demo bench clean distclean
 
@@ -56,6 +58,8 @@ test: venv
 	@if [ -n "$(PYTHON310)" ]; then $(MAKE) --no-print-directory lava-env; \
 	 else echo "make test: no CPython 3.10 found: the Lava tests will skip (make lava-env)"; fi
 	$(VENV)/bin/ruff check $(LINT_PATHS)
+	@# build the native time loops once, up front and loudly (a failed build is an error here, not a fallback)
+	EPROP_L2L_NATIVE=1 $(VENV_PY) -c "from eprop_l2l.cells import native; print('native time loops:', native.module().__name__)"
 	$(VENV_PY) -m pytest -q -x --durations=15 $(PYTEST_ARGS)
 
 # e-prop 2 in minutes: meta-trains the `demo` preset (the cpu sizes, 600 meta-iterations) into runs/demo,
