@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_eprop_trial import high_water_mb as peak_rss_mb  # noqa: E402
 from straightforward_port import StraightforwardPort  # noqa: E402
 
 from eprop_l2l.runs.build import from_experiment  # noqa: E402
@@ -80,13 +81,6 @@ def timed(fn, device) -> float:
     fn()
     synchronize(device)
     return time.perf_counter() - start
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def measure_memory(size: str, case: str, device: str, threads: int) -> float:
