@@ -101,7 +101,7 @@ def test_train_help_lists_every_preset_and_group_option(capsys):
     text = re.sub(r"\s+", " ", capsys.readouterr().out)
     groups = config_groups()
     assert set(groups) == {"experiment", "task", "model", "error_module", "inner"}
-    assert sorted(groups["experiment"]) == ["cpu", "demo", "gpu", "paper", "small", "tiny"]
+    assert sorted(groups["experiment"]) == ["cpu", "cpu_hour", "demo", "gpu", "paper", "small", "tiny"]
     for group, options in groups.items():
         assert f"{group}=" in text
         for option, description in options.items():
