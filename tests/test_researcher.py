@@ -113,7 +113,7 @@ def test_train_help_lists_every_preset_and_group_option(capsys):
 @pytest.mark.parametrize(("args", "message"), [
     (["train", "--cfg", "model.tau_m=-1"], "model.tau_m: must be > 0, got -1.0"),
     (["train", "--cfg", "experiment=nope"],
-     "experiment: unknown value 'nope' (choose from cpu, demo, gpu, paper, small, tiny)"),
+     "experiment: unknown value 'nope' (choose from cpu, cpu_hour, demo, gpu, paper, small, tiny)"),
     (["train", "--cfg", "error_module=nope"],
      "error_module: unknown value 'nope' (choose from learned, lstm, natural, random_feedback)"),
     (["train", "-m", "--cfg", "inner=eprop,sgd"], "inner: unknown value 'sgd' (choose from bptt, eprop)"),
