@@ -90,7 +90,7 @@ class _Scan(torch.autograd.Function):
 
 def _native_scan(x: torch.Tensor, decay, reverse: bool, initial: torch.Tensor | None) -> torch.Tensor | None:
     """The scan by the native kernel, or None where it does not apply (the caller recurses in Python)."""
-    if x.dim() < 3 or torch._C._are_functorch_transforms_active() or not native.usable(x, initial):
+    if x.dim() < 3 or not native.usable(x, initial):
         return None
     channels = _as_channels(x, decay)
     if channels is None:
@@ -109,8 +109,11 @@ def scan(x: torch.Tensor, decay, *, reverse: bool = False, initial: torch.Tensor
     if reverse and initial is not None:
         raise ValueError("scan: an initial value is only defined for a forward scan")
     y = _native_scan(x, decay, reverse, initial)
-    if y is not None:
-        return y
+    return y if y is not None else _loop_scan(x, decay, reverse, initial)
+
+
+def _loop_scan(x: torch.Tensor, decay, reverse: bool, initial: torch.Tensor | None) -> torch.Tensor:
+    """:func:`scan` as a Python recursion over time (any device, any transform, any decay shape)."""
     per_step = torch.is_tensor(decay) and decay.dim() == x.dim() and decay.shape[:2] == x.shape[:2]
     acc = torch.zeros_like(x[:, 0]) if initial is None else initial
     out = []
@@ -136,7 +139,7 @@ def causal_filter(x: torch.Tensor, decay, *, initial: torch.Tensor | None = None
             ramp = kernel[:, 0] * decay  # decay^(t+1)
             y = y + ramp.reshape(1, steps, *([1] * (x.dim() - 2))) * initial.unsqueeze(1)
         return y
-    return scan(x, decay, initial=initial)
+    return _loop_scan(x, decay, False, initial)
 
 
 def anticausal_filter(x: torch.Tensor, decay) -> torch.Tensor:
@@ -147,4 +150,4 @@ def anticausal_filter(x: torch.Tensor, decay) -> torch.Tensor:
     if _narrow(x, decay):
         kernel = _toeplitz(x.shape[1], decay, x.dtype, x.device)
         return (kernel.mT @ x.flatten(2)).reshape(x.shape)
-    return scan(x, decay, reverse=True)
+    return _loop_scan(x, decay, True, None)

@@ -12,6 +12,22 @@ from . import native
 # is near 10 %).
 SPARSE_DENSITY = 0.1
 SPARSE_MIN_ENTRIES = 1 << 16
+SPARSE_MIN_WIDTH = 16  # below this many outputs per nonzero the event loop does not pay for its bookkeeping
+DENSITY_SAMPLE_ROWS = 2048
+
+
+def _mostly_zeros(x: torch.Tensor) -> bool:
+    """Density of ``x [..., K]`` estimated on evenly strided rows (the choice affects speed, never values)."""
+    rows = x.reshape(-1, x.shape[-1])
+    sample = rows[:: max(1, rows.shape[0] // DENSITY_SAMPLE_ROWS)]
+    return torch.count_nonzero(sample) <= SPARSE_DENSITY * sample.numel()
+
+
+def _event_driven(sparse: torch.Tensor, dense_width: int, other: torch.Tensor) -> bool:
+    """Whether a product with the mostly-zero operand ``sparse`` (and ``other``, ``dense_width`` outputs per
+    nonzero) goes event by event through the native kernel rather than BLAS."""
+    return (sparse.numel() >= SPARSE_MIN_ENTRIES and dense_width >= SPARSE_MIN_WIDTH and sparse.dtype == other.dtype
+            and native.usable(sparse, other) and _mostly_zeros(sparse))
 
 
 class _SparseInputLinear(torch.autograd.Function):
@@ -38,36 +54,19 @@ class _SparseInputLinear(torch.autograd.Function):
         return grad_x, grad_w
 
 
-SPARSE_MIN_WIDTH = 16  # below this many outputs per nonzero the event loop does not pay for its bookkeeping
-DENSITY_SAMPLE_ROWS = 2048
-
-
-def _mostly_zeros(x: torch.Tensor) -> bool:
-    """Density of ``x [..., K]`` estimated on evenly strided rows (the choice affects speed, never values)."""
-    rows = x.reshape(-1, x.shape[-1])
-    sample = rows[:: max(1, rows.shape[0] // DENSITY_SAMPLE_ROWS)]
-    return torch.count_nonzero(sample) <= SPARSE_DENSITY * sample.numel()
-
-
 def sparse_input_product_t(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """``xᵀ g`` for ``x [R, K]``, ``g [R, M]`` (no autograd: inside a backward), event by event where x is
     large and mostly zeros (spikes), else one BLAS product."""
-    if (x.numel() >= SPARSE_MIN_ENTRIES and g.shape[-1] >= SPARSE_MIN_WIDTH and x.dtype == g.dtype
-            and native.usable(x, g)
-            and not torch._C._are_functorch_transforms_active() and _mostly_zeros(x)):
+    if _event_driven(x, g.shape[-1], g):
         return native.module().sparse_input_matmul_t(x, g)
     return x.mT @ g
 
 
 def _sparse_product(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
     """``x @ w.mT`` event by event where x is large and mostly zeros (CPU, native kernels), else None."""
-    if (w.dim() != 2 or x.numel() < SPARSE_MIN_ENTRIES or w.shape[0] < SPARSE_MIN_WIDTH
-            or torch._C._are_functorch_transforms_active()
-            or not native.usable(x, w) or x.dtype != w.dtype):
+    if w.dim() != 2 or not _event_driven(x, w.shape[0], w):
         return None
     flat = x.reshape(-1, x.shape[-1])
-    if not _mostly_zeros(flat):
-        return None
     return _SparseInputLinear.apply(flat, w).reshape(*x.shape[:-1], w.shape[0])
 
 
@@ -127,9 +126,7 @@ class _SparsePreContraction(torch.autograd.Function):
 
 
 def _sparse_contraction(post: torch.Tensor, pre: torch.Tensor, per_task: bool) -> torch.Tensor | None:
-    if (pre.numel() < SPARSE_MIN_ENTRIES or post.shape[-1] < SPARSE_MIN_WIDTH or post.dtype != pre.dtype
-            or torch._C._are_functorch_transforms_active()
-            or not native.usable(post, pre) or not _mostly_zeros(pre)):
+    if not _event_driven(pre, post.shape[-1], post):
         return None
     if not per_task:
         post, pre = post.flatten(0, 1).unsqueeze(0), pre.flatten(0, 1).unsqueeze(0)

@@ -103,8 +103,7 @@ class SpikingNeurons(RecurrentCell):
         """∂z/∂v at a step whose refractory counter in force is ``ref``, threshold v_th (+ ``offset``, the
         adaptive part of an ALIF threshold). One native pass on CPU tensors (:class:`_NativePsi`)."""
         spec = self.spec
-        if (native.usable(v, ref, offset) and not torch._C._are_functorch_transforms_active()
-                and v.shape == ref.shape and (offset is None or offset.shape == v.shape)):
+        if native.usable(v, ref, offset) and v.shape == ref.shape and (offset is None or offset.shape == v.shape):
             return _NativePsi.apply(v, offset, ref, spec)
         threshold = spec.v_th if offset is None else spec.v_th + offset
         psi = pseudo_derivative((v - threshold) / spec.v_th, spec.gamma_pd, spec.surrogate) / spec.v_th

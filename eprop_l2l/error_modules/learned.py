@@ -75,14 +75,23 @@ class LearnedErrorModule(SignalSource):
     def module_input(self, obs: Observation) -> torch.Tensor:
         parts = []
         if self.use_context:
-            if obs.context is None:
-                raise ConfigError("error_module.use_context", "the task provides no context input")
-            parts.append(obs.context)
+            parts.append(self._context(obs))
         if self.use_spikes:
             parts.append(obs.spikes)
         if self.use_inputs:
             parts.append(obs.inputs)
         return torch.cat(parts, -1)
+
+    def _context(self, obs: Observation) -> torch.Tensor:
+        if obs.context is None:
+            raise ConfigError("error_module.use_context", "the task provides no context input")
+        return obs.context
+
+    @property
+    def _current_is_product(self) -> bool:
+        """The cell's input current is ``s·W^in x`` (spiking and rate cells), so it can be computed part by
+        part; not for cells that add more (an LSTM's bias)."""
+        return type(self.cell).input_current is RecurrentCell.input_current
 
     def _input_weights(self, params: Params) -> dict[str, torch.Tensor]:
         """Columns of ``em_w_in`` per input part, in the order of :meth:`module_input`."""
@@ -95,11 +104,11 @@ class LearnedErrorModule(SignalSource):
         """Input current from the context and the network's inputs ``[B, T, n_em]``: the same in every trial of
         a task batch, so a caller running several trials computes it once (``Observation.drive``). None for
         cells whose input current is more than a product (:meth:`input_current` then projects everything)."""
-        if type(self.cell).input_current is not RecurrentCell.input_current:
+        if not self._current_is_product:
             return None
         weights = self._input_weights(params)
-        if self.use_context and obs.context is None:
-            raise ConfigError("error_module.use_context", "the task provides no context input")
+        if self.use_context:
+            self._context(obs)
         parts = [linear(weights[k], v) for k, v in (("context", obs.context), ("inputs", obs.inputs)) if k in weights]
         if not parts:
             return None
@@ -110,14 +119,12 @@ class LearnedErrorModule(SignalSource):
     def input_current(self, params: Params, obs: Observation) -> torch.Tensor:
         """``cell.input_current`` of :meth:`module_input` for a whole trial, one projection per input part (no
         concatenated copy; only the spikes' part carries a gradient back to the learning network)."""
-        if type(self.cell).input_current is not RecurrentCell.input_current:  # e.g. an LSTM's bias: one product
+        if not self._current_is_product:  # one product of everything
             return self.cell.input_current(self.cell_params(params), self.module_input(obs))
         drive = obs.drive if obs.drive is not None else self.fixed_drive(params, obs)
         if not self.use_spikes:
             return drive
-        current = linear(self._input_weights(params)["spikes"], obs.spikes)
-        scale = self.cell.input_scale
-        current = current if scale == 1.0 else scale * current
+        current = linear(self._input_weights(params)["spikes"], obs.spikes, scale=self.cell.input_scale)
         return current if drive is None else drive + current
 
     def init_state(self, batch: int, dtype=torch.float32, device=None):

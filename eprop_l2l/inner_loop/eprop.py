@@ -121,12 +121,12 @@ def eprop_fused(
     source = for_readout(source, network.readout)
     trajectory, y = network.run(params, x, fast=fast)
     z = trajectory.outputs
-    per_task = is_per_task(params["w_rec"]) if per_task is None else per_task
+    separate = is_per_task(params["w_rec"]) if per_task is None else per_task  # the regulariser's rates
     error = loss.error(y, target, mask)
     signals, source_trajectory = source.run({**params, **(source_params or {})},
                                             Observation(error, y, target, z, x, context, source_drive))
-    reg_signal = regularizer.signal(z, per_task) if regularizer is not None else None
-    value = loss.value(y, target, mask) + (regularizer.loss(z, per_task) if regularizer is not None else 0.0)
+    reg_signal = regularizer.signal(z, separate) if regularizer is not None else None
+    value = loss.value(y, target, mask) + (regularizer.loss(z, separate) if regularizer is not None else 0.0)
     names = tuple(n for n in plastic if n in RECURRENT_WEIGHTS)
     grads = recurrent_grads(network.cell, params, trajectory, x, signals, kappa, reg_signal, names, per_task)
     grads.update(readout_grads(network.readout, params, z, error, tuple(n for n in plastic if n in READOUT_WEIGHTS),

@@ -139,9 +139,10 @@ class MetaLearner:
 
 
     def _module_drive(self, meta: Params, batch: TaskBatch) -> torch.Tensor | None:
-        """A learned module's input current from context and inputs: equal in every trial of the batch."""
+        """A learned module's input current from context and inputs: equal in every trial of the batch (None
+        where the module does not run: the BPTT inner step, feedback sources)."""
         fixed = getattr(self.error_module, "fixed_drive", None)
-        if fixed is None:
+        if fixed is None or self.inner_rule != "eprop":
             return None
         return fixed(meta, Observation(None, None, None, None, batch.inputs, batch.context))
 

@@ -85,8 +85,9 @@ def disabled() -> Iterator[None]:
 
 
 def usable(*tensors: torch.Tensor | None) -> bool:
-    """True when every given tensor is a CPU tensor of a supported dtype and the kernels are built."""
-    if _DISABLED:
+    """True when every given tensor is a CPU tensor of a supported dtype, no ``torch.func`` transform is active
+    (the kernels are opaque to vmap/jvp) and the kernels are built."""
+    if _DISABLED or torch._C._are_functorch_transforms_active():
         return False
     present = [t for t in tensors if t is not None]
     if any(t.device.type != "cpu" or t.dtype not in DTYPES for t in present):

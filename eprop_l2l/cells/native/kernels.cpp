@@ -36,6 +36,13 @@ int64_t grain(int64_t work_per_item) {
   return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, work_per_item));
 }
 
+// y += a·x over n contiguous entries (one row of an event-driven or transposed product).
+template <typename T>
+inline void axpy(T a, const T* __restrict x, T* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+
 // The per-neuron update of one step (restrict pointers and compile-time flags: branch-free, vectorised).
 template <typename T, bool Adaptive, bool Refractory>
 void forward_step(const T* __restrict i_in, const T* __restrict rec, const T* __restrict z_prev,
@@ -74,10 +81,7 @@ void forward_element(int64_t b, int64_t S, int64_t N, const T* cur, const T* wb,
     std::fill(rec, rec + N, T(0));
     for (int64_t i = 0; i < N; ++i) {  // event-driven: only the rows of neurons that spiked
       const T zi = z_prev[i];
-      if (zi != T(0)) {
-        const T* row = wb + i * N;
-        for (int64_t j = 0; j < N; ++j) rec[j] += zi * row[j];
-      }
+      if (zi != T(0)) axpy(zi, wb + i * N, rec, N);
     }
     forward_step<T, Adaptive, Refractory>(cur + (b * S + t - 1) * N, rec, z_prev, vp + before, rp + before,
                                           Adaptive ? ap + before : rec, bet, vp + now, rp + now, zp + now,
@@ -146,18 +150,6 @@ inline void backward_at(int64_t b, int64_t t, int64_t S, int64_t N, const T* rec
                         T* dz0p, T* scratch, const T* zeros, const Constants& c, bool reset_path) {
   const int64_t at_t = (b * (S + 1) + t) * N;
   const bool later = t < S;
-  if (t > 0) {  // the rows of the next (earlier) step: B strided streams are too many for the hardware prefetcher
-    const int64_t next = at_t - N, line = 64 / int64_t(sizeof(T));
-    for (int64_t k = 0; k < N; k += line) {
-      __builtin_prefetch(vp + next + k);
-      __builtin_prefetch(rp + next + k);
-      if (gz) __builtin_prefetch(gz + next + k);
-      if (gv) __builtin_prefetch(gv + next + k);
-      if (Adaptive) __builtin_prefetch(ap + next + k);
-      if (ga) __builtin_prefetch(ga + next + k);
-      __builtin_prefetch(dvp + next + k, 1);
-    }
-  }
   backward_step<T, Adaptive, Refractory, Shape>(
       rec_term ? rec_term : zeros, gv ? gv + at_t : zeros, gz ? gz + at_t : zeros, ga ? ga + at_t : zeros,
       vp + at_t, Adaptive ? ap + at_t : zeros, rp + at_t, Adaptive ? bet : zeros, dvn + b * N, dan + b * N,
@@ -176,23 +168,19 @@ void transposed_product(const T* __restrict w, const T* __restrict d, T s, T* __
     const T *r0 = w + j * N, *r1 = r0 + N, *r2 = r1 + N, *r3 = r2 + N;
     for (int64_t i = 0; i < N; ++i) out[i] += d0 * r0[i] + d1 * r1[i] + d2 * r2[i] + d3 * r3[i];
   }
-  for (; j < N; ++j) {
-    const T dj = s * d[j];
-    const T* row = w + j * N;
-    for (int64_t i = 0; i < N; ++i) out[i] += dj * row[i];
-  }
+  for (; j < N; ++j) axpy(s * d[j], w + j * N, out, N);
 }
 
 template <typename T, bool Adaptive, bool Refractory, int Shape>
 void backward_loops(const T* gv, const T* gz, const T* ga, const at::Tensor& w_rec, bool per_task, const T* vp,
-                    const T* ap, const T* rp, const T* bet, T* dvn, T* dan, T* dvp, T* dz0p, int64_t B, int64_t S,
-                    int64_t N, const at::Tensor& like, const Constants& c, int64_t paths) {
+                    const T* ap, const T* rp, const T* bet, const at::Tensor& dv_next, T* dan, T* dvp, T* dz0p,
+                    int64_t B, int64_t S, int64_t N, const Constants& c, int64_t paths) {
   const bool recurrent = paths != LOCAL, reset_path = paths == FULL;
   const T s = T(c.scale);
+  T* dvn = dv_next.data_ptr<T>();
   if (!per_task) {
     // shared weights: the recurrent term of all batch elements is one matrix product per step (BLAS)
-    at::Tensor rec = at::empty({B, N}, like.options());
-    at::Tensor dv_next = at::from_blob(dvn, {B, N}, like.options());
+    at::Tensor rec = at::empty({B, N}, dv_next.options());
     at::Tensor w_scaled = w_rec * c.scale;
     const T* rec_p = rec.data_ptr<T>();
     for (int64_t t = S; t >= 0; --t) {
@@ -240,13 +228,12 @@ void backward_impl(const at::Tensor& g_v, const at::Tensor& g_z, const at::Tenso
   const T* bet = adaptive ? beta.data_ptr<T>() : nullptr;
   at::Tensor dv_next = at::zeros({B, N}, v.options());
   at::Tensor da_next = at::zeros({B, N}, v.options());
-  T* dvn = dv_next.data_ptr<T>();
   T* dan = da_next.data_ptr<T>();
   T* dvp = delta_v.data_ptr<T>();
   T* dz0p = dz0.data_ptr<T>();
 #define EPROP_BACKWARD(ADAPTIVE, REFRACTORY, SHAPE)                                                              \
-  backward_loops<T, ADAPTIVE, REFRACTORY, SHAPE>(gv, gz, ga, w_rec, per_task, vp, ap, rp, bet, dvn, dan, dvp, dz0p, \
-                                                 B, S, N, v, c, paths)
+  backward_loops<T, ADAPTIVE, REFRACTORY, SHAPE>(gv, gz, ga, w_rec, per_task, vp, ap, rp, bet, dv_next, dan, dvp, \
+                                                 dz0p, B, S, N, c, paths)
   const bool refractory = c.n_ref > 0;
   if (c.surrogate == TRIANGLE) {
     if (adaptive) { if (refractory) EPROP_BACKWARD(true, true, TRIANGLE); else EPROP_BACKWARD(true, false, TRIANGLE); }
@@ -453,11 +440,6 @@ at::Tensor linear_scan(at::Tensor x, at::Tensor decay, bool reverse, c10::option
     });
   });
   return y;
-}
-
-template <typename T>
-inline void axpy(T a, const T* __restrict x, T* __restrict y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
 // x [R, K] (mostly zeros, e.g. spikes) @ w [K, M]: only the rows of w at the nonzeros of x are added, so the
