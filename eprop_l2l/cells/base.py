@@ -41,10 +41,35 @@ def gaussian(shape, scale: float, generator: torch.Generator, dtype: torch.dtype
     return torch.randn(*shape, generator=generator, dtype=dtype) * scale
 
 
+class _StackSteps(torch.autograd.Function):
+    """``torch.stack`` whose backward is one ``unbind``. torch's own backward selects each step; differentiated
+    again (the MAML-style inner step: create_graph through a trial) every select scatters into a zero tensor of
+    the whole trial — O(T²) memory traffic — where the unbind's own backward is one stack."""
+
+    @staticmethod
+    def forward(dim, *steps):
+        return torch.stack(steps, dim)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.dim = inputs[0]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (None, *grad.unbind(ctx.dim))
+
+
+def stack_steps(steps, dim: int = 1) -> torch.Tensor:
+    """Per-step tensors → one tensor along ``dim`` (the same values as ``torch.stack``)."""
+    if torch._C._are_functorch_transforms_active() or not torch.is_grad_enabled():
+        return torch.stack(steps, dim)
+    return _StackSteps.apply(dim, *steps)
+
+
 def stack_states(states: list[NamedTuple], dim: int = 1) -> NamedTuple:
     """List of per-step records → one record of ``[B, T, ...]`` tensors."""
     cls = type(states[0])
-    return cls(*(torch.stack(field, dim) for field in zip(*states, strict=True)))
+    return cls(*(stack_steps(field, dim) for field in zip(*states, strict=True)))
 
 
 class RecurrentCell:

@@ -116,9 +116,11 @@ def _loop_scan(x: torch.Tensor, decay, reverse: bool, initial: torch.Tensor | No
     """:func:`scan` as a Python recursion over time (any device, any transform, any decay shape)."""
     per_step = torch.is_tensor(decay) and decay.dim() == x.dim() and decay.shape[:2] == x.shape[:2]
     acc = torch.zeros_like(x[:, 0]) if initial is None else initial
+    steps = x.unbind(1)  # one stacking backward, not a whole-trial scatter per step
+    decays = decay.unbind(1) if per_step else [decay] * len(steps)
     out = []
-    for t in (range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])):
-        acc = x[:, t] + (decay[:, t] if per_step else decay) * acc
+    for t in (range(len(steps) - 1, -1, -1) if reverse else range(len(steps))):
+        acc = steps[t] + decays[t] * acc
         out.append(acc)
     if reverse:
         out.reverse()

@@ -72,8 +72,10 @@ def simulate_currents(cell, params: Params, currents: torch.Tensor, state0=None,
         padded = spiking_loop(cell, params, currents, state0, paths)
         return Trajectory(padded, cell.output(padded))
     state, states = state0, [state0]
-    for t in range(currents.shape[1]):
-        state, _ = cell.step_current(params, state, currents[:, t], paths)
+    # unbind, not currents[:, t]: its backward stacks the steps' gradients once, where T selects would each
+    # scatter into a zero tensor of the whole trial (O(T²) memory traffic, also in double backward)
+    for current in currents.unbind(1):
+        state, _ = cell.step_current(params, state, current, paths)
         states.append(state)
     padded = stack_states(states)
     return Trajectory(padded, cell.output(padded))

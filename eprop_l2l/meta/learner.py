@@ -150,8 +150,8 @@ class MetaLearner:
         """One-shot adaptation: per-task fast weights and the demonstration trial's records."""
         b = batch.inputs.shape[0]
         # The first demonstration runs on the shared initial weights (one matrix-matrix product per step) and
-        # gives each task its own ΔW; the BPTT step and the quantised update need the per-task layout.
-        shared_first = self.inner_rule == "eprop" and self.precision == "float"
+        # gives each task its own ΔW; the quantised update needs the per-task layout.
+        shared_first = self.precision == "float"
         fast = {k: (v.expand(b, *v.shape) if k in self.plastic and not shared_first else v) for k, v in meta.items()}
         lr = self.inner_lr_value(meta)
         drive = self._module_drive(meta, batch) if drive is None else drive
@@ -160,7 +160,7 @@ class MetaLearner:
         for _ in range(self.n_inner_updates):
             if self.inner_rule == "bptt":
                 result = bptt_result(self.network, fast, batch.inputs, batch.targets, batch.mask, loss,
-                                     self.plastic, create_graph=torch.is_grad_enabled())
+                                     self.plastic, create_graph=torch.is_grad_enabled(), per_task=True)
             else:
                 result = eprop_fused(self.network, fast, batch.inputs, batch.targets, batch.mask, loss,
                                      self.error_module, None, None, self.plastic, self.kappa, batch.context,
