@@ -322,24 +322,24 @@ void psi_block(const T* __restrict v, const T* __restrict offset, const T* __res
     if constexpr (Offset) threshold = v_th + offset[i];
     const T u = (v[i] - threshold) / v_th;
     const T a = std::abs(u);
+    // branch-free (comparisons as 0/1 factors, max for the ramp): every instantiation vectorises
     T value;
     if constexpr (Grad) {  // triangle: −γ·sign(u)/v_th² inside |u| < 1; fast sigmoid: −2γ·sign(u)/(1+|u|)³/v_th²
-      const T sign = u > T(0) ? T(1) : (u < T(0) ? T(-1) : T(0));
+      const T sign = T(u > T(0)) - T(u < T(0));
       if constexpr (Shape == TRIANGLE) {
-        value = a < T(1) ? -gamma * sign / v_th / v_th : T(0);
+        value = -gamma * sign / v_th / v_th * T(a < T(1));
       } else {
         const T d = T(1) + a;
         value = T(-2) * gamma * sign / (d * d * d) / v_th / v_th;
       }
       value = value * grad[i];
     } else if constexpr (Shape == TRIANGLE) {
-      const T q = T(1) - a;
-      value = gamma * (q > T(0) ? q : T(0)) / v_th;
+      value = gamma * std::max(T(1) - a, T(0)) / v_th;
     } else {
       const T d = T(1) + a;
       value = gamma / (d * d) / v_th;
     }
-    if constexpr (Refractory) value = ref[i] > T(0) ? T(0) : value;
+    if constexpr (Refractory) value *= T(ref[i] <= T(0));
     out[i] = value;
   }
 }
