@@ -4,6 +4,8 @@ second-order gradients, the event-driven products, and the fallback when the bui
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
 import warnings
 
 import pytest
@@ -168,6 +170,20 @@ def test_a_failed_build_falls_back_with_one_warning(monkeypatch):
             assert native.module() is None and not native.usable(torch.zeros(1))
     finally:
         native.module.cache_clear()
+
+
+def test_a_lock_left_by_a_killed_build_is_removed_and_a_fresh_one_kept(tmp_path, capsys):
+    """torch's builder would wait for ever on a killed build's lock: an old lock goes, a recent one stays."""
+    lock = tmp_path / "lock"
+    lock.touch()
+    native.clear_stale_lock(tmp_path)
+    assert lock.exists() and "waiting for another process" in capsys.readouterr().err
+    old = time.time() - native.STALE_LOCK_SECONDS - 60
+    os.utime(lock, (old, old))
+    native.clear_stale_lock(tmp_path)
+    assert not lock.exists() and "removing a stale build lock" in capsys.readouterr().err
+    native.clear_stale_lock(tmp_path)  # no lock: nothing to say
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("per_task", [False, True])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,8 @@ import torch
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
 DTYPES = (torch.float32, torch.float64)
+# A build takes ~30 s (minutes on a loaded machine); a lock file older than this was left by a killed build.
+STALE_LOCK_SECONDS = 15 * 60
 
 
 def _setting() -> str:
@@ -52,9 +55,28 @@ def _load():
     cflags = ["-O3", "-fno-trapping-math", *_vector_flags()]
     digest = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode() + " ".join(cflags).encode())
     name = f"eprop_l2l_kernels_{digest.hexdigest()[:12]}"
-    if not (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists():
+    build_dir = Path(_get_build_directory(name, verbose=False))
+    if not (build_dir / f"{name}.so").exists():
+        clear_stale_lock(build_dir)
         print(f"eprop-l2l: building the native time loops (once per machine, ~30 s): {SOURCE.name}", file=sys.stderr)
     return load(name=name, sources=[str(SOURCE)], extra_cflags=cflags, verbose=False)
+
+
+def clear_stale_lock(build_dir: Path) -> None:
+    """torch's extension builder waits, silently and for ever, while its ``lock`` file exists; a build that was
+    killed leaves it behind. Remove a lock older than any build (one line on stderr); say so while a recent one
+    (another process building now) is waited for."""
+    lock = build_dir / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_LOCK_SECONDS:
+        print(f"eprop-l2l: removing a stale build lock ({age / 60:.0f} min old, left by a killed build): {lock}",
+              file=sys.stderr)
+        lock.unlink(missing_ok=True)
+    else:
+        print(f"eprop-l2l: waiting for another process's build of the native loops (lock: {lock})", file=sys.stderr)
 
 
 @cache
