@@ -105,9 +105,14 @@ class SpikingNeurons(RecurrentCell):
         spec = self.spec
         if native.usable(v, ref, offset) and v.shape == ref.shape and (offset is None or offset.shape == v.shape):
             return _NativePsi.apply(v, offset, ref, spec)
-        threshold = spec.v_th if offset is None else spec.v_th + offset
-        psi = pseudo_derivative((v - threshold) / spec.v_th, spec.gamma_pd, spec.surrogate) / spec.v_th
-        return psi if spec.n_ref == 0 else psi.masked_fill(ref > 0, 0.0)
+        return _torch_psi(spec, v, ref, offset)
+
+
+def _torch_psi(spec, v: torch.Tensor, ref: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+    """ψ in torch operations: the reference, and what the native ψ differentiates when differentiated twice."""
+    threshold = spec.v_th if offset is None else spec.v_th + offset
+    psi = pseudo_derivative((v - threshold) / spec.v_th, spec.gamma_pd, spec.surrogate) / spec.v_th
+    return psi if spec.n_ref == 0 else psi.masked_fill(ref > 0, 0.0)
 
 
 class _NativePsi(torch.autograd.Function):
@@ -128,17 +133,13 @@ class _NativePsi(torch.autograd.Function):
     def backward(ctx, grad):
         v, offset, ref = ctx.saved_tensors
         spec = ctx.spec
-        if torch.is_grad_enabled():  # differentiated again: ∂ψ/∂v in torch ops (differentiable in v, offset, grad)
-            u = (v - (spec.v_th if offset is None else spec.v_th + offset)) / spec.v_th
-            if spec.surrogate == "triangle":
-                slope = (u.abs() < 1.0).to(u.dtype) * -spec.gamma_pd
-            else:
-                slope = -2.0 * spec.gamma_pd / (1.0 + u.abs()) ** 3
-            grad_v = grad * slope * torch.sign(u) / spec.v_th**2
-            grad_v = grad_v if spec.n_ref == 0 else grad_v.masked_fill(ref > 0, 0.0)
+        if torch.is_grad_enabled():  # differentiated again: autograd through the torch formula, same inputs
+            v_leaf = v if v.requires_grad else v.detach().requires_grad_()
+            psi = _torch_psi(spec, v_leaf, ref, offset)
+            (grad_v,) = torch.autograd.grad(psi, v_leaf, grad, create_graph=True)
         else:
             grad_v = native.module().pseudo_derivative(v, offset, ref, grad.contiguous(), spec.v_th, spec.gamma_pd,
                                                        SURROGATE_CODES[spec.surrogate], spec.n_ref > 0)
-        grad_offset = -grad_v if offset is not None and ctx.needs_input_grad[1] else None
+        grad_offset = -grad_v if offset is not None and ctx.needs_input_grad[1] else None  # ψ depends on v − offset
         return grad_v, grad_offset, None, None
 

@@ -107,9 +107,8 @@ class LearnedErrorModule(SignalSource):
         if not self._current_is_product:
             return None
         weights = self._input_weights(params)
-        if self.use_context:
-            self._context(obs)
-        parts = [linear(weights[k], v) for k, v in (("context", obs.context), ("inputs", obs.inputs)) if k in weights]
+        context = self._context(obs) if self.use_context else None
+        parts = [linear(weights[k], v) for k, v in (("context", context), ("inputs", obs.inputs)) if k in weights]
         if not parts:
             return None
         drive = parts[0] if len(parts) == 1 else parts[0] + parts[1]
