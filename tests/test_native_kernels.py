@@ -186,26 +186,40 @@ def test_a_lock_left_by_a_killed_build_is_removed_and_a_fresh_one_kept(tmp_path,
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "trajectory view"])
+@pytest.mark.parametrize("event_driven", [True, False])
 @pytest.mark.parametrize("per_task", [False, True])
-def test_event_driven_time_contraction_equals_the_dense_one(monkeypatch, per_task):
-    """Σ_t post^t ⊗ pre^t with spikes as ``pre``: values, both gradients, and second order (dense fallback)."""
+def test_event_driven_time_contraction_equals_the_dense_one(monkeypatch, per_task, event_driven, layout):
+    """Σ_t post^t ⊗ pre^t with spikes as ``pre``: values, both gradients, and second order (dense fallback).
+    ``trajectory view``: pre is z^{t-1} read from a padded trajectory ``[B, T+1, n][:, :-1]`` (rows contiguous,
+    batch strided), which the kernels and the dense path read in place."""
     monkeypatch.setattr(linalg, "SPARSE_MIN_ENTRIES", 0)
     monkeypatch.setattr(linalg, "SPARSE_MIN_WIDTH", 0)
+    monkeypatch.setattr(linalg, "SPARSE_DENSITY", 0.1 if event_driven else -1.0)
     g = torch.Generator().manual_seed(5)
     post = torch.randn(3, 40, 6, generator=g, dtype=torch.float64)
-    pre = (torch.rand(3, 40, 9, generator=g) < 0.05).double()
+    padded = (torch.rand(3, 41, 9, generator=g) < 0.05).double()
     probe = torch.randn((3, 6, 9) if per_task else (6, 9), generator=g, dtype=torch.float64)
 
-    def dense(post, pre):
-        out = post.mT @ pre
+    def previous(padded):  # the leaf is the padded record, as in a trial; its view goes to contract_time
+        pre = padded[:, :-1]
+        return pre if layout == "trajectory view" else pre.contiguous()
+
+    def dense(post, padded):
+        out = post.mT @ padded[:, :-1]
         return out if per_task else out.sum(0)
 
-    out, (gp, gx) = grads(lambda a, b: linalg.contract_time(a, b, per_task), [post, pre], probe)
-    ref, (rp, rx) = grads(dense, [post, pre], probe)
+    def contracted(post, padded):
+        pre = previous(padded)
+        assert pre.is_contiguous() == (layout == "contiguous")
+        return linalg.contract_time(post, pre, per_task)
+
+    out, (gp, gx) = grads(contracted, [post, padded], probe)
+    ref, (rp, rx) = grads(dense, [post, padded], probe)
     assert relative_error(out, ref) <= 1e-14
     assert relative_error(gp, rp) <= 1e-14 and relative_error(gx, rx) <= 1e-14
-    leaves = (post.clone().requires_grad_(), pre.clone().requires_grad_())
-    torch.autograd.gradgradcheck(lambda a, b: linalg.contract_time(a, b, per_task) ** 2, leaves)
+    leaves = (post.clone().requires_grad_(), padded.clone().requires_grad_())
+    torch.autograd.gradgradcheck(lambda a, b: contracted(a, b) ** 2, leaves)
 
 
 @pytest.mark.parametrize("kind", ["lif", "alif"])

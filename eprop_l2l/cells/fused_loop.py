@@ -117,7 +117,7 @@ def _parameter_grads(cell, w_rec, delta_v, z_pad, dz0, grad_a0):
     if is_per_task(w_rec):
         grad_w = s * (grad_currents.mT @ z_prev)
     else:
-        grad_w = s * sparse_input_product_t(z_prev.flatten(0, 1), grad_currents.flatten(0, 1)).mT
+        grad_w = s * sparse_input_product_t(z_prev, grad_currents).mT
     return grad_currents, grad_w, delta_v[:, 0], grad_a0, dz0, None, None, None, None
 
 

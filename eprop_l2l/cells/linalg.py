@@ -17,10 +17,11 @@ DENSITY_SAMPLE_ROWS = 2048
 
 
 def _mostly_zeros(x: torch.Tensor) -> bool:
-    """Density of ``x [..., K]`` estimated on evenly strided rows (the choice affects speed, never values)."""
-    rows = x.reshape(-1, x.shape[-1])
-    sample = rows[:: max(1, rows.shape[0] // DENSITY_SAMPLE_ROWS)]
-    return torch.count_nonzero(sample) <= SPARSE_DENSITY * sample.numel()
+    """Density of ``x [..., R, K]`` estimated on evenly strided rows, read in place (a strided view of a padded
+    trajectory is never copied for it; the choice affects speed, never values)."""
+    rows = x[..., 0].numel()
+    step = min(max(1, rows // DENSITY_SAMPLE_ROWS), x.shape[-2])
+    return torch.count_nonzero(x[..., ::step, :]) <= SPARSE_DENSITY * x[..., ::step, :].numel()
 
 
 def _event_driven(sparse: torch.Tensor, dense_width: int, other: torch.Tensor) -> bool:
@@ -35,7 +36,7 @@ class _SparseInputLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(x, w):
-        return native.module().sparse_input_matmul(x, w.mT.contiguous())
+        return native.module().sparse_input_matmul(x.unsqueeze(0), w.mT.contiguous()).squeeze(0)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -55,11 +56,17 @@ class _SparseInputLinear(torch.autograd.Function):
 
 
 def sparse_input_product_t(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """``xᵀ g`` for ``x [R, K]``, ``g [R, M]`` (no autograd: inside a backward), event by event where x is
-    large and mostly zeros (spikes), else one BLAS product."""
+    """``Σ xᵀ g`` over the leading dimension for ``x [..., R, K]``, ``g [..., R, M]`` (no autograd: inside a
+    backward) → ``[K, M]``; event by event where x is large and mostly zeros (spikes), reading strided views in
+    place, else one BLAS product."""
     if _event_driven(x, g.shape[-1], g):
-        return native.module().sparse_input_matmul_t(x, g)
-    return x.mT @ g
+        return native.module().sparse_input_matmul_t(_groups(x), _groups(g), True)
+    return x.flatten(0, -2).mT @ g.flatten(0, -2)
+
+
+def _groups(x: torch.Tensor) -> torch.Tensor:
+    """``[..., R, K]`` as ``[G, R, K]`` (a view where the leading dimensions allow one)."""
+    return x.reshape(-1, *x.shape[-2:]) if x.dim() != 2 else x.unsqueeze(0)
 
 
 def _sparse_product(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
@@ -97,17 +104,18 @@ def linear(w: torch.Tensor, x: torch.Tensor, add: torch.Tensor | None = None, sc
 
 
 class _SparsePreContraction(torch.autograd.Function):
-    """``Σ_r post_r ⊗ pre_r`` (``postᵀ pre``) for a mostly-zero ``pre [G, R, n]`` (spikes), one matrix per group
-    ``g``; forward and the ``post`` gradient event by event, the ``pre`` gradient one dense product."""
+    """``postᵀ pre`` per group for a mostly-zero ``pre [G, R, n]`` (spikes) → ``[G, rows, n]``, or its sum over
+    the groups ``[rows, n]`` (``summed``: a shared weight over a batch); forward and the ``post`` gradient event
+    by event, reading strided time slices in place; the ``pre`` gradient one dense product."""
 
     @staticmethod
-    def forward(post, pre):
-        kernels = native.module()
-        return torch.stack([kernels.sparse_input_matmul_t(x, g).mT for g, x in zip(post, pre, strict=True)])
+    def forward(post, pre, summed):
+        return native.module().sparse_input_matmul_t(pre, post, summed).mT
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
+        post, pre, _ = inputs
+        ctx.save_for_backward(post, pre)
 
     @staticmethod
     def backward(ctx, grad):
@@ -117,21 +125,16 @@ class _SparsePreContraction(torch.autograd.Function):
             if torch.is_grad_enabled():  # differentiated again: differentiable ops only
                 grad_post = pre @ grad.mT
             else:
-                kernels = native.module()
-                grad_post = torch.stack([kernels.sparse_input_matmul(x, g.mT.contiguous())
-                                         for g, x in zip(grad, pre, strict=True)])
+                grad_post = native.module().sparse_input_matmul(pre, grad.mT.contiguous())
         if ctx.needs_input_grad[1]:
             grad_pre = post @ grad
-        return grad_post, grad_pre
+        return grad_post, grad_pre, None
 
 
 def _sparse_contraction(post: torch.Tensor, pre: torch.Tensor, per_task: bool) -> torch.Tensor | None:
     if not _event_driven(pre, post.shape[-1], post):
         return None
-    if not per_task:
-        post, pre = post.flatten(0, 1).unsqueeze(0), pre.flatten(0, 1).unsqueeze(0)
-    out = _SparsePreContraction.apply(post.contiguous(), pre.contiguous())
-    return out if per_task else out.squeeze(0)
+    return _SparsePreContraction.apply(post, pre, not per_task)
 
 
 def contract_time(post: torch.Tensor, pre: torch.Tensor, per_task: bool) -> torch.Tensor:
@@ -146,10 +149,17 @@ def contract_time(post: torch.Tensor, pre: torch.Tensor, per_task: bool) -> torc
     if sparse is not None:  # spikes as the presynaptic factor: only the steps where a neuron spiked count
         return sparse
     if not per_task:
+        if not _flattens_in_place(post) or not _flattens_in_place(pre):  # strided trajectory views: no copy
+            return (post.mT @ pre).sum(0) if pre.shape[-1] > post.shape[-1] else (pre.mT @ post).sum(0).mT
         post, pre = post.flatten(0, 1), pre.flatten(0, 1)
     if pre.shape[-1] <= post.shape[-1]:
         return (pre.mT @ post).mT
     return post.mT @ pre
+
+
+def _flattens_in_place(x: torch.Tensor) -> bool:
+    """Whether ``x [B, T, n]`` merges its first two dimensions as a view (no copy)."""
+    return x.shape[0] <= 1 or x.stride(0) == x.shape[1] * x.stride(1)
 
 
 def outer(post: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from ..inner_loop.eprop_online import eprop_online
 from ..inner_loop.losses import Loss
 from ..task_families.arm_objective import arm_errors
 from .engine import FixedArithmetic, FloatArithmetic, adapted_trial, run_rule
-from .fixed_point import FixedFormat, Scales, calibrate, quantile_abs
+from .fixed_point import FixedFormat, Scales, calibrate_run
 from .rule import RuleDescription, build_model
 
 
@@ -50,14 +50,9 @@ def calibrate_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, contex
     with the format's calibration quantiles."""
     result = run_rule(rule, weights, x, context, FloatArithmetic(rule), model)
     traces = presynaptic_traces(rule, x, result.spikes)
-    names = rule.plastic_names
-    return calibrate(fmt, rule.eta, rule.neurons.input_scale,
-                     {n: float(torch.as_tensor(weights[n]).abs().max()) for n in names},
-                     {n: quantile_abs(result.weights[n], fmt.weight_quantile) for n in names},
-                     {n: float(traces[n].max()) for n in names},
-                     quantile_abs(result.psi * result.signals, fmt.signal_quantile),
-                     {n: quantile_abs(result.tags[n], fmt.tag_quantile) for n in names})
-
+    before = {n: weights[n] for n in rule.plastic_names}
+    return calibrate_run(fmt, rule.eta, rule.neurons.input_scale, before, result.weights, traces,
+                         result.psi * result.signals, result.tags)
 
 def online_reference(learner, meta: dict, batch) -> dict:
     """``eprop_online``'s Σ_t ψ L x̄ of the trained model, per task."""

@@ -177,6 +177,20 @@ def calibrate(fmt: FixedFormat, eta: float, input_scale: float, max_abs_weight: 
     return Scales(weight_exp, trace_exp, y_exp, product_exp, update_exp)
 
 
+def calibrate_run(fmt: FixedFormat, eta: float, input_scale: float, before: dict, after: dict, traces: dict,
+                  psi_signal: torch.Tensor, tags: dict) -> Scales:
+    """:func:`calibrate` from the tensors of float demonstrations: the weights ``before`` and ``after`` the
+    update, the presynaptic traces F_α(pre), ψ·L and the tags Σ_t ψ L x̄ of each plastic connection, reduced with
+    the format's calibration quantiles. The fidelity report and hardware-aware meta-training both call it."""
+    names = tuple(before)
+    return calibrate(fmt, eta, input_scale,
+                     {n: float(torch.as_tensor(before[n]).detach().abs().max()) for n in names},
+                     {n: quantile_abs(after[n], fmt.weight_quantile) for n in names},
+                     {n: float(traces[n].detach().max()) for n in names},
+                     quantile_abs(psi_signal, fmt.signal_quantile),
+                     {n: quantile_abs(tags[n], fmt.tag_quantile) for n in names})
+
+
 # --- quantisers (straight-through) ---------------------------------------------------------------------------
 def _draw(like: torch.Tensor, generator: torch.Generator | None, shared: bool) -> torch.Tensor:
     shape = () if shared else like.shape

@@ -22,7 +22,7 @@ from ..cells.base import mask_self_connections
 from ..cells.filters import causal_filter
 from ..cells.linalg import contract_time, is_per_task
 from ..inner_loop.eprop import presynaptic
-from .fixed_point import FixedFormat, calibrate, quantile_abs, quantize_weights, round_integer, saturate
+from .fixed_point import FixedFormat, calibrate_run, quantize_weights, round_integer, saturate
 
 
 def quantized_fast_weights(cell, fast: dict, result, x: torch.Tensor, plastic: tuple[str, ...], eta,
@@ -37,12 +37,8 @@ def quantized_fast_weights(cell, fast: dict, result, x: torch.Tensor, plastic: t
         traces[name] = causal_filter(presynaptic(name, trajectory, x), spec.alpha)
         tags[name] = contract_time(psi_signal, spec.input_scale * traces[name], is_per_task(fast[name]))
     after = {n: fast[n].detach() - eta_value * tags[n].detach() for n in plastic}
-    scales = calibrate(fmt, eta_value, spec.input_scale,
-                       {n: float(fast[n].detach().abs().max()) for n in plastic},
-                       {n: quantile_abs(after[n], fmt.weight_quantile) for n in plastic},
-                       {n: float(traces[n].detach().max()) for n in plastic},
-                       quantile_abs(psi_signal, fmt.signal_quantile),
-                       {n: quantile_abs(tags[n], fmt.tag_quantile) for n in plastic})
+    scales = calibrate_run(fmt, eta_value, spec.input_scale, {n: fast[n] for n in plastic}, after, traces,
+                           psi_signal, tags)
     y = saturate(round_integer(-scales.y_scale(eta, spec.input_scale) * psi_signal), *fmt.y_range)
     new = dict(fast)
     for name in plastic:

@@ -442,26 +442,37 @@ at::Tensor linear_scan(at::Tensor x, at::Tensor decay, bool reverse, c10::option
   return y;
 }
 
-// x [R, K] (mostly zeros, e.g. spikes) @ w [K, M]: only the rows of w at the nonzeros of x are added, so the
-// cost is nnz(x)·M instead of R·K·M; exact (zeros contribute nothing).
+// A [G, R, K] operand whose rows are contiguous: the per-task (or per-trial) time slices of a padded trajectory
+// are such views, so the event-driven products read them in place instead of copying the whole trial.
+static at::Tensor with_contiguous_rows(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, name, ": expected a [G, R, K] CPU tensor");
+  const bool rows = x.stride(2) == 1 && (x.size(1) <= 1 || x.stride(1) == x.size(2));
+  return rows ? x : x.contiguous();
+}
+
+// x [G, R, K] (mostly zeros, e.g. spikes) @ w [K, M] (shared) or [G, K, M] (per group) → [G, R, M]: only the rows
+// of w at the nonzeros of x are added, so the cost is nnz(x)·M instead of R·K·M; exact (zeros contribute nothing).
 at::Tensor sparse_input_matmul(at::Tensor x, at::Tensor w) {
-  x = x.contiguous();
+  x = with_contiguous_rows(x, "sparse_input_matmul: x");
   w = w.contiguous();
-  check_cpu_contiguous(x, "x");
-  TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(0), "sparse_input_matmul: shapes");
-  const int64_t R = x.size(0), K = x.size(1), M = w.size(1);
-  at::Tensor out = at::zeros({R, M}, x.options());
+  const bool per_group = w.dim() == 3;
+  TORCH_CHECK((w.dim() == 2 || (per_group && w.size(0) == x.size(0))) && w.size(-2) == x.size(2),
+              "sparse_input_matmul: shapes");
+  const int64_t G = x.size(0), R = x.size(1), K = x.size(2), M = w.size(-1), xs = x.stride(0);
+  at::Tensor out = at::zeros({G, R, M}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_input_matmul", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* wp = w.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, R, grain(K * 8), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* xr = xp + r * K;
-        scalar_t* o = op + r * M;
+    at::parallel_for(0, G * R, grain(K * 8), [&](int64_t row0, int64_t row1) {
+      for (int64_t row = row0; row < row1; ++row) {
+        const int64_t grp = row / R;
+        const scalar_t* xr = xp + grp * xs + (row % R) * K;
+        const scalar_t* wg = per_group ? wp + grp * K * M : wp;
+        scalar_t* o = op + row * M;
         for (int64_t k = 0; k < K; ++k) {
           const scalar_t xk = xr[k];
-          if (xk != scalar_t(0)) axpy(xk, wp + k * M, o, M);
+          if (xk != scalar_t(0)) axpy(xk, wg + k * M, o, M);
         }
       }
     });
@@ -469,29 +480,38 @@ at::Tensor sparse_input_matmul(at::Tensor x, at::Tensor w) {
   return out;
 }
 
-// xᵀ @ g for x [R, K] (mostly zeros) and g [R, M] → [K, M]: the weight gradient of a sparse-input product.
-// Threads own disjoint ranges of the output's rows k (so no two write one entry); x is scanned once in all.
-at::Tensor sparse_input_matmul_t(at::Tensor x, at::Tensor g) {
-  x = x.contiguous();
-  g = g.contiguous();
-  check_cpu_contiguous(x, "x");
-  TORCH_CHECK(x.dim() == 2 && g.dim() == 2 && x.size(0) == g.size(0), "sparse_input_matmul_t: shapes");
-  const int64_t R = x.size(0), K = x.size(1), M = g.size(1);
-  at::Tensor out = at::zeros({K, M}, g.options());
+// xᵀ g per group for x [G, R, K] (mostly zeros) and g [G, R, M]: [G, K, M], or their sum over the groups [K, M]
+// (`sum_groups`: a shared weight's gradient over a batch of trials) — the weight gradient of a sparse-input
+// product. Threads own disjoint output rows k (summed) or groups, so no two write one entry.
+at::Tensor sparse_input_matmul_t(at::Tensor x, at::Tensor g, bool sum_groups) {
+  x = with_contiguous_rows(x, "sparse_input_matmul_t: x");
+  g = with_contiguous_rows(g, "sparse_input_matmul_t: g");
+  TORCH_CHECK(x.size(0) == g.size(0) && x.size(1) == g.size(1), "sparse_input_matmul_t: shapes");
+  const int64_t G = x.size(0), R = x.size(1), K = x.size(2), M = g.size(2), xs = x.stride(0), gs = g.stride(0);
+  at::Tensor out = sum_groups ? at::zeros({K, M}, g.options()) : at::zeros({G, K, M}, g.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_input_matmul_t", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* gp = g.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, K, grain(R * 8), [&](int64_t k0, int64_t k1) {
+    auto accumulate = [&](int64_t grp, int64_t k0, int64_t k1, scalar_t* o) {
       for (int64_t r = 0; r < R; ++r) {
-        const scalar_t* xr = xp + r * K;
-        const scalar_t* gr = gp + r * M;
+        const scalar_t* xr = xp + grp * xs + r * K;
+        const scalar_t* gr = gp + grp * gs + r * M;
         for (int64_t k = k0; k < k1; ++k) {
           const scalar_t xk = xr[k];
-          if (xk != scalar_t(0)) axpy(xk, gr, op + k * M, M);
+          if (xk != scalar_t(0)) axpy(xk, gr, o + k * M, M);
         }
       }
-    });
+    };
+    if (sum_groups) {
+      at::parallel_for(0, K, grain(G * R * 8), [&](int64_t k0, int64_t k1) {
+        for (int64_t grp = 0; grp < G; ++grp) accumulate(grp, k0, k1, op);
+      });
+    } else {
+      at::parallel_for(0, G, grain(R * K), [&](int64_t g0, int64_t g1) {
+        for (int64_t grp = g0; grp < g1; ++grp) accumulate(grp, 0, K, op + grp * K * M);
+      });
+    }
   });
   return out;
 }
