@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _results import check_out, write_result
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -47,14 +49,14 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("overrides", nargs="*", help="further config overrides, e.g. optim.batch_size=32")
     args = parser.parse_args()
+    check_out(args.out)
     with tempfile.TemporaryDirectory() as tmp:
         one = run(1, args, Path(tmp) / "one")
         many = run(args.nproc, args, Path(tmp) / "many")
     result = {"experiment": args.experiment, "overrides": args.overrides, "cpu_count": os.cpu_count(),
               "seconds_per_iteration": {"1": one, str(args.nproc): many}, "speedup": one / many}
     print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

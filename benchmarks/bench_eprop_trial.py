@@ -13,13 +13,15 @@ is the peak resident set (VmHWM) of a fresh subprocess per case minus that of a 
 inputs. The memory-vs-T sweep checks that the fused path and its backward (the outer loop's gradient through
 ΔW) grow linearly in T.
 
-    python benchmarks/bench_eprop_trial.py [--threads 2] [--repeats 3] [--quick]
+    python benchmarks/bench_eprop_trial.py [--threads 2] [--repeats 3] [--quick] [--parts] [--out FILE]
+
+``--parts`` also times the stages of the fused trial one by one (the public functions ``eprop_fused`` is made
+of), with the number of spikes: what the fused / forward ratio is made of.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import subprocess
@@ -28,14 +30,18 @@ import time
 from pathlib import Path
 
 import torch
+from _results import check_out, write_result
 
 from eprop_l2l.cells.alif import ALIF
+from eprop_l2l.cells.filters import anticausal_filter
 from eprop_l2l.cells.lif import LIF
+from eprop_l2l.cells.linalg import contract_time
 from eprop_l2l.cells.network import RecurrentNetwork
 from eprop_l2l.cells.readout import LeakyReadout
+from eprop_l2l.error_modules.base import Observation, for_readout
 from eprop_l2l.error_modules.feedback import Feedback
 from eprop_l2l.inner_loop.bptt import bptt_grads
-from eprop_l2l.inner_loop.eprop import eprop_fused
+from eprop_l2l.inner_loop.eprop import eprop_fused, presynaptic, readout_grads
 from eprop_l2l.inner_loop.eprop_online import eprop_online
 from eprop_l2l.inner_loop.losses import Loss
 from eprop_l2l.runtime import configure_cpu
@@ -122,6 +128,39 @@ def compute(case: str, inputs: tuple, backward: bool = False):
     raise ValueError(case)
 
 
+def fused_parts(inputs: tuple, repeats: int) -> dict:
+    """Milliseconds of each stage of one fused trial (no gradient), medians of ``repeats``: the forward pass, the
+    learning signals, F_κ^rev, the cell's adjoint (ψ and the reverse α-scan), the event-driven ΔW of ``w_rec``
+    and ``w_in``, the readout's delta rule; and the trial's spike count (each spike costs one N-wide row in the
+    forward's recurrent input and one in ΔW of ``w_rec``)."""
+    network, params, x, target, mask, source, source_params = inputs
+    cell, loss, source = network.cell, Loss(), for_readout(source, network.readout)
+    samples: dict[str, list[float]] = {}
+    clock = [0.0]
+
+    def tick(name, value):
+        now = time.perf_counter()
+        samples.setdefault(name, []).append(1e3 * (now - clock[0]))
+        clock[0] = now
+        return value
+
+    for _ in range(repeats + 1):  # the first round warms up
+        clock[0] = time.perf_counter()
+        with torch.no_grad():
+            trajectory, y = tick("forward", network.run(params, x))
+            error = loss.error(y, target, mask)
+            obs = Observation(error, y, target, trajectory.outputs, x, None, None)
+            signals, _ = tick("learning signals", source.run({**params, **source_params}, obs))
+            total = tick("F_kappa^rev", anticausal_filter(signals, network.readout.kappa))
+            g = tick("adjoint (psi, alpha-scan)", cell.adjoint(params, trajectory, total))
+            tick("dW w_rec (events)", contract_time(g, presynaptic("w_rec", trajectory, x), False))
+            tick("dW w_in", contract_time(g, x, False))
+            tick("readout delta rule", readout_grads(network.readout, params, trajectory.outputs, error))
+    parts = {name: statistics.median(values[1:]) for name, values in samples.items()}
+    parts["spikes"] = int(trajectory.outputs.sum())
+    return parts
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -167,8 +206,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="skip the naive case and the memory sweep")
     parser.add_argument("--memory-only", action="store_true", help="only the peak-memory measurements")
     parser.add_argument("--no-memory", action="store_true", help="only the timings")
-    parser.add_argument("--out", default="benchmarks/results/eprop_trial.json")
+    parser.add_argument("--parts", action="store_true", help="also time the fused trial's stages one by one")
+    parser.add_argument("--out", default=None, help="JSON record (a new file; existing records are kept)")
     args = parser.parse_args()
+    check_out(args.out)
     configure_cpu(args.threads)
     results = {"machine": f"{_cpu_name()}, {torch.get_num_threads()} thread(s)",
                "torch": torch.__version__, "shape": "N=400, N_in=10, T=500, B=32", "time_s": {}, "memory_mb": {}}
@@ -188,6 +229,13 @@ def main() -> None:
             print(f"{kind:5s} {case:8s} {times[case]:8.3f} s", flush=True)
         if times:
             results["time_s"][kind] = times
+        if args.parts:
+            parts = fused_parts(build(kind), args.repeats)
+            results.setdefault("fused_parts_ms", {})[kind] = parts
+            stages = sum(v for k, v in parts.items() if k != "spikes")
+            print(f"{kind}: fused stages (ms) " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items() if k != "spikes")
+                  + f"; sum {stages:.1f} = {stages / parts['forward']:.2f} x forward; {parts['spikes']} spikes",
+                  flush=True)
         if "naive" in times:
             print(f"{kind}: fused is {times['naive'] / times['fused']:.1f}x faster than naive;"
                   f" fused / forward = {times['fused'] / times['forward']:.2f};"
@@ -203,9 +251,7 @@ def main() -> None:
                 memory[f"fused_backward_T{steps}"] = peak_memory_mb("fused", kind, steps, backward=True)
             results["memory_mb"][kind] = memory
             print(kind, "peak MB", {k: round(v, 1) for k, v in memory.items()}, flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
-    print("wrote", args.out)
+    write_result(args.out, results)
 
 
 if __name__ == "__main__":

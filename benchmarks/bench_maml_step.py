@@ -19,12 +19,11 @@ with 16 tasks.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from _results import check_out, write_result
 
 from eprop_l2l.inner_loop.bptt import bptt_result
 from eprop_l2l.inner_loop.losses import Loss
@@ -56,6 +55,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    check_out(args.out)
     configure_cpu(args.threads)
     results = {"threads": torch.get_num_threads(), "torch": torch.__version__, "sizes": {}}
     for size in args.sizes.split(","):
@@ -72,9 +72,7 @@ def main() -> None:
         results["sizes"][size] = {**times, "speedup": times["copies"] / times["shared"]}
         print(f"{size}: per-task copies {times['copies']:.3f} s, shared weights {times['shared']:.3f} s, "
               f"{times['copies'] / times['shared']:.1f}x", flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
-        print("wrote", args.out)
+    write_result(args.out, results)
 
 
 if __name__ == "__main__":

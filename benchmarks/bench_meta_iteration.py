@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from _results import check_out, write_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -116,6 +117,7 @@ def main() -> None:
     parser.add_argument("--memory-case", choices=["ours", "port"], help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    check_out(args.out)
     configure_cpu(args.threads)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = sorted(set(sizes) - set(SIZES))
@@ -151,8 +153,7 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     report = {"device": device_name, "threads": torch.get_num_threads(), "torch": torch.__version__,
               "repeats": args.repeats, "results": results}
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_result(args.out, report)
 
 
 if __name__ == "__main__":

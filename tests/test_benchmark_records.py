@@ -1,0 +1,39 @@
+"""Benchmark records are never overwritten: an existing ``--out`` stops the script before it measures."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+RESULTS_FILE = Path(__file__).resolve().parent.parent / "benchmarks" / "_results.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("benchmark_results", RESULTS_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_new_record_is_written_and_an_existing_one_is_kept(tmp_path):
+    results = _module()
+    out = tmp_path / "sub" / "record.json"
+    results.check_out(str(out))  # nothing there yet: no exit
+    results.write_result(str(out), {"time_s": 1.5})
+    assert json.loads(out.read_text()) == {"time_s": 1.5}
+    assert [p.name for p in out.parent.iterdir()] == ["record.json"]  # no temporary file left behind
+    with pytest.raises(SystemExit, match="--out: .*record.json exists"):
+        results.check_out(str(out))
+    with pytest.raises(SystemExit, match="never overwritten"):
+        results.write_result(str(out), {"time_s": 9.9})
+    assert json.loads(out.read_text()) == {"time_s": 1.5}
+
+
+def test_no_out_writes_nothing(tmp_path):
+    results = _module()
+    results.check_out(None)
+    results.write_result(None, {"x": 1})
+    assert list(tmp_path.iterdir()) == []
