@@ -21,7 +21,7 @@ import torch
 
 from ..errors import ConfigError, require_count, require_positive
 from .base import Params
-from .filters import anticausal_filter, scan
+from .eligibility_adjoint import eligibility_adjoint
 from .linalg import outer
 from .spiking import SpikingNeurons
 
@@ -110,10 +110,5 @@ class ALIF(SpikingNeurons):
         λ_a^t = −β ψ^t S^t + (ρ − β ψ^t) λ_a^{t+1},   λ_v^t = ψ^t (S^t + λ_a^{t+1}) + α λ_v^{t+1},   g = s·λ_v
         """
         psi = self.psi(params, trajectory.states)
-        beta = self.beta_vector(psi)
-        decay = self.rho - beta * psi
-        drive = -beta * psi * signal
-        lam_a = scan(drive, decay, reverse=True)  # λ_a^t, t = 0..T-1; λ_a^T = 0
-        lam_a_next = torch.cat([lam_a[:, 1:], torch.zeros_like(lam_a[:, :1])], 1)
-        g = anticausal_filter(psi * (signal + lam_a_next), self.alpha)
+        g = eligibility_adjoint(psi, signal, self.alpha, self.rho, self.beta_vector(psi))
         return g if self.input_scale == 1.0 else self.input_scale * g

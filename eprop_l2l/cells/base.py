@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ..errors import ConfigError
-from .filters import anticausal_filter
+from .eligibility_adjoint import eligibility_adjoint
 from .linalg import linear, outer
 
 GRADIENT_PATHS = ("full", "no_reset", "local")
@@ -107,7 +107,7 @@ class FactorisedTraceCell(RecurrentCell):
 
     def adjoint(self, params: Params, trajectory, signal: torch.Tensor) -> torch.Tensor:
         psi = self.psi(params, trajectory.states)
-        g = anticausal_filter(psi * signal, self.alpha)
+        g = eligibility_adjoint(psi, signal, self.alpha)
         return g if self.input_scale == 1.0 else self.input_scale * g
 
 
