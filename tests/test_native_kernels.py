@@ -79,19 +79,36 @@ def test_filters_take_the_kernel_and_equal_the_toeplitz_product():
     assert relative_error(anticausal_filter(x, 0.7), reference[1]) <= 1e-14
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_native_scan_reads_a_trajectory_view_in_place(reverse):
+    """A batch-strided view (a padded record without its first step) gives the values and gradient of its
+    contiguous copy."""
+    g = torch.Generator().manual_seed(8)
+    padded = torch.randn(3, 41, 6, generator=g, dtype=torch.float64)
+    probe = torch.randn(3, 40, 6, generator=g, dtype=torch.float64)
+    out, (grad,) = grads(lambda p: scan(p[:, 1:], 0.9, reverse=reverse), [padded], probe)
+    ref, (ref_grad,) = grads(lambda p: scan(p[:, 1:].contiguous(), 0.9, reverse=reverse), [padded], probe)
+    assert relative_error(out, ref) <= 1e-15 and relative_error(grad, ref_grad) <= 1e-15
+    with native.disabled():
+        loop, _ = grads(lambda p: scan(p[:, 1:], 0.9, reverse=reverse), [padded], probe)
+    assert relative_error(out, loop) <= 1e-14
+
+
 def test_scan_refuses_an_initial_value_for_a_reverse_scan():
     with pytest.raises(ValueError, match="initial"):
         scan(torch.zeros(1, 3, 2), 0.5, reverse=True, initial=torch.zeros(1, 2))
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "trajectory view"])
 @pytest.mark.parametrize("density", [0.02, 0.5])
-def test_event_driven_product_equals_the_dense_product(monkeypatch, density):
+def test_event_driven_product_equals_the_dense_product(monkeypatch, density, layout):
     """Spike-like inputs below the density threshold take the event-by-event kernel, others BLAS; values and
-    both gradients (input and weight) equal the dense product either way."""
+    both gradients (input and weight) equal the dense product either way — also for ``x`` read as a view of a
+    padded trajectory ``[B, T+1, n][:, 1:]`` (the kernel and the batched product read it in place)."""
     monkeypatch.setattr(linalg, "SPARSE_MIN_ENTRIES", 0)
     monkeypatch.setattr(linalg, "SPARSE_MIN_WIDTH", 0)
     g = torch.Generator().manual_seed(3)
-    x = (torch.rand(3, 50, 40, generator=g) < density).double()
+    padded = (torch.rand(3, 51, 40, generator=g) < density).double()
     w = torch.randn(7, 40, generator=g, dtype=torch.float64)
     probe = torch.randn(3, 50, 7, generator=g, dtype=torch.float64)
     taken, kernels = [], native.module()
@@ -102,11 +119,15 @@ def test_event_driven_product_equals_the_dense_product(monkeypatch, density):
                 taken.append(name)
             return getattr(kernels, name)
 
+    def steps(padded):
+        x = padded[:, 1:]
+        return x if layout == "trajectory view" else x.contiguous()
+
     spy = Spy()
     monkeypatch.setattr(native, "module", lambda: spy)
-    out, (gx, gw) = grads(lambda x, w: linalg.linear(w, x), [x, w], probe)
+    out, (gx, gw) = grads(lambda p, w: linalg.linear(w, steps(p)), [padded, w], probe)
     assert bool(taken) == (density < linalg.SPARSE_DENSITY)
-    ref, (rx, rw) = grads(lambda x, w: x @ w.mT, [x, w], probe)
+    ref, (rx, rw) = grads(lambda p, w: p[:, 1:].contiguous() @ w.mT, [padded, w], probe)
     assert relative_error(out, ref) <= 1e-14
     assert relative_error(gx, rx) <= 1e-14 and relative_error(gw, rw) <= 1e-14
 

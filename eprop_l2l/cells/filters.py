@@ -95,7 +95,7 @@ def _native_scan(x: torch.Tensor, decay, reverse: bool, initial: torch.Tensor | 
     channels = _as_channels(x, decay)
     if channels is None:
         return None
-    flat = x.reshape(x.shape[0], x.shape[1], -1).contiguous()
+    flat = x.reshape(x.shape[0], x.shape[1], -1)  # the kernel reads batch-strided views in place
     start = None if initial is None else initial.reshape(x.shape[0], -1)
     return _Scan.apply(flat, channels, reverse, start).reshape(x.shape)
 

@@ -13,7 +13,7 @@ from . import native
 SPARSE_DENSITY = 0.1
 SPARSE_MIN_ENTRIES = 1 << 16
 SPARSE_MIN_WIDTH = 16  # below this many outputs per nonzero the event loop does not pay for its bookkeeping
-DENSITY_SAMPLE_ROWS = 2048
+DENSITY_SAMPLE_ROWS = 512
 
 
 def _mostly_zeros(x: torch.Tensor) -> bool:
@@ -32,11 +32,12 @@ def _event_driven(sparse: torch.Tensor, dense_width: int, other: torch.Tensor) -
 
 
 class _SparseInputLinear(torch.autograd.Function):
-    """``x Wᵀ`` for a mostly-zero ``x [R, K]`` and shared ``W [M, K]``; exact (zeros contribute nothing)."""
+    """``x Wᵀ`` for a mostly-zero ``x [G, R, K]`` (rows contiguous, any group stride: read in place) and shared
+    ``W [M, K]``; exact (zeros contribute nothing)."""
 
     @staticmethod
     def forward(x, w):
-        return native.module().sparse_input_matmul(x.unsqueeze(0), w.mT.contiguous()).squeeze(0)
+        return native.module().sparse_input_matmul(x, w.mT.contiguous())
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -45,13 +46,13 @@ class _SparseInputLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, w = ctx.saved_tensors
-        grad_x = grad @ w if ctx.needs_input_grad[0] else None
+        grad_x = matmul_steps(grad, w) if ctx.needs_input_grad[0] else None
         grad_w = None
         if ctx.needs_input_grad[1]:
             if torch.is_grad_enabled():  # differentiated again (create_graph): stay with differentiable ops
-                grad_w = grad.mT @ x
-            else:
-                grad_w = sparse_input_product_t(x, grad.contiguous()).mT
+                grad_w = (grad.mT @ x).sum(0)
+            else:  # the kernel reads the (batch-strided) gradient in place
+                grad_w = sparse_input_product_t(x, grad).mT
         return grad_x, grad_w
 
 
@@ -73,8 +74,7 @@ def _sparse_product(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
     """``x @ w.mT`` event by event where x is large and mostly zeros (CPU, native kernels), else None."""
     if w.dim() != 2 or not _event_driven(x, w.shape[0], w):
         return None
-    flat = x.reshape(-1, x.shape[-1])
-    return _SparseInputLinear.apply(flat, w).reshape(*x.shape[:-1], w.shape[0])
+    return _SparseInputLinear.apply(_groups(x), w).reshape(*x.shape[:-1], w.shape[0])
 
 
 def is_per_task(w: torch.Tensor, bias: bool = False) -> bool:
@@ -94,7 +94,9 @@ def linear(w: torch.Tensor, x: torch.Tensor, add: torch.Tensor | None = None, sc
     sparse = _sparse_product(w, x) if x.dim() == 3 else None
     if sparse is not None:
         out = sparse
-    elif not is_per_task(w) or x.dim() == 3:
+    elif not is_per_task(w):
+        out = matmul_steps(x, w.mT)
+    elif x.dim() == 3:
         out = x @ w.mT
     else:
         out = (w @ x.unsqueeze(-1)).squeeze(-1)
@@ -155,6 +157,15 @@ def contract_time(post: torch.Tensor, pre: torch.Tensor, per_task: bool) -> torc
     if pre.shape[-1] <= post.shape[-1]:
         return (pre.mT @ post).mT
     return post.mT @ pre
+
+
+def matmul_steps(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x @ w`` for ``x [..., n]`` and a shared ``w [n, m]``. A batch-strided ``[B, T, n]`` view (a padded
+    trajectory's steps, or the gradient flowing into one) goes through a batched product, which reads it in
+    place; ``x @ w`` would first copy it whole to merge B and T."""
+    if x.dim() == 3 and not _flattens_in_place(x):
+        return torch.bmm(x, w.expand(x.shape[0], *w.shape))
+    return x @ w
 
 
 def _flattens_in_place(x: torch.Tensor) -> bool:

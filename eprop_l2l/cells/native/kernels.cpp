@@ -412,16 +412,16 @@ at::Tensor pseudo_derivative(at::Tensor v, c10::optional<at::Tensor> offset_, at
 // x [B, T, M]; decay of M entries (per channel, a single entry broadcast) or [B, T, M] (per step);
 // reverse: y^t = x^t + d^t y^{t+1} (y^T = 0), else y^t = x^t + d^t y^{t-1} (y^{-1} = initial or 0).
 at::Tensor linear_scan(at::Tensor x, at::Tensor decay, bool reverse, c10::optional<at::Tensor> initial) {
-  x = x.contiguous();
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "linear_scan: expected a [B, T, M] CPU tensor");
+  if (!rows_contiguous(x)) x = x.contiguous();  // a batch-strided view (a trajectory's slice) is read in place
   decay = decay.contiguous();
-  check_cpu_contiguous(x, "x");
-  const int64_t B = x.size(0), S = x.size(1), M = x.size(2);
+  const int64_t B = x.size(0), S = x.size(1), M = x.size(2), xs = x.stride(0);
   const bool per_step = decay.dim() == 3;
   TORCH_CHECK(per_step ? decay.sizes() == x.sizes() : (decay.numel() == M || decay.numel() == 1),
               "linear_scan: decay must have 1, M or B·T·M entries");
   at::Tensor d = per_step || decay.numel() == M ? decay : decay.reshape({1}).expand({M}).contiguous();
   at::Tensor init = initial.has_value() ? initial->contiguous() : at::Tensor();
-  at::Tensor y = at::empty_like(x);
+  at::Tensor y = at::empty(x.sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linear_scan", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* dp = d.data_ptr<scalar_t>();
@@ -434,7 +434,7 @@ at::Tensor linear_scan(at::Tensor x, at::Tensor decay, bool reverse, c10::option
         for (int64_t k = 0; k < S; ++k) {
           const int64_t t = reverse ? S - 1 - k : k;
           const int64_t off = (b * S + t) * M;
-          scan_step(xp + off, per_step ? dp + off : dp, acc.data(), yp + off, M);
+          scan_step(xp + b * xs + t * M, per_step ? dp + off : dp, acc.data(), yp + off, M);
         }
       }
     });
