@@ -20,7 +20,7 @@ def _mostly_zeros(x: torch.Tensor) -> bool:
     """Density of ``x [..., R, K]`` estimated on evenly strided rows, read in place (a strided view of a padded
     trajectory is never copied for it; the choice affects speed, never values)."""
     rows = x[..., 0].numel()
-    step = min(max(1, rows // DENSITY_SAMPLE_ROWS), x.shape[-2])
+    step = max(1, min(rows // DENSITY_SAMPLE_ROWS, x.shape[-2]))
     return torch.count_nonzero(x[..., ::step, :]) <= SPARSE_DENSITY * x[..., ::step, :].numel()
 
 
