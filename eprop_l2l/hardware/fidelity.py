@@ -54,6 +54,7 @@ def calibrate_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, contex
     return calibrate_run(fmt, rule.eta, rule.neurons.input_scale, before, result.weights, traces,
                          result.psi * result.signals, result.tags)
 
+
 def online_reference(learner, meta: dict, batch) -> dict:
     """``eprop_online``'s Σ_t ψ L x̄ of the trained model, per task."""
     b = batch.inputs.shape[0]

@@ -345,9 +345,15 @@ void psi_block(const T* __restrict v, const T* __restrict offset, const T* __res
 }
 
 // The inputs may be batch-strided views [B, T, N] whose last two dims are contiguous (a padded trajectory's
-// states without the initial one): no copies.
+// states without the initial one, its time slices per task, or the gradient flowing into them): no copies.
 bool rows_contiguous(const at::Tensor& x) {
-  return x.dim() == 3 && x.stride(2) == 1 && x.stride(1) == x.size(2);
+  return x.dim() == 3 && x.stride(2) == 1 && (x.size(1) <= 1 || x.stride(1) == x.size(2));
+}
+
+// x itself where its rows are contiguous (any batch stride), else a contiguous copy.
+at::Tensor with_contiguous_rows(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, name, ": expected a [B, T, M] CPU tensor");
+  return rows_contiguous(x) ? x : x.contiguous();
 }
 
 template <typename T, int Shape, bool Offset, bool Grad, bool Refractory>
@@ -392,8 +398,7 @@ at::Tensor pseudo_derivative(at::Tensor v, c10::optional<at::Tensor> offset_, at
                              c10::optional<at::Tensor> grad_, double v_th, double gamma, int64_t surrogate,
                              bool refractory) {
   auto prepare = [&](at::Tensor x) {
-    if (x.dim() != 3) x = x.reshape({1, -1, 1});
-    return rows_contiguous(x) && x.device().is_cpu() ? x : x.contiguous();
+    return with_contiguous_rows(x.dim() == 3 ? x : x.reshape({1, -1, 1}), "pseudo_derivative");
   };
   const auto shape = v.sizes().vec();
   at::Tensor vv = prepare(v), rr = prepare(ref);
@@ -412,8 +417,7 @@ at::Tensor pseudo_derivative(at::Tensor v, c10::optional<at::Tensor> offset_, at
 // x [B, T, M]; decay of M entries (per channel, a single entry broadcast) or [B, T, M] (per step);
 // reverse: y^t = x^t + d^t y^{t+1} (y^T = 0), else y^t = x^t + d^t y^{t-1} (y^{-1} = initial or 0).
 at::Tensor linear_scan(at::Tensor x, at::Tensor decay, bool reverse, c10::optional<at::Tensor> initial) {
-  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "linear_scan: expected a [B, T, M] CPU tensor");
-  if (!rows_contiguous(x)) x = x.contiguous();  // a batch-strided view (a trajectory's slice) is read in place
+  x = with_contiguous_rows(x, "linear_scan: x");
   decay = decay.contiguous();
   const int64_t B = x.size(0), S = x.size(1), M = x.size(2), xs = x.stride(0);
   const bool per_step = decay.dim() == 3;
@@ -440,14 +444,6 @@ at::Tensor linear_scan(at::Tensor x, at::Tensor decay, bool reverse, c10::option
     });
   });
   return y;
-}
-
-// A [G, R, K] operand whose rows are contiguous: the per-task (or per-trial) time slices of a padded trajectory
-// are such views, so the event-driven products read them in place instead of copying the whole trial.
-static at::Tensor with_contiguous_rows(const at::Tensor& x, const char* name) {
-  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, name, ": expected a [G, R, K] CPU tensor");
-  const bool rows = x.stride(2) == 1 && (x.size(1) <= 1 || x.stride(1) == x.size(2));
-  return rows ? x : x.contiguous();
 }
 
 // The reverse-time adjoint of a neuron's eligibility vector (docs/equations.md, "The fused adjoint"), one pass per
