@@ -119,3 +119,48 @@ def test_short_meta_training_makes_one_update_lower_the_hand_error_on_unseen_mov
     trained, _, _ = evaluate_one_shot(learner, meta, family, n_tasks=64, seed=2024, batch_size=32)
     assert trained["mse_cart_after"] < 0.85 * trained["mse_cart_before"], trained
     assert trained["mse_motor_after"] < 0.7 * trained["mse_motor_before"], trained
+
+
+def test_budget_schedule_follows_the_cpu_time_spent_and_stops_when_it_is_spent():
+    learner, family = tiny_learner(n_steps=40)
+    budget_minutes = 0.02  # 1.2 CPU seconds: a few dozen meta-iterations of this learner
+    config = training(n_iterations=10**6, batch_size=2, lr=1e-3, lr_schedule="budget", lr_end=0.05,
+                      budget_minutes=budget_minutes, validate_every=10**6, n_validation_tasks=2)
+    state = meta_train(learner, family, config)
+    spent = 0.0
+    for record in state.history:  # each step's rate is lr · lr_end^(fraction spent before it), independently
+        expected = 1e-3 * 0.05 ** min(1.0, spent / (60 * budget_minutes))
+        assert record["lr"] == pytest.approx(expected, rel=1e-12)
+        spent += record["cpu_seconds"]
+    assert spent >= 60 * budget_minutes  # stopped because the budget was spent ...
+    assert spent - state.history[-1]["cpu_seconds"] < 60 * budget_minutes  # ... and not one step later
+    assert state.cpu_seconds == pytest.approx(spent)
+    assert state.history[-1]["lr"] < 1e-3 * 0.05 ** 0.5  # annealed over the budget, not at a fixed iteration
+    assert meta_train(learner, family, config, state).iteration == state.iteration  # nothing left to spend
+
+
+def test_budget_clock_is_restored_on_resume(tmp_path):
+    from eprop_l2l.runs.checkpoint import restore, save_checkpoint
+
+    learner, family = tiny_learner(n_steps=40)
+    config = training(n_iterations=3, batch_size=2, lr_schedule="budget", budget_minutes=10.0,
+                      validate_every=10**6, n_validation_tasks=2)
+    state = meta_train(learner, family, config)
+    save_checkpoint(tmp_path, state, 1)
+    from eprop_l2l.runs.checkpoint import latest_checkpoint
+
+    resumed = restore(learner, config, latest_checkpoint(tmp_path))
+    assert resumed.cpu_seconds == pytest.approx(sum(r["cpu_seconds"] for r in state.history), rel=1e-12)
+    assert resumed.cpu_seconds > 0
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    ({"lr_schedule": "cosine"}, "meta.lr_schedule"),
+    ({"lr_schedule": "budget", "budget_minutes": 0.0}, "meta.lr_schedule"),
+    ({"lr_end": 1.5}, "meta.lr_end"),
+    ({"lr_end": 0.0}, "meta.lr_end"),
+    ({"budget_minutes": -1.0}, "meta.budget_minutes"),
+])
+def test_budget_settings_are_checked(overrides, key):
+    with pytest.raises(ValueError, match=f"^{key}:"):
+        training(**overrides)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import require_count, require_non_negative, require_positive
+from ..errors import ConfigError, require_choice, require_count, require_non_negative, require_positive
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,14 @@ class MetaTraining:
     validation_seed: int
     seed: int
     max_nonfinite: int
+    # The compute budget of the whole training, in CPU minutes of this process summed over every invocation
+    # (resumes included); training stops when it is spent. 0 = no budget (n_iterations alone).
+    budget_minutes: float
+    # "steps": the rate is multiplied by lr_decay every lr_decay_every applied steps. "budget": it follows the
+    # fraction f of budget_minutes spent, lr · lr_end**f, so that every run anneals fully within its budget
+    # whatever its speed per iteration (equal-compute comparisons).
+    lr_schedule: str
+    lr_end: float
 
     def __post_init__(self):
         require_count("meta.n_iterations", self.n_iterations, minimum=0)
@@ -45,6 +53,24 @@ class MetaTraining:
         require_count("meta.validate_every", self.validate_every)
         require_count("meta.n_validation_tasks", self.n_validation_tasks)
         require_count("meta.max_nonfinite", self.max_nonfinite)
+        require_non_negative("meta.budget_minutes", self.budget_minutes)
+        require_choice("meta.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.lr_schedule == "budget" and not self.budget_minutes > 0:
+            raise ConfigError("meta.lr_schedule", "'budget' follows the fraction of meta.budget_minutes spent; "
+                              "set meta.budget_minutes > 0")
+        require_positive("meta.lr_end", self.lr_end)
+        if self.lr_end > 1:
+            raise ConfigError("meta.lr_end", f"must be in (0, 1] (the fraction of the rate left when the budget "
+                              f"is spent), got {self.lr_end!r}")
+
+    def budget_fraction(self, cpu_seconds: float) -> float:
+        return min(1.0, cpu_seconds / (60.0 * self.budget_minutes)) if self.budget_minutes > 0 else 0.0
+
+    def spent(self, cpu_seconds: float) -> bool:
+        return self.budget_minutes > 0 and cpu_seconds >= 60.0 * self.budget_minutes
+
+
+LR_SCHEDULES = ("steps", "budget")
 
 
 class NonFiniteError(RuntimeError):
@@ -63,6 +89,8 @@ class MetaTrainingState:
     skipped: int = 0
     consecutive_nonfinite: int = 0
     history: list = field(default_factory=list)
+    # CPU seconds of every meta-iteration so far (the budget's clock); restored from the history on resume
+    cpu_seconds: float = 0.0
 
 
 def start(learner, config: MetaTraining, meta: dict | None = None, device: str | torch.device = "cpu"
@@ -105,9 +133,13 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
     device = _device(state)
     validation = shard.take(family.sample(config.n_validation_tasks,
                                           torch.Generator().manual_seed(config.validation_seed))).to(device)
-    while state.iteration < config.n_iterations and not (should_stop is not None and should_stop()):
+    while (state.iteration < config.n_iterations and not config.spent(state.cpu_seconds)
+           and not (should_stop is not None and should_stop())):
         batch = shard.take(family.sample(config.batch_size, state.generator)).to(device)
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
+        if config.lr_schedule == "budget":
+            for group in state.optimizer.param_groups:
+                group["lr"] = config.lr * config.lr_end ** config.budget_fraction(state.cpu_seconds)
         out = learner.forward(state.meta, batch)
         state.optimizer.zero_grad()
         out["loss"].backward()
@@ -121,7 +153,7 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
         if shard.reduce_metrics is not None:  # the mean over the whole batch, the same on every process
             loss = shard.reduce_metrics({"loss": loss})["loss"]
         finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
-        record = {"iteration": state.iteration, "loss": float(loss), "lr": state.scheduler.get_last_lr()[0]}
+        record = {"iteration": state.iteration, "loss": float(loss), "lr": state.optimizer.param_groups[0]["lr"]}
         if "log_inner_lr" in state.meta:  # the meta-learned inner η this iteration's update used
             record["inner_lr"] = float(state.meta["log_inner_lr"].detach().exp())
         if finite:
@@ -129,7 +161,8 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
             norm = torch.nn.utils.clip_grad_norm_(params, config.clip_norm if config.clip_norm > 0 else float("inf"))
             record["grad_norm"] = float(norm)
             state.optimizer.step()
-            state.scheduler.step()  # the schedule counts applied steps
+            if config.lr_schedule == "steps":
+                state.scheduler.step()  # the schedule counts applied steps
         else:
             state.consecutive_nonfinite += 1
             state.skipped += 1
@@ -149,6 +182,12 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
                 metrics = shard.reduce_metrics(metrics)
             record.update({f"val/{k}": float(v) for k, v in metrics.items()})
         record["seconds"] = time.perf_counter() - started
+        record["cpu_seconds"] = time.process_time() - started_cpu
+        if config.budget_minutes > 0 and shard.reduce_metrics is not None:  # one clock, so all ranks stop together
+            record["cpu_seconds"] = float(shard.reduce_metrics(
+                {"cpu_seconds": torch.tensor(record["cpu_seconds"], dtype=torch.float64, device=device)}
+            )["cpu_seconds"])
+        state.cpu_seconds += record["cpu_seconds"]
         state.history.append(record)
         state.iteration += 1
         if callback is not None:

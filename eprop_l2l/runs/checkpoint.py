@@ -211,6 +211,7 @@ def restore(learner, config: MetaTraining, path: str | Path, device: str | torch
     state.iteration, state.skipped = int(data["iteration"]), int(data["skipped"])
     state.consecutive_nonfinite = int(data["consecutive_nonfinite"])
     state.history = list(data["history"])
+    state.cpu_seconds = sum(r.get("cpu_seconds", 0.0) for r in state.history)
     return state
 
 

@@ -96,6 +96,9 @@ class OptimConfig:
     validation_seed: int = 999
     seed: int = 0  # the training task stream and the initial meta-parameters
     max_nonfinite: int = 10  # abort after this many non-finite steps in a row
+    budget_minutes: float = 0.0  # CPU minutes of the whole training, resumes included; 0 = none
+    lr_schedule: str = "steps"  # steps: ×lr_decay every lr_decay_every | budget: lr·lr_end^(budget fraction)
+    lr_end: float = 0.1  # lr_schedule=budget: the fraction of lr left when the budget is spent
 
 
 @dataclass
