@@ -50,6 +50,9 @@ class Feedback(SignalSource):
         scale = 1.0 / math.sqrt(self.n_rec) if self.scale is None else self.scale
         return {"b_fb": gaussian((self.n_rec, self.n_out), scale, generator, dtype)}
 
+    # B·(y − y*): the output error needs the target outputs (eprop_l2l.information)
+    information = frozenset({"motor_targets"})
+
     def for_readout(self, readout) -> Feedback:
         """This feedback for a network with ``readout``: symmetric and adaptive B carry the readout's input
         scale s (∂y/∂z = s·W^out), random B does not. The e-prop rules call it."""

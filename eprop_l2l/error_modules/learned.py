@@ -54,6 +54,13 @@ class LearnedErrorModule(SignalSource):
                               f"got {self.cell.n_in}")
 
     @property
+    def information(self) -> frozenset[str]:
+        """What the module reads of the demonstration (eprop_l2l.information); never the motor targets."""
+        used = (("target_path", self.use_context and self.n_context > 0),
+                ("learner_spikes", self.use_spikes), ("clock", self.use_inputs and self.n_inputs > 0))
+        return frozenset(name for name, on in used if on)
+
+    @property
     def input_width(self) -> int:
         return (self.n_context * self.use_context + self.n_learner * self.use_spikes
                 + self.n_inputs * self.use_inputs)

@@ -22,6 +22,8 @@ from ..error_modules.base import Observation
 from ..errors import ConfigError, require_choice, require_count, require_positive
 from ..hardware.fixed_point import FORMATS, number_format
 from ..hardware.quantized_update import quantized_fast_weights
+from ..information import check as check_information
+from ..information import withhold
 from ..inner_loop.bptt import bptt_result
 from ..inner_loop.eprop import eprop_fused
 from ..inner_loop.losses import Loss
@@ -97,6 +99,14 @@ class MetaLearner:
             raise ConfigError("task.dt_ms", "the model's parts use different time steps: "
                               + ", ".join(f"{k} {v:g} ms" for k, v in steps.items()))
 
+    @property
+    def information(self) -> frozenset[str]:
+        """What the inner rule is given of the demonstration (eprop_l2l.information): the BPTT step descends
+        the output loss (motor targets); e-prop reads what its signal source declares."""
+        if self.inner_rule == "bptt":
+            return frozenset({"motor_targets"})
+        return check_information(self.error_module.information)
+
     def time_steps(self) -> dict[str, float]:
         """The step of every part with time constants; one run has one step, so they must all agree."""
         module = self.error_module
@@ -144,10 +154,12 @@ class MetaLearner:
         fixed = getattr(self.error_module, "fixed_drive", None)
         if fixed is None or self.inner_rule != "eprop":
             return None
+        batch = withhold(batch, self.information)
         return fixed(meta, Observation(None, None, None, None, batch.inputs, batch.context))
 
     def adapt(self, meta: Params, batch: TaskBatch, drive: torch.Tensor | None = None):
         """One-shot adaptation: per-task fast weights and the demonstration trial's records."""
+        batch = withhold(batch, self.information)  # the rule never sees what it did not declare
         b = batch.inputs.shape[0]
         # The first demonstration runs on the shared initial weights (one matrix-matrix product per step) and
         # gives each task its own ΔW; the quantised update needs the per-task layout.
@@ -184,8 +196,8 @@ class MetaLearner:
         spikes = [trajectory.outputs] + [d.trajectory.outputs for d in demos]
         module_spikes = [d.source_trajectory.outputs for d in demos if d.source_trajectory is not None]
         if module_spikes:
-            obs = Observation(None, y_test, batch.targets, trajectory.outputs, batch.inputs, batch.context,
-                              drive)
+            seen = withhold(batch, self.information)
+            obs = Observation(None, y_test, seen.targets, trajectory.outputs, seen.inputs, seen.context, drive)
             # the module runs in the test trial too, for the rate regulariser only: its signals are not needed
             activity = getattr(self.error_module, "activity", None)
             test_module = activity(meta, obs) if activity is not None else self.error_module.run(meta, obs)[1]

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
+from ..information import describe as describe_information
 from ..meta.evaluate import evaluate_one_shot, write_evaluation
 from ..runtime import configure_cpu
 from . import distributed, rundir
@@ -81,6 +82,7 @@ def check_resumable(run_dir: Path, cfg: TrainConfig) -> rundir.Record:
 
 def format_table(summary: dict) -> str:
     lines = [f"one-shot learning on {summary['n_tasks']} held-out tasks (seed {summary['seed']}), mean ± sd",
+             f"the inner rule was given: {summary.get('information', 'not recorded')}",
              f"{'':22}{'before update':>22}{'after one update':>22}"]
     for label, key in TABLE_ROWS:
         cells = [f"{summary[f'{key}_{w}']:.4g} ± {summary[f'{key}_{w}_sd']:.3g}" for w in ("before", "after")]
@@ -110,6 +112,7 @@ def evaluate_meta(learner, meta: dict, family, cfg: TrainConfig, out_dir: Path, 
                                                    example=cfg.eval.figures)
     if "log_inner_lr" in meta:
         summary["inner_lr"] = float(meta["log_inner_lr"].exp())
+    summary["information"] = describe_information(learner.information)  # what the inner rule was given
     summary.update(extra or {})
     write_evaluation(out_dir, summary, per_task, example, family)
     return summary
