@@ -1,4 +1,4 @@
-"""Command line: ``eprop-l2l train | evaluate | plot | bench | demo-eprop1 | export`` (thin: config in, library
+"""Command line: ``eprop-l2l train | evaluate | plot | table | bench | demo-eprop1 | export`` (thin: config in, library
 call out).
 
     eprop-l2l train experiment=cpu optim.n_iterations=2000 run.dir=runs/arm_cpu
@@ -28,6 +28,8 @@ COMMANDS = {
     "demo-eprop1": "e-prop 1 pattern-generation demo (no meta-learning; `make demo` is the e-prop 2 one)",
     "export": "export a trained model's inner-loop rule (rule | lava) or its networks (nir), with a fidelity report",
     "hardware": "run an export on a neuromorphic back-end: `hardware run DIR` (Lava, its own Python 3.10 env)",
+    "table": "the one-shot comparison table of several methods from their evaluation directories (paired "
+             "statistics on the same movements; Markdown, CSV)",
     "compare": "every learning rule (bptt, tbptt, e-prop 1/3, rflo, rtrl) on one task and cell: table and curves",
 }
 BENCHMARKS = {"meta": "bench_meta_iteration.py", "trial": "bench_eprop_trial.py",
@@ -69,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "plot":
             command.add_argument("run", help="run directory (training curves) or multirun directory (summary)")
             command.add_argument("--out", default=None, help="output file or directory (default: inside RUN)")
+        elif name == "table":
+            command.add_argument("rows", nargs="+", help="LABEL=DIR[,DIR...]: one evaluation directory (metrics.json "
+                                 "+ per_task.json) per training seed and movement set")
+            command.add_argument("--reference", default=None, help="the row the others are paired with (default: "
+                                 "the first)")
+            command.add_argument("--metric", default="mse_cart_after", help="per-movement error (per_task.json key)")
+            command.add_argument("--out", default=None, help="directory for table.md and table.csv (new or empty)")
         elif name == "bench":
             command.add_argument("which", choices=tuple(BENCHMARKS))
             command.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark script")
@@ -200,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             from .runs.commands import evaluate
 
             return evaluate(args.target, args.overrides, args.out)
+        if args.command == "table":
+            from .runs.comparison import table
+
+            return table(args.rows, args.reference, args.out, args.metric)
         if args.command == "plot":
             from .runs.plots import plot
 

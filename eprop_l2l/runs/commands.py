@@ -256,7 +256,8 @@ def _train_locked(cfg, learner, family, training, options, run_dir: Path, init_m
             meta = {k: v.detach() for k, v in state.meta.items()}
             summary = evaluate_meta(learner, meta, family, cfg, run_dir,
                                     {"experiment": cfg.experiment, "iterations": state.iteration,
-                                     "training_minutes": seconds / 60, "stopped_by": reason})
+                                     "training_minutes": seconds / 60, "stopped_by": reason,
+                                     "cpu_minutes": sum(r.get("cpu_seconds", 0.0) for r in state.history) / 60})
             rundir.record_evaluation(run_dir, state.iteration)
             print(format_table(summary))
             tracker.log_evaluation(summary, [run_dir / "one_shot.png"])
