@@ -88,3 +88,15 @@ def test_the_declaration_is_recorded_in_metrics_and_printed(tmp_path):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["information"] == "target_path, learner_spikes, clock"
     assert "the inner rule was given: target_path, learner_spikes, clock" in format_table(summary)
+
+
+def test_a_source_without_a_declaration_is_recorded_as_reading_everything():
+    learner, meta, task, _ = tiny("lif")
+
+    class Silent:  # a user's source that predates the contract
+        def run(self, params, obs):
+            return torch.zeros_like(obs.spikes), None
+
+    silent = dataclasses.replace(learner, error_module=Silent())
+    assert silent.information == frozenset(INFORMATION)
+    assert describe(silent.information) == ", ".join(INFORMATION)

@@ -22,8 +22,8 @@ from ..error_modules.base import Observation
 from ..errors import ConfigError, require_choice, require_count, require_positive
 from ..hardware.fixed_point import FORMATS, number_format
 from ..hardware.quantized_update import quantized_fast_weights
+from ..information import INFORMATION, withhold
 from ..information import check as check_information
-from ..information import withhold
 from ..inner_loop.bptt import bptt_result
 from ..inner_loop.eprop import eprop_fused
 from ..inner_loop.losses import Loss
@@ -105,7 +105,8 @@ class MetaLearner:
         the output loss (motor targets); e-prop reads what its signal source declares."""
         if self.inner_rule == "bptt":
             return frozenset({"motor_targets"})
-        return check_information(self.error_module.information)
+        # a source that declares nothing is taken to read everything: nothing is withheld and the record says so
+        return check_information(getattr(self.error_module, "information", frozenset(INFORMATION)))
 
     def time_steps(self) -> dict[str, float]:
         """The step of every part with time constants; one run has one step, so they must all agree."""
