@@ -151,11 +151,10 @@ class MetaLearner:
 
     def _module_drive(self, meta: Params, batch: TaskBatch) -> torch.Tensor | None:
         """A learned module's input current from context and inputs: equal in every trial of the batch (None
-        where the module does not run: the BPTT inner step, feedback sources)."""
+        where the module does not run: the BPTT inner step, feedback sources). ``batch`` is already withheld."""
         fixed = getattr(self.error_module, "fixed_drive", None)
         if fixed is None or self.inner_rule != "eprop":
             return None
-        batch = withhold(batch, self.information)
         return fixed(meta, Observation(None, None, None, None, batch.inputs, batch.context))
 
     def adapt(self, meta: Params, batch: TaskBatch, drive: torch.Tensor | None = None):
@@ -190,14 +189,14 @@ class MetaLearner:
         """Meta-loss and diagnostics of one batch of tasks."""
         if not math.isclose(batch.dt_ms, self.dt_ms, rel_tol=SAME_STEP):
             raise ConfigError("task.dt_ms", f"the trials have {batch.dt_ms:g}-ms steps, the model {self.dt_ms:g}-ms")
-        drive = self._module_drive(meta, batch)
-        fast, demos = self.adapt(meta, batch, drive)
+        seen = withhold(batch, self.information)  # what the inner rule and its source may read
+        drive = self._module_drive(meta, seen)
+        fast, demos = self.adapt(meta, seen, drive)
         trajectory, y_test = self.network.run(fast, batch.inputs, fast=self.fast_loop)
         task_loss, metrics = self.outer_loss(y_test, batch)
         spikes = [trajectory.outputs] + [d.trajectory.outputs for d in demos]
         module_spikes = [d.source_trajectory.outputs for d in demos if d.source_trajectory is not None]
         if module_spikes:
-            seen = withhold(batch, self.information)
             obs = Observation(None, y_test, seen.targets, trajectory.outputs, seen.inputs, seen.context, drive)
             # the module runs in the test trial too, for the rate regulariser only: its signals are not needed
             activity = getattr(self.error_module, "activity", None)

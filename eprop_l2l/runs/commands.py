@@ -257,7 +257,7 @@ def _train_locked(cfg, learner, family, training, options, run_dir: Path, init_m
             summary = evaluate_meta(learner, meta, family, cfg, run_dir,
                                     {"experiment": cfg.experiment, "iterations": state.iteration,
                                      "training_minutes": seconds / 60, "stopped_by": reason,
-                                     "cpu_minutes": sum(r.get("cpu_seconds", 0.0) for r in state.history) / 60})
+                                     "cpu_minutes": state.cpu_seconds / 60})
             rundir.record_evaluation(run_dir, state.iteration)
             print(format_table(summary))
             tracker.log_evaluation(summary, [run_dir / "one_shot.png"])
