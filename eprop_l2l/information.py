@@ -15,8 +15,12 @@ import torch
 
 # name -> what it is (for the arm families in parentheses)
 INFORMATION: dict[str, str] = {
-    "target_path": "the family's context: the coded demonstration (the target hand path)",
-    "motor_targets": "the target outputs y* of the learner (the target joint velocities ω*)",
+    "target_path": "the demonstrated movement (the target hand path): population-coded as the family's context "
+                   "for a learned module, in coordinates for the hand-path objectives",
+    "produced_path": "what the learner's own output does to the plant (the hand path it produces through the arm)",
+    "plant_jacobian": "the plant's Jacobian ∂p/∂y, through which a hand-path error is carried back to the outputs",
+    "motor_targets": "the target outputs y* of the learner (the target joint velocities ω*) and whatever else "
+                     "the family derives from them (the target joint angles)",
     "learner_spikes": "the learning network's spikes z^t, read by the signal source",
     "clock": "the learning network's input spikes x^t, read by the signal source",
 }
@@ -34,10 +38,19 @@ def describe(information: frozenset[str]) -> str:
     return ", ".join(name for name in INFORMATION if name in information) or "nothing"
 
 
-def withhold(batch, information: frozenset[str]):
+def _poisoned(x):
+    return torch.full_like(x, float("nan")) if isinstance(x, torch.Tensor) else x
+
+
+def withhold(batch, information: frozenset[str], target_key: str | None = None):
     """``batch`` as a rule that declared ``information`` may see it: undeclared motor targets are NaN (a rule
     that reads them anyway produces a non-finite update, which the tests detect), an undeclared context is
-    removed."""
-    targets = batch.targets if "motor_targets" in information else torch.full_like(batch.targets, float("nan"))
+    removed. ``extra[target_key]`` (the target path in coordinates, named by the family's plant) is NaN unless
+    the target path is declared; every other entry of ``extra`` is the family's scoring data derived from the
+    motor targets (the arm's target angles) and is NaN unless they are declared."""
+    motor = "motor_targets" in information
+    targets = batch.targets if motor else _poisoned(batch.targets)
     context = batch.context if "target_path" in information else None
-    return dataclasses.replace(batch, targets=targets, context=context)
+    extra = {k: (v if (("target_path" in information) if k == target_key else motor) else _poisoned(v))
+             for k, v in batch.extra.items()}
+    return dataclasses.replace(batch, targets=targets, context=context, extra=extra)

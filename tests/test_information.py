@@ -42,8 +42,9 @@ def test_a_rule_that_reads_what_it_did_not_declare_is_caught():
     learner, meta, task, _ = tiny("lif")
     feedback = Feedback("random", 5, 2)
 
-    class Undeclared(Feedback):  # reads the output error y − y* but claims to need nothing
+    class Undeclared(Feedback):  # reads the output error y − y* but claims not to
         information = frozenset()
+        reads_error = False
 
     honest = dataclasses.replace(learner, error_module=feedback)
     cheat = dataclasses.replace(learner, error_module=Undeclared("random", 5, 2))

@@ -50,8 +50,10 @@ class Feedback(SignalSource):
         scale = 1.0 / math.sqrt(self.n_rec) if self.scale is None else self.scale
         return {"b_fb": gaussian((self.n_rec, self.n_out), scale, generator, dtype)}
 
-    # B·(y − y*): the output error needs the target outputs (eprop_l2l.information)
-    information = frozenset({"motor_targets"})
+    # B projects the output error the inner objective defines (inner_loop.objectives): what that error needs
+    # is the objective's declaration, not the matrix's (eprop_l2l.information)
+    information = frozenset()
+    reads_error = True
 
     def for_readout(self, readout) -> Feedback:
         """This feedback for a network with ``readout``: symmetric and adaptive B carry the readout's input

@@ -5,8 +5,10 @@ one learning signal per learning-network neuron,
     ζ^t = cell(input^t),   L^t = Ψ F_decay(ζ)^t        (Ψ ∈ R^{n_learner × n_em}, meta-learned)
 
 ``input^t`` concatenates what the module is allowed to see, each switchable: the task context (e.g. the
-population-coded target movement), the learning network's spikes z^t (e-prop 2: yes; natural e-prop: no) and
-the learning network's input x^t (the clock). With decay = e^{-δt/20 ms} this is both the F_α(ζ)·Ψ of the
+population-coded target movement), the learning network's spikes z^t (e-prop 2: yes; natural e-prop: no),
+the learning network's input x^t (the clock) and, off by default, the path the learner's own output produces
+through the family's plant, in the same population code as the target path (as its spike probabilities, so
+that the outer loop differentiates through it). With decay = e^{-δt/20 ms} this is both the F_α(ζ)·Ψ of the
 e-prop 2 code and the leaky learning signal L^t = α_e L^{t-1} + Ψ ξ^t of natural e-prop (the same recursion).
 
 Parameters are prefixed ``em_`` so that they live in one mapping with the learning network's.
@@ -40,6 +42,10 @@ class LearnedErrorModule(SignalSource):
     dt: float = 1.0  # ms; the time step (the learning network's): decay = exp(-dt/signal_tau)
     projection_scale: float = 1.0  # Ψ ~ projection_scale · N(0, 1)/√n_em
     fast_loop: bool = False  # spiking cells: time loop with the hand-written backward (cells/fused_loop.py)
+    use_produced_path: bool = False
+    plant: object | None = None  # the family's plant (task_families: ArmTrials.plant), for use_produced_path
+
+    reads_error = False  # the module's signals come from what it sees, never from the output error
 
     def __post_init__(self):
         require_count("error_module.n_learner", self.n_learner)
@@ -47,6 +53,8 @@ class LearnedErrorModule(SignalSource):
         require_count("error_module.n_inputs", self.n_inputs, minimum=0)
         require_positive("error_module.signal_tau", self.signal_tau)
         require_positive("error_module.dt", self.dt)
+        if self.use_produced_path and self.plant is None:
+            raise ConfigError("error_module.use_produced_path", "needs a family with a plant (the arm families)")
         if self.input_width == 0:
             raise ConfigError("error_module.use_context", "the error module sees nothing: enable at least one input")
         if self.cell.n_in != self.input_width:
@@ -57,13 +65,26 @@ class LearnedErrorModule(SignalSource):
     def information(self) -> frozenset[str]:
         """What the module reads of the demonstration (eprop_l2l.information); never the motor targets."""
         used = (("target_path", self.use_context and self.n_context > 0),
-                ("learner_spikes", self.use_spikes), ("clock", self.use_inputs and self.n_inputs > 0))
+                ("learner_spikes", self.use_spikes), ("clock", self.use_inputs and self.n_inputs > 0),
+                ("produced_path", self.use_produced_path))
         return frozenset(name for name, on in used if on)
 
     @property
     def input_width(self) -> int:
         return (self.n_context * self.use_context + self.n_learner * self.use_spikes
-                + self.n_inputs * self.use_inputs)
+                + self.n_inputs * self.use_inputs + self.n_path)
+
+    @property
+    def n_path(self) -> int:
+        """Width of the produced-path input (0 when off)."""
+        return self.plant.n_code if self.use_produced_path else 0
+
+    def produced_path(self, obs: Observation) -> torch.Tensor:
+        """The coded hand path of the learner's output ``[B, T, n_path]`` (the whole trial: the plant integrates)."""
+        if obs.output.dim() < 3:
+            raise ConfigError("error_module.use_produced_path", "the produced path needs whole trials (fused "
+                              "e-prop); the step-by-step form has no plant state")
+        return self.plant.code(self.plant.path(obs.output))
 
     @property
     def decay(self) -> float:
@@ -87,6 +108,8 @@ class LearnedErrorModule(SignalSource):
             parts.append(obs.spikes)
         if self.use_inputs:
             parts.append(obs.inputs)
+        if self.use_produced_path:
+            parts.append(self.produced_path(obs))
         return torch.cat(parts, -1)
 
     def _context(self, obs: Observation) -> torch.Tensor:
@@ -103,7 +126,7 @@ class LearnedErrorModule(SignalSource):
     def _input_weights(self, params: Params) -> dict[str, torch.Tensor]:
         """Columns of ``em_w_in`` per input part, in the order of :meth:`module_input`."""
         widths = {"context": self.n_context * self.use_context, "spikes": self.n_learner * self.use_spikes,
-                  "inputs": self.n_inputs * self.use_inputs}
+                  "inputs": self.n_inputs * self.use_inputs, "produced_path": self.n_path}
         parts = params["em_w_in"].split(list(widths.values()), -1)
         return {name: w for (name, width), w in zip(widths.items(), parts, strict=True) if width}
 
@@ -128,10 +151,14 @@ class LearnedErrorModule(SignalSource):
         if not self._current_is_product:  # one product of everything
             return self.cell.input_current(self.cell_params(params), self.module_input(obs))
         drive = obs.drive if obs.drive is not None else self.fixed_drive(params, obs)
-        if not self.use_spikes:
-            return drive
-        current = linear(self._input_weights(params)["spikes"], obs.spikes, scale=self.cell.input_scale)
-        return current if drive is None else drive + current
+        weights = self._input_weights(params)
+        per_trial = [(weights["spikes"], obs.spikes)] if self.use_spikes else []
+        if self.use_produced_path:
+            per_trial.append((weights["produced_path"], self.produced_path(obs)))
+        for w, part in per_trial:
+            current = linear(w, part, scale=self.cell.input_scale)
+            drive = current if drive is None else drive + current
+        return drive
 
     def init_state(self, batch: int, dtype=torch.float32, device=None):
         filtered = torch.zeros(batch, self.cell.n_rec, dtype=dtype, device=device)

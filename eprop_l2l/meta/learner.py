@@ -25,8 +25,8 @@ from ..hardware.quantized_update import quantized_fast_weights
 from ..information import INFORMATION, withhold
 from ..information import check as check_information
 from ..inner_loop.bptt import bptt_result
-from ..inner_loop.eprop import eprop_fused
-from ..inner_loop.losses import Loss
+from ..inner_loop.eprop import READOUT_WEIGHTS, eprop_fused
+from ..inner_loop.objectives import InnerObjective
 from ..inner_loop.regularization import RateRegularizer
 from ..task_families.base import TaskBatch
 from ..units import rate_hz
@@ -82,9 +82,14 @@ class MetaLearner:
     # arithmetic of the inner update: "float", or a learning-engine format name of hardware.fixed_point
     # ("loihi", "wide") for hardware-aware meta-training through the quantised update
     precision: str = "float"
+    # what the demonstration's error is measured on (inner_loop.objectives): motor targets or the hand path
+    objective: InnerObjective = field(default_factory=InnerObjective)
 
     def __post_init__(self):
         require_choice("inner.rule", self.inner_rule, INNER_RULES)
+        if self.inner_rule == "bptt" and self.objective.kind == "hand":
+            raise ConfigError("inner.objective", "'hand' is a deviation for feedback matrices; the BPTT step "
+                              "descends the loss's gradient: use hand_gradient")
         require_positive("inner.lr", self.inner_lr)
         require_count("inner.n_updates", self.n_inner_updates, minimum=0)
         require_choice("inner.precision", self.precision, PRECISIONS)
@@ -102,11 +107,19 @@ class MetaLearner:
     @property
     def information(self) -> frozenset[str]:
         """What the inner rule is given of the demonstration (eprop_l2l.information): the BPTT step descends
-        the output loss (motor targets); e-prop reads what its signal source declares."""
+        the inner objective's loss; e-prop reads what its signal source declares, plus what the objective's
+        error needs where the source projects that error or the readout learns from it (its delta rule)."""
         if self.inner_rule == "bptt":
-            return frozenset({"motor_targets"})
-        # a source that declares nothing is taken to read everything: nothing is withheld and the record says so
-        return check_information(getattr(self.error_module, "information", frozenset(INFORMATION)))
+            return self.objective.information
+        declared = getattr(self.error_module, "information", None)
+        if declared is None:  # a source that declares nothing reads everything: nothing is withheld, recorded so
+            return frozenset(INFORMATION)
+        uses_error = getattr(self.error_module, "reads_error", True) or set(self.plastic) & set(READOUT_WEIGHTS)
+        return check_information(declared | (self.objective.information if uses_error else frozenset()))
+
+    def withhold(self, batch: TaskBatch) -> TaskBatch:
+        """``batch`` as the inner rule may see it (eprop_l2l.information.withhold)."""
+        return withhold(batch, self.information, self.objective.target_key)
 
     def time_steps(self) -> dict[str, float]:
         """The step of every part with time constants; one run has one step, so they must all agree."""
@@ -159,7 +172,7 @@ class MetaLearner:
 
     def adapt(self, meta: Params, batch: TaskBatch, drive: torch.Tensor | None = None):
         """One-shot adaptation: per-task fast weights and the demonstration trial's records."""
-        batch = withhold(batch, self.information)  # the rule never sees what it did not declare
+        batch = self.withhold(batch)  # the rule never sees what it did not declare
         b = batch.inputs.shape[0]
         # The first demonstration runs on the shared initial weights (one matrix-matrix product per step) and
         # gives each task its own ΔW; the quantised update needs the per-task layout.
@@ -167,14 +180,14 @@ class MetaLearner:
         fast = {k: (v.expand(b, *v.shape) if k in self.plastic and not shared_first else v) for k, v in meta.items()}
         lr = self.inner_lr_value(meta)
         drive = self._module_drive(meta, batch) if drive is None else drive
-        loss = Loss("mse")
+        loss, target = self.objective.loss(), self.objective.target(batch)
         demos = []
         for _ in range(self.n_inner_updates):
             if self.inner_rule == "bptt":
-                result = bptt_result(self.network, fast, batch.inputs, batch.targets, batch.mask, loss,
+                result = bptt_result(self.network, fast, batch.inputs, target, batch.mask, loss,
                                      self.plastic, create_graph=torch.is_grad_enabled(), per_task=True)
             else:
-                result = eprop_fused(self.network, fast, batch.inputs, batch.targets, batch.mask, loss,
+                result = eprop_fused(self.network, fast, batch.inputs, target, batch.mask, loss,
                                      self.error_module, None, None, self.plastic, self.kappa, batch.context,
                                      fast=self.fast_loop, per_task=True, source_drive=drive)
             demos.append(result)
@@ -189,7 +202,7 @@ class MetaLearner:
         """Meta-loss and diagnostics of one batch of tasks."""
         if not math.isclose(batch.dt_ms, self.dt_ms, rel_tol=SAME_STEP):
             raise ConfigError("task.dt_ms", f"the trials have {batch.dt_ms:g}-ms steps, the model {self.dt_ms:g}-ms")
-        seen = withhold(batch, self.information)  # what the inner rule and its source may read
+        seen = self.withhold(batch)  # what the inner rule and its source may read
         drive = self._module_drive(meta, seen)
         fast, demos = self.adapt(meta, seen, drive)
         trajectory, y_test = self.network.run(fast, batch.inputs, fast=self.fast_loop)

@@ -14,6 +14,7 @@ from ..cells import LeakyReadout, RecurrentNetwork, make_cell
 from ..error_modules.feedback import Feedback
 from ..error_modules.learned import LearnedErrorModule
 from ..errors import ConfigError, require_choice, require_count, require_non_negative, require_positive
+from ..inner_loop.objectives import OBJECTIVES, InnerObjective
 from ..inner_loop.regularization import RateRegularizer
 from ..meta.learner import INNER_RULES, MetaLearner
 from ..meta.trainer import MetaTraining
@@ -89,8 +90,12 @@ def build_learner(cfg: TrainConfig, family) -> MetaLearner:
         readout = LeakyReadout(m.n_rec, family.n_out, tau_out=m.tau_out, dt=dt_ms, bias=False,
                                init_scale=m.readout_init)
     require_choice("error_module.kind", e.kind, ("learned", "feedback"))
+    plant = getattr(family, "plant", None)
     if e.kind == "learned":
-        module_in = (family.n_context * e.use_context + m.n_rec * e.use_spikes + family.n_in * e.use_inputs)
+        if e.use_produced_path and plant is None:
+            raise ConfigError("error_module.use_produced_path", f"needs a family with a plant, got {cfg.task.family}")
+        module_in = (family.n_context * e.use_context + m.n_rec * e.use_spikes + family.n_in * e.use_inputs
+                     + (plant.n_code if e.use_produced_path else 0))
         if module_in == 0:
             raise ConfigError("error_module.use_context", "the error module sees nothing: enable at least one input")
         module_cell = _cell("error_module", e, module_in, spiking_only=False, dt_ms=dt_ms)
@@ -98,11 +103,16 @@ def build_learner(cfg: TrainConfig, family) -> MetaLearner:
         with section("error_module"):
             module = LearnedErrorModule(module_cell, m.n_rec, family.n_context, family.n_in, e.use_context,
                                         e.use_spikes, e.use_inputs, e.signal_tau, dt=dt_ms,
-                                        projection_scale=e.projection_scale, fast_loop=inner.fast_loop)
+                                        projection_scale=e.projection_scale, fast_loop=inner.fast_loop,
+                                        use_produced_path=e.use_produced_path,
+                                        plant=plant if e.use_produced_path else None)
     else:
         require_choice("error_module.feedback", e.feedback, ("random", "symmetric"))
         module = Feedback(e.feedback, m.n_rec, family.n_out)
     require_choice("inner.rule", inner.rule, INNER_RULES)
+    require_choice("inner.objective", inner.objective, OBJECTIVES)
+    with section("inner"):
+        objective = InnerObjective(inner.objective, plant)
     for name in inner.plastic:
         require_choice("inner.plastic", name, PLASTIC)
     if not inner.plastic:
@@ -111,7 +121,8 @@ def build_learner(cfg: TrainConfig, family) -> MetaLearner:
                        n_inner_updates=inner.n_updates, plastic=tuple(inner.plastic), inner_rule=inner.rule,
                        precision=inner.precision,
                        network_rate=_rate("model", m, dt_ms), module_rate=_rate("error_module", e, dt_ms),
-                       outer_loss=family.outer_loss, fast_loop=inner.fast_loop)
+                       outer_loss=family.outer_loss, fast_loop=inner.fast_loop, objective=objective,
+                       kappa=readout.kappa if inner.filter_traces else 0.0)
 
 
 def build_training(cfg: TrainConfig, world_size: int = 1) -> MetaTraining:

@@ -62,6 +62,8 @@ class ErrorModuleConfig(CellConfig):
     use_context: bool = True  # the population-coded target movement
     use_spikes: bool = True  # the learning network's spikes (e-prop 2: yes; natural e-prop: no)
     use_inputs: bool = True  # the clock input
+    # the hand path the learner's own output produces through the arm, in the target path's population code
+    use_produced_path: bool = False
     signal_tau: float = 20.0  # ms; leak of the learning signal filter
     projection_scale: float = 1.0  # Ψ ~ projection_scale · N(0, 1)/√n_rec
 
@@ -75,6 +77,13 @@ class InnerConfig:
     learn_lr: bool = True  # η is a meta-parameter (learned in log space)
     n_updates: int = 1  # demonstrations / updates before the test trial (0 = no adaptation)
     plastic: list[str] = field(default_factory=lambda: ["w_in", "w_rec"])
+    # what the demonstration's error is measured on (docs/equations.md, "Inner objectives"): motor (y − y*, the
+    # target joint velocities) | hand (the Cartesian deviation p − p* of the produced hand path, for feedback
+    # matrices) | hand_gradient (∂E_cart/∂y through the arm's Jacobian: symmetric feedback, BPTT)
+    objective: str = "motor"
+    # filter the eligibility traces with the readout's κ (e-prop 1 as in Bellec et al. 2020: symmetric feedback
+    # is then exact where e-prop is); false: κ = 0, L applied to e directly (e-prop 2)
+    filter_traces: bool = False
     fast_loop: bool = True  # spiking loops with the hand-written backward (same values and gradients)
     # arithmetic of the inner update: float | loihi (Loihi 2's learning-engine integers, hardware-aware
     # meta-training with straight-through gradients) | wide (the same integer pipeline, wide enough to be exact)

@@ -60,6 +60,22 @@ def arm_forward(omega: torch.Tensor, dt: float = 1e-3) -> torch.Tensor:
     return hand_position(joint_angles(omega, dt=dt))
 
 
+def arm_path_gradient(omega: torch.Tensor, deviation: torch.Tensor, dt: float = 1e-3, l1: float = 0.5,
+                      l2: float = 0.5) -> torch.Tensor:
+    """∂E/∂ω ``[..., T, 2]`` of any hand-path loss E whose gradient on the hand path is ``deviation`` = ∂E/∂p
+    ``[..., T, 2]`` (for E = ½Σ_t |p − p*|²: p − p*): the plant's Jacobian J^t = ∂p^t/∂φ^t transposed onto it,
+    summed over the later steps, because φ^t integrates every ω^{t'≤t}:  ∂E/∂ω^{t'} = δt Σ_{t≥t'} J^tᵀ ∂E/∂p^t.
+    Closed form of the two-joint kinematics (∂x/∂φ1 = −y, ∂y/∂φ1 = x, ∂x/∂φ2 = −l2 sin φ_e, ∂y/∂φ2 = l2 cos φ_e
+    with φ_e = φ1 + φ2); ``torch.autograd`` through :func:`arm_forward` gives the same (tests)."""
+    phi = joint_angles(omega, dt=dt)
+    hand = hand_position(phi, l1, l2)
+    elbow = phi[..., 0] + phi[..., 1]
+    dx, dy = deviation[..., 0], deviation[..., 1]
+    per_angle = torch.stack([-hand[..., 1] * dx + hand[..., 0] * dy,
+                             l2 * (-torch.sin(elbow) * dx + torch.cos(elbow) * dy)], -1)
+    return dt * per_angle.flip(-2).cumsum(-2).flip(-2)
+
+
 def joint_velocities_from_hand(hand: torch.Tensor, dt: float = 1e-3, phi0=PHI0, l1: float = 0.5, l2: float = 0.5,
                                singular: float = 1e-6) -> torch.Tensor:
     """The inverse of :func:`arm_forward`: joint velocities ``[..., T, 2]`` (rad/s) whose hand path is ``hand
@@ -115,13 +131,19 @@ def clock_input(n_steps: int, n_clock: int, groups: int, period: int, dtype=torc
     return clock
 
 
+def population_rates(xy: torch.Tensor, n_per_dim: int = 100, peak_hz: float = 200.0, sigma: float = 0.2,
+                     span: float = 1.4, dt_ms: float = 1.0) -> torch.Tensor:
+    """Spike probability per step ``[..., T, 2·n_per_dim]`` of Gaussian-tuned neurons coding each coordinate
+    (centres linspace(−span, span), the coordinate clipped to [−1, 1]); differentiable in ``xy``."""
+    centres = torch.linspace(-span, span, n_per_dim, dtype=xy.dtype, device=xy.device)
+    value = xy.clamp(-1.0, 1.0).unsqueeze(-1)  # [..., T, 2, 1]
+    return (per_step(peak_hz, dt_ms) * torch.exp(-((value - centres) ** 2) / (2 * sigma**2))).flatten(-2)
+
+
 def population_code(xy: torch.Tensor, generator: torch.Generator, n_per_dim: int = 100, peak_hz: float = 200.0,
                     sigma: float = 0.2, span: float = 1.4, dt_ms: float = 1.0) -> torch.Tensor:
-    """Bernoulli spikes ``[..., T, 2·n_per_dim]`` of Gaussian-tuned neurons coding each coordinate."""
-    centres = torch.linspace(-span, span, n_per_dim, dtype=torch.float64)
-    value = xy.to(torch.float64).clamp(-1.0, 1.0).unsqueeze(-1)  # [..., T, 2, 1]
-    p = per_step(peak_hz, dt_ms) * torch.exp(-((value - centres) ** 2) / (2 * sigma**2))
-    p = p.flatten(-2)
+    """Bernoulli spikes ``[..., T, 2·n_per_dim]`` drawn with :func:`population_rates` (in float64)."""
+    p = population_rates(xy.to(torch.float64), n_per_dim, peak_hz, sigma, span, dt_ms)
     draws = torch.rand(p.shape, generator=generator, dtype=torch.float64, device=generator.device)
     return (draws < p).to(xy.dtype)
 
@@ -145,6 +167,14 @@ class ArmTrials:
         from .arm_objective import arm_errors
 
         return arm_errors(y, batch)
+
+    @property
+    def plant(self):
+        """The arm as an inner rule's plant (``arm_objective.ArmPlant``): the hand path the learner's output
+        produces, its Jacobian, and the population code of a hand path."""
+        from .arm_objective import ArmPlant
+
+        return ArmPlant(self.dt_s, self.n_pop_per_dim, self.pop_peak_hz, self.pop_sigma)
 
     def one_shot_figure(self, path, batch: TaskBatch, out: dict, per_task: dict | None = None,
                         index: int | None = None) -> dict:
