@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import math
 import re
 import time
@@ -362,6 +363,18 @@ def evaluation_setup(target: str, overrides: list[str] | tuple[str, ...] = ()):
     return cfg, learner, family, meta, reset, checkpoint, int(saved["iteration"])
 
 
+def training_compute(run_dir: Path, iteration: int) -> dict:
+    """The training's CPU minutes, from its own evaluation (``metrics.json``) when that was of the same
+    checkpoint: an evaluation's table row states the compute behind it."""
+    try:
+        trained = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if trained.get("iterations") == iteration and isinstance(trained.get("cpu_minutes"), int | float):
+        return {"cpu_minutes": trained["cpu_minutes"]}
+    return {}
+
+
 def evaluate(target: str, overrides: list[str], out: str | None = None) -> int:
     """One-shot evaluation of a run directory's latest checkpoint (or a checkpoint file) into
     ``RUN/evaluations/<name>/`` or ``out``: never over the training's own outputs or an earlier evaluation.
@@ -380,7 +393,8 @@ def evaluate(target: str, overrides: list[str], out: str | None = None) -> int:
     provenance = {"run": str(run_dir), "checkpoint": str(checkpoint), "iterations": iteration,
                   "experiment": trained.experiment, "trained_on": trained.run.device,
                   "training_seed": trained.optim.seed, "evaluated_on": cfg.run.device,
-                  "overrides": list(overrides), "initialised": reset, "eprop_l2l_version": __version__}
+                  "overrides": list(overrides), "initialised": reset, "eprop_l2l_version": __version__,
+                  **training_compute(run_dir, iteration)}
     summary = evaluate_meta(learner, meta, family, cfg, out_dir, provenance, progress=cfg.run.progress)
     print(format_table(summary))
     if reset:
