@@ -300,7 +300,8 @@ def test_evidence_p_majority_one_makes_every_cue_agree():
 
 
 def test_registry_builds_each_family_with_overrides():
-    assert sorted(FAMILIES) == ["arm_brownian", "arm_sines", "copy_repeat", "evidence", "sines", "store_recall"]
+    assert sorted(FAMILIES) == ["arm_brownian", "arm_sines", "copy_repeat", "evidence", "scorbot_brownian", "sines",
+                            "store_recall"]
     fam = make_task_family("sines", n_steps=50, periods_ms=[100, 50])
     assert isinstance(fam, SumOfSines) and fam.n_steps == 50 and fam.periods_ms == (100.0, 50.0)
     ev = make_task_family("evidence", n_cues=3)
@@ -350,7 +351,7 @@ def test_bad_values_raise_config_error_naming_the_key(name, kwargs, key):
 
 def test_unknown_family_and_field_messages():
     expected = (r"^task: unknown task family 'x' \(choose from arm_brownian, arm_sines, copy_repeat, evidence, "
-                r"sines, store_recall\)$")
+                r"scorbot_brownian, sines, store_recall\)$")
     with pytest.raises(ConfigError, match=expected):
         make_task_family("x")
     with pytest.raises(ConfigError, match=r"^sines\.foo: unknown field"):

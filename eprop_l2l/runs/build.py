@@ -25,7 +25,7 @@ from .messages import cut, escape, shown
 from .rundir import check_path
 from .session import SessionOptions
 
-ARM_FAMILIES = ("arm_sines", "arm_brownian")
+ARM_FAMILIES = ("arm_sines", "arm_brownian", "scorbot_brownian")  # the motor families meta-training runs on
 SPIKING = ("lif", "alif")
 PLASTIC = ("w_in", "w_rec", "w_out")
 WANDB_MODES = ("offline", "online", "disabled")
@@ -77,8 +77,10 @@ def build_family(cfg: TrainConfig):
     # the family's step is in seconds (its kinematics are in rad/s); what it refuses about the step (a clock
     # period that is not a whole number of steps, ...) is a problem of task.dt_ms
     with section("task", {"dt_s": "dt_ms"}):
-        return make_task_family(cfg.task.family, n_steps=cfg.task.n_steps, n_pop_per_dim=cfg.task.n_pop_per_dim,
-                                dt_s=step_seconds(cfg.task.dt_ms))
+        fields = {"n_steps": cfg.task.n_steps, "dt_s": step_seconds(cfg.task.dt_ms)}
+        if cfg.task.family != "scorbot_brownian":  # the Scorbot's code is binary (code_bits), not a population
+            fields["n_pop_per_dim"] = cfg.task.n_pop_per_dim
+        return make_task_family(cfg.task.family, **fields)
 
 
 def build_learner(cfg: TrainConfig, family) -> MetaLearner:
@@ -92,7 +94,7 @@ def build_learner(cfg: TrainConfig, family) -> MetaLearner:
     require_choice("error_module.kind", e.kind, ("learned", "feedback"))
     plant = getattr(family, "plant", None)
     if e.kind == "learned":
-        if e.use_produced_path and plant is None:
+        if e.use_produced_path and not hasattr(plant, "code"):
             raise ConfigError("error_module.use_produced_path", f"needs a family with a plant, got {cfg.task.family}")
         module_in = (family.n_context * e.use_context + m.n_rec * e.use_spikes + family.n_in * e.use_inputs
                      + (plant.n_code if e.use_produced_path else 0))

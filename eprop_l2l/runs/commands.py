@@ -35,7 +35,10 @@ from .session import run_session
 from .tracking import RUN_ID_FILE, check_available, start_tracking
 
 CONFIG_FILE = "config.yaml"
-TABLE_ROWS = (("MSE_cart", "mse_cart"), ("MSE_motor (rad/s)²", "mse_motor"), ("RMS hand error", "hand_rmse"))
+# the printed rows, where the family scores them (the Scorbot adds the paper's units)
+TABLE_ROWS = (("end-effector dev. (cm)", "deviation_cm"), ("ω RMSE base (rad/s)", "omega_rmse_base"),
+              ("ω RMSE shoulder (rad/s)", "omega_rmse_shoulder"), ("MSE_cart", "mse_cart"),
+              ("MSE_motor (rad/s)²", "mse_motor"), ("RMS hand error", "hand_rmse"))
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 
 
@@ -84,10 +87,12 @@ def check_resumable(run_dir: Path, cfg: TrainConfig) -> rundir.Record:
 def format_table(summary: dict) -> str:
     lines = [f"one-shot learning on {summary['n_tasks']} held-out tasks (seed {summary['seed']}), mean ± sd",
              f"the inner rule was given: {summary.get('information', 'not recorded')}",
-             f"{'':22}{'before update':>22}{'after one update':>22}"]
+             f"{'':24}{'before update':>22}{'after one update':>22}"]
     for label, key in TABLE_ROWS:
+        if f"{key}_after" not in summary:
+            continue
         cells = [f"{summary[f'{key}_{w}']:.4g} ± {summary[f'{key}_{w}_sd']:.3g}" for w in ("before", "after")]
-        lines.append(f"{label:22}{cells[0]:>22}{cells[1]:>22}")
+        lines.append(f"{label:24}{cells[0]:>22}{cells[1]:>22}")
     rates = f"firing rates: learning network {summary['rate_network_hz']:.1f} Hz"
     if "rate_module_hz" in summary:
         rates += f", error module {summary['rate_module_hz']:.1f} Hz"

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 @dataclass
 class TaskConfig:
-    family: str = "arm_sines"  # arm_sines (e-prop 2) | arm_brownian (natural e-prop); docs/equations.md
+    # arm_sines (e-prop 2) | arm_brownian (natural e-prop's planar arm) | scorbot_brownian (natural e-prop's
+    # ED-Scorbot, docs/natural_eprop.md); docs/equations.md
+    family: str = "arm_sines"
     n_steps: int = 500  # trial length in steps: the trial lasts n_steps·dt_ms ms
     n_pop_per_dim: int = 100  # population code of the target for the error module: neurons per joint
     # Simulation time step in ms; every time constant, rate and duration is converted with it (membrane,

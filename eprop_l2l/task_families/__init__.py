@@ -13,12 +13,14 @@ from .arm import ArmBrownian, ArmSines
 from .base import TaskBatch, TaskFamily
 from .copy_repeat import CopyRepeat
 from .evidence import EvidenceAccumulation
+from .scorbot import ScorbotBrownian
 from .sines import SumOfSines
 from .store_recall import StoreRecall
 
 FAMILIES: dict[str, type] = {
     ArmSines.name: ArmSines,
     ArmBrownian.name: ArmBrownian,
+    ScorbotBrownian.name: ScorbotBrownian,
     EvidenceAccumulation.name: EvidenceAccumulation,
     SumOfSines.name: SumOfSines,
     CopyRepeat.name: CopyRepeat,
@@ -39,6 +41,7 @@ def make_task_family(name: str, **kwargs) -> TaskFamily:
 
 
 __all__ = [
-    "FAMILIES", "ArmBrownian", "ArmSines", "CopyRepeat", "EvidenceAccumulation", "StoreRecall", "SumOfSines",
+    "FAMILIES", "ArmBrownian", "ArmSines", "CopyRepeat", "EvidenceAccumulation", "ScorbotBrownian", "StoreRecall",
+    "SumOfSines",
     "TaskBatch", "TaskFamily", "make_task_family",
 ]

@@ -1,0 +1,168 @@
+"""The ED-Scorbot task of natural e-prop (Ortner et al. 2025; the authors' ``online_learning_robot``;
+docs/natural_eprop.md): the robot's end effector must follow a demonstrated 3-D path by moving its base and
+shoulder.
+
+Kinematics (positions in metres; angles θ = (base, shoulder, elbow, wrist), the recipe's joint angles with its
+sign convention folded in):
+
+    R = a1 + a2 cos θ2 + a3 cos(θ2 + θ3) + a4 cos(θ2 + θ3 + θ4)
+    x = R cos θ1 + d sin θ1,   y = −R sin θ1 + d cos θ1,   z = d1 + a2 sin θ2 + a3 sin(θ2 + θ3) + a4 sin(θ2 + θ3 + θ4)
+
+with d1 = 0.3585, a1 = 0.05, a2 = 0.30, a3 = 0.35, a4 = 0.22, d = −0.033 (a rotation of the base about z, an
+offset, then a planar chain in the vertical plane; the tests compare homogeneous transforms). Only the base and
+the shoulder move; the elbow and wrist stay at 0 (stretched). Start posture (0, 0): the hand at
+(0.92, −0.033, 0.3585) m.
+
+Trials: smoothed Brownian velocities (``brownian.smoothed_brownian``, δ = 0.65, M = 120, clip ±π) in rad/s of the
+arm's clock; the arm advances ``kinematic_step_s`` = 10 ms per network step (the recipe's angle += 0.01·ω), so a
+249-step trial of 1-ms network steps moves the arm for 2.49 s. The target angles are clipped to the joint limits
+(base ±130°, shoulder ±70°) and the target hand path is computed from the clipped angles; the target velocities
+are not recomputed (as in the recipe, so the two targets disagree where the clip acts). Inputs: the learning
+network sees a sequential clock (5 neurons, each spiking every 10 ms for 50 ms in turn); the error module
+(learning-signal generator) additionally sees the 48-neuron binary code of the target hand path (``context``).
+
+Scored as the paper reports: the end effector's RMS deviation from the target path in cm (√ mean_t ‖p − p*‖²)
+and each joint's angular-velocity RMSE (rad/s), before and after the update.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from ..errors import ConfigError, require_count, require_positive
+from ..units import MS_PER_S, whole_steps
+from .base import TaskBatch
+from .brownian import binary_position_code, sequential_clock, smoothed_brownian
+
+D1, A1, A2, A3, A4, D_OFFSET = 0.3585, 0.05, 0.30, 0.35, 0.22, -0.033  # metres
+CM_PER_M = 100.0
+JOINT_NAMES = ("base", "shoulder")
+
+
+def scorbot_position(theta: torch.Tensor) -> torch.Tensor:
+    """End-effector position ``[..., 3]`` (m) for joint angles ``[..., 4]`` (base, shoulder, elbow, wrist)."""
+    base, shoulder, elbow, wrist = theta.unbind(-1)
+    upper, fore = shoulder + elbow, shoulder + elbow + wrist
+    reach = A1 + A2 * torch.cos(shoulder) + A3 * torch.cos(upper) + A4 * torch.cos(fore)
+    return torch.stack([reach * torch.cos(base) + D_OFFSET * torch.sin(base),
+                        -reach * torch.sin(base) + D_OFFSET * torch.cos(base),
+                        D1 + A2 * torch.sin(shoulder) + A3 * torch.sin(upper) + A4 * torch.sin(fore)], -1)
+
+
+def moving_joint_angles(omega: torch.Tensor, step_s: float) -> torch.Tensor:
+    """Base and shoulder angles ``[..., T, 2]`` from their velocities (start 0, one kinematic step per step)."""
+    return step_s * torch.cumsum(omega, -2)
+
+
+def hand_path(angles: torch.Tensor) -> torch.Tensor:
+    """The end effector's path ``[..., T, 3]`` for base and shoulder angles ``[..., T, 2]`` (elbow, wrist 0)."""
+    return scorbot_position(torch.cat([angles, torch.zeros_like(angles)], -1))
+
+
+@dataclass(frozen=True)
+class ScorbotBrownian:
+    n_steps: int = 249
+    n_clock: int = 5
+    clock_segment_ms: int = 50
+    clock_period_ms: int = 10
+    code_bits: int = 16
+    delta: float = 0.65
+    window: int = 120  # steps of the recipe's grid (its Hann window M)
+    clip: float = math.pi  # rad/s
+    base_limit_deg: float = 130.0
+    shoulder_limit_deg: float = 70.0
+    kinematic_step_s: float = 0.01  # arm time per network step (the recipe's angle += 0.01·ω)
+    dt_s: float = 1e-3  # the network's time step
+
+    name: ClassVar[str] = "scorbot_brownian"
+    loss: ClassVar[str] = "mse"
+    n_out: ClassVar[int] = 2
+    metric_keys: ClassVar[tuple[str, ...]] = ("deviation_cm", "omega_rmse_base", "omega_rmse_shoulder",
+                                              "mse_cart", "mse_motor", "hand_rmse")
+    primary_metric: ClassVar[str] = "deviation_cm"  # the paper's number
+    RECIPE_STEP_MS: ClassVar[float] = 1.0  # the recipe's window and clock are in 1-ms steps
+
+    def __post_init__(self):
+        for key in ("n_steps", "n_clock", "clock_segment_ms", "clock_period_ms", "code_bits", "window"):
+            require_count(f"{self.name}.{key}", getattr(self, key))
+        for key in ("delta", "clip", "base_limit_deg", "shoulder_limit_deg", "kinematic_step_s", "dt_s"):
+            require_positive(f"{self.name}.{key}", getattr(self, key))
+        if self.code_bits > 30:
+            raise ConfigError(f"{self.name}.code_bits", f"must be <= 30, got {self.code_bits}")
+        if self.n_steps < self.window - 1:
+            raise ConfigError(f"{self.name}.n_steps", f"must be >= window - 1 = {self.window - 1} (the smoothing "
+                              f"mirrors the last window - 1 steps), got {self.n_steps}")
+        if self.dt_ms != self.RECIPE_STEP_MS:
+            raise ConfigError(f"{self.name}.dt_s", f"the recipe's trials are defined on 1-ms steps, got "
+                              f"{self.dt_ms:g} ms")
+        for key in ("clock_segment_ms", "clock_period_ms"):
+            whole_steps(f"{self.name}.dt_s", key, getattr(self, key), self.dt_ms)
+
+    @property
+    def dt_ms(self) -> float:
+        return self.dt_s * MS_PER_S
+
+    @property
+    def n_in(self) -> int:
+        return self.n_clock
+
+    @property
+    def n_context(self) -> int:
+        return 3 * self.code_bits
+
+    @property
+    def limits(self) -> torch.Tensor:
+        return torch.tensor([self.base_limit_deg, self.shoulder_limit_deg], dtype=torch.float64) * math.pi / 180
+
+    def sample(self, batch_size: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> TaskBatch:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"{self.name}.batch_size", f"must be an integer >= 1, got {batch_size!r}")
+        omega = smoothed_brownian(batch_size, 2, self.n_steps, generator, self.delta, self.window, self.clip)
+        return self.trials(omega, dtype)
+
+    def trials(self, omega: torch.Tensor, dtype: torch.dtype = torch.float32) -> TaskBatch:
+        """The trials of target velocities ``omega [B, n_steps, 2]`` (rad/s): clock, clipped target angles, the
+        target path and its binary code (deterministic: no generator needed)."""
+        if omega.dim() != 3 or omega.shape[1:] != (self.n_steps, 2):
+            raise ConfigError(f"{self.name}.joint_velocities", f"must have shape [B, {self.n_steps}, 2], got "
+                              f"{list(omega.shape)}")
+        limits = self.limits.to(omega.device)
+        angles = torch.maximum(torch.minimum(moving_joint_angles(omega.to(torch.float64), self.kinematic_step_s),
+                                             limits), -limits)
+        hand = hand_path(angles)
+        steps = whole_steps(f"{self.name}.dt_s", "clock_segment_ms", self.clock_segment_ms, self.dt_ms)
+        period = whole_steps(f"{self.name}.dt_s", "clock_period_ms", self.clock_period_ms, self.dt_ms)
+        clock = sequential_clock(self.n_steps, self.n_clock, steps, period).to(omega.device)
+        clock = clock.expand(omega.shape[0], -1, -1)
+        mask = torch.ones(omega.shape[0], self.n_steps, dtype=dtype, device=omega.device)
+        return TaskBatch(clock.to(dtype).contiguous(), omega.to(dtype), mask,
+                         {"hand": hand.to(dtype), "angles": angles.to(dtype)}, self.dt_ms,
+                         binary_position_code(hand, self.code_bits).to(dtype))
+
+    def produced_path(self, y: torch.Tensor) -> torch.Tensor:
+        """The end effector's path ``[..., T, 3]`` (m) of the produced velocities (no clipping, as the recipe)."""
+        return hand_path(moving_joint_angles(y, self.kinematic_step_s))
+
+    def errors(self, y: torch.Tensor, batch: TaskBatch) -> dict[str, torch.Tensor]:
+        squared = (self.produced_path(y) - batch.extra["hand"]) ** 2
+        hand_rmse = squared.sum(-1).mean(-1).sqrt()
+        omega_rmse = ((y - batch.targets) ** 2).mean(1).sqrt()  # [B, 2]
+        return {"deviation_cm": CM_PER_M * hand_rmse, "omega_rmse_base": omega_rmse[:, 0],
+                "omega_rmse_shoulder": omega_rmse[:, 1], "mse_cart": squared.mean((1, 2)),
+                "mse_motor": ((y - batch.targets) ** 2).mean((1, 2)), "hand_rmse": hand_rmse}
+
+    def outer_loss(self, y: torch.Tensor, batch: TaskBatch):
+        """½ mean joint-velocity MSE + ½ mean end-effector MSE (m²), the recipe's task loss."""
+        errors = self.errors(y, batch)
+        loss = 0.5 * (errors["mse_motor"].mean() + errors["mse_cart"].mean())
+        return loss, {k: v.mean().detach() for k, v in errors.items()}
+
+    def one_shot_figure(self, path, batch: TaskBatch, out: dict, per_task: dict | None = None,
+                        index: int | None = None) -> dict:
+        from .scorbot_figure import figure_one_shot
+
+        return figure_one_shot(self, path, batch, out, per_task=per_task, index=index)
