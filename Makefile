@@ -48,6 +48,7 @@ $(LAVA_STAMP):
 
 lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/lint-imports
 
 format: venv
 	$(VENV)/bin/ruff format $(LINT_PATHS)
@@ -58,6 +59,7 @@ test: venv
 	@if [ -n "$(PYTHON310)" ]; then $(MAKE) --no-print-directory lava-env; \
 	 else echo "make test: no CPython 3.10 found: the Lava tests will skip (make lava-env)"; fi
 	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/lint-imports  # the layer contracts of .importlinter
 	@# build the native time loops once, up front and loudly (a failed build is an error here, not a fallback)
 	EPROP_L2L_NATIVE=1 $(VENV_PY) -c "from eprop_l2l.cells import native; print('native time loops:', native.module().__name__)"
 	$(VENV_PY) -m pytest -q -x --durations=15 $(PYTEST_ARGS)

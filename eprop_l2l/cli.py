@@ -171,7 +171,7 @@ def _hardware(args) -> int:
 
 
 def _export(args) -> int:
-    from .hardware.export import export
+    from .runs.commands import export
 
     out = export(args.source, args.out, args.target, args.force, args.tasks, args.calibration_tasks, args.precision)
     print(f"export ({args.target}) written to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")

@@ -15,8 +15,8 @@ import sys
 import torch
 
 from eprop_l2l.hardware.fidelity import measure
-from eprop_l2l.hardware.fixed_point import number_format
 from eprop_l2l.hardware.rule import describe
+from eprop_l2l.inner_loop.fixed_point import number_format
 from eprop_l2l.runs.commands import evaluation_setup
 from eprop_l2l.runtime import configure_cpu
 

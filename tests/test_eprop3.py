@@ -16,13 +16,14 @@ from eprop_l2l.cells.lstm import LSTM
 from eprop_l2l.cells.network import RecurrentNetwork
 from eprop_l2l.cells.rate import RateRNN
 from eprop_l2l.cells.readout import LeakyReadout
+from eprop_l2l.cells.state_layout import StateLayout
 from eprop_l2l.error_modules.synthetic_gradient import SyntheticGradient
 from eprop_l2l.errors import ConfigError
 from eprop_l2l.inner_loop.bptt import bptt_grads
 from eprop_l2l.inner_loop.eprop3 import eprop3_grads
 from eprop_l2l.inner_loop.losses import Loss
 from eprop_l2l.inner_loop.regularization import RateRegularizer
-from eprop_l2l.inner_loop.tbptt import StateLayout, tbptt_grads, true_boundary_grads
+from eprop_l2l.inner_loop.tbptt import tbptt_grads, true_boundary_grads
 from eprop_l2l.task_families import make_task_family
 
 from .builders import make_cell, make_trial, relative_error

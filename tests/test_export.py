@@ -18,14 +18,15 @@ import pytest
 import torch
 
 from eprop_l2l.cells import LeakyReadout, make_cell
-from eprop_l2l.cells.spec import NeuronSpec, ReadoutSpec, cell_from_spec, readout_from_spec
+from eprop_l2l.cells.from_spec import cell_from_spec, readout_from_spec
+from eprop_l2l.cells.spec import NeuronSpec, ReadoutSpec
 from eprop_l2l.cli import main
 from eprop_l2l.hardware.engine import FixedArithmetic, FloatArithmetic, run_rule
 from eprop_l2l.hardware.export import verify
 from eprop_l2l.hardware.fidelity import calibrate_rule, online_reference, relative_error
-from eprop_l2l.hardware.fixed_point import LOIHI, WIDE, calibrate, quantize_weights, round_integer, saturate
-from eprop_l2l.hardware.quantized_update import quantized_fast_weights
 from eprop_l2l.hardware.rule import ExportError, describe, load_rule, save_rule
+from eprop_l2l.inner_loop.fixed_point import LOIHI, WIDE, calibrate, quantize_weights, round_integer, saturate
+from eprop_l2l.inner_loop.quantized_update import quantized_fast_weights
 from eprop_l2l.runs.build import from_experiment
 from eprop_l2l.runs.commands import evaluation_setup
 
@@ -148,7 +149,7 @@ def test_integer_traces_decay_round_and_saturate():
     rule_like = type("R", (), {"eta": 1.0, "plastic": [{"weights": "w_in", "trace": {"decay": 0.9}}],
                                "neurons": NeuronSpec("lif", 1, 1.0, 20.0, 0.4, 0, 1.0, "triangle", 0.3)})()
     fmt = LOIHI.__class__(rounding="nearest")
-    from eprop_l2l.hardware.fixed_point import Scales
+    from eprop_l2l.inner_loop.fixed_point import Scales
 
     scales = Scales({"w_in": 0}, {"w_in": 4}, 0, {"w_in": 0}, {"w_in": 0})
     arithmetic = FixedArithmetic(rule_like, fmt, scales, torch.Generator())

@@ -19,8 +19,7 @@ from eprop_l2l.inner_loop.bptt import bptt_grads
 from eprop_l2l.inner_loop.eprop import eprop_fused
 from eprop_l2l.inner_loop.objectives import HandLoss, InnerObjective
 from eprop_l2l.runs.build import from_experiment
-from eprop_l2l.task_families.arm import arm_forward, arm_path_gradient
-from eprop_l2l.task_families.arm_objective import ArmPlant
+from eprop_l2l.task_families.arm import ArmPlant, arm_forward, arm_path_gradient
 
 from .builders import make_cell, make_trial, relative_error
 

@@ -101,7 +101,8 @@ def test_train_help_lists_every_preset_and_group_option(capsys):
     text = re.sub(r"\s+", " ", capsys.readouterr().out)
     groups = config_groups()
     assert set(groups) == {"experiment", "task", "model", "error_module", "inner"}
-    assert sorted(groups["experiment"]) == ["cpu", "cpu_hour", "demo", "gpu", "paper", "small", "tiny"]
+    assert sorted(groups["experiment"]) == ["cpu", "cpu_hour", "demo", "gpu", "natural_cpu", "natural_paper", "paper",
+                                          "small", "tiny"]
     for group, options in groups.items():
         assert f"{group}=" in text
         for option, description in options.items():
@@ -113,7 +114,8 @@ def test_train_help_lists_every_preset_and_group_option(capsys):
 @pytest.mark.parametrize(("args", "message"), [
     (["train", "--cfg", "model.tau_m=-1"], "model.tau_m: must be > 0, got -1.0"),
     (["train", "--cfg", "experiment=nope"],
-     "experiment: unknown value 'nope' (choose from cpu, cpu_hour, demo, gpu, paper, small, tiny)"),
+     "experiment: unknown value 'nope' (choose from cpu, cpu_hour, demo, gpu, natural_cpu, natural_paper, paper, "
+     "small, tiny)"),
     (["train", "--cfg", "error_module=nope"],
      "error_module: unknown value 'nope' (choose from learned, lstm, natural, random_feedback)"),
     (["train", "-m", "--cfg", "inner=eprop,sgd"], "inner: unknown value 'sgd' (choose from bptt, eprop)"),

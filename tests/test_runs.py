@@ -161,7 +161,8 @@ BAD_TRAIN = [
     (["optim.lrr=1"], "optim.lrr: Key 'lrr' not in"),
     (["+foo.bar=2"], "foo: Key 'foo' not in"),
     (["experiment=nope"],
-     r"experiment: unknown value 'nope' \(choose from cpu, cpu_hour, demo, gpu, paper, small, tiny\)$"),
+     r"experiment: unknown value 'nope' \(choose from cpu, cpu_hour, demo, gpu, natural_cpu, natural_paper, paper, "
+     r"small, tiny\)$"),
     (["model=foo"], r"model: unknown value 'foo' \(choose from alif, lif\)$"),
     (["model.cell=lstm"], "model.cell: unknown value 'lstm'"),
     (["error_module.kind=magic"], "error_module.kind: unknown value"),

@@ -5,7 +5,7 @@ At a window boundary b it predicts the gradient of the future loss with respect 
 
     ĉ^b = SG(S^b, context^b) ≈ ∂E_{≥b}/∂S^b,        S^b = flatten(carried cell fields, readout y)
 
-(the packed boundary state of :class:`eprop_l2l.inner_loop.tbptt.StateLayout`), optionally conditioned on the
+(the packed boundary state of :class:`eprop_l2l.cells.state_layout.StateLayout`), optionally conditioned on the
 task's target at the last step before the boundary (``use_target``; Jaderberg's cDNI conditions on the label).
 It is trained online by regression on the bootstrapped target: the window that starts at b computes
 ``∂J/∂S^b`` with its own losses and the module's (detached) prediction at its end, b + k, propagated back
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ..cells.base import Params, gaussian
+from ..cells.state_layout import state_layout
 from ..errors import require_count, require_non_negative
 
 
@@ -44,8 +45,6 @@ class SyntheticGradient:
     @classmethod
     def for_network(cls, network, use_target: bool = True, hidden: int = 0, output_init: float = 0.0):
         """The module for ``network``'s boundary state, conditioned on the target if ``use_target``."""
-        from ..inner_loop.tbptt import state_layout
-
         n_context = network.readout.n_out if use_target else 0
         return cls(state_layout(network).width, n_context, hidden, output_init)
 

@@ -19,7 +19,7 @@ import torch
 
 from ..cells.linalg import no_self_mask, outer
 from ..error_modules.base import Observation
-from .fixed_point import FixedFormat, Scales, quantize_weights, round_integer, saturate
+from ..inner_loop.fixed_point import FixedFormat, Scales, quantize_weights, round_integer, saturate
 from .rule import RuleDescription, build_model
 
 
@@ -51,8 +51,8 @@ class FloatArithmetic:
 
 
 class FixedArithmetic:
-    """The rule in a learning engine's integers (:mod:`.fixed_point`); values are held as integer-valued float64
-    tensors, weights handed to the dynamics as their exact float values ``w·2^e``."""
+    """The rule in a learning engine's integers (:mod:`eprop_l2l.inner_loop.fixed_point`); values are held as
+    integer-valued float64 tensors, weights handed to the dynamics as their exact float values ``w·2^e``."""
 
     def __init__(self, rule: RuleDescription, fmt: FixedFormat, scales: Scales, generator: torch.Generator):
         self.fmt, self.scales, self.generator = fmt, scales, generator

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fixed_point import number_format
+from ..inner_loop.fixed_point import number_format
 from .rule import FORMAT_VERSION, ExportError, describe, load_rule, save_rule
 
 TARGETS = ("rule", "nir", "lava")
@@ -151,13 +151,10 @@ def _readme(target: str, source: dict, report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export(target: str, out: str, kind: str, force: bool = False, tasks: int = 10, calibration_tasks: int = 10,
-           precision: str | None = None) -> Path:
-    """Write the export; returns the directory. Bad input raises a one-line error before anything is written."""
-    from types import SimpleNamespace
-
-    from ..runs.commands import evaluation_setup
-
+def check_request(kind: str, out: str, force: bool = False, tasks: int = 10, calibration_tasks: int = 10,
+                  precision: str | None = None) -> tuple[Path, str]:
+    """The export directory and the precision of a request, every value checked before anything is computed
+    (one-line errors naming the option)."""
     if kind not in TARGETS:
         raise ExportError("--target", f"unknown target {kind!r} (choose from {', '.join(TARGETS)})")
     precision = precision or ("loihi" if kind == "lava" else "float")
@@ -168,7 +165,15 @@ def export(target: str, out: str, kind: str, force: bool = False, tasks: int = 1
             raise ExportError(key, f"must be an integer in [1, {MAX_TASKS}], got {value!r}")
     out_dir = Path(out)
     check_out(out_dir, force)
-    cfg, learner, family, meta, _, checkpoint, iteration = evaluation_setup(target)
+    return out_dir, precision
+
+
+def write_export(out_dir: Path, kind: str, precision: str, learner, meta: dict, family, cfg, source: dict,
+                 tasks: int = 10, calibration_tasks: int = 10) -> Path:
+    """Write the export of a trained model (a request passed by :func:`check_request`), staged and renamed
+    into ``out_dir``; ``source`` names where the model came from (checkpoint, iteration, experiment)."""
+    from types import SimpleNamespace
+
     meta = {k: v.detach().cpu() for k, v in meta.items()}
     if kind == "nir":
         from .nir_export import NIRLossWarning, learner_to_nir
@@ -179,8 +184,7 @@ def export(target: str, out: str, kind: str, force: bool = False, tasks: int = 1
     else:
         describe(learner, meta)  # refuses what the rule cannot express, before any computation
     args = SimpleNamespace(tasks=tasks, calibration_tasks=calibration_tasks, precision=precision)
-    source = {"checkpoint": str(checkpoint), "iteration": iteration, "experiment": cfg.experiment,
-              "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "eprop_l2l_version": _version()}
+    source = {**source, "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "eprop_l2l_version": _version()}
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.resolve().parent))
     try:
         writer = _nir_artefacts if kind == "nir" else _rule_artefacts

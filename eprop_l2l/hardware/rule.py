@@ -11,7 +11,7 @@ What the description states (``docs/export.md`` explains every field):
   spikes and the projection), itself exported with its weights;
 * κ (0: L multiplies the unfiltered trace), the meta-learned η, the number of demonstrations, and how the
   update is accumulated (every step, into a tag) and applied (once, after the demonstration);
-* the number format (float32, or the fixed-point formats and scales of :mod:`.fixed_point`).
+* the number format (float32, or the fixed-point formats and scales of :mod:`eprop_l2l.inner_loop.fixed_point`).
 
 :func:`describe` builds it from a :class:`~eprop_l2l.meta.learner.MetaLearner` and its meta-parameters;
 :func:`save_rule` / :func:`load_rule` write and read ``rule.json`` + ``weights.npz``; :func:`build_model`
@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cells.spec import NeuronSpec, ReadoutSpec, cell_from_spec, readout_from_spec
+from ..cells.from_spec import cell_from_spec, readout_from_spec
+from ..cells.spec import NeuronSpec, ReadoutSpec
 from ..errors import ConfigError
 
 FORMAT_VERSION = 1

@@ -20,13 +20,13 @@ from ..cells.base import Params
 from ..cells.network import RecurrentNetwork
 from ..error_modules.base import Observation
 from ..errors import ConfigError, require_choice, require_count, require_positive
-from ..hardware.fixed_point import FORMATS, number_format
-from ..hardware.quantized_update import quantized_fast_weights
 from ..information import INFORMATION, withhold
 from ..information import check as check_information
 from ..inner_loop.bptt import bptt_result
 from ..inner_loop.eprop import READOUT_WEIGHTS, eprop_fused
+from ..inner_loop.fixed_point import FORMATS, number_format
 from ..inner_loop.objectives import InnerObjective
+from ..inner_loop.quantized_update import quantized_fast_weights
 from ..inner_loop.regularization import RateRegularizer
 from ..task_families.base import TaskBatch
 from ..units import rate_hz

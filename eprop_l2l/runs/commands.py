@@ -407,3 +407,16 @@ def evaluate(target: str, overrides: list[str], out: str | None = None) -> int:
     print(f"metrics: {out_dir / 'metrics.json'}" + (f"   figure: {out_dir / 'one_shot.png'}" if cfg.eval.figures
                                                      else ""))
     return 0 if all(math.isfinite(v) for v in summary.values() if isinstance(v, float)) else 1
+
+
+def export(target: str, out: str, kind: str, force: bool = False, tasks: int = 10, calibration_tasks: int = 10,
+           precision: str | None = None) -> Path:
+    """``eprop-l2l export``: a run directory's latest checkpoint (or a checkpoint file) as a rule, NIR or Lava
+    export (:mod:`eprop_l2l.hardware.export`); returns the directory. Bad input raises a one-line error before
+    anything is computed or written."""
+    from ..hardware.export import check_request, write_export
+
+    out_dir, precision = check_request(kind, out, force, tasks, calibration_tasks, precision)
+    cfg, learner, family, meta, _, checkpoint, iteration = evaluation_setup(target)
+    source = {"checkpoint": str(checkpoint), "iteration": iteration, "experiment": cfg.experiment}
+    return write_export(out_dir, kind, precision, learner, meta, family, cfg, source, tasks, calibration_tasks)

@@ -37,82 +37,17 @@ import torch
 
 from ..errors import ConfigError, require_count, require_positive
 from ..units import MS_PER_S, per_step, step_seconds, whole_steps
+from .arm_figure import figure_one_shot
+from .arm_kinematics import (  # noqa: F401 (the kinematics are part of this module's public names)
+    PHI0,
+    arm_forward,
+    arm_path_gradient,
+    hand_position,
+    joint_angles,
+    joint_velocities_from_hand,
+)
+from .arm_objective import arm_errors, arm_outer_loss
 from .base import TaskBatch, spike_probability
-
-PHI0 = (0.0, math.pi / 2)
-
-
-def joint_angles(omega: torch.Tensor, phi0=PHI0, dt: float = 1e-3) -> torch.Tensor:
-    """φ(t) = φ(0) + δt·cumsum(ω) for joint velocities ``omega [..., T, 2]`` (rad/s) and a step of ``dt`` s."""
-    return torch.as_tensor(phi0, dtype=omega.dtype, device=omega.device) + dt * torch.cumsum(omega, -2)
-
-
-def hand_position(phi: torch.Tensor, l1: float = 0.5, l2: float = 0.5) -> torch.Tensor:
-    """(x, y) of the hand for angles ``[..., 2]`` (shoulder absolute, elbow relative)."""
-    shoulder, elbow = phi[..., 0], phi[..., 0] + phi[..., 1]
-    return torch.stack([l1 * torch.cos(shoulder) + l2 * torch.cos(elbow),
-                        l1 * torch.sin(shoulder) + l2 * torch.sin(elbow)], -1)
-
-
-def arm_forward(omega: torch.Tensor, dt: float = 1e-3) -> torch.Tensor:
-    """Hand path ``[..., T, 2]`` produced by joint velocities ``[..., T, 2]`` (steps of ``dt`` s) from the start
-    posture."""
-    return hand_position(joint_angles(omega, dt=dt))
-
-
-def arm_path_gradient(omega: torch.Tensor, deviation: torch.Tensor, dt: float = 1e-3, l1: float = 0.5,
-                      l2: float = 0.5) -> torch.Tensor:
-    """∂E/∂ω ``[..., T, 2]`` of any hand-path loss E whose gradient on the hand path is ``deviation`` = ∂E/∂p
-    ``[..., T, 2]`` (for E = ½Σ_t |p − p*|²: p − p*): the plant's Jacobian J^t = ∂p^t/∂φ^t transposed onto it,
-    summed over the later steps, because φ^t integrates every ω^{t'≤t}:  ∂E/∂ω^{t'} = δt Σ_{t≥t'} J^tᵀ ∂E/∂p^t.
-    Closed form of the two-joint kinematics (∂x/∂φ1 = −y, ∂y/∂φ1 = x, ∂x/∂φ2 = −l2 sin φ_e, ∂y/∂φ2 = l2 cos φ_e
-    with φ_e = φ1 + φ2); ``torch.autograd`` through :func:`arm_forward` gives the same (tests)."""
-    phi = joint_angles(omega, dt=dt)
-    hand = hand_position(phi, l1, l2)
-    elbow = phi[..., 0] + phi[..., 1]
-    dx, dy = deviation[..., 0], deviation[..., 1]
-    per_angle = torch.stack([-hand[..., 1] * dx + hand[..., 0] * dy,
-                             l2 * (-torch.sin(elbow) * dx + torch.cos(elbow) * dy)], -1)
-    return dt * per_angle.flip(-2).cumsum(-2).flip(-2)
-
-
-def joint_velocities_from_hand(hand: torch.Tensor, dt: float = 1e-3, phi0=PHI0, l1: float = 0.5, l2: float = 0.5,
-                               singular: float = 1e-6) -> torch.Tensor:
-    """The inverse of :func:`arm_forward`: joint velocities ``[..., T, 2]`` (rad/s) whose hand path is ``hand
-    [..., T, 2]`` (step t is the posture after t + 1 steps of ``dt`` s from ``phi0``). Each posture is solved in
-    closed form on the start posture's elbow branch (relative elbow angle in [0, π]: φ2 = arccos((r² − l1² −
-    l2²)/(2 l1 l2)), φ1 = atan2(y, x) − atan2(l2 sin φ2, l1 + l2 cos φ2)); the shoulder angle is unwrapped, so
-    ω is the smallest rotation between consecutive postures. Where the hand is within ``singular`` of the
-    shoulder (the folded arm, l1 = l2: every shoulder angle gives that hand position), the shoulder angle is
-    interpolated between its neighbours. Unreachable points raise a ConfigError naming the first such step."""
-    r2 = (hand**2).sum(-1)
-    cos_elbow = (r2 - l1**2 - l2**2) / (2 * l1 * l2)
-    bad = (cos_elbow.abs() > 1 + 1e-12).nonzero()
-    if len(bad):
-        step = bad[0].tolist()
-        raise ConfigError("hand_path", f"step {step[-1]} is out of the arm's reach (distance from the shoulder "
-                          f"{float(r2[tuple(step)].sqrt()):.4g}, reach [{abs(l1 - l2):g}, {l1 + l2:g}])")
-    elbow = torch.arccos(cos_elbow.clamp(-1.0, 1.0))
-    shoulder = torch.atan2(hand[..., 1], hand[..., 0]) - torch.atan2(l2 * torch.sin(elbow), l1 + l2 * torch.cos(elbow))
-    start = torch.as_tensor(phi0, dtype=torch.float64)
-    # the shoulder angle, unwrapped along the valid steps and interpolated over the singular ones
-    flat = shoulder.detach().to(torch.float64).cpu().reshape(-1, shoulder.shape[-1]).numpy()
-    valid = (r2.detach().cpu().reshape(flat.shape) >= singular**2).numpy()
-    import numpy as np
-
-    steps = np.arange(-1, flat.shape[-1])
-    for row, ok in zip(flat, valid, strict=True):
-        known = np.concatenate([[float(start[0])], row[ok]])
-        known = known[0] + np.concatenate([[0.0], np.cumsum(np.remainder(np.diff(known) + np.pi, 2 * np.pi) - np.pi)])
-        at = np.concatenate([[-1], np.nonzero(ok)[0]])
-        row[:] = np.interp(steps, at, known)[1:]
-        if len(at) > 1 and at[-1] < len(row) - 1:  # singular up to the end: continue the last rotation
-            row[at[-1] + 1 :] = known[-1] + (known[-1] - known[-2]) / (at[-1] - at[-2]) * (steps[at[-1] + 2 :] - at[-1])
-    shoulder = torch.from_numpy(flat).reshape(shoulder.shape).to(hand.dtype).to(hand.device)
-    angles = torch.stack([shoulder, elbow], -1)
-    previous = torch.cat([start.to(hand.dtype).to(hand.device).expand_as(angles[..., :1, :]), angles[..., :-1, :]],
-                         -2)
-    return (angles - previous) / dt
 
 
 def _limit_travel(omega: torch.Tensor, dt: float, limit: float) -> torch.Tensor:
@@ -148,6 +83,37 @@ def population_code(xy: torch.Tensor, generator: torch.Generator, n_per_dim: int
     return (draws < p).to(xy.dtype)
 
 
+@dataclass(frozen=True)
+class ArmPlant:
+    """The arm as an inner rule sees it (``inner_loop.objectives``, a learned module's produced-path input): what
+    the learner's joint velocities ``y [..., T, 2]`` do to the hand, at the family's step ``dt_s`` and with its
+    population code. ``target_key`` names the target hand path in ``TaskBatch.extra``."""
+
+    dt_s: float
+    n_pop_per_dim: int
+    peak_hz: float
+    sigma: float
+
+    target_key: ClassVar[str] = "hand"
+
+    def path(self, y: torch.Tensor) -> torch.Tensor:
+        """The produced hand path ``[..., T, 2]``."""
+        return arm_forward(y, dt=self.dt_s)
+
+    def path_gradient(self, y: torch.Tensor, deviation: torch.Tensor) -> torch.Tensor:
+        """∂E/∂y of a hand-path loss with ∂E/∂p = ``deviation`` (the Jacobian's transpose, integrated)."""
+        return arm_path_gradient(y, deviation, dt=self.dt_s)
+
+    def code(self, path: torch.Tensor) -> torch.Tensor:
+        """Spike probabilities per step ``[..., T, n_context]`` of the family's population code of ``path``:
+        the same tuning that codes the target path in the context, as a rate (deterministic, differentiable)."""
+        return population_rates(path, self.n_pop_per_dim, self.peak_hz, self.sigma, dt_ms=self.dt_s * MS_PER_S)
+
+    @property
+    def n_code(self) -> int:
+        return 2 * self.n_pop_per_dim
+
+
 class ArmTrials:
     """What both arm families share: trials built from ``joint_velocities`` (clock input, arm, coded target),
     and what the meta-learning loop asks of a family (``task_families.base.MetaObjective``): the outer
@@ -158,29 +124,21 @@ class ArmTrials:
 
     def outer_loss(self, y: torch.Tensor, batch: TaskBatch):
         """0.5·(0.1·MSE_motor + MSE_cart) of the test trial (``arm_objective``)."""
-        from .arm_objective import arm_outer_loss
-
         return arm_outer_loss(y, batch)
 
     def errors(self, y: torch.Tensor, batch: TaskBatch) -> dict[str, torch.Tensor]:
         """Per-task MSE_cart, MSE_motor and RMS hand error ``[B]``."""
-        from .arm_objective import arm_errors
-
         return arm_errors(y, batch)
 
     @property
     def plant(self):
         """The arm as an inner rule's plant (``arm_objective.ArmPlant``): the hand path the learner's output
         produces, its Jacobian, and the population code of a hand path."""
-        from .arm_objective import ArmPlant
-
         return ArmPlant(self.dt_s, self.n_pop_per_dim, self.pop_peak_hz, self.pop_sigma)
 
     def one_shot_figure(self, path, batch: TaskBatch, out: dict, per_task: dict | None = None,
                         index: int | None = None) -> dict:
         """The arm's one-shot figure (``arm_figure``); returns the data behind its panels."""
-        from .arm_figure import figure_one_shot
-
         return figure_one_shot(path, batch, out, per_task=per_task, index=index)
 
     @property

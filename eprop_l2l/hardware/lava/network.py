@@ -209,7 +209,7 @@ def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str
                           "in_shift": V_FRAC_BITS, "psi_unit": psi_unit,
                           "k_y": y["y_scale"] * psi_unit * 2.0 ** (-l_exp),
                           "y_min": -(2 ** (y_bits - 1)), "y_max": 2 ** (y_bits - 1) - 1,
-                          "rounding": fmt.get("rounding", "nearest"), "seed": int(fmt.get("seed", seed)) + task})
+                          "rounding": fmt["rounding"], "seed": int(fmt.get("seed", seed)) + task})
         w_init = {name: quantize_register(w[name], scales[name]["weight_exp"]) for name in ("w_in", "w_rec")}
         conn_kw = {name: {"weight_exp": scales[name]["weight_exp"] - e_min, "num_weight_bits": 8}
                    for name in ("w_in", "w_rec")}

@@ -21,7 +21,7 @@ import torch
 from ..cells.base import mask_self_connections
 from ..cells.filters import causal_filter
 from ..cells.linalg import contract_time, is_per_task
-from ..inner_loop.eprop import presynaptic
+from .eprop import presynaptic
 from .fixed_point import FixedFormat, calibrate_run, quantize_weights, round_integer, saturate
 
 

@@ -1,0 +1,1 @@
+"""The outer loop: the learning-to-learn model (learner), meta-training (trainer) and one-shot evaluation."""
