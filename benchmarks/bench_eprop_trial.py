@@ -111,13 +111,13 @@ def compute(case: str, inputs: tuple, backward: bool = False):
             return naive_trial(network, params, x, target, mask, source, source_params)
     if case == "online":
         with torch.no_grad():
-            return eprop_online(network, params, x, target, mask, Loss(), source, source_params)
+            return eprop_online(network, params, x, target, mask, Loss(), source, source_params=source_params)
     if case == "fused":
         if not backward:
             with torch.no_grad():
-                return eprop_fused(network, params, x, target, mask, Loss(), source, source_params)
+                return eprop_fused(network, params, x, target, mask, Loss(), source, source_params=source_params)
         leaves = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
-        result = eprop_fused(network, leaves, x, target, mask, Loss(), source, source_params)
+        result = eprop_fused(network, leaves, x, target, mask, Loss(), source, source_params=source_params)
         sum(g.square().sum() for g in result.grads.values()).backward()
         return result
     if case == "forward":
@@ -149,7 +149,7 @@ def fused_parts(inputs: tuple, repeats: int) -> dict:
         with torch.no_grad():
             trajectory, y = tick("forward", network.run(params, x))
             error = loss.error(y, target, mask)
-            obs = Observation(error, y, target, trajectory.outputs, x, None, None)
+            obs = Observation(error=error, output=y, target=target, spikes=trajectory.outputs, inputs=x)
             signals, _ = tick("learning signals", source.run({**params, **source_params}, obs))
             total = tick("F_kappa^rev", anticausal_filter(signals, network.readout.kappa))
             g = tick("adjoint (psi, alpha-scan)", cell.adjoint(params, trajectory, total))

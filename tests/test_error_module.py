@@ -31,7 +31,7 @@ def test_sequence_equals_iterated_step(use_spikes):
     em["em_w_in"] = em["em_w_in"] * 2
     trajectory, y = network.run(params, x)
     context = (torch.rand(x.shape[0], x.shape[1], N_CONTEXT, generator=g) < 0.3).double()
-    obs = Observation(y - target, y, target, trajectory.outputs, x, context)
+    obs = Observation(error=y - target, output=y, target=target, spikes=trajectory.outputs, inputs=x, context=context)
     signals, em_trajectory = module.run(em, obs)
     assert em_trajectory.outputs.sum() > 0 and signals.abs().max() > 0
     stepped = super(LearnedErrorModule, module).sequence(em, obs)  # the generic loop over ``step``
@@ -51,8 +51,8 @@ def test_eprop2_update_online_equals_fused_and_reaches_the_module(spiking_kind, 
     for rule in (eprop_fused, eprop_online):
         em = {k: v.clone().requires_grad_() for k, v in em_base.items()}
         w0 = {k: v.clone().requires_grad_() for k, v in params.items()}
-        result = rule(network, w0, x, target, mask, Loss(), module, em, plastic=("w_in", "w_rec"), kappa=0.0,
-                      context=context)
+        result = rule(network, w0, x, target, mask, Loss(), module, source_params=em, plastic=("w_in", "w_rec"),
+                      kappa=0.0, context=context)
         objective = sum((probe[n] * result.grads[n]).sum() for n in probe)
         grads = torch.autograd.grad(objective, [*em.values(), w0["w_in"], w0["w_rec"]])
         outcomes.append((result.grads, grads))

@@ -76,7 +76,7 @@ def test_adaptive_feedback_follows_the_readout_like_symmetric(readout_scaling):
     fb = {"b_fb": params["w_out"].mT.clone()}
     for step in range(2):
         sym = eprop_fused(network, params, x, target, mask, Loss(), symmetric, regularizer=REG)
-        ada = eprop_fused(network, params, x, target, mask, Loss(), adaptive, fb, regularizer=REG)
+        ada = eprop_fused(network, params, x, target, mask, Loss(), adaptive, source_params=fb, regularizer=REG)
         autodiff_form, _ = bptt_grads(network, params, x, target, mask, Loss(), REG, paths="local")
         for name in ("w_in", "w_rec", "w_out", "b_out"):
             assert relative_error(ada.grads[name], sym.grads[name]) <= 1e-10, (step, name)

@@ -128,9 +128,10 @@ def test_fused_equals_online(kind, per_task):
     plastic = plastic_of(network.cell)
     source = Feedback("random", network.cell.n_rec, N_OUT)
     sp = source.init_params(g, F64)
-    fused = eprop_fused(network, params, x, target, mask, Loss(), source, sp, plastic=plastic)
-    online = eprop_online(network, params, x, target, mask, Loss(), source, sp, plastic=plastic)
-    auto = eprop_online(network, params, x, target, mask, Loss(), source, sp, plastic=plastic, traces="autodiff")
+    fused = eprop_fused(network, params, x, target, mask, Loss(), source, source_params=sp, plastic=plastic)
+    online = eprop_online(network, params, x, target, mask, Loss(), source, source_params=sp, plastic=plastic)
+    auto = eprop_online(network, params, x, target, mask, Loss(), source, source_params=sp, plastic=plastic,
+                        traces="autodiff")
     assert torch.allclose(fused.loss, online.loss, rtol=1e-12)
     for name in plastic:
         assert online.grads[name].shape == params[name].shape, name
@@ -146,7 +147,7 @@ def test_symmetric_eprop_equals_local_bptt(kind, per_task):
     network, params, x, target, mask, _ = make_trial(kind, per_task)
     plastic = plastic_of(network.cell)
     source = Feedback("symmetric", network.cell.n_rec, N_OUT)
-    eprop = eprop_online(network, params, x, target, mask, Loss(), source, None, plastic=plastic)
+    eprop = eprop_online(network, params, x, target, mask, Loss(), source, source_params=None, plastic=plastic)
     local, _ = bptt_grads(network, params, x, target, mask, Loss(), plastic=plastic, paths="local")
     full, _ = bptt_grads(network, params, x, target, mask, Loss(), plastic=plastic, paths="full")
     for name in plastic:
@@ -192,9 +193,9 @@ def test_rflo_online_equals_fused(per_task):
     network, params, x, target, mask, g = make_trial("rate", per_task, steps=40)
     source = Feedback("random", network.cell.n_rec, N_OUT)
     sp = source.init_params(g, F64)
-    fused = rflo_fused(network, params, x, target, mask, Loss(), source, sp)
-    online = rflo_online(network, params, x, target, mask, Loss(), source, sp)
-    eprop = eprop_fused(network, params, x, target, mask, Loss(), source, sp)
+    fused = rflo_fused(network, params, x, target, mask, Loss(), source, source_params=sp)
+    online = rflo_online(network, params, x, target, mask, Loss(), source, source_params=sp)
+    eprop = eprop_fused(network, params, x, target, mask, Loss(), source, source_params=sp)
     assert torch.allclose(fused.loss, online.loss, rtol=1e-12)
     for name in ("w_in", "w_rec", "w_out", "b_out"):
         assert fused.grads[name].shape == params[name].shape
@@ -210,7 +211,7 @@ def test_rflo_matches_the_spec_equations():
     network, params, x, target, mask, g = make_trial("rate", steps=40)
     source = Feedback("random", network.cell.n_rec, N_OUT)
     sp = source.init_params(g, F64)
-    fused = rflo_fused(network, params, x, target, mask, Loss(), source, sp)
+    fused = rflo_fused(network, params, x, target, mask, Loss(), source, source_params=sp)
     _, y = network.run(params, x)
     signal = Loss().error(y, target, mask) @ sp["b_fb"].T
     reference = rflo_reference(network, params, x, signal)
@@ -222,9 +223,9 @@ def test_rflo_without_readout_filter():
     network, params, x, target, mask, g = make_trial("rate", steps=40)
     source = Feedback("random", network.cell.n_rec, N_OUT)
     sp = source.init_params(g, F64)
-    fused = rflo_fused(network, params, x, target, mask, Loss(), source, sp, kappa=0.0)
-    online = rflo_online(network, params, x, target, mask, Loss(), source, sp, kappa=0.0)
-    filtered = rflo_fused(network, params, x, target, mask, Loss(), source, sp)
+    fused = rflo_fused(network, params, x, target, mask, Loss(), source, source_params=sp, kappa=0.0)
+    online = rflo_online(network, params, x, target, mask, Loss(), source, source_params=sp, kappa=0.0)
+    filtered = rflo_fused(network, params, x, target, mask, Loss(), source, source_params=sp)
     for name in ("w_in", "w_rec"):
         assert max_rel(online.grads[name], fused.grads[name]) <= TOL, name
         assert max_rel(filtered.grads[name], fused.grads[name]) > 1e-3, name
@@ -253,7 +254,7 @@ def test_rflo_learns_a_smooth_target():
         history = []
         for _ in range(150):
             with torch.no_grad():
-                result = rflo_fused(network, params, x, target, mask, Loss(), source, sp)
+                result = rflo_fused(network, params, x, target, mask, Loss(), source, source_params=sp)
             history.append((((result.outputs - target) ** 2).mean() / target.var(unbiased=False)).item())
             optimiser.zero_grad()
             for name, grad in result.grads.items():
@@ -287,4 +288,4 @@ def test_rflo_needs_a_rate_network():
     network, params, x, target, mask, g = make_trial("lstm")
     source = Feedback("random", network.cell.n_rec, N_OUT)
     with pytest.raises(ConfigError, match="rflo.cell"):
-        rflo_fused(network, params, x, target, mask, Loss(), source, source.init_params(g, F64))
+        rflo_fused(network, params, x, target, mask, Loss(), source, source_params=source.init_params(g, F64))

@@ -335,7 +335,7 @@ def test_trained_arm_model_exports_and_its_agreement_is_reported(tmp_path, monke
     assert graph.nodes["lif"].metadata["n_ref"] == cfg.model.n_ref
 
     net = nir_fidelity(learner.network, fast, batch.inputs, task=0)
-    obs = Observation(None, None, None, demos[0].trajectory.outputs, batch.inputs, batch.context)
+    obs = Observation(spikes=demos[0].trajectory.outputs, inputs=batch.inputs, context=batch.context)
     em = nir_fidelity(learner.error_module, meta, learner.error_module.module_input(obs), literal=False)
     for name, result in (("learning network", net), ("error module", em)):
         for entry in ("as_exported", "semantics_matched", "nir_literal"):

@@ -17,8 +17,9 @@ NAMES = ("w_in", "w_rec", "w_out", "b_out")
 
 
 def _both(network, params, x, target, mask, source, source_params, **kw):
-    fused = eprop_fused(network, params, x, target, mask, Loss(), source, source_params, REG, **kw)
-    online = eprop_online(network, params, x, target, mask, Loss(), source, source_params, REG, **kw)
+    common = dict(source_params=source_params, regularizer=REG, **kw)
+    fused = eprop_fused(network, params, x, target, mask, Loss(), source, **common)
+    online = eprop_online(network, params, x, target, mask, Loss(), source, **common)
     return fused, online
 
 
@@ -53,8 +54,9 @@ def test_online_with_autodiff_traces_equals_closed_form(spiking_kind):
     network, params, x, target, mask, g = make_trial(make_cell(spiking_kind), per_task=True, steps=40)
     source = Feedback("random", network.cell.n_rec, 2)
     source_params = source.init_params(g, torch.float64)
-    closed = eprop_online(network, params, x, target, mask, Loss(), source, source_params, REG)
-    autodiff = eprop_online(network, params, x, target, mask, Loss(), source, source_params, REG, traces="autodiff")
+    common = dict(source_params=source_params, regularizer=REG)
+    closed = eprop_online(network, params, x, target, mask, Loss(), source, **common)
+    autodiff = eprop_online(network, params, x, target, mask, Loss(), source, **common, traces="autodiff")
     for name in NAMES:
         assert relative_error(autodiff.grads[name], closed.grads[name]) <= 1e-10, name
 
@@ -64,7 +66,7 @@ def test_no_kappa_filter_option_differs_and_still_agrees(spiking_kind):
     network, params, x, target, mask, g = make_trial(make_cell(spiking_kind), steps=50)
     source = Feedback("symmetric", network.cell.n_rec, 2)
     fused, online = _both(network, params, x, target, mask, source, {}, kappa=0.0)
-    filtered = eprop_fused(network, params, x, target, mask, Loss(), source, None, REG)
+    filtered = eprop_fused(network, params, x, target, mask, Loss(), source, source_params=None, regularizer=REG)
     assert relative_error(online.grads["w_in"], fused.grads["w_in"]) <= 1e-10
     assert relative_error(fused.grads["w_in"], filtered.grads["w_in"]) > 1e-2
 
@@ -80,7 +82,7 @@ def test_gradients_through_the_update_agree(spiking_kind):
         params = {k: v.clone().requires_grad_() for k, v in base.items()}
         source_params = {k: v.requires_grad_() for k, v in source.init_params(
             torch.Generator().manual_seed(7), torch.float64).items()}
-        result = rule(network, params, x, target, mask, Loss(), source, source_params, REG)
+        result = rule(network, params, x, target, mask, Loss(), source, source_params=source_params, regularizer=REG)
         objective = sum((probe[n] * result.grads[n]).sum() for n in NAMES)
         leaves = [*params.values(), *source_params.values()]
         return torch.autograd.grad(objective, leaves)

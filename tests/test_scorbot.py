@@ -125,8 +125,8 @@ def test_the_generator_never_receives_the_trainee_spikes_and_filters_its_signal(
     meta = learner.init_meta_params(torch.Generator().manual_seed(0), torch.float64)
     batch = family.sample(2, torch.Generator().manual_seed(1), torch.float64)
     spikes = (torch.rand(2, 249, 10, generator=torch.Generator().manual_seed(2)) < 0.05).double()
-    obs = Observation(None, None, None, spikes, batch.inputs, batch.context)
-    permuted = Observation(None, None, None, spikes[..., torch.randperm(10)], batch.inputs, batch.context)
+    obs = Observation(spikes=spikes, inputs=batch.inputs, context=batch.context)
+    permuted = obs._replace(spikes=spikes[..., torch.randperm(10)])
     signals, trajectory = module.run(meta, obs)
     assert torch.equal(signals, module.run(meta, permuted)[0])
     # L^t = decay·L^{t−1} + Ψ ξ^t, with ξ the generator's spikes

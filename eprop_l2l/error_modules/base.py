@@ -26,13 +26,14 @@ def for_readout(source, readout):
 
 
 class Observation(NamedTuple):
-    """Per step ``[B, ·]`` or per trial ``[B, T, ·]``; a source reads only the fields it needs."""
+    """Per step ``[B, ·]`` or per trial ``[B, T, ·]``; a source reads only the fields it needs. Built with
+    keywords: a field a caller does not have stays None."""
 
-    error: torch.Tensor  # ∂E/∂y^t, the network's output error
-    output: torch.Tensor  # y^t
-    target: torch.Tensor  # y*^t
-    spikes: torch.Tensor  # z^t of the learning network
-    inputs: torch.Tensor  # x^t of the learning network
+    error: torch.Tensor | None = None  # ∂E/∂y^t, the network's output error
+    output: torch.Tensor | None = None  # y^t
+    target: torch.Tensor | None = None  # y*^t
+    spikes: torch.Tensor | None = None  # z^t of the learning network
+    inputs: torch.Tensor | None = None  # x^t of the learning network
     context: torch.Tensor | None = None  # task-provided input of a learned error module (e.g. coded target)
     # a learned module's input current from what is the same in every trial of a task (its context and the
     # network's inputs), computed once per batch by the caller (LearnedErrorModule.fixed_drive); None: computed

@@ -126,8 +126,8 @@ def run_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, context: tor
             state, z = cell.step(params, prev, x[:, t])
             psi = cell.psi(params, state)
             ctx = None if context is None else context[:, t]
-            module_state, signal = module.step(module_params, module_state, Observation(None, None, None, z,
-                                                                                         x[:, t], ctx))
+            obs = Observation(spikes=z, inputs=x[:, t], context=ctx)
+            module_state, signal = module.step(module_params, module_state, obs)
             y = arithmetic.third_factor(psi * signal)
             for conn in rule.plastic:
                 name = conn["weights"]

@@ -119,8 +119,7 @@ def _nir_artefacts(directory: Path, learner, meta, family, cfg, args) -> dict:
     paths = export_learner_nir(learner, meta, directory)
     with torch.no_grad():
         trajectory, _ = learner.network.run(meta, held_out.inputs)
-        obs = Observation(None, None, None, trajectory.outputs, held_out.inputs,
-                          held_out.context)
+        obs = Observation(spikes=trajectory.outputs, inputs=held_out.inputs, context=held_out.context)
         report = {"files": sorted(p.name for p in paths.values()),
                   "network": nir_fidelity(learner.network, meta, held_out.inputs)}
         if "error_module" in paths:

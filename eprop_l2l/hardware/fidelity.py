@@ -60,7 +60,7 @@ def online_reference(learner, meta: dict, batch) -> dict:
     b = batch.inputs.shape[0]
     fast = {k: (v.expand(b, *v.shape) if k in learner.plastic else v) for k, v in meta.items()}
     result = eprop_online(learner.network, fast, batch.inputs, batch.targets, batch.mask, Loss("mse"),
-                          learner.error_module, None, None, learner.plastic, 0.0,
+                          learner.error_module, plastic=learner.plastic, kappa=0.0,
                           context=batch.context)
     return result.grads
 

@@ -557,7 +557,7 @@ def _run_ours(model, params: Params, x: torch.Tensor) -> _Ours:
                 if used:
                     parts[name] = x[..., start:start + width]
                     start += width
-            obs = Observation(None, None, None, parts.get("spikes"), parts.get("inputs"), parts.get("context"))
+            obs = Observation(spikes=parts.get("spikes"), inputs=parts.get("inputs"), context=parts.get("context"))
             output, trajectory = model.run(params, obs)
         else:
             trajectory, output = model.run(params, x)

@@ -96,6 +96,7 @@ def eprop_fused(
     mask: torch.Tensor,
     loss: Loss,
     source,
+    *,
     source_params: Params | None = None,
     regularizer: RateRegularizer | None = None,
     plastic: tuple[str, ...] = DEFAULT_PLASTIC,
@@ -124,7 +125,8 @@ def eprop_fused(
     separate = is_per_task(params["w_rec"]) if per_task is None else per_task  # the regulariser's rates
     error = loss.error(y, target, mask)
     signals, source_trajectory = source.run({**params, **(source_params or {})},
-                                            Observation(error, y, target, z, x, context, source_drive))
+                                            Observation(error=error, output=y, target=target, spikes=z, inputs=x,
+                                                        context=context, drive=source_drive))
     reg_signal = regularizer.signal(z, separate) if regularizer is not None else None
     value = loss.value(y, target, mask) + (regularizer.loss(z, separate) if regularizer is not None else 0.0)
     names = tuple(n for n in plastic if n in RECURRENT_WEIGHTS)

@@ -32,6 +32,7 @@ def eprop_online(
     mask: torch.Tensor,
     loss: Loss,
     source,
+    *,
     source_params: Params | None = None,
     regularizer: RateRegularizer | None = None,
     plastic: tuple[str, ...] = DEFAULT_PLASTIC,
@@ -76,7 +77,7 @@ def eprop_online(
         error = loss.error(y, target[:, t], mask[:, t])
         value = value + loss.value(y, target[:, t], mask[:, t])
         context_t = None if context is None else context[:, t]
-        obs = Observation(error, y, target[:, t], z, x[:, t], context_t)
+        obs = Observation(error=error, output=y, target=target[:, t], spikes=z, inputs=x[:, t], context=context_t)
         source_state, signal = source.step(all_params, source_state, obs)
         signal_rows = expand_rows(cell, signal).unsqueeze(-1)
         for name in names:

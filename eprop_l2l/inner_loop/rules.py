@@ -206,7 +206,8 @@ class RuleRunner:
         if spec.kind in ("eprop1", "rflo"):
             rule = eprop_fused if spec.kind == "eprop1" else rflo_fused
             fb = {k: v.detach() for k, v in self.source_params.items()}
-            r = rule(network, params, x, target, mask, loss, self.source, fb, reg, self.plastic)
+            r = rule(network, params, x, target, mask, loss, self.source, source_params=fb, regularizer=reg,
+                     plastic=self.plastic)
             if self.source_opt is not None:
                 self.source_params["b_fb"].grad = self.source.adaptive_grad(fb, r.grads["w_out"])
                 self.source_opt.step()

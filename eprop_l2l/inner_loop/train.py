@@ -58,8 +58,8 @@ def train_with_rule(network, params: Params, family, source, source_params: Para
             batch = family.sample(config.batch_size, generator)
         with torch.no_grad():
             if config.rule == "eprop":
-                result = eprop_fused(network, leaves, batch.inputs, batch.targets, batch.mask, loss, source, fb,
-                                     regularizer, plastic)
+                result = eprop_fused(network, leaves, batch.inputs, batch.targets, batch.mask, loss, source,
+                                     source_params=fb, regularizer=regularizer, plastic=plastic)
                 grads, value, y = result.grads, result.loss, result.outputs
             else:
                 with torch.enable_grad():

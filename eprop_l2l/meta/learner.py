@@ -168,7 +168,7 @@ class MetaLearner:
         fixed = getattr(self.error_module, "fixed_drive", None)
         if fixed is None or self.inner_rule != "eprop":
             return None
-        return fixed(meta, Observation(None, None, None, None, batch.inputs, batch.context))
+        return fixed(meta, Observation(inputs=batch.inputs, context=batch.context))
 
     def adapt(self, meta: Params, batch: TaskBatch, drive: torch.Tensor | None = None):
         """One-shot adaptation: per-task fast weights and the demonstration trial's records."""
@@ -188,7 +188,7 @@ class MetaLearner:
                                      self.plastic, create_graph=torch.is_grad_enabled(), per_task=True)
             else:
                 result = eprop_fused(self.network, fast, batch.inputs, target, batch.mask, loss,
-                                     self.error_module, None, None, self.plastic, self.kappa, batch.context,
+                                     self.error_module, plastic=self.plastic, kappa=self.kappa, context=batch.context,
                                      fast=self.fast_loop, per_task=True, source_drive=drive)
             demos.append(result)
             if self.precision != "float":
@@ -210,7 +210,8 @@ class MetaLearner:
         spikes = [trajectory.outputs] + [d.trajectory.outputs for d in demos]
         module_spikes = [d.source_trajectory.outputs for d in demos if d.source_trajectory is not None]
         if module_spikes:
-            obs = Observation(None, y_test, seen.targets, trajectory.outputs, seen.inputs, seen.context, drive)
+            obs = Observation(output=y_test, target=seen.targets, spikes=trajectory.outputs, inputs=seen.inputs,
+                              context=seen.context, drive=drive)
             # the module runs in the test trial too, for the rate regulariser only: its signals are not needed
             activity = getattr(self.error_module, "activity", None)
             test_module = activity(meta, obs) if activity is not None else self.error_module.run(meta, obs)[1]
