@@ -24,6 +24,9 @@ from ..errors import require_choice, require_count, require_non_negative, requir
 from .base import Observation, SignalSource
 
 FEEDBACK_KINDS = ("symmetric", "random", "adaptive")
+# the kinds meta-training can use: an adaptive B needs its own update between trials (inner_loop.train), which
+# the one-shot inner loop does not run
+META_FEEDBACK_KINDS = ("random", "symmetric")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ import re
 from contextlib import contextmanager
 
 from ..cells import LeakyReadout, RecurrentNetwork, make_cell
-from ..error_modules.feedback import Feedback
+from ..cells.spec import NEURON_MODELS
+from ..error_modules.feedback import META_FEEDBACK_KINDS, Feedback
 from ..error_modules.learned import LearnedErrorModule
 from ..errors import ConfigError, require_choice, require_count, require_non_negative, require_positive
 from ..inner_loop.objectives import OBJECTIVES, InnerObjective
@@ -26,7 +27,7 @@ from .rundir import check_path
 from .session import SessionOptions
 
 ARM_FAMILIES = ("arm_sines", "arm_brownian", "scorbot_brownian")  # the motor families meta-training runs on
-SPIKING = ("lif", "alif")
+SPIKING = NEURON_MODELS  # the spiking cells a config names (cells.spec)
 PLASTIC = ("w_in", "w_rec", "w_out")
 WANDB_MODES = ("offline", "online", "disabled")
 BACKENDS = ("auto", "gloo", "nccl")
@@ -109,7 +110,7 @@ def build_learner(cfg: TrainConfig, family) -> MetaLearner:
                                         use_produced_path=e.use_produced_path,
                                         plant=plant if e.use_produced_path else None)
     else:
-        require_choice("error_module.feedback", e.feedback, ("random", "symmetric"))
+        require_choice("error_module.feedback", e.feedback, META_FEEDBACK_KINDS)
         module = Feedback(e.feedback, m.n_rec, family.n_out)
     require_choice("inner.rule", inner.rule, INNER_RULES)
     require_choice("inner.objective", inner.objective, OBJECTIVES)
@@ -206,7 +207,7 @@ def _check_unused(cfg: TrainConfig, family) -> None:
         beta = population.beta
         if isinstance(beta, bool) or not isinstance(beta, int | float) or not math.isfinite(beta):
             raise ConfigError(f"{key}.beta", f"must be a finite number, got {shown(beta)}")
-    require_choice("error_module.feedback", e.feedback, ("random", "symmetric"))
+    require_choice("error_module.feedback", e.feedback, META_FEEDBACK_KINDS)
     require_positive("error_module.signal_tau", e.signal_tau)
     require_positive("error_module.projection_scale", e.projection_scale)
     if e.cell == "lstm":
