@@ -161,3 +161,13 @@ def test_refusals():
         from_experiment("tiny", "inner.objective=cartesian")
     with pytest.raises(ConfigError, match="inner.objective"):
         InnerObjective("hand")  # no plant
+
+
+def test_a_module_reading_the_produced_path_is_not_exported():
+    """The produced path comes from the plant, which an exported rule does not hold: refused, not mis-described."""
+    from eprop_l2l.hardware.rule import ExportError, describe
+
+    learner, _, _ = from_experiment("tiny", "error_module.use_produced_path=true")
+    meta = learner.init_meta_params(torch.Generator().manual_seed(0))
+    with pytest.raises(ExportError, match="error_module.use_produced_path"):
+        describe(learner, meta)

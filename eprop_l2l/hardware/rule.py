@@ -108,6 +108,9 @@ def _require_exportable(learner) -> None:
     module = learner.error_module
     if not isinstance(module, LearnedErrorModule):
         raise ExportError("error_module.kind", f"{type(module).__name__}: the export supports learned error modules")
+    if module.use_produced_path:
+        raise ExportError("error_module.use_produced_path", "the produced hand path is computed through the plant "
+                          "(the arm), which the exported rule does not hold")
     if not isinstance(module.cell, LIF):
         raise ExportError("error_module.cell", f"{type(module.cell).__name__} error module: the export supports "
                           "LIF error modules (a spiking population a chip can run)")
