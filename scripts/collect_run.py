@@ -22,7 +22,7 @@ import torch
 from eprop_l2l.runs.checkpoint import content_digest, load_checkpoint
 
 # the run's manifest is not copied: it lists the original checkpoint's SHA-256, not the slim one's
-FILES = ("config.yaml", "metrics.json", "per_task.json")
+FILES = ("config.yaml", "metrics.json", "per_task.json", "one_shot.png", "training_curves.png")
 
 
 def slim_checkpoint(src: Path, dst: Path) -> None:
