@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -271,3 +272,18 @@ def test_two_process_meta_gradient_equals_one_process(tmp_path):
         assert float((two["grads"][key] - grad).abs().max()) <= 1e-6 * float(scale), key
     # the guard: regularising each process's own mean rate (the naive split) gives another gradient
     assert float((two["local"]["w_rec"] - one["w_rec"]).abs().max()) > 1e-6 * float(one["w_rec"].abs().max())
+
+
+def test_an_evaluation_states_the_training_compute(tiny_run, tmp_path):
+    """From the training's metrics.json, or, for a run that predates that record, from the checkpoint's clock."""
+    history = [json.loads(line) for line in (tiny_run / "history.jsonl").read_text().splitlines()]
+    clock = sum(r["cpu_seconds"] for r in history) / 60
+    saved = json.loads((tiny_run / "metrics.json").read_text())
+    assert saved["cpu_minutes"] == pytest.approx(clock, rel=1e-9)
+    assert main(["evaluate", str(tiny_run), "--out", str(tmp_path / "a"), "eval.figures=false"]) == 0
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["cpu_minutes"] == saved["cpu_minutes"]
+    old = tmp_path / "old"  # a copy whose metrics.json has no cpu_minutes
+    shutil.copytree(tiny_run, old, ignore=shutil.ignore_patterns("evaluations"))
+    (old / "metrics.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "cpu_minutes"}))
+    assert main(["evaluate", str(old), "--out", str(tmp_path / "b"), "eval.figures=false"]) == 0
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["cpu_minutes"] == pytest.approx(clock, rel=1e-9)

@@ -368,15 +368,19 @@ def evaluation_setup(target: str, overrides: list[str] | tuple[str, ...] = ()):
     return cfg, learner, family, meta, reset, checkpoint, int(saved["iteration"])
 
 
-def training_compute(run_dir: Path, iteration: int) -> dict:
-    """The training's CPU minutes, from its own evaluation (``metrics.json``) when that was of the same
-    checkpoint: an evaluation's table row states the compute behind it."""
+def training_compute(run_dir: Path, iteration: int, checkpoint: Path) -> dict:
+    """The training's CPU minutes, so that an evaluation's table row states the compute behind it: from the
+    training's own evaluation (``metrics.json``) when that was of the same checkpoint, else the budget clock of
+    the checkpoint's history (the per-iteration CPU seconds; runs older than the clock have none)."""
     try:
         trained = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError):
-        return {}
+        trained = {}
     if trained.get("iterations") == iteration and isinstance(trained.get("cpu_minutes"), int | float):
         return {"cpu_minutes": trained["cpu_minutes"]}
+    history = load_checkpoint(checkpoint)["history"]
+    if history and all("cpu_seconds" in r for r in history):
+        return {"cpu_minutes": sum(r["cpu_seconds"] for r in history) / 60}
     return {}
 
 
@@ -399,7 +403,7 @@ def evaluate(target: str, overrides: list[str], out: str | None = None) -> int:
                   "experiment": trained.experiment, "trained_on": trained.run.device,
                   "training_seed": trained.optim.seed, "evaluated_on": cfg.run.device,
                   "overrides": list(overrides), "initialised": reset, "eprop_l2l_version": __version__,
-                  **training_compute(run_dir, iteration)}
+                  **training_compute(run_dir, iteration, checkpoint)}
     summary = evaluate_meta(learner, meta, family, cfg, out_dir, provenance, progress=cfg.run.progress)
     print(format_table(summary))
     if reset:
