@@ -10,14 +10,16 @@ out=${1:-$C/table-$(date +%Y%m%d-%H%M%S)}
 # evaluations RUN_GLOB KIND: the evaluation directories of the matching runs, comma-separated
 #   KIND: plain (one update) | none (inner.n_updates=0) | init (error module at its initialisation)
 evaluations() {
-  local pattern
+  local kind dirs=() seed
   case $2 in
-    plain) pattern='eval.seed=*+eval.n_tasks=100+eval.figures=false-*';;
-    none) pattern='eval.seed=*+inner.n_updates=0+eval.n_tasks=100+eval.figures=false-*';;
-    init) pattern='eval.seed=*+eval.reinit=_em__+eval.n_tasks=100+eval.figures=false-*';;
+    plain) kind='';;
+    none) kind='+inner.n_updates=0';;
+    init) kind='+eval.reinit=_em__';;
   esac
   shopt -s nullglob
-  local dirs=($1/evaluations/$pattern)
+  for seed in 12345 2026; do  # the two held-out movement sets
+    dirs+=($1/evaluations/eval.seed=$seed$kind+eval.n_tasks=100+eval.figures=false-*)
+  done
   (IFS=,; echo "${dirs[*]}")
 }
 
@@ -35,4 +37,5 @@ add "no inner update (e-prop 2 runs)" "docs/results/eprop2_budget45/seed*" none
 add "error module at initialisation (e-prop 2 runs)" "docs/results/eprop2_budget45/seed*" init
 add "oracle: e-prop 1, learned B, motor targets" "$C/oracle_eprop1/seed*" plain
 add "oracle: MAML, motor targets" "$C/oracle_maml/seed*" plain
-eprop-l2l table "${rows[@]}" --reference "e-prop 2" --metric mse_cart_after --out "$out"
+cli=eprop-l2l; [ -x .venv/bin/eprop-l2l ] && cli=.venv/bin/eprop-l2l  # the checkout's venv (make venv) if there
+$cli table "${rows[@]}" --reference "e-prop 2" --metric mse_cart_after --out "$out"
