@@ -167,6 +167,41 @@ def test_the_error_module_in_lava_reproduces_the_learning_signal_and_the_update(
                                "--out", str(tmp_path / "refused")]), "--signal")
 
 
+def test_an_alif_error_module_exports_and_runs_in_lava(tmp_path):
+    """Natural e-prop's learning-signal generator mixes LIF and ALIF neurons: such a module exports, and in Lava
+    it reproduces the exported learning signal and the update as the LIF module does."""
+    run_dir, out = tmp_path / "run", tmp_path / "export"
+    assert main(["train", "experiment=tiny", "optim.n_iterations=3", "error_module.cell=alif",
+                 "error_module.n_adaptive=5", "error_module.beta=0.5", "error_module.tau_a=60", f"run.dir={run_dir}",
+                 *QUIET]) == 0
+    assert main(["export", str(run_dir), "--target", "lava", "--out", str(out), "--tasks", "2",
+                 "--calibration-tasks", "1"]) == 0
+    rule = json.loads((out / "rule.json").read_text())
+    assert rule["learning_signal"]["neurons"]["model"] == "alif"
+    result = run_lava([str(out), "--tasks", "2", "--signal", "module", "--out", str(tmp_path / "module")])
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "module" / "lava_report.json").read_text())
+    for task in report["tasks"]:
+        assert task["signal_relative_error"] < 1e-5, task
+        for name in ("w_in", "w_rec"):
+            assert task["vs_pytorch_float"][name]["correlation"] >= 0.99, (task["task"], name)
+            assert task["vs_pytorch_float"][name]["relative_error"] < 1e-4, (task["task"], name)
+
+
+def test_hardware_run_replaces_only_an_earlier_report(export_dir, tmp_path):
+    """--out must be new or empty; --force replaces an earlier report and nothing else; refused before compute."""
+    out = tmp_path / "report"
+    args = [str(export_dir), "--tasks", "1", "--no-figure", "--out", str(out)]
+    assert run_lava(args).returncode == 0
+    _one_line_exit_2(run_lava(args), "--out")  # an earlier report, without --force
+    assert run_lava([*args, "--force"]).returncode == 0
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    _one_line_exit_2(run_lava([str(export_dir), "--out", str(foreign), "--force"]), "--out")
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"] and (foreign / "notes.txt").read_text() == "mine"
+
+
 def test_a_rule_that_diverges_from_the_export_fails_the_check(export_dir, tmp_path):
     """Perturbing the exported trace decay changes Lava's update, not the reference: the correlation drops."""
     bad = tmp_path / "perturbed"

@@ -27,9 +27,10 @@ import numpy as np
 import pytest
 import torch
 
+from eprop_l2l.cells.alif import ALIF
 from eprop_l2l.cells.lif import LIF
 from eprop_l2l.cells.readout import LeakyReadout
-from eprop_l2l.cells.spec import REFRACTORY, RESET, NeuronSpec
+from eprop_l2l.cells.spec import NEURON_MODELS, REFRACTORY, RESET, NeuronSpec
 from eprop_l2l.cells.spike import SURROGATES
 from eprop_l2l.cli import main
 from eprop_l2l.hardware import export, fidelity, rule
@@ -176,8 +177,8 @@ MIRRORS = [
                  {field_default(RuleDescription, "number_format")["kind"], FixedFormat().to_dict()["kind"]},
                  id="artefacts number-format kinds = float32 (RuleDescription) and FixedFormat.to_dict kind"),
     pytest.param(compared_with(ARTEFACTS, "surrogate"), set(SURROGATES), id="artefacts surrogates = spike.SURROGATES"),
-    pytest.param(compared_with(ARTEFACTS, "model"), {LIF(n_in=1, n_rec=1).spec.model},
-                 id="artefacts neuron model = LIF.spec.model"),
+    pytest.param(compared_with(ARTEFACTS, "model"), {LIF(n_in=1, n_rec=1).spec.model, *NEURON_MODELS},
+                 id="artefacts neuron models = LIF.spec.model (learner), cells.spec.NEURON_MODELS (error module)"),
     pytest.param(compared_with(ARTEFACTS, "name"), _literal_strings(dict_values(ROOT / "eprop_l2l/hardware/rule.py",
                                                                                 "name")),
                  id="artefacts post_factor name = rule.describe post_factor name"),
@@ -290,6 +291,33 @@ def test_models_lif_step_is_the_lif_step_and_psi(surrogate, scaling):
         np.testing.assert_allclose(psi, cell.psi(params, torch_state)[0].numpy(), rtol=1e-12, atol=1e-12)
         spikes, refractory = spikes + int(z.sum()), refractory + int((lava_state.ref > 0).sum())
     assert spikes > 5 and refractory > 5  # the comparison saw spikes, resets and refractory steps
+
+
+def test_models_alif_step_is_the_alif_step_and_psi():
+    """``procs.models.alif_step`` (the Lava error module's ALIF, with the constants ``network._module_constants``
+    passes from the exported spec) against :class:`ALIF`: adaptation, threshold, reset, refractoriness and ψ."""
+    lif_step = compiled(MODELS, "lif_step", np=np)
+    alif_step = compiled(MODELS, "alif_step", np=np, lif_step=lif_step)
+    cell = ALIF(n_in=3, n_rec=6, v_th=0.3, n_ref=2, tau_a=40.0, beta=0.8, n_adaptive=4)
+    g = torch.Generator().manual_seed(5)
+    off_diagonal = 1 - torch.eye(6, dtype=torch.float64)
+    params = {"w_in": torch.randn(6, 3, generator=g, dtype=torch.float64),
+              "w_rec": torch.randn(6, 6, generator=g, dtype=torch.float64) * 0.2 * off_diagonal}
+    x = (torch.rand(80, 3, generator=g) < 0.4).double()
+    torch_state = cell.init_state(1, torch.float64)
+    lava_state = SimpleNamespace(v=np.zeros(6), a=np.zeros(6), ref=np.zeros(6, int), z=np.zeros(6, int))
+    constants = cell.spec.to_dict()
+    spikes = 0
+    for t in range(x.shape[0]):
+        current = params["w_in"].numpy() @ x[t].numpy() + params["w_rec"].numpy() @ lava_state.z
+        z, psi = alif_step(lava_state, current, constants)
+        torch_state, torch_z = cell.step(params, torch_state, x[t : t + 1])
+        np.testing.assert_array_equal(z, torch_z[0].numpy().astype(bool), err_msg=f"step {t}")
+        np.testing.assert_allclose(lava_state.a, torch_state.a[0].numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(lava_state.v, torch_state.v[0].numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(psi, cell.psi(params, torch_state)[0].numpy(), rtol=1e-12, atol=1e-12)
+        spikes += int(z.sum())
+    assert spikes > 5 and lava_state.a[-1] > 0 and lava_state.a[0] > 0  # adapting and plain neurons spiked
 
 
 def test_network_quantize_register_is_the_weight_quantiser():

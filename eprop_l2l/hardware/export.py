@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..inner_loop.fixed_point import number_format
+from ..outputs import OutputError, check_output_dir
 from .rule import FORMAT_VERSION, ExportError, describe, load_rule, save_rule
 
 TARGETS = ("rule", "nir", "lava")
@@ -40,17 +41,21 @@ FIDELITY = "fidelity.json"
 MAX_TASKS = 1000
 
 
+def is_export(path: Path) -> bool:
+    """Whether ``path`` holds an earlier export (its manifest says so): what ``--force`` may replace."""
+    try:
+        return json.loads((path / MANIFEST).read_text()).get("format") == "eprop-l2l-export"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def check_out(out: Path, force: bool) -> None:
-    """``--out`` must be a new or empty directory (or ``--force``), never a file, in a writable parent."""
-    if out.exists() and not out.is_dir():
-        raise ExportError("--out", f"{out} is a file, not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise ExportError("--out", f"{out} exists and is not empty (use --force to replace it)")
-    parent = out.resolve().parent
-    if not parent.is_dir():
-        raise ExportError("--out", f"parent directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise ExportError("--out", f"parent directory {parent} is not writable")
+    """``--out`` by the output policy (:mod:`eprop_l2l.outputs`): new or empty, never a run directory, inside
+    or over one; ``--force`` replaces only an earlier export."""
+    try:
+        check_output_dir(out, "--out", force, previous=is_export)
+    except OutputError as err:
+        raise ExportError(err.key, err.problem) from None
 
 
 def _version() -> str:

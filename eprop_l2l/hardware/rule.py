@@ -94,6 +94,7 @@ class RuleDescription:
 
 def _require_exportable(learner) -> None:
     """Refuse what the rule description cannot express, naming the construct."""
+    from ..cells.alif import ALIF
     from ..cells.lif import LIF
     from ..error_modules.learned import LearnedErrorModule
 
@@ -111,9 +112,9 @@ def _require_exportable(learner) -> None:
     if module.use_produced_path:
         raise ExportError("error_module.use_produced_path", "the produced hand path is computed through the plant "
                           "(the arm), which the exported rule does not hold")
-    if not isinstance(module.cell, LIF):
+    if not isinstance(module.cell, LIF | ALIF):
         raise ExportError("error_module.cell", f"{type(module.cell).__name__} error module: the export supports "
-                          "LIF error modules (a spiking population a chip can run)")
+                          "LIF and ALIF error modules (spiking populations a chip can run)")
     bad = [n for n in learner.plastic if n not in PRESYNAPTIC]
     if bad:
         raise ExportError("inner.plastic", f"{bad}: only w_in and w_rec are plastic on the learning engine")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..outputs import check_output_dir
 from .plots import summary_tables
 
 BOOTSTRAP_RESAMPLES = 10_000
@@ -120,13 +120,10 @@ def comparison_rows(rows: list[tuple[str, list[Path]]], reference: str, metric: 
 
 
 def check_out(out: Path) -> Path:
-    """The folder ``out`` will be created in; ``out`` must be new or empty, its parent writable."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(str(out), "--out must be a new or empty directory (nothing existing is replaced)")
-    parent = out.resolve().parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise ConfigError(str(out), f"cannot write into {parent}")
-    return parent
+    """The folder ``out`` will be created in: ``out`` by the output policy (:mod:`eprop_l2l.outputs`; no
+    ``--force``: nothing existing is replaced)."""
+    check_output_dir(out, "--out")
+    return out.resolve().parent
 
 
 def write_table(rows: list[dict], out: Path) -> tuple[Path, Path]:

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..outputs import check_output_file
 from .compose import config_from_yaml
 
 CURVES = "training_curves.png"
@@ -67,6 +68,7 @@ def plot_curves(run_dir: Path, out: Path | None = None) -> tuple[Path, dict]:
     if out.suffix.lower() != ".png":
         out = out / CURVES
     out.parent.mkdir(parents=True, exist_ok=True)
+    check_output_file(out, "--out", previous_name=CURVES)  # never over a run's own files
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     logs = {"meta-loss", "MSE_cart", "MSE_motor (rad/s)²", "meta-learned inner η"}
     for ax, (name, panel) in zip(axes.flat, data.items(), strict=True):

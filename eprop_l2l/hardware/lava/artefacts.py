@@ -155,6 +155,12 @@ def _check_rule(art: Artefact) -> None:
              "learner.neurons: unsupported reset/refractory convention")
     _require(neurons["surrogate"] in ("triangle", "fast_sigmoid"), RULE,
              f"learner.neurons.surrogate {neurons['surrogate']!r}")
+    module = rule["learning_signal"].get("neurons", {})
+    _require(module.get("model", "lif") in ("lif", "alif"), RULE,
+             f"learning_signal.neurons.model {module.get('model')!r}: the Lava error module implements LIF and ALIF")
+    if module.get("model") == "alif":
+        for key in ("n", "n_adaptive", "beta", "rho"):
+            _require(key in module, RULE, f"learning_signal.neurons: missing {key!r} (ALIF)")
     _require(float(rule.get("kappa", 0.0)) == 0.0, RULE, "kappa != 0: the Lava rule implements e-prop 2 (κ = 0)")
     _require(int(rule.get("n_updates", 1)) == 1, RULE, "n_updates != 1: the Lava program runs one demonstration")
     names = sorted(c.get("weights") for c in rule["plastic"])

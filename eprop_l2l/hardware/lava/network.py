@@ -141,9 +141,13 @@ def quantize_register(w: np.ndarray, exp: int, weight_bits: int = 8) -> np.ndarr
 
 def _module_constants(art: Artefact) -> dict:
     spec = art.rule["learning_signal"]["neurons"]
-    return {"alpha": float(spec["alpha"]), "v_th": float(spec["v_th"]), "n_ref": int(spec["n_ref"]),
-            "gamma_pd": float(spec["gamma_pd"]), "input_scale": float(spec["input_scale"]),
-            "surrogate": spec["surrogate"]}
+    constants = {"model": spec["model"], "alpha": float(spec["alpha"]), "v_th": float(spec["v_th"]),
+                 "n_ref": int(spec["n_ref"]), "gamma_pd": float(spec["gamma_pd"]),
+                 "input_scale": float(spec["input_scale"]), "surrogate": spec["surrogate"]}
+    if spec["model"] == "alif":
+        constants.update(n=int(spec["n"]), n_adaptive=int(spec["n_adaptive"]), beta=float(spec["beta"]),
+                         rho=float(spec["rho"]))
+    return constants
 
 
 def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str = "replay",

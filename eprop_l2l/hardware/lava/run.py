@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...outputs import OutputError, check_output_dir
 from . import report as rep
 from .artefacts import ArtefactError, load
 
@@ -49,6 +50,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds one task may take before the run is "
                         "declared hung and its Lava processes are ended (default 1800)")
     parser.add_argument("--no-figure", action="store_true", help="do not draw lava_hand_paths.png")
+    parser.add_argument("--force", action="store_true", help="replace an earlier report in --out (nothing else)")
     return parser.parse_args(argv)
 
 
@@ -123,8 +125,10 @@ def _check(args: argparse.Namespace):
     if not args.timeout > 0:
         raise BadInput(f"--timeout: {args.timeout} (must be > 0)")
     out = Path(args.out) if args.out else directory / f"lava_{args.precision}"
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out: {out} exists and is not a directory")
+    try:  # the output policy, before any compute: new or empty, never a run directory, writable
+        check_output_dir(out, "--out", args.force, previous=lambda p: (p / "lava_report.json").is_file())
+    except OutputError as err:
+        raise BadInput(str(err)) from None
     return art, n_tasks, out
 
 

@@ -25,15 +25,16 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from eprop_l2l.hardware.lava.procs.process import EpropLearnerNeuron, ModuleNeuron, SignalFilter
 
 
-def lif_step(state, current, c):
-    """One step of our LIF in float64: ``state`` has v, ref, z (updated in place); returns (z, ψ)."""
+def lif_step(state, current, c, threshold_offset=0.0):
+    """One step of our LIF in float64: ``state`` has v, ref, z (updated in place); returns (z, ψ). An ALIF's
+    adaptive part of the threshold is ``threshold_offset`` (:func:`alif_step`); the reset subtracts v_th."""
     z_prev = state.z.astype(bool)
     n_ref = int(c["n_ref"])
     if n_ref > 0:
         state.ref = np.clip(state.ref + n_ref * z_prev - 1, 0, n_ref)
     v_th = float(c["v_th"])
     state.v = float(c["alpha"]) * state.v + float(c["input_scale"]) * current - v_th * z_prev
-    x = (state.v - v_th) / v_th
+    x = (state.v - v_th - threshold_offset) / v_th
     z = (x > 0) & (state.ref == 0)
     if c["surrogate"] == "triangle":
         psi = (float(c["gamma_pd"]) / v_th) * np.maximum(0.0, 1.0 - np.abs(x))
@@ -42,6 +43,20 @@ def lif_step(state, current, c):
     psi = np.where(state.ref > 0, 0.0, psi)
     state.z = z.astype(int)
     return z, psi
+
+
+def alif_step(state, current, c):
+    """One step of our ALIF: a^t = ρ a^{t-1} + z^{t-1} (``state.a``), threshold v_th + β_j a^t with β_j = β for
+    the last ``n_adaptive`` of the ``n`` neurons and 0 for the others; the rest is :func:`lif_step`."""
+    n, n_adaptive = int(c["n"]), int(c["n_adaptive"])
+    beta = np.concatenate([np.zeros(n - n_adaptive), np.full(n_adaptive, float(c["beta"]))])
+    state.a = float(c["rho"]) * state.a + state.z
+    return lif_step(state, current, c, beta * state.a)
+
+
+def neuron_step(state, current, c):
+    """The step of the population's model (``c["model"]``: lif | alif)."""
+    return alif_step(state, current, c) if c.get("model") == "alif" else lif_step(state, current, c)
 
 
 class _Schedule:
@@ -199,11 +214,12 @@ class PyModuleNeuronFloat(PyLoihiProcessModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     v: np.ndarray = LavaPyType(np.ndarray, float)
+    a: np.ndarray = LavaPyType(np.ndarray, float)
     ref: np.ndarray = LavaPyType(np.ndarray, int)
     z: np.ndarray = LavaPyType(np.ndarray, int)
 
     def run_spk(self) -> None:
-        z, _ = lif_step(self, self.a_in.recv(), self.proc_params["constants"])
+        z, _ = neuron_step(self, self.a_in.recv(), self.proc_params["constants"])
         self.s_out.send(z.astype(float))
 
 

@@ -59,13 +59,15 @@ class EpropLearnerNeuron(LearningNeuronProcess, AbstractProcess):
 
 
 class ModuleNeuron(AbstractProcess):
-    """LIF neurons of the error module: the same dynamics as the learner (its own constants), no learning."""
+    """LIF or ALIF neurons of the error module (its own constants; ALIF: the threshold adaptation ``a``), no
+    learning."""
 
     def __init__(self, *, shape: tuple, constants: dict, name: str | None = None):
         super().__init__(shape=shape, constants=constants, name=name)
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
         self.v = Var(shape=shape, init=0)
+        self.a = Var(shape=shape, init=0)
         self.ref = Var(shape=shape, init=0)
         self.z = Var(shape=shape, init=0)
 
