@@ -147,6 +147,7 @@ def _bench(args) -> int:
     if not script.exists():
         return _fail(f"bench: {script} not found (benchmarks live in the source checkout)")
     sys.argv = [str(script), *args.args]
+    sys.path.insert(0, str(script.parent))  # as `python benchmarks/X.py` has it: the scripts share _results.py
     runpy.run_path(str(script), run_name="__main__")
     return 0
 

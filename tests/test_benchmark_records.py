@@ -37,3 +37,15 @@ def test_no_out_writes_nothing(tmp_path):
     results.check_out(None)
     results.write_result(None, {"x": 1})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("which", ["meta", "trial", "distributed"])
+def test_every_benchmark_command_starts(which, capsys):
+    """`eprop-l2l bench X --help` reaches the script's own help (the scripts share benchmarks/_results.py)."""
+    from eprop_l2l.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["bench", which, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr()
+    assert "--out" in out.out and "internal error" not in out.err
