@@ -31,6 +31,18 @@ from .task_families.base import TaskBatch
 __all__ = ["Adaptation", "TrainedModel", "load_run"]
 
 
+# the longest movement adapt() takes: the trial's activations grow with it (10⁵ steps of 1 ms = 100 s)
+MAX_MOVEMENT_STEPS = 100_000
+
+
+def check_movement(key: str, movement: torch.Tensor) -> None:
+    """A movement ``[T, 2]`` the model can run: finite, 1 ≤ T ≤ MAX_MOVEMENT_STEPS (one line naming ``key``)."""
+    if not 1 <= movement.shape[0] <= MAX_MOVEMENT_STEPS:
+        raise ConfigError(key, f"must have 1 to {MAX_MOVEMENT_STEPS:,} steps, got {movement.shape[0]:,}")
+    if not bool(torch.isfinite(movement).all()):
+        raise ConfigError(key, "holds NaN or infinite values")
+
+
 @dataclass(frozen=True)
 class Adaptation:
     """One-shot adaptation to one movement: the demonstration trial (the network before the update, while the
@@ -76,6 +88,7 @@ class TrainedModel:
         omega = torch.as_tensor(joint_velocities, dtype=torch.float64)
         if omega.dim() != 2 or omega.shape[-1] != 2:
             raise ConfigError("joint_velocities", f"must have shape [T, 2], got {list(omega.shape)}")
+        check_movement("joint_velocities", omega)
         family = self.family
         if omega.shape[0] != family.n_steps:
             family = dataclasses.replace(family, n_steps=omega.shape[0])
@@ -93,6 +106,7 @@ class TrainedModel:
             hand = torch.as_tensor(hand_path, dtype=torch.float64)
             if hand.dim() != 2 or hand.shape[-1] != 2:
                 raise ConfigError("hand_path", f"must have shape [T, 2], got {list(hand.shape)}")
+            check_movement("hand_path", hand)
             joint_velocities = joint_velocities_from_hand(hand, dt=self.family.dt_s)
         generator = generator if generator is not None else torch.Generator().manual_seed(seed)
         batch = self.trials(joint_velocities, generator)

@@ -260,6 +260,7 @@ def test_bad_arguments_give_one_line_and_exit_2(export_dir, tmp_path):
     _one_line_exit_2(run_lava([str(tmp_path / "nowhere"), "--out", str(out)]), "no such export directory")
     _one_line_exit_2(run_lava([str(export_dir), "--tasks", "99", "--out", str(out)]), "--tasks")
     _one_line_exit_2(run_lava([str(export_dir), "--precision", "double", "--out", str(out)]), "--precision")
+    _one_line_exit_2(run_lava([str(export_dir), "--timeout", "inf", "--out", str(out)]), "--timeout", "finite")
     assert not out.exists()
 
 

@@ -200,6 +200,14 @@ def test_adapt_is_the_evaluation_of_that_movement(trained):
         trained.adapt()
     with pytest.raises(ConfigError, match=r"^joint_velocities: must have shape \[T, 2\], got \[500, 3\]$"):
         trained.adapt(joint_velocities=torch.zeros(500, 3))
+    bad = torch.zeros(500, 2)
+    bad[3, 1] = float("nan")
+    with pytest.raises(ConfigError, match=r"^joint_velocities: holds NaN or infinite values$"):
+        trained.adapt(joint_velocities=bad)
+    with pytest.raises(ConfigError, match=r"^hand_path: holds NaN or infinite values$"):
+        trained.adapt(hand_path=torch.full((500, 2), float("inf")))
+    with pytest.raises(ConfigError, match=r"^joint_velocities: must have 1 to 100,000 steps, got 10,000,000$"):
+        trained.adapt(joint_velocities=torch.zeros(10_000_000, 2))
 
 
 def _readme_block(heading: str) -> str:

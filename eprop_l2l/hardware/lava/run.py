@@ -122,8 +122,8 @@ def _check(args: argparse.Namespace):
         raise BadInput(f"--pairing: {args.pairing!r} (choose compensated or shadow)")
     if args.signal == "module" and (args.precision == "fixed" or args.pairing == "compensated"):
         raise BadInput("--signal module: the error module runs with --precision float and the shadow pairing")
-    if not args.timeout > 0:
-        raise BadInput(f"--timeout: {args.timeout} (must be > 0)")
+    if not (args.timeout > 0 and args.timeout != float("inf")):  # inf would disarm the watchdog
+        raise BadInput(f"--timeout: {args.timeout} (must be a finite number of seconds > 0)")
     out = Path(args.out) if args.out else directory / f"lava_{args.precision}"
     try:  # the output policy, before any compute: new or empty, never a run directory, writable
         check_output_dir(out, "--out", args.force, previous=lambda p: (p / "lava_report.json").is_file())
