@@ -146,3 +146,18 @@ def test_presets_have_the_published_sizes():
     assert (module.n_rec, module.n_adaptive, module.v_th, module.beta, module.tau_a) == (800, 240, 1.3, 1.6, 600.0)
     assert module.n_in == 5 + 48 and learner.inner_lr == 1e-4 and not learner.learn_inner_lr
     assert (training.batch_size, training.lr, training.clip_norm) == (90, 1.5e-3, 0.0)
+
+
+def test_a_scorbot_run_is_refused_by_the_export_in_one_line(tmp_path, capsys):
+    from eprop_l2l.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "experiment=natural_cpu", "optim.budget_minutes=0", "optim.lr_schedule=steps",
+                 "optim.n_iterations=1", "error_module.n_rec=8", "error_module.n_adaptive=2", "model.n_rec=10",
+                 "eval.n_tasks=2", "eval.batch_size=2", "eval.figures=false", "wandb.mode=disabled",
+                 "run.progress=false", f"run.dir={run}"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run), "--target", "rule", "--out", str(tmp_path / "export")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "task.family: scorbot_brownian" in err
+    assert not (tmp_path / "export").exists()

@@ -178,6 +178,11 @@ def write_export(out_dir: Path, kind: str, precision: str, learner, meta: dict, 
     into ``out_dir``; ``source`` names where the model came from (checkpoint, iteration, experiment)."""
     from types import SimpleNamespace
 
+    from ..task_families.arm import ArmTrials
+
+    if not isinstance(family, ArmTrials):  # demonstrations, fidelity and the Lava report score the planar arm
+        raise ExportError("task.family", f"{cfg.task.family}: the export scores its held-out demonstrations on the "
+                          "two-joint arm (arm_sines, arm_brownian); other families are not exported yet")
     meta = {k: v.detach().cpu() for k, v in meta.items()}
     if kind == "nir":
         from .nir_export import NIRLossWarning, learner_to_nir
