@@ -210,6 +210,15 @@ def test_adapt_is_the_evaluation_of_that_movement(trained):
         trained.adapt(joint_velocities=torch.zeros(10_000_000, 2))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
+def test_load_run_on_a_missing_gpu_is_refused_not_replaced():
+    from eprop_l2l.api import load_run
+    from eprop_l2l.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^run.device: 'cuda': CUDA is not available on this machine$"):
+        load_run(TRAINED, device="cuda")
+
+
 def _readme_block(heading: str) -> str:
     text = (ROOT / "README.md").read_text()
     section = text[text.index(heading):]

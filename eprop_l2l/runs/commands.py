@@ -360,7 +360,10 @@ def evaluation_setup(target: str, overrides: list[str] | tuple[str, ...] = ()):
         raise ConfigError("overrides", str(err).splitlines()[0]) from None
     cfg = to_config(merged)
     learner, family, _, _ = build(cfg)
-    if cfg.run.device.startswith("cuda") and not torch.cuda.is_available():
+    if any(o.split("=", 1)[0].lstrip("+") == "run.device" for o in overrides):
+        _check_device(cfg)  # a device asked for explicitly is used or refused, never replaced
+    elif cfg.run.device.startswith("cuda") and not torch.cuda.is_available():
+        # the device the run was trained on: a GPU-trained run evaluates on this machine's CPU
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, device="cpu"))
     saved = load_checkpoint(checkpoint)
     meta, reset = assemble_meta(learner, saved["meta"], cfg, checkpoint)
