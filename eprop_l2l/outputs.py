@@ -79,7 +79,7 @@ def check_output_dir(out: str | Path, key: str = "--out", force: bool = False,
                               "existing is replaced)")
         if not force:
             raise OutputError(key, f"{out} exists and is not empty (use --force to replace it)")
-        if previous is None or not previous(out):
+        if not previous(out):
             raise OutputError(key, f"{out} exists and is not an earlier output of this command: --force replaces "
                               "only those")
     _writable_parent(key, out)

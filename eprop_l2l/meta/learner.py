@@ -79,7 +79,7 @@ class MetaLearner:
     # differentiable all-reduce so that the (nonlinear) rate regulariser sees the whole batch, not one shard.
     task_mean: Callable[[torch.Tensor], torch.Tensor] | None = None
     inner_rule: str = "eprop"
-    # arithmetic of the inner update: "float", or a learning-engine format name of hardware.fixed_point
+    # arithmetic of the inner update: "float", or a learning-engine format name of inner_loop.fixed_point
     # ("loihi", "wide") for hardware-aware meta-training through the quantised update
     precision: str = "float"
     # what the demonstration's error is measured on (inner_loop.objectives): motor targets or the hand path

@@ -19,7 +19,7 @@ from ..inner_loop.objectives import OBJECTIVES, InnerObjective
 from ..inner_loop.regularization import RateRegularizer
 from ..meta.learner import INNER_RULES, MetaLearner
 from ..meta.trainer import MetaTraining
-from ..task_families import make_task_family
+from ..task_families import FAMILIES, make_task_family
 from ..units import step_seconds
 from .config import LIMITS, SEED_MAX, TrainConfig
 from .messages import cut, escape, shown
@@ -79,7 +79,8 @@ def build_family(cfg: TrainConfig):
     # period that is not a whole number of steps, ...) is a problem of task.dt_ms
     with section("task", {"dt_s": "dt_ms"}):
         fields = {"n_steps": cfg.task.n_steps, "dt_s": step_seconds(cfg.task.dt_ms)}
-        if cfg.task.family != "scorbot_brownian":  # the Scorbot's code is binary (code_bits), not a population
+        # task.n_pop_per_dim sizes a population code; a family coding otherwise (the Scorbot's bits) has none
+        if "n_pop_per_dim" in {f.name for f in dataclasses.fields(FAMILIES[cfg.task.family])}:
             fields["n_pop_per_dim"] = cfg.task.n_pop_per_dim
         return make_task_family(cfg.task.family, **fields)
 

@@ -47,7 +47,7 @@ from .arm_kinematics import (  # noqa: F401 (the kinematics are part of this mod
     joint_velocities_from_hand,
 )
 from .arm_objective import arm_errors, arm_outer_loss
-from .base import TaskBatch, spike_probability
+from .base import FamilyBase, TaskBatch, spike_probability
 
 
 def _limit_travel(omega: torch.Tensor, dt: float, limit: float) -> torch.Tensor:
@@ -114,7 +114,7 @@ class ArmPlant:
         return 2 * self.n_pop_per_dim
 
 
-class ArmTrials:
+class ArmTrials(FamilyBase):
     """What both arm families share: trials built from ``joint_velocities`` (clock input, arm, coded target),
     and what the meta-learning loop asks of a family (``task_families.base.MetaObjective``): the outer
     objective, the per-task evaluation metrics and the one-shot figure."""
@@ -171,8 +171,7 @@ class ArmTrials:
         spike_probability(f"{self.name}.dt_s", self.pop_peak_hz, self.dt_ms, "the population code's peak rate")
 
     def sample(self, batch_size: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> TaskBatch:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"{self.name}.batch_size", f"must be an integer >= 1, got {batch_size!r}")
+        self._check_batch_size(batch_size)
         return self.trials(self.joint_velocities(batch_size, generator), generator, dtype)
 
     def trials(self, omega: torch.Tensor, generator: torch.Generator, dtype: torch.dtype = torch.float32

@@ -35,7 +35,7 @@ import torch
 
 from ..errors import ConfigError, require_count, require_positive
 from ..units import MS_PER_S, whole_steps
-from .base import TaskBatch
+from .base import FamilyBase, TaskBatch
 from .brownian import binary_position_code, sequential_clock, smoothed_brownian
 
 D1, A1, A2, A3, A4, D_OFFSET = 0.3585, 0.05, 0.30, 0.35, 0.22, -0.033  # metres
@@ -64,7 +64,7 @@ def hand_path(angles: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class ScorbotBrownian:
+class ScorbotBrownian(FamilyBase):
     n_steps: int = 249
     n_clock: int = 5
     clock_segment_ms: int = 50
@@ -119,8 +119,7 @@ class ScorbotBrownian:
         return torch.tensor([self.base_limit_deg, self.shoulder_limit_deg], dtype=torch.float64) * math.pi / 180
 
     def sample(self, batch_size: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> TaskBatch:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"{self.name}.batch_size", f"must be an integer >= 1, got {batch_size!r}")
+        self._check_batch_size(batch_size)
         omega = smoothed_brownian(batch_size, 2, self.n_steps, generator, self.delta, self.window, self.clip)
         return self.trials(omega, dtype)
 
