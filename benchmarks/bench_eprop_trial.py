@@ -52,10 +52,10 @@ CASES = ("naive", "online", "fused", "forward", "bptt", "bptt_fast")
 def build(kind: str, n_rec=400, n_in=10, steps=500, batch=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     if kind == "lif":
-        cell = LIF(n_in=n_in, n_rec=n_rec, v_th=0.4, n_ref=5)
+        cell = LIF(n_in=n_in, n_rec=n_rec, v_th=0.4, n_ref=5, dt_ms=1.0)
     else:
-        cell = ALIF(n_in=n_in, n_rec=n_rec, v_th=0.4, n_ref=5, tau_a=200.0, beta=0.07, n_adaptive=n_rec // 4)
-    network = RecurrentNetwork(cell, LeakyReadout(n_rec, 2))
+        cell = ALIF(n_in=n_in, n_rec=n_rec, v_th=0.4, n_ref=5, tau_a=200.0, beta=0.07, n_adaptive=n_rec // 4, dt_ms=1.0)
+    network = RecurrentNetwork(cell, LeakyReadout(n_rec, 2, dt_ms=1.0))
     params = network.init_params(g)
     params["w_in"] = params["w_in"] * 2.0
     x = (torch.rand(batch, steps, n_in, generator=g) < 0.05).float()

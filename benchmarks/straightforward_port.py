@@ -159,7 +159,8 @@ class StraightforwardPort:
         failed = [name for name, ok in requirements.items() if not ok]
         if failed:
             raise ValueError(f"the port does not support this learner: needs {'; '.join(failed)}")
-        steps = {cell.dt, readout.dt, em.dt, em_cell.dt, learner.network_rate.dt_ms, learner.module_rate.dt_ms}
+        steps = {cell.dt_ms, readout.dt_ms, em.dt_ms, em_cell.dt_ms, learner.network_rate.dt_ms,
+                 learner.module_rate.dt_ms}
         if max(steps) - min(steps) > 1e-9 * max(steps):
             raise ValueError(f"the parts use different time steps {sorted(steps)}")
         return cls(n_in=cell.n_in, n_rec=cell.n_rec, n_em=em_cell.n_rec, n_context=em.n_context,
@@ -168,7 +169,7 @@ class StraightforwardPort:
                    em_n_ref=em_cell.n_ref, em_gamma=em_cell.gamma_pd, signal_tau_ms=em.signal_tau,
                    inner_lr=learner.inner_lr, reg_coefficient=learner.network_rate.coefficient,
                    reg_target_hz=learner.network_rate.target_hz, em_reg_coefficient=learner.module_rate.coefficient,
-                   em_reg_target_hz=learner.module_rate.target_hz, dt_ms=cell.dt, lr=lr, params=meta,
+                   em_reg_target_hz=learner.module_rate.target_hz, dt_ms=cell.dt_ms, lr=lr, params=meta,
                    n_out=readout.n_out, dtype=dtype, device=device)
 
     def loss(self, inputs, context, targets, hand, mask=None) -> torch.Tensor:

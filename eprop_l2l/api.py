@@ -107,7 +107,7 @@ class TrainedModel:
             if hand.dim() != 2 or hand.shape[-1] != 2:
                 raise ConfigError("hand_path", f"must have shape [T, 2], got {list(hand.shape)}")
             check_movement("hand_path", hand)
-            joint_velocities = joint_velocities_from_hand(hand, dt=self.family.dt_s)
+            joint_velocities = joint_velocities_from_hand(hand, dt_ms=self.family.dt_ms)
         generator = generator if generator is not None else torch.Generator().manual_seed(seed)
         batch = self.trials(joint_velocities, generator)
         out = self.learner.forward(self.meta, batch.to(self.device))

@@ -39,13 +39,16 @@ import torch
 
 from .cells import make_cell
 from .cells.network import RecurrentNetwork
+from .cells.rate import RateRNN
 from .cells.readout import LeakyReadout
 from .errors import ConfigError, require_count, require_non_negative, require_positive
 from .inner_loop.losses import Loss
 from .inner_loop.metrics import classification_error, normalised_mse
+from .inner_loop.registry import get_rule
 from .inner_loop.regularization import RateRegularizer
 from .inner_loop.rules import RTRL_MAX_SENSITIVITY, RuleRunner, RuleSpec, parse_rule, rtrl_size, split_rules
 from .task_families import make_task_family
+from .units import DEFAULT_STEP_MS
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -57,7 +60,8 @@ class CompareConfig:
     cell: str = "lstm"
     cell_fields: dict = field(default_factory=dict)
     readout_fields: dict = field(default_factory=dict)
-    rate_tau: float = 10.0  # the rate network that RFLO trains (same n_rec), τ in steps
+    rate_tau: float = 10.0  # the rate network that RFLO trains (same n_rec), τ in ms
+    dt_ms: float = DEFAULT_STEP_MS  # the one time step of the task, the cells and the readout
     rules: tuple = ("bptt", "tbptt(k=10)", "eprop1(feedback=symmetric)", "eprop3(k=10)")
     iterations: int = 100
     batch_size: int = 16
@@ -78,6 +82,10 @@ class CompareConfig:
             if not isinstance(getattr(self, key), dict):
                 raise ConfigError(key, f"must be a mapping, got {getattr(self, key)!r}")
         require_positive("rate_tau", self.rate_tau)
+        require_positive("dt_ms", self.dt_ms)
+        for key in ("task_fields", "cell_fields", "readout_fields"):
+            if {"dt", "dt_ms", "dt_s"} & getattr(self, key).keys():
+                raise ConfigError(f"{key}.dt_ms", "the time step is set once, by the top-level dt_ms")
         require_count("iterations", self.iterations)
         require_count("batch_size", self.batch_size)
         require_positive("lr", self.lr)
@@ -117,18 +125,20 @@ class CompareConfig:
 
     # --- builders ------------------------------------------------------------------------------------------
     def family(self, **changes):
-        return make_task_family(self.task, **{**self.task_fields, **changes})
+        return make_task_family(self.task, **{**self.task_fields, **changes}, dt_ms=self.dt_ms)
 
     def network(self, family, spec: RuleSpec) -> RecurrentNetwork:
         fields = dict(self.cell_fields)
         n_rec = fields.get("n_rec", 32)
-        if spec.kind == "rflo":
-            cell = make_cell("rate", n_in=family.n_in, n_rec=n_rec, tau=self.rate_tau)
+        if get_rule(spec.kind).cell is RateRNN:  # RFLO: the rate network
+            cell = make_cell("rate", n_in=family.n_in, n_rec=n_rec, tau=self.rate_tau, dt_ms=self.dt_ms)
         else:
             fields.setdefault("n_rec", n_rec)
+            if self.cell != "lstm":  # the LSTM has no time constants
+                fields["dt_ms"] = self.dt_ms
             cell = make_cell(self.cell, n_in=family.n_in, **fields)
         try:
-            readout = LeakyReadout(cell.n_rec, family.n_out, **self.readout_fields)
+            readout = LeakyReadout(cell.n_rec, family.n_out, **self.readout_fields, dt_ms=self.dt_ms)
         except TypeError as err:
             raise ConfigError("readout_fields", str(err)) from None
         return RecurrentNetwork(cell, readout)
@@ -320,7 +330,7 @@ def run_rule(config: CompareConfig, spec: RuleSpec, seed: int) -> dict:
 
     eval_batch = held_out(family)
     spiking = hasattr(network.cell, "spec")
-    regularizer = (RateRegularizer(config.reg_coefficient, config.reg_target_hz, network.cell.spec.dt_ms)
+    regularizer = (RateRegularizer(config.reg_coefficient, config.reg_target_hz, dt_ms=config.dt_ms)
                    if spiking and config.reg_coefficient > 0 else None)
     plastic = tuple(n for n in ("w_in", "w_rec", "bias", "w_out", "b_out") if n in params)  # LSTM: bias too
     runner = RuleRunner(spec, network, rule_gen, dtype, regularizer, plastic, lr=config.lr)

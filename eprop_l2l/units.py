@@ -11,6 +11,8 @@ import math
 from .errors import ConfigError
 
 MS_PER_S = 1000.0
+# The step a configuration uses when it names none (task.dt_ms; compare's dt_ms): the recipes' 1 ms.
+DEFAULT_STEP_MS = 1.0
 # Relative slack for "a whole number of steps": dt_ms reaches the families as dt_s = dt_ms/1000 and back,
 # which may move it by an ulp.
 WHOLE_STEPS_TOLERANCE = 1e-9

@@ -33,7 +33,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def movements(seed: int, n_tasks: int, batch_size: int):
-    family = make_task_family("arm_sines")
+    family = make_task_family("arm_sines", dt_ms=1.0)
     generator = torch.Generator().manual_seed(seed)
     batches, done = [], 0
     while done < n_tasks:

@@ -18,9 +18,9 @@ def make_cell(kind: str, n_in: int = 4, n_rec: int = 7, **overrides):
     """Small LIF / ALIF with a low threshold and short refractoriness, so that spikes, refractory steps and
     non-zero pseudo-derivatives all occur within a few dozen steps."""
     if kind == "lif":
-        return LIF(n_in=n_in, n_rec=n_rec, v_th=0.3, n_ref=2, **overrides)
+        return LIF(n_in=n_in, n_rec=n_rec, v_th=0.3, n_ref=2, **{"dt_ms": 1.0, **overrides})
     if kind == "alif":
-        kw = dict(v_th=0.3, n_ref=2, tau_a=40.0, beta=0.5, n_adaptive=n_rec - 2)
+        kw = dict(v_th=0.3, n_ref=2, tau_a=40.0, beta=0.5, n_adaptive=n_rec - 2, dt_ms=1.0)
         kw.update(overrides)
         return ALIF(n_in=n_in, n_rec=n_rec, **kw)
     raise ValueError(kind)
@@ -31,7 +31,7 @@ def make_trial(cell, n_out=2, batch=3, steps=40, seed=0, dtype=torch.float64, pe
     """A network, its parameters (optionally distinct per-task fast weights) and one random regression trial.
     ``readout_scaling`` is the readout's ``input_scaling`` ("old": y = κy + (1−κ)·W^out z + b)."""
     g = torch.Generator().manual_seed(seed)
-    network = RecurrentNetwork(cell, LeakyReadout(cell.n_rec, n_out, input_scaling=readout_scaling))
+    network = RecurrentNetwork(cell, LeakyReadout(cell.n_rec, n_out, input_scaling=readout_scaling, dt_ms=1.0))
     params = network.init_params(g, dtype)
     params["w_in"] = params["w_in"] * input_gain
     params["w_rec"] = params["w_rec"] * rec_gain

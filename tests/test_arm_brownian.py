@@ -39,14 +39,14 @@ def travel(angles: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def stats_batch() -> TaskBatch:
     """256 tasks of the default family (500 steps), float64, from a fixed seed: sampled once for the module."""
-    return ArmBrownian().sample(N_STATS_TASKS, gen(STATS_SEED), dtype=torch.float64)
+    return ArmBrownian(dt_ms=1.0).sample(N_STATS_TASKS, gen(STATS_SEED), dtype=torch.float64)
 
 
 # ------------------------------------------------------------------------------------------------ reproducibility
 
 
 def test_same_seed_gives_identical_tensors_and_different_seeds_different_targets():
-    family = ArmBrownian(n_steps=300, n_pop_per_dim=20)
+    family = ArmBrownian(n_steps=300, n_pop_per_dim=20, dt_ms=1.0)
     a, b, c = family.sample(8, gen(11)), family.sample(8, gen(11)), family.sample(8, gen(12))
     assert set(a.extra) == {"hand", "angles"} and a.context is not None
     for x, y in [(a.inputs, b.inputs), (a.targets, b.targets), (a.mask, b.mask)] + \
@@ -65,7 +65,7 @@ def test_velocities_follow_the_documented_recipe():
     """Independent NumPy re-implementation on the same normal draws: Wiener increments N(0, (0.1 δ)²), causal
     normalised Hann window (symmetric, 120 steps), clip ±π, ×0.01/δt to rad/s, travel scaled down to ≤ π/2.
     δ = 2 makes the clip bite within 400 steps."""
-    family = ArmBrownian(n_steps=400, delta=2.0)
+    family = ArmBrownian(n_steps=400, delta=2.0, dt_ms=1.0)
     batch, t = 6, family.n_steps
     omega = family.joint_velocities(batch, gen(7))
     assert omega.shape == (batch, t, 2) and omega.dtype == torch.float64
@@ -96,7 +96,7 @@ def test_joint_travel_stays_within_a_quarter_turn(stats_batch):
     # the limit is active: most movements are scaled down to touch it exactly (measured 0.83 of them)
     assert ((reach - math.pi / 2).abs() < 1e-9).double().mean().item() == pytest.approx(0.83, abs=0.1)
     # ... and the angles are those of the velocities (float64 cumulative sum, δt = 1 ms)
-    assert (joint_angles(stats_batch.targets) - angles).abs().max().item() <= 1e-12
+    assert (joint_angles(stats_batch.targets, dt_ms=1.0) - angles).abs().max().item() <= 1e-12
 
 
 def test_velocity_rms_and_clip(stats_batch):
@@ -139,11 +139,11 @@ def test_consecutive_steps_are_correlated(stats_batch):
 
 
 def test_target_hand_path_is_the_forward_kinematics_of_the_target_velocities():
-    family = ArmBrownian(n_steps=500, n_pop_per_dim=10)
+    family = ArmBrownian(n_steps=500, n_pop_per_dim=10, dt_ms=1.0)
     batch = family.sample(32, gen(3), dtype=torch.float64)
     hand = batch.extra["hand"]
     assert hand.shape == (32, 500, 2) and hand.dtype == torch.float64
-    assert (arm_forward(batch.targets) - hand).abs().max().item() <= 1e-10
+    assert (arm_forward(batch.targets, dt_ms=1.0) - hand).abs().max().item() <= 1e-10
     # the movement starts at rest in the start posture, hand at (0.5, 0.5), and does move away from it
     start = torch.tensor([0.5, 0.5], dtype=torch.float64)
     assert (hand[:, 0] - start).abs().max().item() <= 1e-12
@@ -172,7 +172,7 @@ def test_target_hand_path_is_the_forward_kinematics_of_the_target_velocities():
         ({"kinematic_step": -0.01}, "kinematic_step"),
         ({"max_travel": -1.0}, "max_travel"),
         ({"max_travel": float("inf")}, "max_travel"),
-        ({"dt_s": 0.0}, "dt_s"),
+        ({"dt_ms": 0.0}, "dt_ms"),
         ({"n_pop_per_dim": -3}, "n_pop_per_dim"),
         ({"pop_sigma": -0.2}, "pop_sigma"),
         ({"pop_peak_hz": 0.0}, "pop_peak_hz"),
@@ -181,6 +181,7 @@ def test_target_hand_path_is_the_forward_kinematics_of_the_target_velocities():
     ],
 )
 def test_bad_fields_raise_config_error_naming_the_field(fields, key):
+    fields = {"dt_ms": 1.0, **fields}
     for build in (lambda: ArmBrownian(**fields), lambda: make_task_family("arm_brownian", **fields)):
         with pytest.raises(ConfigError) as info:
             build()
@@ -191,7 +192,7 @@ def test_bad_fields_raise_config_error_naming_the_field(fields, key):
 
 def test_unknown_field_is_a_config_error():
     with pytest.raises(ConfigError, match=r"^arm_brownian\.sigma: unknown field \(choose from [a-z_, ]*window"):
-        make_task_family("arm_brownian", sigma=0.1)
+        make_task_family("arm_brownian", sigma=0.1, dt_ms=1.0)
 
 
 # --------------------------------------------------------------------------- demonstration, test trial, context
@@ -210,7 +211,7 @@ class RecordingSource(SignalSource):
 
 
 def test_demonstration_and_test_trial_share_the_target():
-    family = ArmBrownian(n_steps=120, n_pop_per_dim=6)
+    family = ArmBrownian(n_steps=120, n_pop_per_dim=6, dt_ms=1.0)
     batch = family.sample(3, gen(4), dtype=torch.float64)
     source = RecordingSource(n_rec=12)
     scored = []
@@ -219,7 +220,7 @@ def test_demonstration_and_test_trial_share_the_target():
         scored.append(trial)
         return arm_outer_loss(y, trial)
 
-    network = RecurrentNetwork(LIF(family.n_in, 12, v_th=0.3, n_ref=2), LeakyReadout(12, 2))
+    network = RecurrentNetwork(LIF(family.n_in, 12, v_th=0.3, n_ref=2, dt_ms=1.0), LeakyReadout(12, 2, dt_ms=1.0))
     learner = MetaLearner(network, source, inner_lr=0.05, outer_loss=outer_loss, fast_loop=False)
     meta = learner.init_meta_params(gen(0), torch.float64)
     meta["w_in"] = meta["w_in"] * 3.0
@@ -242,7 +243,7 @@ def test_demonstration_and_test_trial_share_the_target():
 
 
 def test_error_module_context_is_the_documented_population_code():
-    family = ArmBrownian()
+    family = ArmBrownian(dt_ms=1.0)
     assert (family.n_in, family.n_out, family.n_context, family.loss) == (10, 2, 200, "mse")
     batch = family.sample(16, gen(5))
     context = batch.context

@@ -18,18 +18,18 @@ def test_hand_position_by_hand():
 
 
 def test_kinematics_reproduce_the_target_path_and_are_differentiable():
-    batch = ArmSines(n_steps=300).sample(16, torch.Generator().manual_seed(1), dtype=torch.float64)
-    assert (arm_forward(batch.targets) - batch.extra["hand"]).abs().max() <= 1e-10
+    batch = ArmSines(n_steps=300, dt_ms=1.0).sample(16, torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert (arm_forward(batch.targets, dt_ms=1.0) - batch.extra["hand"]).abs().max() <= 1e-10
     assert torch.allclose(batch.extra["hand"][:, 0], torch.tensor([0.5, 0.5], dtype=torch.float64), atol=0.05)
     omega = torch.randn(2, 6, 2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda w: arm_forward(w, dt=0.05), (omega,))
-    assert torch.allclose(joint_angles(torch.zeros(1, 3, 2, dtype=torch.float64))[0, -1],
+    assert torch.autograd.gradcheck(lambda w: arm_forward(w, dt_ms=50.0), (omega,))
+    assert torch.allclose(joint_angles(torch.zeros(1, 3, 2, dtype=torch.float64), dt_ms=1.0)[0, -1],
                           torch.tensor([0.0, math.pi / 2], dtype=torch.float64))
 
 
 def test_statistics_match_the_authors_generator():
-    omega = ArmSines().joint_velocities(1000, torch.Generator().manual_seed(0))
-    angles = joint_angles(omega)
+    omega = ArmSines(dt_ms=1.0).joint_velocities(1000, torch.Generator().manual_seed(0))
+    angles = joint_angles(omega, dt_ms=1.0)
     hand = hand_position(angles)
     assert omega[..., 0].pow(2).mean().sqrt().item() == pytest.approx(13.3, rel=0.1)
     assert omega[..., 1].pow(2).mean().sqrt().item() == pytest.approx(12.1, rel=0.1)
@@ -37,12 +37,12 @@ def test_statistics_match_the_authors_generator():
     assert travel.max() <= math.pi / 2 + 0.05  # |φ_rel| ≤ π/2 (up to the first step)
     displacement = (hand - torch.tensor([0.5, 0.5], dtype=torch.float64)).norm(dim=-1).amax(1)
     assert displacement.median().item() == pytest.approx(0.98, abs=0.1)
-    zero_output_mse_cart = ((arm_forward(torch.zeros_like(omega)) - hand) ** 2).mean().item()
+    zero_output_mse_cart = ((arm_forward(torch.zeros_like(omega), dt_ms=1.0) - hand) ** 2).mean().item()
     assert zero_output_mse_cart == pytest.approx(0.205, abs=0.02)  # a motionless arm (README, e-prop 2 results)
 
 
 def test_clock_population_code_and_reproducibility():
-    family = ArmSines(n_steps=500)
+    family = ArmSines(n_steps=500, dt_ms=1.0)
     a = family.sample(3, torch.Generator().manual_seed(5))
     b = family.sample(3, torch.Generator().manual_seed(5))
     c = family.sample(3, torch.Generator().manual_seed(6))
@@ -57,7 +57,7 @@ def test_clock_population_code_and_reproducibility():
         assert torch.equal(clock[:, 2 * g], clock[:, 2 * g + 1])
     # population code: a coordinate held at 0.3 drives the neuron centred nearest 0.3 at ≈ 200 Hz
     xy = torch.full((20000, 2), 0.3, dtype=torch.float64)
-    code = population_code(xy, torch.Generator().manual_seed(0))
+    code = population_code(xy, torch.Generator().manual_seed(0), dt_ms=1.0)
     rates = code.mean(0) * 1000
     centres = torch.linspace(-1.4, 1.4, 100, dtype=torch.float64)
     nearest = (centres - 0.3).abs().argmin()
@@ -72,4 +72,4 @@ def test_clock_population_code_and_reproducibility():
                                         ({"speed": 2}, "arm_sines.speed")])
 def test_bad_fields(fields, key):
     with pytest.raises(ConfigError, match=f"^{key}: "):
-        make_task_family("arm_sines", **fields)
+        make_task_family("arm_sines", **{"dt_ms": 1.0, **fields})

@@ -14,7 +14,7 @@ from eprop_l2l.runs.build import from_experiment
 from .builders import make_cell, make_trial, relative_error
 
 PLASTIC = ("w_in", "w_rec", "w_out")
-REG = RateRegularizer(coefficient=2.0, target_hz=20.0)
+REG = RateRegularizer(coefficient=2.0, target_hz=20.0, dt_ms=1.0)
 
 
 def _both(spiking_kind, paths="full", regularizer=None, gain=1.0, **cell):

@@ -16,7 +16,7 @@ from .builders import make_cell, make_trial
 
 
 def test_lif_membrane_reset_and_refractoriness_by_hand():
-    cell = LIF(n_in=1, n_rec=1, tau_m=20.0, v_th=1.0, n_ref=3)
+    cell = LIF(n_in=1, n_rec=1, tau_m=20.0, v_th=1.0, n_ref=3, dt_ms=1.0)
     params = {"w_in": torch.tensor([[0.7]], dtype=torch.float64), "w_rec": torch.zeros(1, 1, dtype=torch.float64)}
     x = torch.ones(1, 8, 1, dtype=torch.float64)
     traj = simulate(cell, params, x)
@@ -38,7 +38,7 @@ def test_lif_membrane_reset_and_refractoriness_by_hand():
 
 
 def test_refractory_limits_rate_to_one_over_n_ref():
-    cell = LIF(n_in=1, n_rec=5, v_th=0.1, n_ref=5)
+    cell = LIF(n_in=1, n_rec=5, v_th=0.1, n_ref=5, dt_ms=1.0)
     params = {"w_in": torch.full((5, 1), 10.0), "w_rec": torch.zeros(5, 5)}
     traj = simulate(cell, params, torch.ones(2, 100, 1))
     assert traj.outputs.mean().item() == pytest.approx(1 / 5, abs=0.01)  # 200 Hz maximum
@@ -46,22 +46,22 @@ def test_refractory_limits_rate_to_one_over_n_ref():
 
 def test_init_has_no_self_connections_and_paper_scaling():
     g = torch.Generator().manual_seed(1)
-    params = LIF(n_in=400, n_rec=300).init_params(g)
+    params = LIF(n_in=400, n_rec=300, dt_ms=1.0).init_params(g)
     assert torch.count_nonzero(torch.diagonal(params["w_rec"])) == 0
     assert params["w_in"].std().item() == pytest.approx(1 / math.sqrt(400), rel=0.02)
     assert params["w_rec"].std().item() == pytest.approx(1 / math.sqrt(300) * math.sqrt(299 / 300), rel=0.02)
 
 
 def test_alif_with_no_adaptive_neurons_is_lif(spiking_kind):
-    network, params, x, *_ = make_trial(make_cell("lif"))
+    network, params, x, *_ = make_trial(make_cell("lif", dt_ms=1.0))
     lif = simulate(network.cell, params, x)
-    alif = simulate(ALIF(n_in=4, n_rec=7, v_th=0.3, n_ref=2, n_adaptive=0), params, x)
+    alif = simulate(ALIF(n_in=4, n_rec=7, v_th=0.3, n_ref=2, n_adaptive=0, dt_ms=1.0), params, x)
     assert torch.equal(lif.outputs, alif.outputs)
     assert lif.outputs.sum() > 10
 
 
 def test_alif_threshold_adapts_with_own_spikes():
-    cell = ALIF(n_in=1, n_rec=1, v_th=0.5, n_ref=1, tau_a=100.0, beta=0.5)
+    cell = ALIF(n_in=1, n_rec=1, v_th=0.5, n_ref=1, tau_a=100.0, beta=0.5, dt_ms=1.0)
     params = {"w_in": torch.tensor([[0.8]]), "w_rec": torch.zeros(1, 1)}
     traj = simulate(cell, params, torch.ones(1, 200, 1))
     z = traj.outputs[0, :, 0]
@@ -104,7 +104,7 @@ def test_closed_form_traces_equal_autodiff_traces(spiking_kind, per_task):
 def test_readout_run_equals_iterated_step():
     g = torch.Generator().manual_seed(3)
     for scaling in ("new", "old"):
-        readout = LeakyReadout(6, 3, tau_out=15.0, input_scaling=scaling)
+        readout = LeakyReadout(6, 3, tau_out=15.0, input_scaling=scaling, dt_ms=1.0)
         params = readout.init_params(g, torch.float64)
         params["b_out"] = torch.randn(3, generator=g, dtype=torch.float64)
         z = (torch.rand(2, 50, 6, generator=g) < 0.2).double()

@@ -14,22 +14,22 @@ from eprop_l2l.inner_loop.regularization import RateRegularizer
 from eprop_l2l.inner_loop.train import RuleTraining
 
 CASES = [
-    (lambda: make_cell("lif", n_in=3, n_rec=5, tau_m=-20.0), "lif.tau_m", "> 0"),
-    (lambda: make_cell("lif", n_in=3, n_rec=0), "lif.n_rec", ">= 1"),
-    (lambda: make_cell("alif", n_in=3, n_rec=5, tau_a=0.0), "alif.tau_a", "> 0"),
-    (lambda: make_cell("alif", n_in=3, n_rec=5, n_adaptive=6), "alif.n_adaptive", "<= n_rec"),
-    (lambda: make_cell("lif", n_in=3, n_rec=5, n_ref=-1), "lif.n_ref", ">= 0"),
-    (lambda: make_cell("lif", n_in=3, n_rec=5, v_th=float("nan")), "lif.v_th", "> 0"),
-    (lambda: make_cell("lif", n_in=3, n_rec=5, surrogate="sigmoid"), "lif.surrogate", "unknown value"),
-    (lambda: make_cell("lif", n_in=3, n_rec=5, n_rec_typo=4), "lif.n_rec_typo", "unknown field"),
-    (lambda: make_cell("lif", n_in=2.5, n_rec=5), "lif.n_in", "integer"),
+    (lambda: make_cell("lif", n_in=3, n_rec=5, tau_m=-20.0, dt_ms=1.0), "lif.tau_m", "> 0"),
+    (lambda: make_cell("lif", n_in=3, n_rec=0, dt_ms=1.0), "lif.n_rec", ">= 1"),
+    (lambda: make_cell("alif", n_in=3, n_rec=5, tau_a=0.0, dt_ms=1.0), "alif.tau_a", "> 0"),
+    (lambda: make_cell("alif", n_in=3, n_rec=5, n_adaptive=6, dt_ms=1.0), "alif.n_adaptive", "<= n_rec"),
+    (lambda: make_cell("lif", n_in=3, n_rec=5, n_ref=-1, dt_ms=1.0), "lif.n_ref", ">= 0"),
+    (lambda: make_cell("lif", n_in=3, n_rec=5, v_th=float("nan"), dt_ms=1.0), "lif.v_th", "> 0"),
+    (lambda: make_cell("lif", n_in=3, n_rec=5, surrogate="sigmoid", dt_ms=1.0), "lif.surrogate", "unknown value"),
+    (lambda: make_cell("lif", n_in=3, n_rec=5, n_rec_typo=4, dt_ms=1.0), "lif.n_rec_typo", "unknown field"),
+    (lambda: make_cell("lif", n_in=2.5, n_rec=5, dt_ms=1.0), "lif.n_in", "integer"),
     (lambda: make_cell("gru", n_in=3, n_rec=5), "cell", "unknown cell 'gru'"),
     (lambda: make_cell("lstm", n_in=3, n_rec=0), "lstm.n_rec", ">= 1"),
-    (lambda: make_cell("rate", n_in=3, n_rec=4, tau=-1.0), "rate.tau", "> 0"),
-    (lambda: LeakyReadout(5, 2, tau_out=0.0), "readout.tau_out", "> 0"),
+    (lambda: make_cell("rate", n_in=3, n_rec=4, tau=-1.0, dt_ms=1.0), "rate.tau", "> 0"),
+    (lambda: LeakyReadout(5, 2, tau_out=0.0, dt_ms=1.0), "readout.tau_out", "> 0"),
     (lambda: Feedback("mirror", 5, 2), "feedback.kind", "unknown value"),
     (lambda: Loss("hinge"), "loss", "unknown value"),
-    (lambda: RateRegularizer(coefficient=-1.0), "regularization.coefficient", ">= 0"),
+    (lambda: RateRegularizer(coefficient=-1.0, dt_ms=1.0), "regularization.coefficient", ">= 0"),
     (lambda: RuleTraining(lr=-1e-3), "training.lr", "> 0"),
     (lambda: RuleTraining(n_iterations=0), "training.n_iterations", ">= 1"),
 ]
@@ -45,8 +45,8 @@ def test_bad_value_names_the_field(build, key, problem):
 
 
 def test_wrong_fast_weight_shape_and_input_width_fail_before_compute():
-    cell = make_cell("lif", n_in=3, n_rec=5)
-    network = RecurrentNetwork(cell, LeakyReadout(5, 2))
+    cell = make_cell("lif", n_in=3, n_rec=5, dt_ms=1.0)
+    network = RecurrentNetwork(cell, LeakyReadout(5, 2, dt_ms=1.0))
     params = network.init_params(torch.Generator().manual_seed(0))
     source = Feedback("symmetric", 5, 2)
     x, target, mask = torch.zeros(2, 10, 3), torch.zeros(2, 10, 2), torch.ones(2, 10)

@@ -46,18 +46,18 @@ def test_a_2ms_config_builds_every_constant_with_2ms(built_at_2ms):
     assert cell.spec.dt_ms == 2.0 and cell.spec.alpha == decay
     assert readout.spec.dt_ms == 2.0 and readout.kappa == decay
     assert module.cell.spec.dt_ms == 2.0 and module.cell.spec.alpha == decay
-    assert module.dt == 2.0 and module.decay == decay  # the learning-signal filter
+    assert module.dt_ms == 2.0 and module.decay == decay  # the learning-signal filter
     assert learner.network_rate.target_per_step == pytest.approx(0.04, abs=1e-15)  # 20 Hz · 2 ms
     assert learner.module_rate.target_per_step == pytest.approx(0.02, abs=1e-15)  # 10 Hz · 2 ms
     assert learner.dt_ms == 2.0 and set(learner.time_steps().values()) == {2.0}
-    assert family.dt_s == 0.002 and family.dt_ms == 2.0 and family.clock_period_steps == 5
+    assert family.dt_ms == 2.0 and family.clock_period_steps == 5
     batch = family.sample(2, gen(0), dtype=torch.float64)
     assert batch.dt_ms == 2.0 and batch.select(slice(0, 1)).dt_ms == 2.0 and batch.to("cpu").dt_ms == 2.0
     # the 10-ms clock fires every 5 steps: group g (the g-th 40 ms of 200) at 40 g + 10 j ms, as at 1 ms
     for g in range(5):
         spikes = torch.nonzero(batch.inputs[0, :, 2 * g]).flatten()
         assert torch.equal(spikes, torch.arange(20 * g, 20 * (g + 1), 5))
-    one_ms = ArmSines(n_steps=200, n_pop_per_dim=10).sample(1, gen(0)).inputs[0]
+    one_ms = ArmSines(n_steps=200, n_pop_per_dim=10, dt_ms=1.0).sample(1, gen(0)).inputs[0]
     assert torch.equal(torch.nonzero(batch.inputs[0]) * torch.tensor([2, 1]), torch.nonzero(one_ms))
 
 
@@ -65,11 +65,11 @@ def test_the_kinematics_and_the_outer_loss_use_the_familys_step(built_at_2ms):
     _, family = built_at_2ms
     batch = family.sample(16, gen(1), dtype=torch.float64)
     hand = batch.extra["hand"]
-    assert (arm_forward(batch.targets, dt=family.dt_s) - hand).abs().max().item() <= 1e-10
+    assert (arm_forward(batch.targets, dt_ms=family.dt_ms) - hand).abs().max().item() <= 1e-10
     # the objective integrates over the batch's step: the target velocities score zero hand error ...
     assert arm_errors(batch.targets, batch)["mse_cart"].max().item() <= 1e-20
     # ... which a 1-ms integration would not (half the angle travelled)
-    assert (arm_forward(batch.targets) - hand).abs().max().item() > 0.05
+    assert (arm_forward(batch.targets, dt_ms=1.0) - hand).abs().max().item() > 0.05
 
 
 def test_population_code_fires_at_the_same_rate_in_hz_at_2ms():
@@ -87,8 +87,8 @@ def test_population_code_fires_at_the_same_rate_in_hz_at_2ms():
 def test_arm_sines_at_1ms_and_2ms_is_the_same_500ms_movement():
     """The draws do not depend on the step and t spans the trial: 500 × 1 ms and 250 × 2 ms give the same
     movements, integrated on two grids."""
-    fine = ArmSines(n_steps=500, n_pop_per_dim=10).sample(500, gen(0), dtype=torch.float64)
-    coarse = ArmSines(n_steps=250, n_pop_per_dim=10, dt_s=2e-3).sample(500, gen(0), dtype=torch.float64)
+    fine = ArmSines(n_steps=500, n_pop_per_dim=10, dt_ms=1.0).sample(500, gen(0), dtype=torch.float64)
+    coarse = ArmSines(n_steps=250, n_pop_per_dim=10, dt_ms=2.0).sample(500, gen(0), dtype=torch.float64)
     # step k of the 2-ms grid ends at 2(k + 1) ms = the end of step 2k + 1 of the 1-ms grid
     distance = (fine.extra["hand"][:, 1::2] - coarse.extra["hand"]).norm(dim=-1)
     assert distance.mean().item() < 0.01  # measured 0.0048
@@ -106,13 +106,13 @@ def test_arm_brownian_at_2ms_keeps_its_calibration():
     """The Brownian draws are per step, so only the distribution is invariant: increments of variance ∝ δt, a
     120-ms window (60 steps) and the same ω in rad/s keep the calibration numbers of the 1-ms family (without
     the √δt the velocity RMS would be 1/√2 of it)."""
-    family = ArmBrownian(n_steps=250, n_pop_per_dim=10, dt_s=2e-3)
+    family = ArmBrownian(n_steps=250, n_pop_per_dim=10, dt_ms=2.0)
     assert family.window_steps == 60
     batch = family.sample(256, gen(0), dtype=torch.float64)
     assert batch.targets.pow(2).mean().sqrt().item() == pytest.approx(4.57, rel=0.1)  # measured 4.52
     still = arm_errors(torch.zeros_like(batch.targets), batch)["mse_cart"].mean().item()
     assert still == pytest.approx(0.148, rel=0.1)  # measured 0.1495
-    assert (arm_forward(batch.targets, dt=2e-3) - batch.extra["hand"]).abs().max().item() <= 1e-10
+    assert (arm_forward(batch.targets, dt_ms=2.0) - batch.extra["hand"]).abs().max().item() <= 1e-10
 
 
 # ------------------------------------------------------------------------------------------ rates in Hz
@@ -140,12 +140,13 @@ def test_learner_reports_network_rate_in_hz_at_2ms(built_at_2ms):
 
 
 def test_one_model_one_step():
-    network = RecurrentNetwork(LIF(3, 5, dt=2.0), LeakyReadout(5, 2))  # readout left at 1 ms
+    network = RecurrentNetwork(LIF(3, 5, dt_ms=2.0), LeakyReadout(5, 2, dt_ms=1.0))  # readout at another step
     with pytest.raises(ConfigError, match=r"^task\.dt_ms: the model's parts use different time steps: "
                                           r"network 2 ms, readout 1 ms"):
         MetaLearner(network, Feedback("symmetric", 5, 2))
-    learner = MetaLearner(RecurrentNetwork(LIF(10, 5), LeakyReadout(5, 2)), Feedback("symmetric", 5, 2))
-    batch = ArmSines(n_steps=50, n_pop_per_dim=4, dt_s=2e-3).sample(1, gen(0))
+    learner = MetaLearner(RecurrentNetwork(LIF(10, 5, dt_ms=1.0), LeakyReadout(5, 2, dt_ms=1.0)),
+                          Feedback("symmetric", 5, 2))
+    batch = ArmSines(n_steps=50, n_pop_per_dim=4, dt_ms=2.0).sample(1, gen(0))
     with pytest.raises(ConfigError, match=r"^task\.dt_ms: the trials have 2-ms steps, the model 1-ms"):
         learner.forward(learner.init_meta_params(gen(0)), batch)
 
@@ -213,8 +214,8 @@ def test_bad_dt_gives_one_line_naming_task_dt_ms_and_writes_nothing(value, probl
 
 
 def test_a_step_that_does_not_divide_the_brownian_window_is_refused():
-    with pytest.raises(ConfigError, match=r"^arm_brownian\.dt_s: the Hann window of 120 ms is not a whole number "
+    with pytest.raises(ConfigError, match=r"^arm_brownian\.dt_ms: the Hann window of 120 ms is not a whole number "
                                           r"of 7-ms steps"):
-        ArmBrownian(clock_period_ms=14, pop_peak_hz=100.0, dt_s=7e-3)
+        ArmBrownian(clock_period_ms=14, pop_peak_hz=100.0, dt_ms=7.0)
     with pytest.raises(ConfigError, match=r"^task\.dt_ms: the clock period"):
         build(load_config(["experiment=tiny", "task.family=arm_brownian", "task.dt_ms=4"]))

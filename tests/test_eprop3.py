@@ -28,7 +28,7 @@ from eprop_l2l.task_families import make_task_family
 
 from .builders import make_cell, make_trial, relative_error
 
-REG = RateRegularizer(coefficient=2.0, target_hz=20.0)
+REG = RateRegularizer(coefficient=2.0, target_hz=20.0, dt_ms=1.0)
 CELLS = ["lif", "alif", "lstm", "rate"]
 STEPS = 30
 RULES = {"tbptt": tbptt_grads, "eprop3": eprop3_grads}
@@ -38,7 +38,7 @@ def trial(kind: str, per_task: bool = False):
     if kind == "lstm":
         cell = LSTM(n_in=4, n_rec=6)
     elif kind == "rate":
-        cell = RateRNN(n_in=4, n_rec=6, tau=5.0)
+        cell = RateRNN(n_in=4, n_rec=6, tau=5.0, dt_ms=1.0)
     else:
         cell = make_cell(kind)
     network, params, x, target, mask, _ = make_trial(cell, steps=STEPS, per_task=per_task)
@@ -105,11 +105,11 @@ def test_plain_truncation_is_an_approximation(kind):
 
 
 def test_boundary_state_holds_the_carried_fields_only():
-    readout = LeakyReadout(6, 2)
-    assert StateLayout(make_cell("lif", n_rec=6), readout).names() == ("v", "z", "y")
-    assert StateLayout(make_cell("alif", n_rec=6), readout).names() == ("v", "a", "z", "y")
+    readout = LeakyReadout(6, 2, dt_ms=1.0)
+    assert StateLayout(make_cell("lif", n_rec=6, dt_ms=1.0), readout).names() == ("v", "z", "y")
+    assert StateLayout(make_cell("alif", n_rec=6, dt_ms=1.0), readout).names() == ("v", "a", "z", "y")
     assert StateLayout(LSTM(n_in=4, n_rec=6), readout).names() == ("c", "h", "y")
-    assert StateLayout(RateRNN(n_in=4, n_rec=6), readout).width == 3 * 6 - 6 + 2
+    assert StateLayout(RateRNN(n_in=4, n_rec=6, dt_ms=1.0), readout).width == 3 * 6 - 6 + 2
 
 
 def test_window_length_is_validated():
@@ -125,8 +125,8 @@ def test_synthetic_gradient_learns_the_gradient_of_the_future():
     half the start (measured 3.3 → 1.0) and its predictions point along the true ∂E_future/∂S^b
     (measured cosine ≈ 0.9)."""
     g = torch.Generator().manual_seed(0)
-    family = make_task_family("copy_repeat", n_bits=3, pattern_length=3, n_repeats=2)
-    network = RecurrentNetwork(LSTM(n_in=family.n_in, n_rec=16), LeakyReadout(16, family.n_out, tau_out=5.0))
+    family = make_task_family("copy_repeat", n_bits=3, pattern_length=3, n_repeats=2, dt_ms=1.0)
+    network = RecurrentNetwork(LSTM(n_in=family.n_in, n_rec=16), LeakyReadout(16, family.n_out, tau_out=5.0, dt_ms=1.0))
     params = network.init_params(g, torch.float64)
     sg = SyntheticGradient.for_network(network, use_target=True)
     sg_params = {k: v.requires_grad_() for k, v in sg.init_params(g, torch.float64).items()}

@@ -20,7 +20,7 @@ def gen(seed):
 
 
 def test_copy_repeat_layout():
-    fam = CopyRepeat(n_bits=3, pattern_length=4, n_repeats=2, frame_steps=5, cue_frames=1)
+    fam = CopyRepeat(n_bits=3, pattern_length=4, n_repeats=2, frame_steps=5, cue_frames=1, dt_ms=1.0)
     assert (fam.n_in, fam.n_out, fam.n_steps, fam.output_start) == (4, 3, (4 * 3 + 1) * 5, 25)
     batch = fam.sample(6, gen(0))
     pattern = batch.extra["pattern"].float()  # [B, L, bits]
@@ -38,7 +38,7 @@ def test_copy_repeat_layout():
 
 def test_store_recall_layout():
     fam = StoreRecall(n_symbols=6, symbol_ms=20.0, min_delay=2, max_delay=4, input_rate_hz=500.0,
-                      neurons_per_channel=3)
+                      neurons_per_channel=3, dt_ms=1.0)
     assert (fam.n_in, fam.n_out, fam.n_steps, fam.symbol_steps) == (12, 2, 120, 20)
     batch = fam.sample(200, gen(1))
     store, recall, bits, label = (batch.extra[k] for k in ("store", "recall", "bits", "label"))
@@ -58,7 +58,7 @@ def test_store_recall_layout():
 
 def test_without_distractors_only_the_store_period_shows_a_value():
     batch = StoreRecall(n_symbols=5, symbol_ms=10.0, max_delay=3, input_rate_hz=900.0,
-                        distractors=False).sample(50, gen(2))
+                        distractors=False, dt_ms=1.0).sample(50, gen(2))
     values = batch.inputs.reshape(50, 5, 10, 4)[..., :2].sum((2, 3)) > 0
     assert torch.equal(values, torch.arange(5) == batch.extra["store"][:, None])
 
@@ -86,12 +86,12 @@ def test_without_distractors_only_the_store_period_shows_a_value():
 )
 def test_bad_fields_name_the_key(name, kwargs, key):
     with pytest.raises(ConfigError) as info:
-        make_task_family(name, **kwargs)
+        make_task_family(name, **{"dt_ms": 1.0, **kwargs})
     assert info.value.key == key and "\n" not in str(info.value)
 
 
 def test_reproducible_from_the_generator():
-    for fam in (CopyRepeat(frame_steps=2), StoreRecall(symbol_ms=10.0)):
+    for fam in (CopyRepeat(frame_steps=2, dt_ms=1.0), StoreRecall(symbol_ms=10.0, dt_ms=1.0)):
         a, b, c = fam.sample(4, gen(5)), fam.sample(4, gen(5)), fam.sample(4, gen(6))
         assert torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
         assert not torch.equal(a.inputs, c.inputs)
@@ -100,7 +100,7 @@ def test_reproducible_from_the_generator():
 # ------------------------------------------------------------------------------- store-recall learned by e-prop 1
 # 6 symbols of 60 ms, recall 2-4 symbols (120-240 ms) after the store, 5 input neurons per channel at 100 Hz
 SHORT_STORE_RECALL = dict(n_symbols=6, symbol_ms=60.0, min_delay=2, max_delay=4, input_rate_hz=100.0,
-                          neurons_per_channel=5)
+                          neurons_per_channel=5, dt_ms=1.0)
 
 
 def train_store_recall(n_adaptive: int, feedback: str = "symmetric", seed: int = 0) -> float:
@@ -108,12 +108,12 @@ def train_store_recall(n_adaptive: int, feedback: str = "symmetric", seed: int =
     regulariser 0.1 at 10 Hz; recall accuracy on 512 held-out trials."""
     g = gen(seed)
     family = make_task_family("store_recall", **SHORT_STORE_RECALL)
-    cell = ALIF(n_in=family.n_in, n_rec=50, n_adaptive=n_adaptive, tau_a=400.0, beta=1.0, v_th=0.3, n_ref=2)
-    network = RecurrentNetwork(cell, LeakyReadout(50, 2, tau_out=20.0))
+    cell = ALIF(n_in=family.n_in, n_rec=50, n_adaptive=n_adaptive, tau_a=400.0, beta=1.0, v_th=0.3, n_ref=2, dt_ms=1.0)
+    network = RecurrentNetwork(cell, LeakyReadout(50, 2, tau_out=20.0, dt_ms=1.0))
     params = network.init_params(g)
     source = Feedback(feedback, 50, 2)
     train_with_rule(network, params, family, source, source.init_params(g),
-                    RuleTraining(lr=1e-2, n_iterations=100, batch_size=32), g, RateRegularizer(0.1, 10.0))
+                    RuleTraining(lr=1e-2, n_iterations=100, batch_size=32), g, RateRegularizer(0.1, 10.0, dt_ms=1.0))
     held_out = family.sample(512, gen(123))
     with torch.no_grad():
         _, y = network.run(params, held_out.inputs)

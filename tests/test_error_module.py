@@ -19,13 +19,14 @@ N_CONTEXT = 6
 
 def make_module(n_learner: int, n_inputs: int, use_spikes: bool = True, **kw) -> LearnedErrorModule:
     width = N_CONTEXT + (n_learner if use_spikes else 0) + n_inputs
-    cell = LIF(n_in=width, n_rec=9, v_th=0.3, n_ref=2)
-    return LearnedErrorModule(cell, n_learner, N_CONTEXT, n_inputs, use_spikes=use_spikes, projection_scale=3.0, **kw)
+    cell = LIF(n_in=width, n_rec=9, v_th=0.3, n_ref=2, dt_ms=1.0)
+    return LearnedErrorModule(cell, n_learner, N_CONTEXT, n_inputs, use_spikes=use_spikes, projection_scale=3.0,
+                              **{"dt_ms": 1.0, **kw})
 
 
 @pytest.mark.parametrize("use_spikes", [True, False])
 def test_sequence_equals_iterated_step(use_spikes):
-    network, params, x, target, mask, g = make_trial(make_cell("lif"))
+    network, params, x, target, mask, g = make_trial(make_cell("lif", dt_ms=1.0))
     module = make_module(network.cell.n_rec, network.cell.n_in, use_spikes)
     em = module.init_params(g, torch.float64)
     em["em_w_in"] = em["em_w_in"] * 2
@@ -66,10 +67,10 @@ def test_eprop2_update_online_equals_fused_and_reaches_the_module(spiking_kind, 
 
 
 def test_bad_error_module_configs():
-    cell = LIF(n_in=10, n_rec=5)
+    cell = LIF(n_in=10, n_rec=5, dt_ms=1.0)
     with pytest.raises(ConfigError, match="^error_module.cell.n_in: must equal the input width 13"):
-        LearnedErrorModule(cell, n_learner=7, n_context=6, n_inputs=0)
+        LearnedErrorModule(cell, n_learner=7, n_context=6, n_inputs=0, dt_ms=1.0)
     with pytest.raises(ConfigError, match="^error_module.use_context: the error module sees nothing"):
-        LearnedErrorModule(cell, n_learner=7, use_context=False, use_spikes=False, use_inputs=False)
+        LearnedErrorModule(cell, n_learner=7, use_context=False, use_spikes=False, use_inputs=False, dt_ms=1.0)
     with pytest.raises(ConfigError, match="^error_module.signal_tau"):
-        LearnedErrorModule(LIF(n_in=13, n_rec=5), n_learner=7, n_context=6, signal_tau=0.0)
+        LearnedErrorModule(LIF(n_in=13, n_rec=5, dt_ms=1.0), n_learner=7, n_context=6, signal_tau=0.0, dt_ms=1.0)

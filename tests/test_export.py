@@ -52,24 +52,24 @@ def lava_export(tmp_path_factory):
 
 # --- one description of the dynamics ----------------------------------------------------------------------------
 @pytest.mark.parametrize("name, fields", [("lif", {}), ("alif", {"n_adaptive": 3, "input_scaling": "old"}),
-                                          ("lif", {"dt": 0.5, "n_ref": 0, "surrogate": "fast_sigmoid"})])
+                                          ("lif", {"dt_ms": 0.5, "n_ref": 0, "surrogate": "fast_sigmoid"})])
 def test_the_spec_holds_every_constant_and_rebuilds_the_same_cell(name, fields):
-    cell = make_cell(name, n_in=4, n_rec=7, **fields)
+    cell = make_cell(name, n_in=4, n_rec=7, **{"dt_ms": 1.0, **fields})
     record = json.loads(json.dumps(cell.spec.to_dict()))
     assert cell_from_spec(NeuronSpec.from_dict(record), 4) == cell
-    assert cell.alpha == cell.spec.alpha == pytest.approx(np.exp(-cell.dt / cell.tau_m), rel=1e-15)
-    readout = LeakyReadout(7, 2, tau_out=30.0, dt=2.0, input_scaling="old")
+    assert cell.alpha == cell.spec.alpha == pytest.approx(np.exp(-cell.dt_ms / cell.tau_m), rel=1e-15)
+    readout = LeakyReadout(7, 2, tau_out=30.0, dt_ms=2.0, input_scaling="old")
     assert readout_from_spec(ReadoutSpec.from_dict(json.loads(json.dumps(readout.spec.to_dict())))) == readout
 
 
 def test_the_step_reads_its_constants_from_the_spec():
     """A spec with another α changes the dynamics: the step is not a second copy of the constants."""
-    cell = make_cell("lif", n_in=3, n_rec=5)
+    cell = make_cell("lif", n_in=3, n_rec=5, dt_ms=1.0)
     params = cell.init_params(torch.Generator().manual_seed(0), torch.float64)
     x = torch.ones(2, 3, dtype=torch.float64)
     state = cell.init_state(2, torch.float64)
     v1 = cell.step(params, cell.step(params, state, x)[0], x)[0].v
-    other = make_cell("lif", n_in=3, n_rec=5)
+    other = make_cell("lif", n_in=3, n_rec=5, dt_ms=1.0)
     other.__dict__["spec"] = NeuronSpec(**{**cell.spec.__dict__, "tau_m_ms": 5.0})
     v2 = other.step(params, other.step(params, state, x)[0], x)[0].v
     assert not torch.allclose(v1, v2)

@@ -21,7 +21,7 @@ from eprop_l2l.inner_loop.rtrl import rtrl_grads
 
 from .builders import make_cell, make_trial, relative_error
 
-REG = RateRegularizer(coefficient=2.0, target_hz=20.0)
+REG = RateRegularizer(coefficient=2.0, target_hz=20.0, dt_ms=1.0)
 
 
 @pytest.mark.parametrize("loss_kind", ["mse", "cross_entropy"])
@@ -70,7 +70,7 @@ def test_eprop_equals_bptt_without_recurrent_weights(spiking_kind, readout_scali
 def test_adaptive_feedback_follows_the_readout_like_symmetric(readout_scaling):
     """Adaptive B = W^outᵀ gives the symmetric update (the readout's input scale included); B receives W^outᵀ's
     update (``adaptive_grad``), so after the same step of both they still agree — with the autodiff form too."""
-    network, params, x, target, mask, _ = make_trial(make_cell("alif"), readout_scaling=readout_scaling)
+    network, params, x, target, mask, _ = make_trial(make_cell("alif", dt_ms=1.0), readout_scaling=readout_scaling)
     symmetric = Feedback("symmetric", network.cell.n_rec, 2)
     adaptive = Feedback("adaptive", network.cell.n_rec, 2)
     fb = {"b_fb": params["w_out"].mT.clone()}
@@ -89,7 +89,7 @@ def test_adaptive_feedback_follows_the_readout_like_symmetric(readout_scaling):
 
 def test_the_reset_convention_matters():
     """Guard against a vacuous comparison: with the reset path included the gradients do differ."""
-    network, params, x, target, mask, _ = make_trial(make_cell("lif"))
+    network, params, x, target, mask, _ = make_trial(make_cell("lif", dt_ms=1.0))
     params["w_rec"] = torch.zeros_like(params["w_rec"])
     full, _ = bptt_grads(network, params, x, target, mask, Loss(), REG)
     no_reset, _ = bptt_grads(network, params, x, target, mask, Loss(), REG, paths="no_reset")

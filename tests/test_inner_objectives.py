@@ -23,7 +23,7 @@ from eprop_l2l.task_families.arm import ArmPlant, arm_forward, arm_path_gradient
 
 from .builders import make_cell, make_trial, relative_error
 
-PLANT = ArmPlant(dt_s=1e-3, n_pop_per_dim=5, peak_hz=200.0, sigma=0.2)
+PLANT = ArmPlant(dt_ms=1.0, n_pop_per_dim=5, peak_hz=200.0, sigma=0.2)
 
 
 def hand_trial(kind="lif", steps=40, seed=0):
@@ -31,7 +31,7 @@ def hand_trial(kind="lif", steps=40, seed=0):
     network, params, x, _, mask, _ = make_trial(make_cell(kind), steps=steps, seed=seed)
     g = torch.Generator().manual_seed(seed + 7)
     params["w_out"] = 40.0 * params["w_out"]  # joint velocities of tens of rad/s, as the arm's
-    target = arm_forward(20.0 * torch.randn(x.shape[0], steps, 2, generator=g, dtype=torch.float64), dt=1e-3)
+    target = arm_forward(20.0 * torch.randn(x.shape[0], steps, 2, generator=g, dtype=torch.float64), dt_ms=1.0)
     return network, params, x, target, mask
 
 
@@ -39,8 +39,8 @@ def test_arm_path_gradient_is_autograd_through_the_kinematics():
     g = torch.Generator().manual_seed(3)
     omega = (15.0 * torch.randn(3, 60, 2, generator=g, dtype=torch.float64)).requires_grad_()
     deviation = torch.randn(3, 60, 2, generator=g, dtype=torch.float64)
-    (expected,) = torch.autograd.grad(arm_forward(omega, dt=2e-3), omega, deviation)
-    got = arm_path_gradient(omega.detach(), deviation, dt=2e-3)
+    (expected,) = torch.autograd.grad(arm_forward(omega, dt_ms=2.0), omega, deviation)
+    got = arm_path_gradient(omega.detach(), deviation, dt_ms=2.0)
     assert expected.norm() > 0
     assert relative_error(got, expected) <= 1e-12
 
@@ -83,7 +83,7 @@ def test_cartesian_maml_meta_gradient_equals_higher():
         one = slice(task, task + 1)
         with higher.innerloop_ctx(model, optimizer, copy_initial_weights=False,
                                   override={"lr": [log_lr.exp()]}) as (fmodel, diffopt):
-            produced = arm_forward(fmodel(batch.inputs[one]), dt=family.dt_s)  # independent: no objective code
+            produced = arm_forward(fmodel(batch.inputs[one]), dt_ms=family.dt_ms)  # independent: no objective code
             diffopt.step(0.5 * ((produced - hand[one]) ** 2).sum())
             outputs.append(fmodel(batch.inputs[one]))
     outer, _ = learner.outer_loss(torch.cat(outputs), batch)
@@ -101,7 +101,7 @@ def test_learned_feedback_projects_the_cartesian_deviation():
     b = Feedback("random", network.cell.n_rec, 2)
     params["b_fb"] = b.init_params(torch.Generator().manual_seed(5), torch.float64)["b_fb"]
     result = eprop_fused(network, params, x, target, mask, HandLoss(PLANT, gradient=False), b, kappa=0.0)
-    deviation = mask.unsqueeze(-1) * (arm_forward(result.outputs, dt=1e-3) - target)
+    deviation = mask.unsqueeze(-1) * (arm_forward(result.outputs, dt_ms=1.0) - target)
     expected = torch.einsum("jk,btk->btj", params["b_fb"], deviation)
     assert relative_error(result.signals, expected) <= 1e-12
 

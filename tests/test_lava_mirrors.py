@@ -177,7 +177,7 @@ MIRRORS = [
                  {field_default(RuleDescription, "number_format")["kind"], FixedFormat().to_dict()["kind"]},
                  id="artefacts number-format kinds = float32 (RuleDescription) and FixedFormat.to_dict kind"),
     pytest.param(compared_with(ARTEFACTS, "surrogate"), set(SURROGATES), id="artefacts surrogates = spike.SURROGATES"),
-    pytest.param(compared_with(ARTEFACTS, "model"), {LIF(n_in=1, n_rec=1).spec.model, *NEURON_MODELS},
+    pytest.param(compared_with(ARTEFACTS, "model"), {LIF(n_in=1, n_rec=1, dt_ms=1.0).spec.model, *NEURON_MODELS},
                  id="artefacts neuron models = LIF.spec.model (learner), cells.spec.NEURON_MODELS (error module)"),
     pytest.param(compared_with(ARTEFACTS, "name"), _literal_strings(dict_values(ROOT / "eprop_l2l/hardware/rule.py",
                                                                                 "name")),
@@ -216,7 +216,7 @@ def test_the_names_the_lava_side_compares_with_are_the_torch_side_choices():
 
 
 def test_the_neuron_keys_the_lava_side_requires_are_in_the_exported_spec():
-    spec = LIF(n_in=1, n_rec=1).spec.to_dict()
+    spec = LIF(n_in=1, n_rec=1, dt_ms=1.0).spec.to_dict()
     assert set(_check_rule_keys["neurons"]) <= set(spec), set(_check_rule_keys["neurons"]) - set(spec)
 
 
@@ -250,14 +250,14 @@ def test_the_figure_the_cli_draws_reads_a_file_the_lava_program_writes():
 def test_report_hand_path_is_the_arm_kinematics():
     """Start posture, segments 0.5 + 0.5, relative elbow angle and the integration over the step."""
     omega = torch.randn(50, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 20
-    for dt_s in (1e-3, 2e-3):
-        expected = arm.arm_forward(omega, dt=dt_s).numpy()
-        np.testing.assert_allclose(report.hand_path(omega.numpy(), dt_s), expected, rtol=0, atol=1e-12)
+    for dt_ms in (1.0, 2.0):
+        expected = arm.arm_forward(omega, dt_ms=dt_ms).numpy()
+        np.testing.assert_allclose(report.hand_path(omega.numpy(), dt_ms / 1000), expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("scaling", ["new", "old"])
 def test_report_readout_is_the_leaky_readout(scaling):
-    readout = LeakyReadout(6, 2, tau_out=15.0, dt=1.0, input_scaling=scaling, bias=True)
+    readout = LeakyReadout(6, 2, tau_out=15.0, dt_ms=1.0, input_scaling=scaling, bias=True)
     g = torch.Generator().manual_seed(1)
     params = {"w_out": torch.randn(2, 6, generator=g, dtype=torch.float64),
               "b_out": torch.randn(2, generator=g, dtype=torch.float64)}
@@ -272,7 +272,7 @@ def test_models_lif_step_is_the_lif_step_and_psi(surrogate, scaling):
     """``procs.models.lif_step`` (the Lava neuron's float dynamics, with the constants network.py passes from the
     exported spec) against :class:`LIF`: decay, input scaling, reset, refractory counter and ψ."""
     lif_step = compiled(MODELS, "lif_step", np=np)
-    cell = LIF(n_in=3, n_rec=5, v_th=0.3, n_ref=2, surrogate=surrogate, input_scaling=scaling)
+    cell = LIF(n_in=3, n_rec=5, v_th=0.3, n_ref=2, surrogate=surrogate, input_scaling=scaling, dt_ms=1.0)
     g = torch.Generator().manual_seed(2)
     w_in = torch.randn(5, 3, generator=g, dtype=torch.float64) * (2.0 if scaling == "old" else 0.5)
     w_rec = torch.randn(5, 5, generator=g, dtype=torch.float64) * 0.2 * (1 - torch.eye(5, dtype=torch.float64))
@@ -298,7 +298,7 @@ def test_models_alif_step_is_the_alif_step_and_psi():
     passes from the exported spec) against :class:`ALIF`: adaptation, threshold, reset, refractoriness and ψ."""
     lif_step = compiled(MODELS, "lif_step", np=np)
     alif_step = compiled(MODELS, "alif_step", np=np, lif_step=lif_step)
-    cell = ALIF(n_in=3, n_rec=6, v_th=0.3, n_ref=2, tau_a=40.0, beta=0.8, n_adaptive=4)
+    cell = ALIF(n_in=3, n_rec=6, v_th=0.3, n_ref=2, tau_a=40.0, beta=0.8, n_adaptive=4, dt_ms=1.0)
     g = torch.Generator().manual_seed(5)
     off_diagonal = 1 - torch.eye(6, dtype=torch.float64)
     params = {"w_in": torch.randn(6, 3, generator=g, dtype=torch.float64),

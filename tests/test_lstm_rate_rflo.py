@@ -32,7 +32,7 @@ def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def make_cell(kind: str):
-    return LSTM(n_in=N_IN, n_rec=5) if kind == "lstm" else RateRNN(n_in=N_IN, n_rec=6, tau=5.0)
+    return LSTM(n_in=N_IN, n_rec=5) if kind == "lstm" else RateRNN(n_in=N_IN, n_rec=6, tau=5.0, dt_ms=1.0)
 
 
 def plastic_of(cell) -> tuple[str, ...]:
@@ -43,7 +43,7 @@ def plastic_of(cell) -> tuple[str, ...]:
 def make_trial(kind: str, per_task: bool = False, steps: int = 30, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     cell = make_cell(kind)
-    network = RecurrentNetwork(cell, LeakyReadout(cell.n_rec, N_OUT))
+    network = RecurrentNetwork(cell, LeakyReadout(cell.n_rec, N_OUT, dt_ms=1.0))
     params = network.init_params(g, F64)
     params["w_in"] = 2.0 * params["w_in"]
     params["b_out"] = 0.1 * torch.randn(N_OUT, generator=g, dtype=F64)
@@ -171,7 +171,7 @@ def rflo_reference(network, params, x, error_signal):
     """The spec's equations literally, shared weights: p_ij^t = α p_ij^{t-1} + (dt/τ) φ'(h_i^{t-1}) pre_j^t,
     p̄ = F_κ(p), ΔW = Σ_t L_i^t p̄_ij^t with pre = φ(h^{t-1}) (W^rec) or x^t (W^in)."""
     cell, kappa = network.cell, network.readout.kappa
-    alpha, s = 1 - cell.dt / cell.tau, cell.dt / cell.tau
+    alpha, s = 1 - cell.dt_ms / cell.tau, cell.dt_ms / cell.tau
     trajectory, _ = network.run(params, x)
     h = trajectory.states.h
     h_prev = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], 1)
@@ -238,7 +238,8 @@ def test_rflo_learns_a_smooth_target():
     try:
         steps, n_in, n_rec = 200, 10, 50
         g = torch.Generator().manual_seed(0)
-        network = RecurrentNetwork(RateRNN(n_in, n_rec, tau=10.0), LeakyReadout(n_rec, 1, tau_out=5.0, init_scale=0.0))
+        network = RecurrentNetwork(RateRNN(n_in, n_rec, tau=10.0, dt_ms=1.0),
+                                   LeakyReadout(n_rec, 1, tau_out=5.0, init_scale=0.0, dt_ms=1.0))
         params = {k: v.requires_grad_() for k, v in network.init_params(g, F64).items()}
         t = torch.arange(steps, dtype=F64)
         target = (0.6 * torch.sin(2 * math.pi * t / 60) + 0.4 * torch.sin(2 * math.pi * t / 25 + 1.0)).reshape(1, -1, 1)
@@ -277,11 +278,11 @@ def test_lstm_bad_size_raises():
 
 def test_rate_bad_tau_raises():
     with pytest.raises(ConfigError, match="tau"):
-        RateRNN(n_in=3, n_rec=4, tau=-1.0)
+        RateRNN(n_in=3, n_rec=4, tau=-1.0, dt_ms=1.0)
     with pytest.raises(ConfigError, match="tau"):
-        RateRNN(n_in=3, n_rec=4, tau=0.5)  # leak 1 − dt/τ would be negative
+        RateRNN(n_in=3, n_rec=4, tau=0.5, dt_ms=1.0)  # leak 1 − dt/τ would be negative
     with pytest.raises(ConfigError, match="nonlinearity"):
-        RateRNN(n_in=3, n_rec=4, nonlinearity="relu")
+        RateRNN(n_in=3, n_rec=4, nonlinearity="relu", dt_ms=1.0)
 
 
 def test_rflo_needs_a_rate_network():

@@ -20,13 +20,13 @@ def tiny(kind: str, seed: int = 0, steps: int = 15, batch: int = 2, fast_loop: b
     g = torch.Generator().manual_seed(seed)
     n_in, n_rec, n_ctx = 3, 5, 4
     if kind == "rate":
-        cell, em_cell = RateRNN(n_in, n_rec, tau=4.0), RateRNN(n_ctx + n_rec + n_in, 4, tau=3.0)
+        cell, em_cell = RateRNN(n_in, n_rec, tau=4.0, dt_ms=1.0), RateRNN(n_ctx + n_rec + n_in, 4, tau=3.0, dt_ms=1.0)
     else:
-        cell = LIF(n_in, n_rec, v_th=0.3, n_ref=2)
-        em_cell = LIF(n_ctx + n_rec + n_in, 4, v_th=0.3, n_ref=2)
-    network = RecurrentNetwork(cell, LeakyReadout(n_rec, 2, tau_out=5.0))
+        cell = LIF(n_in, n_rec, v_th=0.3, n_ref=2, dt_ms=1.0)
+        em_cell = LIF(n_ctx + n_rec + n_in, 4, v_th=0.3, n_ref=2, dt_ms=1.0)
+    network = RecurrentNetwork(cell, LeakyReadout(n_rec, 2, tau_out=5.0, dt_ms=1.0))
     module = LearnedErrorModule(em_cell, n_rec, n_context=n_ctx, n_inputs=n_in, projection_scale=2.0,
-                                fast_loop=fast_loop)
+                                fast_loop=fast_loop, dt_ms=1.0)
     learner = MetaLearner(network, module, inner_lr=0.5, learn_inner_lr=True, n_inner_updates=2, fast_loop=fast_loop)
     meta = learner.init_meta_params(g, torch.float64)
     meta["w_in"] = meta["w_in"] * 2.0
@@ -34,7 +34,7 @@ def tiny(kind: str, seed: int = 0, steps: int = 15, batch: int = 2, fast_loop: b
     x = (torch.rand(batch, steps, n_in, generator=g) < 0.4).double()
     context = (torch.rand(batch, steps, n_ctx, generator=g) < 0.4).double()
     targets = torch.randn(batch, steps, 2, generator=g, dtype=torch.float64)
-    task = TaskBatch(x, targets, torch.ones(batch, steps, dtype=torch.float64), context=context)
+    task = TaskBatch(x, targets, torch.ones(batch, steps, dtype=torch.float64), context=context, dt_ms=1.0)
     return learner, meta, task, g
 
 

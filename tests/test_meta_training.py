@@ -27,12 +27,12 @@ def test_meta_training_has_no_defaults_of_its_own():
 
 
 def tiny_learner(n_steps=100):
-    family = ArmSines(n_steps=n_steps, n_pop_per_dim=10)
+    family = ArmSines(n_steps=n_steps, n_pop_per_dim=10, dt_ms=1.0)
     n, n_em = 20, 12
-    network = RecurrentNetwork(LIF(family.n_in, n, v_th=0.4, n_ref=5),
-                               LeakyReadout(n, 2, bias=False, init_scale=1.0))
-    module = LearnedErrorModule(LIF(family.n_context + n + family.n_in, n_em, v_th=0.4, n_ref=5), n,
-                                family.n_context, family.n_in, fast_loop=True)
+    network = RecurrentNetwork(LIF(family.n_in, n, v_th=0.4, n_ref=5, dt_ms=1.0),
+                               LeakyReadout(n, 2, bias=False, init_scale=1.0, dt_ms=1.0))
+    module = LearnedErrorModule(LIF(family.n_context + n + family.n_in, n_em, v_th=0.4, n_ref=5, dt_ms=1.0), n,
+                                family.n_context, family.n_in, fast_loop=True, dt_ms=1.0)
     return MetaLearner(network, module, inner_lr=1e-3, learn_inner_lr=True, outer_loss=arm_outer_loss), family
 
 

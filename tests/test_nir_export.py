@@ -49,8 +49,8 @@ def small_network(n_ref: int = 0, n_in: int = 6, n_rec: int = 30, n_out: int = 2
                   input_scaling: str = "new", input_gain: float = 1.0, rec_gain: float = 0.5):
     """A random LIF network with float32 weights (exact in float64 too) and a readout bias; with the defaults and
     :func:`clock` it fires at about 100 Hz and no membrane comes within 1e-4 of the threshold."""
-    cell = LIF(n_in=n_in, n_rec=n_rec, v_th=0.4, n_ref=n_ref, input_scaling=input_scaling)
-    network = RecurrentNetwork(cell, LeakyReadout(n_rec, n_out, input_scaling=input_scaling))
+    cell = LIF(n_in=n_in, n_rec=n_rec, v_th=0.4, n_ref=n_ref, input_scaling=input_scaling, dt_ms=1.0)
+    network = RecurrentNetwork(cell, LeakyReadout(n_rec, n_out, input_scaling=input_scaling, dt_ms=1.0))
     g = torch.Generator().manual_seed(seed)
     params = network.init_params(g, torch.float32)
     params["w_in"] = params["w_in"] * input_gain
@@ -66,8 +66,9 @@ def clock(batch: int = 2, steps: int = 250, n_in: int = 6, seed: int = 1, p: flo
 
 def small_module(n_learner: int = 30, n_inputs: int = 6, n_context: int = 5, n_ref: int = 0, seed: int = 2):
     width = n_context + n_learner + n_inputs
-    module = LearnedErrorModule(LIF(n_in=width, n_rec=20, v_th=0.4, n_ref=n_ref), n_learner, n_context, n_inputs,
-                                projection_scale=2.0)
+    module = LearnedErrorModule(LIF(n_in=width, n_rec=20, v_th=0.4, n_ref=n_ref, dt_ms=1.0), n_learner, n_context,
+                                n_inputs,
+                                projection_scale=2.0, dt_ms=1.0)
     params = module.init_params(torch.Generator().manual_seed(seed), torch.float32)
     params["em_w_in"] = params["em_w_in"] * 3.0
     return module, params
@@ -123,8 +124,8 @@ def test_graph_layout_and_arrays_are_ours():
 @pytest.mark.parametrize("integrator", ["euler", "exp"])
 @pytest.mark.parametrize("scaling", ["new", "old"])
 def test_time_constants_discretise_back_to_ours(integrator, scaling):
-    cell = LIF(n_in=3, n_rec=4, tau_m=30.0, v_th=0.5, n_ref=0, input_scaling=scaling, dt=2.0)
-    readout = LeakyReadout(4, 2, tau_out=15.0, dt=2.0, input_scaling=scaling, bias=False)
+    cell = LIF(n_in=3, n_rec=4, tau_m=30.0, v_th=0.5, n_ref=0, input_scaling=scaling, dt_ms=2.0)
+    readout = LeakyReadout(4, 2, tau_out=15.0, dt_ms=2.0, input_scaling=scaling, bias=False)
     network = RecurrentNetwork(cell, readout)
     params = network.init_params(torch.Generator().manual_seed(0))
     graph = network_to_nir(network, params, integrator=integrator)
@@ -178,8 +179,8 @@ def one_line(err: pytest.ExceptionInfo) -> str:
 
 
 def test_alif_adaptation_lstm_and_rate_units_are_refused():
-    readout = LeakyReadout(5, 2)
-    alif = RecurrentNetwork(ALIF(n_in=3, n_rec=5, beta=0.5, n_adaptive=2), readout)
+    readout = LeakyReadout(5, 2, dt_ms=1.0)
+    alif = RecurrentNetwork(ALIF(n_in=3, n_rec=5, beta=0.5, n_adaptive=2, dt_ms=1.0), readout)
     with pytest.raises(ConfigError) as err:
         network_to_nir(alif, alif.init_params(torch.Generator().manual_seed(0)))
     assert "ALIF threshold adaptation" in one_line(err)
@@ -187,12 +188,12 @@ def test_alif_adaptation_lstm_and_rate_units_are_refused():
     with pytest.raises(ConfigError) as err:
         network_to_nir(lstm, lstm.init_params(torch.Generator().manual_seed(0)))
     assert "LSTM" in one_line(err)
-    rate = RecurrentNetwork(RateRNN(n_in=3, n_rec=5), readout)
+    rate = RecurrentNetwork(RateRNN(n_in=3, n_rec=5, dt_ms=1.0), readout)
     with pytest.raises(ConfigError) as err:
         network_to_nir(rate, rate.init_params(torch.Generator().manual_seed(0)))
     assert "rate units" in one_line(err)
     # an ALIF population without adapting neurons is a LIF population
-    plain = RecurrentNetwork(ALIF(n_in=3, n_rec=5, n_adaptive=0, n_ref=0), readout)
+    plain = RecurrentNetwork(ALIF(n_in=3, n_rec=5, n_adaptive=0, n_ref=0, dt_ms=1.0), readout)
     graph = network_to_nir(plain, plain.init_params(torch.Generator().manual_seed(0)))
     assert graph.nodes["lif"].metadata["eprop_model"] == "alif"
 

@@ -12,7 +12,7 @@ from eprop_l2l.inner_loop.regularization import RateRegularizer
 
 from .builders import make_cell, make_trial, relative_error
 
-REG = RateRegularizer(coefficient=2.0, target_hz=20.0)
+REG = RateRegularizer(coefficient=2.0, target_hz=20.0, dt_ms=1.0)
 NAMES = ("w_in", "w_rec", "w_out", "b_out")
 
 

@@ -152,11 +152,11 @@ def test_hand_path_inverse_kinematics_round_trips():
     from eprop_l2l.errors import ConfigError
     from eprop_l2l.task_families.arm import ArmBrownian, ArmSines, arm_forward, joint_velocities_from_hand
 
-    for family in (ArmSines(), ArmBrownian(), ArmSines(n_steps=100, dt_s=2e-3)):
+    for family in (ArmSines(dt_ms=1.0), ArmBrownian(dt_ms=1.0), ArmSines(n_steps=100, dt_ms=2.0)):
         batch = family.sample(16, torch.Generator().manual_seed(1), dtype=torch.float64)
         hand = batch.extra["hand"]
-        omega = joint_velocities_from_hand(hand, dt=family.dt_s)
-        assert (arm_forward(omega, dt=family.dt_s) - hand).abs().max() <= 1e-6
+        omega = joint_velocities_from_hand(hand, dt_ms=family.dt_ms)
+        assert (arm_forward(omega, dt_ms=family.dt_ms) - hand).abs().max() <= 1e-6
         # the targets' ω, except where the folded arm puts the hand on the shoulder (any shoulder angle fits:
         # interpolated) — the families reach that posture at their travel limit
         folded = hand.norm(dim=-1) < 1e-6
@@ -167,7 +167,7 @@ def test_hand_path_inverse_kinematics_round_trips():
     far = torch.tensor([[0.5, 0.5], [1.2, 0.0]], dtype=torch.float64)
     with pytest.raises(ConfigError, match=r"^hand_path: step 1 is out of the arm's reach \(distance from the "
                                           r"shoulder 1\.2, reach \[0, 1\]\)$"):
-        joint_velocities_from_hand(far)
+        joint_velocities_from_hand(far, dt_ms=1.0)
 
 
 @pytest.fixture(scope="module")

@@ -101,7 +101,7 @@ def test_position_code_is_the_recipes_binary_code():
 
 
 def test_trials_clock_targets_and_metrics():
-    family = make_task_family("scorbot_brownian")
+    family = make_task_family("scorbot_brownian", dt_ms=1.0)
     batch = family.sample(4, torch.Generator().manual_seed(0))
     assert batch.inputs.shape == (4, 249, 5) and batch.context.shape == (4, 249, 48)
     spikes = [torch.nonzero(batch.inputs[0, :, n]).flatten().tolist() for n in range(5)]
@@ -114,7 +114,7 @@ def test_trials_clock_targets_and_metrics():
     # deviation in cm is 100 × the RMS Euclidean distance in m
     assert torch.allclose(unclipped["deviation_cm"], 100 * unclipped["hand_rmse"])
     with pytest.raises(ConfigError, match="scorbot_brownian.n_steps"):
-        make_task_family("scorbot_brownian", n_steps=100)
+        make_task_family("scorbot_brownian", n_steps=100, dt_ms=1.0)
 
 
 def test_the_generator_never_receives_the_trainee_spikes_and_filters_its_signal():

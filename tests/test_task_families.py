@@ -34,10 +34,10 @@ def assert_batches_equal(a: TaskBatch, b: TaskBatch) -> None:
 
 # a short trial; the high cue rate keeps every cue window non-silent (P(no spike) = 0.6^40 per cue)
 SMALL_EVIDENCE = dict(n_in=8, n_cues=3, cue_ms=20, cue_spacing_ms=30, silence_ms=10, delay_ms=40, recall_ms=25,
-                      input_rate_hz=400.0)
+                      input_rate_hz=400.0, dt_ms=1.0)
 # small versions of the families without an n_steps field (tests/test_eprop3_tasks.py tests them further)
-SMALL = {"evidence": SMALL_EVIDENCE, "copy_repeat": dict(pattern_length=4, n_repeats=2, frame_steps=3),
-         "store_recall": dict(n_symbols=5, symbol_ms=20.0, max_delay=3, input_rate_hz=200.0)}
+SMALL = {"evidence": SMALL_EVIDENCE, "copy_repeat": dict(pattern_length=4, n_repeats=2, frame_steps=3, dt_ms=1.0),
+         "store_recall": dict(n_symbols=5, symbol_ms=20.0, max_delay=3, input_rate_hz=200.0, dt_ms=1.0)}
 
 
 # ------------------------------------------------------------------------------------------- shapes and dtypes
@@ -45,7 +45,7 @@ SMALL = {"evidence": SMALL_EVIDENCE, "copy_repeat": dict(pattern_length=4, n_rep
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_sines_shapes_and_dtypes(dtype):
-    fam = SumOfSines(n_in=20, n_out=3, n_steps=300)
+    fam = SumOfSines(n_in=20, n_out=3, n_steps=300, dt_ms=1.0)
     batch = fam.sample(5, gen(0), dtype=dtype)
     assert isinstance(fam, TaskFamily)
     assert (fam.n_in, fam.n_out, fam.n_steps, fam.loss) == (20, 3, 300, "mse")
@@ -60,7 +60,7 @@ def test_sines_shapes_and_dtypes(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_evidence_shapes_and_dtypes(dtype):
-    fam = EvidenceAccumulation()
+    fam = EvidenceAccumulation(dt_ms=1.0)
     assert isinstance(fam, TaskFamily)
     assert (fam.n_in, fam.n_out, fam.n_steps, fam.loss) == (40, 2, 2250, "cross_entropy")
     batch = fam.sample(3, gen(0), dtype=dtype)
@@ -75,7 +75,7 @@ def test_evidence_shapes_and_dtypes(dtype):
 @pytest.mark.parametrize(("n_cues", "expected"), [(7, 2250), (3, 1650), (1, 1350), (9, 2550)])
 def test_evidence_length_formula(n_cues, expected):
     # the paper's T = n_cues * 150 + 1200 with the default timing fields
-    assert EvidenceAccumulation(n_cues=n_cues).n_steps == expected == n_cues * 150 + 1200
+    assert EvidenceAccumulation(n_cues=n_cues, dt_ms=1.0).n_steps == expected == n_cues * 150 + 1200
     small = EvidenceAccumulation(**SMALL_EVIDENCE)
     assert small.n_steps == 10 + 2 * 30 + 20 + 40 + 25
     assert small.sample(2, gen(0)).inputs.shape == (2, small.n_steps, 8)
@@ -86,7 +86,7 @@ def test_evidence_length_formula(n_cues, expected):
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_same_seed_same_batch_different_seed_different_batch(name):
-    fam = make_task_family(name, **SMALL.get(name, {"n_steps": 200}))
+    fam = make_task_family(name, **SMALL.get(name, {"n_steps": 200, "dt_ms": 1.0}))
     a, b, c = fam.sample(16, gen(3)), fam.sample(16, gen(3)), fam.sample(16, gen(4))
     assert_batches_equal(a, b)
     assert not torch.equal(a.targets, c.targets)
@@ -96,7 +96,7 @@ def test_same_seed_same_batch_different_seed_different_batch(name):
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_global_rng_is_neither_used_nor_consulted(name):
-    fam = make_task_family(name, **SMALL.get(name, {"n_steps": 200}))
+    fam = make_task_family(name, **SMALL.get(name, {"n_steps": 200, "dt_ms": 1.0}))
     torch.manual_seed(0)
     state = torch.get_rng_state()
     a = fam.sample(4, gen(1))
@@ -107,29 +107,29 @@ def test_global_rng_is_neither_used_nor_consulted(name):
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_draws_do_not_depend_on_dtype(name):
-    fam = make_task_family(name, **SMALL.get(name, {"n_steps": 200}))
+    fam = make_task_family(name, **SMALL.get(name, {"n_steps": 200, "dt_ms": 1.0}))
     a, b = fam.sample(6, gen(2), dtype=torch.float32), fam.sample(6, gen(2), dtype=torch.float64)
     torch.testing.assert_close(a.inputs, b.inputs.float(), rtol=0, atol=0)
     torch.testing.assert_close(a.targets, b.targets.float(), rtol=0, atol=1e-6)
 
 
 def test_sines_frozen_input_identical_across_calls_and_batch():
-    fam = SumOfSines(n_steps=400)
+    fam = SumOfSines(n_steps=400, dt_ms=1.0)
     a, b = fam.sample(8, gen(0)), fam.sample(3, gen(99))
     assert torch.equal(a.inputs, a.inputs[:1].expand_as(a.inputs))
     assert torch.equal(a.inputs[0], b.inputs[0])
     assert torch.equal(a.inputs[0], fam.frozen_inputs())
     # an equal family built separately sees the same sample; another input_seed does not
-    assert torch.equal(SumOfSines(n_steps=400).sample(1, gen(5)).inputs[0], a.inputs[0])
-    assert not torch.equal(SumOfSines(n_steps=400, input_seed=1).sample(1, gen(0)).inputs[0], a.inputs[0])
+    assert torch.equal(SumOfSines(n_steps=400, dt_ms=1.0).sample(1, gen(5)).inputs[0], a.inputs[0])
+    assert not torch.equal(SumOfSines(n_steps=400, input_seed=1, dt_ms=1.0).sample(1, gen(0)).inputs[0], a.inputs[0])
     # writing into a returned batch does not touch the cached sample
     a.inputs.zero_()
     assert torch.equal(fam.sample(1, gen(0)).inputs[0], b.inputs[0])
 
 
 def test_sines_unfrozen_input_differs_across_tasks_but_targets_do_not_change():
-    frozen = SumOfSines(n_steps=300).sample(4, gen(0))
-    fresh = SumOfSines(n_steps=300, frozen_input=False).sample(4, gen(0))
+    frozen = SumOfSines(n_steps=300, dt_ms=1.0).sample(4, gen(0))
+    fresh = SumOfSines(n_steps=300, frozen_input=False, dt_ms=1.0).sample(4, gen(0))
     assert not torch.equal(fresh.inputs[0], fresh.inputs[1])
     assert torch.equal(frozen.targets, fresh.targets)
 
@@ -138,7 +138,7 @@ def test_sines_unfrozen_input_differs_across_tasks_but_targets_do_not_change():
 
 
 def test_sines_targets_start_at_zero_and_are_normalised():
-    batch = SumOfSines(n_out=3, n_steps=1000).sample(50, gen(0), dtype=torch.float64)
+    batch = SumOfSines(n_out=3, n_steps=1000, dt_ms=1.0).sample(50, gen(0), dtype=torch.float64)
     y = batch.targets  # [B, T, n_out]
     torch.testing.assert_close(y[:, 0], torch.zeros(50, 3, dtype=torch.float64), rtol=0, atol=1e-12)
     torch.testing.assert_close(y.abs().amax(dim=1), torch.ones(50, 3, dtype=torch.float64), rtol=0, atol=1e-12)
@@ -156,7 +156,7 @@ def _sine_basis(periods, n_steps):
 
 
 def test_sines_spectral_content_is_the_four_periods():
-    fam = SumOfSines(n_out=2)
+    fam = SumOfSines(n_out=2, dt_ms=1.0)
     y = fam.sample(20, gen(1), dtype=torch.float64).targets  # [B, T, 2]
     rhs = y.permute(1, 0, 2).reshape(fam.n_steps, -1)  # [T, B * n_out]
 
@@ -174,7 +174,7 @@ def test_sines_spectral_content_is_the_four_periods():
 
 
 def test_sines_targets_follow_the_recorded_parameters():
-    fam = SumOfSines(n_out=2, n_steps=500, amp_range=(0.5, 2.0))
+    fam = SumOfSines(n_out=2, n_steps=500, amp_range=(0.5, 2.0), dt_ms=1.0)
     b = fam.sample(10, gen(7), dtype=torch.float64)
     a, phi = b.extra["amplitudes"], b.extra["phases"]
     assert a.min() >= 0.5 and a.max() <= 2.0 and phi.min() >= 0 and phi.max() <= 2 * math.pi
@@ -187,7 +187,7 @@ def test_sines_targets_follow_the_recorded_parameters():
 
 
 def test_sines_amplitudes_and_phases_cover_their_ranges():
-    b = SumOfSines(n_steps=10).sample(2000, gen(0), dtype=torch.float64)
+    b = SumOfSines(n_steps=10, dt_ms=1.0).sample(2000, gen(0), dtype=torch.float64)
     a, phi = b.extra["amplitudes"], b.extra["phases"]
     assert abs(a.mean().item() - 1.25) < 0.03 and a.min() < 0.55 and a.max() > 1.95
     assert abs(phi.mean().item() - math.pi) < 0.06 and phi.min() < 0.1 and phi.max() > 2 * math.pi - 0.1
@@ -222,7 +222,7 @@ def _cue_counts(fam: EvidenceAccumulation, inputs: torch.Tensor):
 
 @pytest.mark.parametrize("kwargs", [{}, {"n_cues": 3}, SMALL_EVIDENCE])
 def test_evidence_label_is_the_majority_of_the_cues_seen_in_the_input(kwargs):
-    fam = EvidenceAccumulation(**kwargs)
+    fam = EvidenceAccumulation(**{"dt_ms": 1.0, **kwargs})
     batch = fam.sample(64, gen(0))
     left, right = _cue_counts(fam, batch.inputs)
     # exactly one side fires in each cue window (a silent active cue has probability < 1e-9)
@@ -238,7 +238,7 @@ def test_evidence_label_is_the_majority_of_the_cues_seen_in_the_input(kwargs):
 
 
 def test_evidence_group_rates():
-    fam = EvidenceAccumulation()
+    fam = EvidenceAccumulation(dt_ms=1.0)
     batch = fam.sample(200, gen(1), dtype=torch.float64)
     x, cues, g, T = batch.inputs, batch.extra["cues"], fam.groups, fam.n_steps
     in_cue = torch.zeros(T, dtype=torch.bool)
@@ -269,7 +269,7 @@ def test_evidence_group_rates():
 
 def test_evidence_mask_is_exactly_the_recall_period():
     for kwargs in ({}, SMALL_EVIDENCE):
-        fam = EvidenceAccumulation(**kwargs)
+        fam = EvidenceAccumulation(**{"dt_ms": 1.0, **kwargs})
         mask = fam.sample(3, gen(0)).mask
         expected = torch.zeros(fam.n_steps)
         expected[-fam.recall_ms:] = 1
@@ -302,9 +302,9 @@ def test_evidence_p_majority_one_makes_every_cue_agree():
 def test_registry_builds_each_family_with_overrides():
     assert sorted(FAMILIES) == ["arm_brownian", "arm_sines", "copy_repeat", "evidence", "scorbot_brownian", "sines",
                             "store_recall"]
-    fam = make_task_family("sines", n_steps=50, periods_ms=[100, 50])
+    fam = make_task_family("sines", n_steps=50, periods_ms=[100, 50], dt_ms=1.0)
     assert isinstance(fam, SumOfSines) and fam.n_steps == 50 and fam.periods_ms == (100.0, 50.0)
-    ev = make_task_family("evidence", n_cues=3)
+    ev = make_task_family("evidence", n_cues=3, dt_ms=1.0)
     assert isinstance(ev, EvidenceAccumulation) and ev.n_cues == 3
     with pytest.raises(dataclasses.FrozenInstanceError):
         fam.n_steps = 3
@@ -344,7 +344,7 @@ def test_registry_builds_each_family_with_overrides():
 )
 def test_bad_values_raise_config_error_naming_the_key(name, kwargs, key):
     with pytest.raises(ConfigError) as info:
-        make_task_family(name, **kwargs)
+        make_task_family(name, **{"dt_ms": 1.0, **kwargs})
     assert info.value.key == key
     assert str(info.value).startswith(f"{key}: ")
 
@@ -353,13 +353,13 @@ def test_unknown_family_and_field_messages():
     expected = (r"^task: unknown task family 'x' \(choose from arm_brownian, arm_sines, copy_repeat, evidence, "
                 r"scorbot_brownian, sines, store_recall\)$")
     with pytest.raises(ConfigError, match=expected):
-        make_task_family("x")
+        make_task_family("x", dt_ms=1.0)
     with pytest.raises(ConfigError, match=r"^sines\.foo: unknown field"):
-        make_task_family("sines", foo=1)
+        make_task_family("sines", foo=1, dt_ms=1.0)
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_bad_batch_size(name):
-    fam = make_task_family(name)
+    fam = make_task_family(name, dt_ms=1.0)
     with pytest.raises(ConfigError, match=rf"^{name}\.batch_size: "):
         fam.sample(0, gen(0))

@@ -25,7 +25,7 @@ def cell_from_spec(spec: NeuronSpec, n_in: int):
     else:
         raise ConfigError("neuron spec.input_scale", f"must be 1 or 1 - alpha, got {spec.input_scale!r}")
     common = dict(n_in=n_in, n_rec=spec.n, tau_m=spec.tau_m_ms, v_th=spec.v_th, n_ref=spec.n_ref,
-                  gamma_pd=spec.gamma_pd, surrogate=spec.surrogate, input_scaling=scaling, dt=spec.dt_ms)
+                  gamma_pd=spec.gamma_pd, surrogate=spec.surrogate, input_scaling=scaling, dt_ms=spec.dt_ms)
     if spec.model == "lif":
         return LIF(**common)
     if spec.model == "alif":
@@ -40,5 +40,5 @@ def readout_from_spec(spec: ReadoutSpec):
     scaling = "new" if math.isclose(spec.input_scale, 1.0) else "old"
     if scaling == "old" and not math.isclose(spec.input_scale, 1.0 - kappa):
         raise ConfigError("readout spec.input_scale", f"must be 1 or 1 - kappa, got {spec.input_scale!r}")
-    return LeakyReadout(spec.n_in, spec.n_out, tau_out=spec.tau_out_ms, dt=spec.dt_ms, input_scaling=scaling,
+    return LeakyReadout(spec.n_in, spec.n_out, tau_out=spec.tau_out_ms, dt_ms=spec.dt_ms, input_scaling=scaling,
                         bias=spec.bias)

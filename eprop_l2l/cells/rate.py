@@ -10,7 +10,7 @@ dynamics with its own trace.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import NamedTuple
 
 import torch
@@ -32,8 +32,9 @@ class RateRNN(FactorisedTraceCell):
     n_in: int
     n_rec: int
     tau: float = 10.0
-    dt: float = 1.0
     nonlinearity: str = "tanh"
+    _: KW_ONLY
+    dt_ms: float  # the run's time step (task.dt_ms)
 
     self_connections = True
 
@@ -41,18 +42,18 @@ class RateRNN(FactorisedTraceCell):
         require_count("rate.n_in", self.n_in)
         require_count("rate.n_rec", self.n_rec)
         require_positive("rate.tau", self.tau)
-        require_positive("rate.dt", self.dt)
-        if self.tau <= self.dt:
-            raise ConfigError("rate.tau", f"must be > dt={self.dt!r} (leak 1 − dt/τ in (0, 1)), got {self.tau!r}")
+        require_positive("rate.dt_ms", self.dt_ms)
+        if self.tau <= self.dt_ms:
+            raise ConfigError("rate.tau", f"must be > dt_ms={self.dt_ms!r} (leak 1 − dt/τ in (0, 1)), got {self.tau!r}")
         require_choice("rate.nonlinearity", self.nonlinearity, NONLINEARITIES)
 
     @property
     def alpha(self) -> float:
-        return 1.0 - self.dt / self.tau
+        return 1.0 - self.dt_ms / self.tau
 
     @property
     def input_scale(self) -> float:
-        return self.dt / self.tau
+        return self.dt_ms / self.tau
 
     def init_params(self, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Params:
         """W^in ~ N(0,1)/√n_in, W^rec ~ N(0,1)/√n_rec (self-connections included)."""

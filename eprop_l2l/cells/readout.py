@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 from functools import cached_property
 
 import torch
@@ -24,23 +24,24 @@ class LeakyReadout:
     n_in: int
     n_out: int
     tau_out: float = 20.0
-    dt: float = 1.0
     input_scaling: str = "new"
     bias: bool = True
     init_scale: float = 1.0  # W^out ~ init_scale · N(0,1)/√n_in
+    _: KW_ONLY
+    dt_ms: float  # the run's time step (task.dt_ms)
 
     def __post_init__(self):
         require_count("readout.n_in", self.n_in)
         require_count("readout.n_out", self.n_out)
         require_positive("readout.tau_out", self.tau_out)
-        require_positive("readout.dt", self.dt)
+        require_positive("readout.dt_ms", self.dt_ms)
         require_non_negative("readout.init_scale", self.init_scale)
         require_choice("readout.input_scaling", self.input_scaling, ("new", "old"))
 
     @cached_property
     def spec(self) -> ReadoutSpec:
         """The readout's constants, stated once (its step and the export read them here)."""
-        spec = ReadoutSpec(self.n_in, self.n_out, self.dt, self.tau_out, 1.0, self.bias)
+        spec = ReadoutSpec(self.n_in, self.n_out, self.dt_ms, self.tau_out, 1.0, self.bias)
         return replace(spec, input_scale=1.0 - spec.kappa) if self.input_scaling == "old" else spec
 
     @property

@@ -1,4 +1,4 @@
-"""What LIF and ALIF neurons share (Bellec et al. 2020 "new" convention, one step of `dt` ms, `cell.spec`):
+"""What LIF and ALIF neurons share (Bellec et al. 2020 "new" convention, one step of ``dt_ms``, `cell.spec`):
 
     v_j^t = α v_j^{t-1} + s·(Σ_{i≠j} W^rec_ji z_i^{t-1} + Σ_i W^in_ji x_i^t) − v_th z_j^{t-1}
     z_j^t = H((v_j^t − A_j^t) / v_th),  blocked while the refractory counter is > 0
@@ -14,7 +14,7 @@ pseudo-derivative ψ = ∂z/∂v = (γ/v_th)·pd((v − A)/v_th), zero while ref
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 from functools import cached_property
 
 import torch
@@ -37,7 +37,8 @@ class SpikingNeurons(RecurrentCell):
     gamma_pd: float = 0.3
     surrogate: str = "triangle"
     input_scaling: str = "new"
-    dt: float = 1.0
+    _: KW_ONLY
+    dt_ms: float  # the run's time step (task.dt_ms): no default, one step for every part
 
     self_connections = False
 
@@ -48,7 +49,7 @@ class SpikingNeurons(RecurrentCell):
         require_positive(f"{name}.tau_m", self.tau_m)
         require_positive(f"{name}.v_th", self.v_th)
         require_count(f"{name}.n_ref", self.n_ref, minimum=0)
-        require_positive(f"{name}.dt", self.dt)
+        require_positive(f"{name}.dt_ms", self.dt_ms)
         require_choice(f"{name}.input_scaling", self.input_scaling, ("new", "old"))
         validate_surrogate(name, self.gamma_pd, self.surrogate)
 
@@ -59,7 +60,7 @@ class SpikingNeurons(RecurrentCell):
         return replace(spec, input_scale=1.0 - spec.alpha) if self.input_scaling == "old" else spec
 
     def _spec_fields(self) -> dict:
-        return dict(model="lif", n=self.n_rec, dt_ms=self.dt, tau_m_ms=self.tau_m, v_th=self.v_th,
+        return dict(model="lif", n=self.n_rec, dt_ms=self.dt_ms, tau_m_ms=self.tau_m, v_th=self.v_th,
                     n_ref=self.n_ref, input_scale=1.0, surrogate=self.surrogate, gamma_pd=self.gamma_pd)
 
     @property

@@ -17,7 +17,7 @@ Parameters are prefixed ``em_`` so that they live in one mapping with the learni
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import torch
 
@@ -39,11 +39,12 @@ class LearnedErrorModule(SignalSource):
     use_spikes: bool = True
     use_inputs: bool = True
     signal_tau: float = 20.0  # ms; decay of the filter F on ζ
-    dt: float = 1.0  # ms; the time step (the learning network's): decay = exp(-dt/signal_tau)
     projection_scale: float = 1.0  # Ψ ~ projection_scale · N(0, 1)/√n_em
     fast_loop: bool = False  # spiking cells: time loop with the hand-written backward (cells/fused_loop.py)
     use_produced_path: bool = False
     plant: object | None = None  # the family's plant (task_families: ArmTrials.plant), for use_produced_path
+    _: KW_ONLY
+    dt_ms: float  # the run's time step (task.dt_ms): decay = exp(-dt_ms/signal_tau)
 
     reads_error = False  # the module's signals come from what it sees, never from the output error
 
@@ -52,7 +53,7 @@ class LearnedErrorModule(SignalSource):
         require_count("error_module.n_context", self.n_context, minimum=0)
         require_count("error_module.n_inputs", self.n_inputs, minimum=0)
         require_positive("error_module.signal_tau", self.signal_tau)
-        require_positive("error_module.dt", self.dt)
+        require_positive("error_module.dt_ms", self.dt_ms)
         if self.use_produced_path and self.plant is None:
             raise ConfigError("error_module.use_produced_path", "needs a family with a plant (the arm families)")
         if self.input_width == 0:
@@ -88,7 +89,7 @@ class LearnedErrorModule(SignalSource):
 
     @property
     def decay(self) -> float:
-        return math.exp(-self.dt / self.signal_tau)
+        return math.exp(-self.dt_ms / self.signal_tau)
 
     def init_params(self, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Params:
         cell_params = self.cell.init_params(generator, dtype)

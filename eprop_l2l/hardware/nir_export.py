@@ -53,6 +53,7 @@ import torch
 from ..cells.base import Params, check_params
 from ..cells.spec import REFRACTORY, RESET, NeuronSpec
 from ..errors import ConfigError, require_choice
+from ..units import step_seconds
 
 INTEGRATORS = ("euler", "exp")
 READERS = ("spyx", "snntorch")
@@ -97,7 +98,7 @@ def _cell_spec(cell, what: str) -> NeuronSpec:
 
 def _dt_seconds(dt_ms: float, dt_s: float | None) -> float:
     if dt_s is None:
-        return dt_ms * 1e-3
+        return step_seconds(dt_ms)
     if isinstance(dt_s, bool) or not isinstance(dt_s, (int, float)) or not math.isfinite(dt_s) or dt_s <= 0:
         raise ConfigError("nir.dt_s", f"must be a number > 0, got {dt_s!r}")
     return float(dt_s)
@@ -181,7 +182,7 @@ def network_to_nir(network, params: Params, *, task: int | None = None, integrat
     if readout.n_in != spec.n:
         raise ConfigError("network.readout.n_in", f"must equal the cell's n_rec={spec.n}, got {readout.n_in}")
     if not math.isclose(readout.dt_ms, spec.dt_ms):
-        raise ConfigError("network.readout.dt", f"readout step {readout.dt_ms} ms differs from the cell's "
+        raise ConfigError("network.readout.dt_ms", f"readout step {readout.dt_ms} ms differs from the cell's "
                                                 f"{spec.dt_ms} ms")
     check_params(network.cell, params)
     dt = _dt_seconds(spec.dt_ms, dt_s)
@@ -249,7 +250,7 @@ def error_module_to_nir(module, params: Params, *, integrator: str = "euler", dt
         "em_lif": _lif_node(spec, integrator, dt, strict, "error_module"),
         "em_w_rec": nir.Linear(weight=_array(cell_params["w_rec"], "em_w_rec", None, 2)),
         "em_filter": _li_node(module.decay, 1.0, spec.n, integrator, dt,
-                              {"signal_tau_ms": module.signal_tau, "filter_dt_ms": module.dt}),
+                              {"signal_tau_ms": module.signal_tau, "filter_dt_ms": module.dt_ms}),
         "em_proj": nir.Linear(weight=proj),
         "output": nir.Output(output_type=np.array([module.n_learner])),
     }

@@ -99,8 +99,8 @@ def _require_exportable(learner) -> None:
     from ..error_modules.learned import LearnedErrorModule
 
     cell = learner.network.cell
-    if learner.inner_rule != "eprop":
-        raise ExportError("inner.rule", f"{learner.inner_rule!r}: only the e-prop inner loop is a local rule to export")
+    if not learner.rule.local:
+        raise ExportError("inner.rule", f"{learner.inner_rule!r}: only a local inner rule (e-prop) is exported")
     if not isinstance(cell, LIF):
         name = type(cell).__name__
         construct = ("ALIF adaptation (its eligibility needs a per-synapse adaptation trace ε_a, which no "
@@ -203,5 +203,5 @@ def build_model(rule: RuleDescription) -> RuleModel:
     module = LearnedErrorModule(module_cell, cell.n_rec, widths.get("context", 0), widths.get("input", 0),
                                 "context" in widths, "learner_spikes" in widths, "input" in widths,
                                 signal["filter_tau_ms"],
-                                dt=rule.neurons.dt_ms)
+                                dt_ms=rule.neurons.dt_ms)
     return RuleModel(cell, readout, module)

@@ -17,6 +17,8 @@ from ..task_families import TaskBatch, make_task_family
 from .regularization import RateRegularizer
 from .train import RuleTraining, train_with_rule
 
+STEP_MS = 1.0  # the tutorials' recipes are written for 1-ms steps
+
 
 @dataclass
 class Eprop1Setup:
@@ -38,14 +40,17 @@ def pattern_generation(feedback: str = "random", seed: int = 0, n_iterations: in
     300 at 10 Hz. Adam lr 3e-3 instead of the tutorial's plain GD lr 1e-4 × 2000 iterations: the same fit in
     ~10× fewer iterations."""
     generator = torch.Generator().manual_seed(seed)
-    family = make_task_family("sines", n_steps=n_steps, input_seed=seed)
-    cell = LIF(n_in=family.n_in, n_rec=n_rec, tau_m=30.0, v_th=0.03, n_ref=0, input_scaling="old")
-    network = RecurrentNetwork(cell, LeakyReadout(n_rec, family.n_out, tau_out=30.0, input_scaling="old"))
+    family = make_task_family("sines", n_steps=n_steps, input_seed=seed, dt_ms=STEP_MS)
+    cell = LIF(n_in=family.n_in, n_rec=n_rec, tau_m=30.0, v_th=0.03, n_ref=0, input_scaling="old",
+               dt_ms=STEP_MS)
+    network = RecurrentNetwork(cell, LeakyReadout(n_rec, family.n_out, tau_out=30.0, input_scaling="old",
+                                                  dt_ms=STEP_MS))
     params = network.init_params(generator)
     source = Feedback(feedback, n_rec, family.n_out)
     source_params = source.init_params(generator)
     task = family.sample(1, generator)
-    return Eprop1Setup(network, params, family, source, source_params, RateRegularizer(300.0, 10.0),
+    return Eprop1Setup(network, params, family, source, source_params,
+                       RateRegularizer(300.0, 10.0, dt_ms=STEP_MS),
                        RuleTraining(lr=lr, n_iterations=n_iterations), generator, task)
 
 
@@ -54,13 +59,14 @@ def evidence_accumulation(feedback: str = "symmetric", seed: int = 0, n_iteratio
     """50 LIF + 50 ALIF (τ_a 2 s, β 0.0174 in the raw-a convention), τ_m 20 ms, v_th 0.6, n_ref 5; 40 input
     neurons (left, right, recall, background); readout τ 20 ms; regulariser 1.0 at 10 Hz; Adam lr 5e-3."""
     generator = torch.Generator().manual_seed(seed)
-    family = make_task_family("evidence", **task)
+    family = make_task_family("evidence", **task, dt_ms=STEP_MS)
     cell = ALIF(n_in=family.n_in, n_rec=100, tau_m=20.0, v_th=0.6, n_ref=5, tau_a=2000.0, beta=0.0174,
-                n_adaptive=50)
-    network = RecurrentNetwork(cell, LeakyReadout(100, family.n_out, tau_out=20.0))
+                n_adaptive=50, dt_ms=STEP_MS)
+    network = RecurrentNetwork(cell, LeakyReadout(100, family.n_out, tau_out=20.0, dt_ms=STEP_MS))
     params = network.init_params(generator)
     source = Feedback(feedback, 100, family.n_out)
-    return Eprop1Setup(network, params, family, source, source.init_params(generator), RateRegularizer(1.0, 10.0),
+    return Eprop1Setup(network, params, family, source, source.init_params(generator),
+                       RateRegularizer(1.0, 10.0, dt_ms=STEP_MS),
                        RuleTraining(lr=lr, n_iterations=n_iterations, batch_size=batch_size), generator)
 
 

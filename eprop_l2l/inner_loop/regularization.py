@@ -8,18 +8,20 @@ which enters the rule as a learning signal applied to the *unfiltered* trace.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import torch
 
 from ..errors import require_non_negative, require_positive
+from ..units import per_step
 
 
 @dataclass(frozen=True)
 class RateRegularizer:
     coefficient: float = 0.0
     target_hz: float = 10.0
-    dt_ms: float = 1.0
+    _: KW_ONLY
+    dt_ms: float  # the run's time step (task.dt_ms)
 
     def __post_init__(self):
         require_non_negative("regularization.coefficient", self.coefficient)
@@ -28,7 +30,7 @@ class RateRegularizer:
 
     @property
     def target_per_step(self) -> float:
-        return self.target_hz * self.dt_ms / 1000.0
+        return per_step(self.target_hz, self.dt_ms)
 
     def loss_from_rate(self, rate: torch.Tensor) -> torch.Tensor:
         return 0.5 * self.coefficient * ((rate - self.target_per_step) ** 2).sum()

@@ -22,24 +22,24 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from ..cells.rate import RateRNN
 from ..cells.spiking import SpikingNeurons
 from ..error_modules.feedback import FEEDBACK_KINDS, Feedback
 from ..error_modules.synthetic_gradient import SyntheticGradient
 from ..errors import ConfigError, require_choice, require_count, require_positive
-from .bptt import bptt_result
-from .eprop import DEFAULT_PLASTIC, eprop_fused
-from .eprop3 import eprop3_grads
+from .eprop import DEFAULT_PLASTIC
 from .losses import Loss
+from .registry import RULES, UpdateRequest, get_rule
 from .regularization import RateRegularizer
-from .rflo import rflo_fused
-from .rtrl import rtrl_grads
-from .tbptt import tbptt_grads
 
-RULE_KINDS = ("bptt", "tbptt", "eprop1", "eprop3", "rflo", "rtrl")
 ALIASES = {f"eprop1_{kind}": ("eprop1", {"feedback": kind}) for kind in FEEDBACK_KINDS}
 ALIASES.update({f"eprop1-{kind}": ("eprop1", {"feedback": kind}) for kind in FEEDBACK_KINDS})
 RTRL_MAX_SENSITIVITY = 4_000_000  # entries of RTRL's sensitivity matrix M (state × parameters) allowed
+
+
+def rule_kinds() -> tuple[str, ...]:
+    """The registered rules (inner_loop.registry) by the names compare reads: e-prop with a feedback matrix is
+    ``eprop1`` (the registry's alias of ``eprop``)."""
+    return tuple(name for name in RULES if name != "eprop")
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class RuleSpec:
     label: str = ""
 
     def __post_init__(self):
-        require_choice("rule.kind", self.kind, RULE_KINDS)
+        require_choice("rule.kind", self.kind, rule_kinds())
         require_count("rule.k", self.k)
         require_choice("rule.feedback", self.feedback, FEEDBACK_KINDS)
         if not isinstance(self.synthetic_gradient, bool):
@@ -70,9 +70,10 @@ class RuleSpec:
     def name(self) -> str:
         if self.label:
             return self.label
-        if self.kind in ("tbptt", "eprop3"):
+        rule = get_rule(self.kind)
+        if rule.windowed:
             return f"{self.kind}(k={self.k}){'+SG' if self.synthetic_gradient else ''}"
-        if self.kind in ("eprop1", "rflo"):
+        if rule.reads_source:
             return f"{self.kind}-{self.feedback}"
         return self.kind
 
@@ -122,7 +123,7 @@ def parse_rule(text) -> RuleSpec:
         raise ConfigError("rule", f"cannot read {text!r} (write e.g. bptt, tbptt(k=20), eprop1(feedback=random))")
     name, body = match.group(1), match.group(2)
     kind, values = ALIASES.get(name, (name, {}))
-    require_choice("rule.kind", kind, RULE_KINDS + tuple(ALIASES))
+    require_choice("rule.kind", kind, rule_kinds() + tuple(ALIASES))
     values = dict(values)
     for item in filter(None, (s.strip() for s in (body or "").split(","))):
         key, sep, raw = item.partition("=")
@@ -166,56 +167,44 @@ class RuleRunner:
                  regularizer: RateRegularizer | None = None, plastic: tuple[str, ...] = DEFAULT_PLASTIC,
                  lr: float = 1e-3):
         self.spec, self.network, self.regularizer, self.plastic = spec, network, regularizer, plastic
+        self.rule = get_rule(spec.kind)
         n_rec, n_out = network.cell.n_rec, network.readout.n_out
         self.source, self.source_params, self.source_opt = None, {}, None
         self.sg, self.sg_params, self.sg_opt = None, {}, None
-        if spec.kind == "rflo" and not isinstance(network.cell, RateRNN):
-            raise ConfigError("rule.kind", f"rflo needs the rate cell, got {type(network.cell).__name__}")
-        if spec.kind in ("eprop1", "rflo"):
+        if self.rule.cell is not None and not isinstance(network.cell, self.rule.cell):
+            raise ConfigError("rule.kind", f"{spec.kind} needs the {self.rule.cell.__name__} cell, got "
+                              f"{type(network.cell).__name__}")
+        if self.rule.reads_source:
             self.source = Feedback(spec.feedback, n_rec, n_out)
             self.source_params = {k: v.requires_grad_(spec.feedback == "adaptive")
                                   for k, v in self.source.init_params(generator, dtype).items()}
             if spec.feedback == "adaptive":
                 self.source_opt = torch.optim.Adam(list(self.source_params.values()), lr=lr)
-        if spec.kind in ("tbptt", "eprop3") and spec.synthetic_gradient:
+        if self.rule.windowed and spec.synthetic_gradient:
             self.sg = SyntheticGradient.for_network(network, spec.sg_use_target, spec.sg_hidden)
             self.sg_params = {k: v.requires_grad_() for k, v in self.sg.init_params(generator, dtype).items()}
             self.sg_opt = torch.optim.Adam(list(self.sg_params.values()), lr=spec.sg_lr)
 
     def update(self, params, batch, loss: Loss) -> tuple[dict, torch.Tensor, torch.Tensor, dict]:
         """(update direction per plastic parameter, trial loss, outputs y, side information)."""
-        spec, network, reg = self.spec, self.network, self.regularizer
-        x, target, mask = batch.inputs, batch.targets, batch.mask
-        info = {}
-        if spec.kind == "bptt":
-            fast = isinstance(network.cell, SpikingNeurons)
-            r = bptt_result(network, params, x, target, mask, loss, self.plastic, reg, fast=fast)
-            return r.grads, r.loss, r.outputs, info
-        if spec.kind in ("tbptt", "eprop3"):
-            boundary = self.sg.boundary(self.sg_params, target) if self.sg is not None else None
-            rule = tbptt_grads if spec.kind == "tbptt" else eprop3_grads
-            r = rule(network, params, x, target, mask, loss, spec.k, boundary, reg, self.plastic)
-            if self.sg is not None and r.boundary_steps:
-                with torch.enable_grad():
-                    sg_loss = self.sg.loss(self.sg_params, r, target)
-                    self.sg_opt.zero_grad()
-                    sg_loss.backward()
-                self.sg_opt.step()
-                info["sg_loss"] = float(sg_loss)
-            return r.grads, r.loss, r.outputs, info
-        if spec.kind in ("eprop1", "rflo"):
-            rule = eprop_fused if spec.kind == "eprop1" else rflo_fused
-            fb = {k: v.detach() for k, v in self.source_params.items()}
-            r = rule(network, params, x, target, mask, loss, self.source, source_params=fb, regularizer=reg,
-                     plastic=self.plastic)
-            if self.source_opt is not None:
-                self.source_params["b_fb"].grad = self.source.adaptive_grad(fb, r.grads["w_out"])
-                self.source_opt.step()
-            return r.grads, r.loss, r.outputs, info
-        # exact RTRL is the float64 reference (its forward-mode Jacobians are taken in float64)
-        f64 = {k: v.double() for k, v in params.items()}
-        grads, value = rtrl_grads(network, f64, x.double(), target.double(), mask.double(), loss, reg, self.plastic)
-        with torch.no_grad():
-            y = network.run(params, x)[1]
-        return {k: v.to(x.dtype) for k, v in grads.items()}, value.to(x.dtype), y, info
+        rule, info = self.rule, {}
+        boundary = self.sg.boundary(self.sg_params, batch.targets) if self.sg is not None else None
+        fb = {k: v.detach() for k, v in self.source_params.items()}
+        # the rules that backpropagate use the spiking loop's hand-written backward; e-prop's trial the plain loop
+        fast = not rule.reads_source and isinstance(self.network.cell, SpikingNeurons)
+        r = rule.update(UpdateRequest(network=self.network, params=params, batch=batch, loss=loss,
+                                      plastic=self.plastic, regularizer=self.regularizer,
+                                      source=self.source, source_params=fb, fast=fast, window=self.spec.k,
+                                      boundary=boundary))
+        if self.sg is not None and r.boundary_steps:
+            with torch.enable_grad():
+                sg_loss = self.sg.loss(self.sg_params, r, batch.targets)
+                self.sg_opt.zero_grad()
+                sg_loss.backward()
+            self.sg_opt.step()
+            info["sg_loss"] = float(sg_loss)
+        if self.source_opt is not None:
+            self.source_params["b_fb"].grad = self.source.adaptive_grad(fb, r.grads["w_out"])
+            self.source_opt.step()
+        return r.grads, r.loss, r.outputs, info
 

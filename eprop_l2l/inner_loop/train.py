@@ -1,4 +1,4 @@
-"""Learning a task with a local rule: many trials, one weight update each (e-prop 1, or BPTT as baseline).
+"""Learning a task with one of the registered rules (inner_loop.registry): many trials, one weight update each.
 
 Each iteration draws a batch from a task family (or reuses one given ``fixed_batch``, as in pattern
 generation), turns the trial into a weight-update direction with the chosen rule and applies it with Adam or
@@ -13,13 +13,10 @@ import torch
 
 from ..cells.base import Params
 from ..errors import require_choice, require_count, require_positive
-from .bptt import bptt_grads
-from .eprop import eprop_fused
 from .losses import Loss
 from .metrics import classification_error, normalised_mse
+from .registry import UpdateRequest, get_rule, rule_names
 from .regularization import RateRegularizer
-
-RULES = ("eprop", "bptt")
 
 
 @dataclass(frozen=True)
@@ -31,7 +28,7 @@ class RuleTraining:
     batch_size: int = 1
 
     def __post_init__(self):
-        require_choice("training.rule", self.rule, RULES)
+        require_choice("training.rule", self.rule, rule_names())
         require_choice("training.optimizer", self.optimizer, ("adam", "sgd"))
         require_positive("training.lr", self.lr)
         require_count("training.n_iterations", self.n_iterations)
@@ -52,20 +49,16 @@ def train_with_rule(network, params: Params, family, source, source_params: Para
     optimizer = (torch.optim.Adam(trained, lr=config.lr) if config.optimizer == "adam"
                  else torch.optim.SGD(trained, lr=config.lr))
     batch = fixed_batch
+    rule = get_rule(config.rule, "training.rule")
     history = []
     for iteration in range(config.n_iterations):
         if fixed_batch is None:
             batch = family.sample(config.batch_size, generator)
         with torch.no_grad():
-            if config.rule == "eprop":
-                result = eprop_fused(network, leaves, batch.inputs, batch.targets, batch.mask, loss, source,
-                                     source_params=fb, regularizer=regularizer, plastic=plastic)
-                grads, value, y = result.grads, result.loss, result.outputs
-            else:
-                with torch.enable_grad():
-                    grads, value = bptt_grads(network, leaves, batch.inputs, batch.targets, batch.mask, loss,
-                                              regularizer, plastic)
-                y = network.run(leaves, batch.inputs)[1]
+            result = rule.update(UpdateRequest(network=network, params=leaves, batch=batch, loss=loss,
+                                               plastic=plastic, regularizer=regularizer, source=source,
+                                               source_params=fb))
+        grads, value, y = result.grads, result.loss, result.outputs
         for name, tensor in learnable.items():
             tensor.grad = grads[name]
         if adaptive:

@@ -22,17 +22,14 @@ from ..error_modules.base import Observation
 from ..errors import ConfigError, require_choice, require_count, require_positive
 from ..information import INFORMATION, withhold
 from ..information import check as check_information
-from ..inner_loop.bptt import bptt_result
-from ..inner_loop.eprop import READOUT_WEIGHTS, eprop_fused
+from ..inner_loop.eprop import READOUT_WEIGHTS
 from ..inner_loop.fixed_point import FORMATS, number_format
 from ..inner_loop.objectives import InnerObjective
 from ..inner_loop.quantized_update import quantized_fast_weights
+from ..inner_loop.registry import RULES, Rule, UpdateRequest, rule_names
 from ..inner_loop.regularization import RateRegularizer
 from ..task_families.base import TaskBatch
 from ..units import rate_hz
-
-# Time steps (ms) that agree up to rounding are one step: a family stores its step in seconds (dt_ms/1000).
-SAME_STEP = 1e-9
 
 
 def motor_mse(y: torch.Tensor, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -42,10 +39,9 @@ def motor_mse(y: torch.Tensor, batch: TaskBatch) -> tuple[torch.Tensor, dict[str
 
 
 def time_step_ms(part) -> float | None:
-    """The step (ms) a part's constants were derived with: a spiking cell's or readout's ``spec``, a rate cell's
-    or learned error module's ``dt``; None for parts without time constants (LSTM, feedback matrices)."""
-    spec = getattr(part, "spec", None)
-    return spec.dt_ms if spec is not None else getattr(part, "dt", None)
+    """The step (ms) a part's constants were derived with (its ``dt_ms``); None for parts without time constants
+    (LSTM, feedback matrices)."""
+    return getattr(part, "dt_ms", None)
 
 
 def mean_rate(trials: list[torch.Tensor]) -> torch.Tensor | None:
@@ -56,9 +52,8 @@ def mean_rate(trials: list[torch.Tensor]) -> torch.Tensor | None:
     return sum(z.sum(1) for z in trials) / sum(z.shape[1] for z in trials)
 
 
-# eprop: eligibility traces × learning signal (the error module); bptt: one exact gradient step of the
-# demonstration's loss (MAML-style, differentiated to second order by the outer loop; the error module unused).
-INNER_RULES = ("eprop", "bptt")
+# the e-prop 2 recipe's rate regularisation (coefficient, target in Hz), of MetaLearner's two regulariser fields
+RECIPE_RATES = {"network_rate": (200.0, 20.0), "module_rate": (200.0, 10.0)}
 PRECISIONS = ("float", *FORMATS)
 
 
@@ -71,8 +66,9 @@ class MetaLearner:
     n_inner_updates: int = 1
     plastic: tuple[str, ...] = ("w_in", "w_rec")
     kappa: float = 0.0  # trace filter of the inner update: 0 in e-prop 2 (L is applied to e directly)
-    network_rate: RateRegularizer = field(default_factory=lambda: RateRegularizer(200.0, 20.0))
-    module_rate: RateRegularizer = field(default_factory=lambda: RateRegularizer(200.0, 10.0))
+    # firing-rate regularisers of the learning network and of the error module; None: the recipe's (below)
+    network_rate: RateRegularizer | None = None
+    module_rate: RateRegularizer | None = None
     outer_loss: Callable = motor_mse
     fast_loop: bool = True  # learning network's spiking loops with the hand-written backward (same gradients)
     # Mean over the tasks of a batch of per-task rates [B, N] -> [N]. Distributed training passes a
@@ -86,30 +82,41 @@ class MetaLearner:
     objective: InnerObjective = field(default_factory=InnerObjective)
 
     def __post_init__(self):
-        require_choice("inner.rule", self.inner_rule, INNER_RULES)
-        if self.inner_rule == "bptt" and self.objective.kind == "hand":
+        # the rules that can be the one-shot inner loop (inner_loop.registry): eprop (eligibility traces × the
+        # error module's learning signal) and bptt (one exact gradient step of the demonstration's loss,
+        # MAML-style, differentiated to second order by the outer loop; the error module unused)
+        require_choice("inner.rule", self.inner_rule, rule_names(one_shot=True))
+        if not self.rule.reads_source and self.objective.kind == "hand":
             raise ConfigError("inner.objective", "'hand' is a deviation for feedback matrices; the BPTT step "
                               "descends the loss's gradient: use hand_gradient")
         require_positive("inner.lr", self.inner_lr)
         require_count("inner.n_updates", self.n_inner_updates, minimum=0)
         require_choice("inner.precision", self.precision, PRECISIONS)
-        if self.precision != "float" and self.inner_rule != "eprop":
-            raise ConfigError("inner.precision", f"{self.precision!r} needs inner.rule=eprop (a learning-engine rule), "
-                              f"got {self.inner_rule!r}")
+        if self.precision != "float" and not self.rule.local:
+            raise ConfigError("inner.precision", f"{self.precision!r} needs a local rule a learning engine runs "
+                              f"(inner.rule=eprop), got {self.inner_rule!r}")
         if self.precision != "float" and set(self.plastic) - {"w_in", "w_rec"}:
             raise ConfigError("inner.plastic", f"{list(self.plastic)}: at inner.precision={self.precision!r} only "
                               "w_in and w_rec are plastic (the learning engine's connections)")
+        for name, (coefficient, target_hz) in RECIPE_RATES.items():
+            if getattr(self, name) is None:  # at the model's one step
+                object.__setattr__(self, name, RateRegularizer(coefficient, target_hz, dt_ms=self.dt_ms))
+        # parts built apart (the Python API) can disagree; built from a config they share task.dt_ms
         steps = self.time_steps()
-        if any(not math.isclose(v, self.dt_ms, rel_tol=SAME_STEP) for v in steps.values()):
+        if any(v != self.dt_ms for v in steps.values()):
             raise ConfigError("task.dt_ms", "the model's parts use different time steps: "
                               + ", ".join(f"{k} {v:g} ms" for k, v in steps.items()))
+
+    @property
+    def rule(self) -> Rule:
+        return RULES[self.inner_rule]
 
     @property
     def information(self) -> frozenset[str]:
         """What the inner rule is given of the demonstration (eprop_l2l.information): the BPTT step descends
         the inner objective's loss; e-prop reads what its signal source declares, plus what the objective's
         error needs where the source projects that error or the readout learns from it (its delta rule)."""
-        if self.inner_rule == "bptt":
+        if not self.rule.reads_source:
             return self.objective.information
         declared = getattr(self.error_module, "information", None)
         if declared is None:  # a source that declares nothing reads everything: nothing is withheld, recorded so
@@ -134,7 +141,7 @@ class MetaLearner:
     @property
     def dt_ms(self) -> float:
         """The model's time step (its learning network's): spike counts per step become Hz with it."""
-        return time_step_ms(self.network.cell) or self.network.readout.spec.dt_ms
+        return time_step_ms(self.network.cell) or self.network.readout.dt_ms
 
     def init_meta_params(self, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Params:
         params = self.network.init_params(generator, dtype)
@@ -166,7 +173,7 @@ class MetaLearner:
         """A learned module's input current from context and inputs: equal in every trial of the batch (None
         where the module does not run: the BPTT inner step, feedback sources). ``batch`` is already withheld."""
         fixed = getattr(self.error_module, "fixed_drive", None)
-        if fixed is None or self.inner_rule != "eprop":
+        if fixed is None or not self.rule.reads_source:
             return None
         return fixed(meta, Observation(inputs=batch.inputs, context=batch.context))
 
@@ -182,14 +189,14 @@ class MetaLearner:
         drive = self._module_drive(meta, batch) if drive is None else drive
         loss, target = self.objective.loss(), self.objective.target(batch)
         demos = []
+        rule = self.rule
         for _ in range(self.n_inner_updates):
-            if self.inner_rule == "bptt":
-                result = bptt_result(self.network, fast, batch.inputs, target, batch.mask, loss,
-                                     self.plastic, create_graph=torch.is_grad_enabled(), per_task=True)
-            else:
-                result = eprop_fused(self.network, fast, batch.inputs, target, batch.mask, loss,
-                                     self.error_module, plastic=self.plastic, kappa=self.kappa, context=batch.context,
-                                     fast=self.fast_loop, per_task=True, source_drive=drive)
+            # a rule that reads the error module gets it; the BPTT step is differentiated to second order by
+            # the outer loop, through autograd's own loop (the hand-written backward is first order)
+            result = rule.update(UpdateRequest(
+                network=self.network, params=fast, batch=batch, loss=loss, target=target, plastic=self.plastic,
+                source=self.error_module if rule.reads_source else None, source_drive=drive, kappa=self.kappa,
+                fast=self.fast_loop and rule.reads_source, per_task=True, create_graph=torch.is_grad_enabled()))
             demos.append(result)
             if self.precision != "float":
                 fast = quantized_fast_weights(self.network.cell, fast, result, batch.inputs, self.plastic, lr,
@@ -200,7 +207,7 @@ class MetaLearner:
 
     def forward(self, meta: Params, batch: TaskBatch) -> dict:
         """Meta-loss and diagnostics of one batch of tasks."""
-        if not math.isclose(batch.dt_ms, self.dt_ms, rel_tol=SAME_STEP):
+        if batch.dt_ms != self.dt_ms:
             raise ConfigError("task.dt_ms", f"the trials have {batch.dt_ms:g}-ms steps, the model {self.dt_ms:g}-ms")
         seen = self.withhold(batch)  # what the inner rule and its source may read
         drive = self._module_drive(meta, seen)

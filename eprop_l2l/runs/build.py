@@ -16,11 +16,11 @@ from ..error_modules.feedback import META_FEEDBACK_KINDS, Feedback
 from ..error_modules.learned import LearnedErrorModule
 from ..errors import ConfigError, require_choice, require_count, require_non_negative, require_positive
 from ..inner_loop.objectives import OBJECTIVES, InnerObjective
+from ..inner_loop.registry import rule_names
 from ..inner_loop.regularization import RateRegularizer
-from ..meta.learner import INNER_RULES, MetaLearner
+from ..meta.learner import MetaLearner
 from ..meta.trainer import MetaTraining
 from ..task_families import FAMILIES, make_task_family
-from ..units import step_seconds
 from .config import LIMITS, SEED_MAX, TrainConfig
 from .messages import cut, escape, shown
 from .rundir import check_path
@@ -34,16 +34,15 @@ BACKENDS = ("auto", "gloo", "nccl")
 
 
 @contextmanager
-def section(name: str, renames: dict[str, str] | None = None):
-    """Re-key a component's ConfigError (``alif.tau_a``) to the config key (``model.tau_a``); ``renames`` maps
-    a component's field to the config key it comes from (``dt_s`` → ``dt_ms``)."""
+def section(name: str):
+    """Re-key a component's ConfigError (``alif.tau_a``) to the config key (``model.tau_a``)."""
     try:
         yield
     except ConfigError as err:
         if err.key.startswith(name + "."):
             raise
         field = err.key.rsplit(".", 1)[-1]
-        raise ConfigError(f"{name}.{(renames or {}).get(field, field)}", err.problem) from None
+        raise ConfigError(f"{name}.{field}", err.problem) from None
 
 
 def _cell(key: str, spec, n_in: int, spiking_only: bool, dt_ms: float):
@@ -53,7 +52,7 @@ def _cell(key: str, spec, n_in: int, spiking_only: bool, dt_ms: float):
     if spec.cell == "lstm":
         return make_cell("lstm", n_in=n_in, n_rec=spec.n_rec)
     fields = {"n_in": n_in, "n_rec": spec.n_rec, "tau_m": spec.tau_m, "v_th": spec.v_th, "n_ref": spec.n_ref,
-              "dt": dt_ms}
+              "dt_ms": dt_ms}
     if spec.n_adaptive is not None:  # null: every neuron adapts; 0: none
         require_count(f"{key}.n_adaptive", spec.n_adaptive, minimum=0)
     if spec.cell == "alif":
@@ -67,7 +66,7 @@ def _cell(key: str, spec, n_in: int, spiking_only: bool, dt_ms: float):
 def _rate(key: str, spec, dt_ms: float) -> RateRegularizer:
     require_non_negative(f"{key}.rate_coefficient", spec.rate_coefficient)
     require_non_negative(f"{key}.rate_target_hz", spec.rate_target_hz)
-    return RateRegularizer(spec.rate_coefficient, spec.rate_target_hz, dt_ms)
+    return RateRegularizer(spec.rate_coefficient, spec.rate_target_hz, dt_ms=dt_ms)
 
 
 def build_family(cfg: TrainConfig):
@@ -75,10 +74,10 @@ def build_family(cfg: TrainConfig):
     require_positive("task.dt_ms", cfg.task.dt_ms)
     if cfg.task.dt_ms < 1e-3:  # decays, step counts and rates overflow or underflow below that
         raise ConfigError("task.dt_ms", f"must be >= 0.001 (1 µs), got {shown(cfg.task.dt_ms)}")
-    # the family's step is in seconds (its kinematics are in rad/s); what it refuses about the step (a clock
-    # period that is not a whole number of steps, ...) is a problem of task.dt_ms
-    with section("task", {"dt_s": "dt_ms"}):
-        fields = {"n_steps": cfg.task.n_steps, "dt_s": step_seconds(cfg.task.dt_ms)}
+    # what the family refuses about the step (a clock period that is not a whole number of steps, ...) is a
+    # problem of task.dt_ms
+    with section("task"):
+        fields = {"n_steps": cfg.task.n_steps, "dt_ms": cfg.task.dt_ms}
         # task.n_pop_per_dim sizes a population code; a family coding otherwise (the Scorbot's bits) has none
         if "n_pop_per_dim" in {f.name for f in dataclasses.fields(FAMILIES[cfg.task.family])}:
             fields["n_pop_per_dim"] = cfg.task.n_pop_per_dim
@@ -91,7 +90,7 @@ def build_learner(cfg: TrainConfig, family) -> MetaLearner:
     cell = _cell("model", m, family.n_in, spiking_only=True, dt_ms=dt_ms)
     require_positive("model.readout_init", m.readout_init)
     with section("model"):
-        readout = LeakyReadout(m.n_rec, family.n_out, tau_out=m.tau_out, dt=dt_ms, bias=False,
+        readout = LeakyReadout(m.n_rec, family.n_out, tau_out=m.tau_out, dt_ms=dt_ms, bias=False,
                                init_scale=m.readout_init)
     require_choice("error_module.kind", e.kind, ("learned", "feedback"))
     plant = getattr(family, "plant", None)
@@ -106,14 +105,14 @@ def build_learner(cfg: TrainConfig, family) -> MetaLearner:
         require_positive("error_module.projection_scale", e.projection_scale)
         with section("error_module"):
             module = LearnedErrorModule(module_cell, m.n_rec, family.n_context, family.n_in, e.use_context,
-                                        e.use_spikes, e.use_inputs, e.signal_tau, dt=dt_ms,
+                                        e.use_spikes, e.use_inputs, e.signal_tau, dt_ms=dt_ms,
                                         projection_scale=e.projection_scale, fast_loop=inner.fast_loop,
                                         use_produced_path=e.use_produced_path,
                                         plant=plant if e.use_produced_path else None)
     else:
         require_choice("error_module.feedback", e.feedback, META_FEEDBACK_KINDS)
         module = Feedback(e.feedback, m.n_rec, family.n_out)
-    require_choice("inner.rule", inner.rule, INNER_RULES)
+    require_choice("inner.rule", inner.rule, rule_names(one_shot=True))
     require_choice("inner.objective", inner.objective, OBJECTIVES)
     with section("inner"):
         objective = InnerObjective(inner.objective, plant)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..units import DEFAULT_STEP_MS
+
 
 @dataclass
 class TaskConfig:
@@ -24,7 +26,7 @@ class TaskConfig:
     # period and the Brownian family's window in steps, the population code's spike probability, the arm's
     # kinematics). It must divide the arm clock's 10-ms period. Counts stay counts: n_steps, model.n_ref and
     # error_module.n_ref are numbers of steps.
-    dt_ms: float = 1.0
+    dt_ms: float = DEFAULT_STEP_MS
 
 
 @dataclass

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..inner_loop.registry import get_rule
 
 BYTES = 4  # float32
 FAST_COPIES = 14  # per-task fast weights: W − ηΔW, ΔW, its factors' products and their gradients
@@ -50,7 +51,8 @@ class Sizes:
 
 def sizes(cfg, family, world_size: int = 1) -> Sizes:
     e = cfg.error_module
-    n_module = e.n_rec if (e.kind == "learned" and cfg.inner.rule == "eprop") else 0
+    # the error module runs only for a rule that reads its signals
+    n_module = e.n_rec if (e.kind == "learned" and get_rule(cfg.inner.rule, "inner.rule").reads_source) else 0
     return Sizes(cfg.model.n_rec, n_module, family.n_in, family.n_out, family.n_context * e.use_context,
                  cfg.task.n_steps, cfg.inner.n_updates, tuple(cfg.inner.plastic),
                  max(1, cfg.optim.batch_size // world_size), max(1, cfg.optim.n_validation_tasks // world_size),

@@ -1,7 +1,7 @@
 """The two-joint arm of e-prop 2 (Bellec et al. 2019; the authors' ``robot_trajectories.py``; docs/equations.md).
 
-Kinematics (differentiable, purely kinematic, segments 0.5 + 0.5, δt the family's step ``dt_s``, 1 ms by
-default)::
+Kinematics (differentiable, purely kinematic, segments 0.5 + 0.5, δt the family's step ``dt_ms``, given by
+the run)::
 
     φ(t) = φ(0) + δt Σ_{t'≤t} ω(t'),   φ(0) = (0, π/2),   joint 2 is the RELATIVE elbow angle
     x = l1 cos φ1 + l2 cos(φ1 + φ2),   y = l1 sin φ1 + l2 sin(φ1 + φ2)          (start: (0.5, 0.5))
@@ -21,8 +21,8 @@ The error module additionally sees the target hand path, clipped to [−1, 1] an
 linspace(−1.4, 1.4)) — ``context``. ``targets`` are the target joint velocities (rad/s),
 ``extra["hand"]`` the target hand path.
 
-Time: durations and rates are physical (ms, Hz, rad/s) and converted with the step ``dt_s``: the clock period
-becomes a whole number of steps (a step that does not divide it is refused, naming ``dt_s``), the population
+Time: durations and rates are physical (ms, Hz, rad/s) and converted with the step ``dt_ms``: the clock period
+becomes a whole number of steps (a step that does not divide it is refused, naming ``dt_ms``), the population
 code fires with probability peak·δt per step, the kinematics integrate over δt. ``n_steps`` counts steps, so a
 trial lasts ``n_steps``·δt. Every batch carries its step (``TaskBatch.dt_ms``) for whatever scores it.
 """
@@ -30,13 +30,13 @@ trial lasts ``n_steps``·δt. Every batch carries its step (``TaskBatch.dt_ms``)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar
 
 import torch
 
 from ..errors import ConfigError, require_count, require_positive
-from ..units import MS_PER_S, per_step, step_seconds, whole_steps
+from ..units import per_step, step_seconds, whole_steps
 from .arm_figure import figure_one_shot
 from .arm_kinematics import (  # noqa: F401 (the kinematics are part of this module's public names)
     PHI0,
@@ -50,9 +50,9 @@ from .arm_objective import arm_errors, arm_outer_loss
 from .base import FamilyBase, TaskBatch, spike_probability
 
 
-def _limit_travel(omega: torch.Tensor, dt: float, limit: float) -> torch.Tensor:
+def _limit_travel(omega: torch.Tensor, dt_ms: float, limit: float) -> torch.Tensor:
     """Scale each task's velocity down so that |angle travelled| ≤ limit (unchanged when already inside)."""
-    travel = (dt * torch.cumsum(omega, -1)).abs().amax(-1, keepdim=True)
+    travel = (step_seconds(dt_ms) * torch.cumsum(omega, -1)).abs().amax(-1, keepdim=True)
     return omega * torch.clamp(limit / travel.clamp_min(1e-12), max=1.0)
 
 
@@ -67,7 +67,7 @@ def clock_input(n_steps: int, n_clock: int, groups: int, period: int, dtype=torc
 
 
 def population_rates(xy: torch.Tensor, n_per_dim: int = 100, peak_hz: float = 200.0, sigma: float = 0.2,
-                     span: float = 1.4, dt_ms: float = 1.0) -> torch.Tensor:
+                     span: float = 1.4, *, dt_ms: float) -> torch.Tensor:
     """Spike probability per step ``[..., T, 2·n_per_dim]`` of Gaussian-tuned neurons coding each coordinate
     (centres linspace(−span, span), the coordinate clipped to [−1, 1]); differentiable in ``xy``."""
     centres = torch.linspace(-span, span, n_per_dim, dtype=xy.dtype, device=xy.device)
@@ -76,9 +76,9 @@ def population_rates(xy: torch.Tensor, n_per_dim: int = 100, peak_hz: float = 20
 
 
 def population_code(xy: torch.Tensor, generator: torch.Generator, n_per_dim: int = 100, peak_hz: float = 200.0,
-                    sigma: float = 0.2, span: float = 1.4, dt_ms: float = 1.0) -> torch.Tensor:
+                    sigma: float = 0.2, span: float = 1.4, *, dt_ms: float) -> torch.Tensor:
     """Bernoulli spikes ``[..., T, 2·n_per_dim]`` drawn with :func:`population_rates` (in float64)."""
-    p = population_rates(xy.to(torch.float64), n_per_dim, peak_hz, sigma, span, dt_ms)
+    p = population_rates(xy.to(torch.float64), n_per_dim, peak_hz, sigma, span, dt_ms=dt_ms)
     draws = torch.rand(p.shape, generator=generator, dtype=torch.float64, device=generator.device)
     return (draws < p).to(xy.dtype)
 
@@ -86,10 +86,10 @@ def population_code(xy: torch.Tensor, generator: torch.Generator, n_per_dim: int
 @dataclass(frozen=True)
 class ArmPlant:
     """The arm as an inner rule sees it (``inner_loop.objectives``, a learned module's produced-path input): what
-    the learner's joint velocities ``y [..., T, 2]`` do to the hand, at the family's step ``dt_s`` and with its
+    the learner's joint velocities ``y [..., T, 2]`` do to the hand, at the family's step ``dt_ms`` and with its
     population code. ``target_key`` names the target hand path in ``TaskBatch.extra``."""
 
-    dt_s: float
+    dt_ms: float
     n_pop_per_dim: int
     peak_hz: float
     sigma: float
@@ -98,16 +98,16 @@ class ArmPlant:
 
     def path(self, y: torch.Tensor) -> torch.Tensor:
         """The produced hand path ``[..., T, 2]``."""
-        return arm_forward(y, dt=self.dt_s)
+        return arm_forward(y, dt_ms=self.dt_ms)
 
     def path_gradient(self, y: torch.Tensor, deviation: torch.Tensor) -> torch.Tensor:
         """∂E/∂y of a hand-path loss with ∂E/∂p = ``deviation`` (the Jacobian's transpose, integrated)."""
-        return arm_path_gradient(y, deviation, dt=self.dt_s)
+        return arm_path_gradient(y, deviation, dt_ms=self.dt_ms)
 
     def code(self, path: torch.Tensor) -> torch.Tensor:
         """Spike probabilities per step ``[..., T, n_context]`` of the family's population code of ``path``:
         the same tuning that codes the target path in the context, as a rate (deterministic, differentiable)."""
-        return population_rates(path, self.n_pop_per_dim, self.peak_hz, self.sigma, dt_ms=self.dt_s * MS_PER_S)
+        return population_rates(path, self.n_pop_per_dim, self.peak_hz, self.sigma, dt_ms=self.dt_ms)
 
     @property
     def n_code(self) -> int:
@@ -134,7 +134,7 @@ class ArmTrials(FamilyBase):
     def plant(self):
         """The arm as an inner rule's plant (``arm_objective.ArmPlant``): the hand path the learner's output
         produces, its Jacobian, and the population code of a hand path."""
-        return ArmPlant(self.dt_s, self.n_pop_per_dim, self.pop_peak_hz, self.pop_sigma)
+        return ArmPlant(self.dt_ms, self.n_pop_per_dim, self.pop_peak_hz, self.pop_sigma)
 
     def one_shot_figure(self, path, batch: TaskBatch, out: dict, per_task: dict | None = None,
                         index: int | None = None) -> dict:
@@ -150,25 +150,21 @@ class ArmTrials(FamilyBase):
         return 2 * self.n_pop_per_dim
 
     @property
-    def dt_ms(self) -> float:
-        return self.dt_s * MS_PER_S
-
-    @property
     def clock_period_steps(self) -> int:
-        # a step that does not divide the period is refused on dt_s: rounding would change the clock's rhythm
-        return whole_steps(f"{self.name}.dt_s", "the clock period", self.clock_period_ms, self.dt_ms)
+        # a step that does not divide the period is refused on dt_ms: rounding would change the clock's rhythm
+        return whole_steps(f"{self.name}.dt_ms", "the clock period", self.clock_period_ms, self.dt_ms)
 
     def _check_arm_fields(self):
         for key in ("n_steps", "n_clock", "clock_groups", "clock_period_ms", "n_pop_per_dim"):
             require_count(f"{self.name}.{key}", getattr(self, key))
-        for key in ("pop_sigma", "pop_peak_hz", "dt_s"):
+        for key in ("pop_sigma", "pop_peak_hz", "dt_ms"):
             require_positive(f"{self.name}.{key}", getattr(self, key))
         if self.n_clock % self.clock_groups:
             raise ConfigError(f"{self.name}.n_clock", f"must be a multiple of clock_groups={self.clock_groups}")
         if self.n_steps < self.clock_groups:
             raise ConfigError(f"{self.name}.n_steps", f"must be >= clock_groups={self.clock_groups}")
         self.clock_period_steps  # noqa: B018 (validates the step against the clock period)
-        spike_probability(f"{self.name}.dt_s", self.pop_peak_hz, self.dt_ms, "the population code's peak rate")
+        spike_probability(f"{self.name}.dt_ms", self.pop_peak_hz, self.dt_ms, "the population code's peak rate")
 
     def sample(self, batch_size: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> TaskBatch:
         self._check_batch_size(batch_size)
@@ -183,7 +179,7 @@ class ArmTrials(FamilyBase):
             raise ConfigError(f"{self.name}.joint_velocities", f"must have shape [B, {self.n_steps}, 2], got "
                               f"{list(omega.shape)}")
         batch_size = omega.shape[0]
-        angles = joint_angles(omega, dt=self.dt_s)
+        angles = joint_angles(omega, dt_ms=self.dt_ms)
         hand = hand_position(angles)
         context = population_code(hand, generator, self.n_pop_per_dim, self.pop_peak_hz, self.pop_sigma,
                                   dt_ms=self.dt_ms)
@@ -191,7 +187,8 @@ class ArmTrials(FamilyBase):
         clock = clock.to(generator.device).expand(batch_size, -1, -1)
         mask = torch.ones(batch_size, self.n_steps, dtype=dtype, device=generator.device)
         return TaskBatch(clock.to(dtype).contiguous(), omega.to(dtype), mask,
-                         {"hand": hand.to(dtype), "angles": angles.to(dtype)}, self.dt_ms, context.to(dtype))
+                         {"hand": hand.to(dtype), "angles": angles.to(dtype)},
+                         dt_ms=self.dt_ms, context=context.to(dtype))
 
 
 @dataclass(frozen=True)
@@ -206,7 +203,8 @@ class ArmSines(ArmTrials):
     n_components: int = 5
     shoulder_amplitude: float = 30.0
     elbow_peak_to_peak: float = 20.0
-    dt_s: float = 1e-3  # the time step (s): n_steps·dt_s is the trial, ms and Hz fields are converted with it
+    _: KW_ONLY
+    dt_ms: float  # the run's time step (task.dt_ms): n_steps·dt_ms is the trial
 
     name: ClassVar[str] = "arm_sines"
     loss: ClassVar[str] = "mse"
@@ -236,7 +234,7 @@ class ArmSines(ArmTrials):
         span = (parts.amax(-1, keepdim=True) - parts.amin(-1, keepdim=True)).clamp_min(1e-12)
         elbow = (parts / span * self.elbow_peak_to_peak).sum(1)
         limit = math.pi / 2
-        return torch.stack([_limit_travel(shoulder, self.dt_s, limit), _limit_travel(elbow, self.dt_s, limit)], -1)
+        return torch.stack([_limit_travel(shoulder, self.dt_ms, limit), _limit_travel(elbow, self.dt_ms, limit)], -1)
 
 
 @dataclass(frozen=True)
@@ -248,7 +246,7 @@ class ArmBrownian(ArmTrials):
     task is then scaled down (if needed) so that the angle travelled stays within ±``max_travel``, as in
     :class:`ArmSines` (their 250-step trials are 500 here).
 
-    The recipe's step is a 1-ms step (``RECIPE_STEP_MS``); at another step ``dt_s`` the process is the same in
+    The recipe's step is a 1-ms step (``RECIPE_STEP_MS``); at another step ``dt_ms`` the process is the same in
     physical time: increments of variance ∝ δt (N(0, δ²·0.01·δt/1 ms)), a window of ``window`` ms (a whole
     number of steps), the same ω in rad/s."""
 
@@ -264,7 +262,8 @@ class ArmBrownian(ArmTrials):
     clip: float = math.pi
     kinematic_step: float = 0.01  # the authors' angle increment per (1-ms) step per unit ω
     max_travel: float = math.pi / 2
-    dt_s: float = 1e-3  # the time step (s): n_steps·dt_s is the trial, ms and Hz fields are converted with it
+    _: KW_ONLY
+    dt_ms: float  # the run's time step (task.dt_ms): n_steps·dt_ms is the trial
 
     name: ClassVar[str] = "arm_brownian"
     loss: ClassVar[str] = "mse"
@@ -280,7 +279,7 @@ class ArmBrownian(ArmTrials):
 
     @property
     def window_steps(self) -> int:
-        return whole_steps(f"{self.name}.dt_s", "the Hann window", self.window, self.dt_ms)
+        return whole_steps(f"{self.name}.dt_ms", "the Hann window", self.window, self.dt_ms)
 
     def joint_velocities(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """Target ω* ``[B, T, 2]`` (float64, rad/s), drawn from ``generator``."""
@@ -294,5 +293,5 @@ class ArmBrownian(ArmTrials):
         omega = smooth.clamp(-self.clip, self.clip).reshape(batch_size, 2, self.n_steps)
         # the recipe's angle increment per 1-ms step, as a velocity in rad/s (independent of our step)
         velocity = self.kinematic_step / step_seconds(self.RECIPE_STEP_MS)
-        omega = _limit_travel(omega * velocity, self.dt_s, self.max_travel)
+        omega = _limit_travel(omega * velocity, self.dt_ms, self.max_travel)
         return omega.transpose(1, 2).contiguous()

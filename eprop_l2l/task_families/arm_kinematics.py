@@ -10,12 +10,14 @@ import math
 import torch
 
 from ..errors import ConfigError
+from ..units import step_seconds
 
 PHI0 = (0.0, math.pi / 2)
 
 
-def joint_angles(omega: torch.Tensor, phi0=PHI0, dt: float = 1e-3) -> torch.Tensor:
-    """φ(t) = φ(0) + δt·cumsum(ω) for joint velocities ``omega [..., T, 2]`` (rad/s) and a step of ``dt`` s."""
+def joint_angles(omega: torch.Tensor, phi0=PHI0, *, dt_ms: float) -> torch.Tensor:
+    """φ(t) = φ(0) + δt·cumsum(ω) for joint velocities ``omega [..., T, 2]`` (rad/s) and a step of ``dt_ms``."""
+    dt = step_seconds(dt_ms)
     return torch.as_tensor(phi0, dtype=omega.dtype, device=omega.device) + dt * torch.cumsum(omega, -2)
 
 
@@ -26,32 +28,32 @@ def hand_position(phi: torch.Tensor, l1: float = 0.5, l2: float = 0.5) -> torch.
                         l1 * torch.sin(shoulder) + l2 * torch.sin(elbow)], -1)
 
 
-def arm_forward(omega: torch.Tensor, dt: float = 1e-3) -> torch.Tensor:
-    """Hand path ``[..., T, 2]`` produced by joint velocities ``[..., T, 2]`` (steps of ``dt`` s) from the start
+def arm_forward(omega: torch.Tensor, *, dt_ms: float) -> torch.Tensor:
+    """Hand path ``[..., T, 2]`` produced by joint velocities ``[..., T, 2]`` (steps of ``dt_ms``) from the start
     posture."""
-    return hand_position(joint_angles(omega, dt=dt))
+    return hand_position(joint_angles(omega, dt_ms=dt_ms))
 
 
-def arm_path_gradient(omega: torch.Tensor, deviation: torch.Tensor, dt: float = 1e-3, l1: float = 0.5,
+def arm_path_gradient(omega: torch.Tensor, deviation: torch.Tensor, *, dt_ms: float, l1: float = 0.5,
                       l2: float = 0.5) -> torch.Tensor:
     """∂E/∂ω ``[..., T, 2]`` of any hand-path loss E whose gradient on the hand path is ``deviation`` = ∂E/∂p
     ``[..., T, 2]`` (for E = ½Σ_t |p − p*|²: p − p*): the plant's Jacobian J^t = ∂p^t/∂φ^t transposed onto it,
     summed over the later steps, because φ^t integrates every ω^{t'≤t}:  ∂E/∂ω^{t'} = δt Σ_{t≥t'} J^tᵀ ∂E/∂p^t.
     Closed form of the two-joint kinematics (∂x/∂φ1 = −y, ∂y/∂φ1 = x, ∂x/∂φ2 = −l2 sin φ_e, ∂y/∂φ2 = l2 cos φ_e
     with φ_e = φ1 + φ2); ``torch.autograd`` through :func:`arm_forward` gives the same (tests)."""
-    phi = joint_angles(omega, dt=dt)
+    phi = joint_angles(omega, dt_ms=dt_ms)
     hand = hand_position(phi, l1, l2)
     elbow = phi[..., 0] + phi[..., 1]
     dx, dy = deviation[..., 0], deviation[..., 1]
     per_angle = torch.stack([-hand[..., 1] * dx + hand[..., 0] * dy,
                              l2 * (-torch.sin(elbow) * dx + torch.cos(elbow) * dy)], -1)
-    return dt * per_angle.flip(-2).cumsum(-2).flip(-2)
+    return step_seconds(dt_ms) * per_angle.flip(-2).cumsum(-2).flip(-2)
 
 
-def joint_velocities_from_hand(hand: torch.Tensor, dt: float = 1e-3, phi0=PHI0, l1: float = 0.5, l2: float = 0.5,
+def joint_velocities_from_hand(hand: torch.Tensor, *, dt_ms: float, phi0=PHI0, l1: float = 0.5, l2: float = 0.5,
                                singular: float = 1e-6) -> torch.Tensor:
     """The inverse of :func:`arm_forward`: joint velocities ``[..., T, 2]`` (rad/s) whose hand path is ``hand
-    [..., T, 2]`` (step t is the posture after t + 1 steps of ``dt`` s from ``phi0``). Each posture is solved in
+    [..., T, 2]`` (step t is the posture after t + 1 steps of ``dt_ms`` from ``phi0``). Each posture is solved in
     closed form on the start posture's elbow branch (relative elbow angle in [0, π]: φ2 = arccos((r² − l1² −
     l2²)/(2 l1 l2)), φ1 = atan2(y, x) − atan2(l2 sin φ2, l1 + l2 cos φ2)); the shoulder angle is unwrapped, so
     ω is the smallest rotation between consecutive postures. Where the hand is within ``singular`` of the
@@ -84,4 +86,4 @@ def joint_velocities_from_hand(hand: torch.Tensor, dt: float = 1e-3, phi0=PHI0, 
     angles = torch.stack([shoulder, elbow], -1)
     previous = torch.cat([start.to(hand.dtype).to(hand.device).expand_as(angles[..., :1, :]), angles[..., :-1, :]],
                          -2)
-    return (angles - previous) / dt
+    return (angles - previous) / step_seconds(dt_ms)

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import torch
 
-from ..units import step_seconds
 from .arm_kinematics import arm_forward
 from .base import TaskBatch
 
 
 def produced_hand(y: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
     """Hand path of the joint velocities ``y [..., T, 2]`` (rad/s) over the steps of ``batch``."""
-    return arm_forward(y, dt=step_seconds(batch.dt_ms))
+    return arm_forward(y, dt_ms=batch.dt_ms)
 
 
 def arm_errors(y: torch.Tensor, batch: TaskBatch) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ Conventions shared by all families:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -41,13 +41,15 @@ class TaskBatch:
     targets: torch.Tensor
     mask: torch.Tensor
     extra: dict = dataclasses.field(default_factory=dict)
-    dt_ms: float = 1.0
+    _: KW_ONLY
+    dt_ms: float
     context: torch.Tensor | None = None
 
     def _map(self, fn) -> TaskBatch:
         apply = lambda x: fn(x) if isinstance(x, torch.Tensor) else x  # noqa: E731
         return TaskBatch(apply(self.inputs), apply(self.targets), apply(self.mask),
-                         {k: apply(v) for k, v in self.extra.items()}, self.dt_ms, apply(self.context))
+                         {k: apply(v) for k, v in self.extra.items()}, dt_ms=self.dt_ms,
+                         context=apply(self.context))
 
     def to(self, device: torch.device | str) -> TaskBatch:
         """The same trials on ``device`` (tasks are drawn on the CPU generator, then moved: same tasks anywhere)."""

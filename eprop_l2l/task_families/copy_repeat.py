@@ -18,7 +18,7 @@ pattern, repeated, during the output phase and 0 before it; the loss (MSE) count
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar
 
 import torch
@@ -34,7 +34,8 @@ class CopyRepeat(FamilyBase):
     n_repeats: int = 2
     frame_steps: int = 1
     cue_frames: int = 1
-    dt_ms: float = 1.0
+    _: KW_ONLY
+    dt_ms: float  # the run's time step (task.dt_ms): n_steps·dt_ms is the trial
 
     name: ClassVar[str] = "copy_repeat"
     loss: ClassVar[str] = "mse"
@@ -85,7 +86,7 @@ class CopyRepeat(FamilyBase):
         targets = frames_out.repeat_interleave(F, 1)
         mask = frame_mask.repeat_interleave(F, 1)
         return TaskBatch(inputs.to(dtype), targets.to(dtype), mask.to(dtype),
-                         {"pattern": pattern.to(torch.long)}, self.dt_ms)
+                         {"pattern": pattern.to(torch.long)}, dt_ms=self.dt_ms)
 
     def bit_error(self, y: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
         """Fraction of wrong output bits: per output frame, the readout averaged over the frame's steps and

@@ -22,7 +22,7 @@ targets are the one-hot label at every step, and the loss (cross-entropy) counts
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar
 
 import torch
@@ -47,14 +47,18 @@ class EvidenceAccumulation(FamilyBase):
     recall_hz: float = 40.0
     background_hz: float = 10.0
     p_majority: float = 0.7
+    _: KW_ONLY
+    dt_ms: float  # the run's time step (task.dt_ms): n_steps·dt_ms is the trial
 
     name: ClassVar[str] = "evidence"
     loss: ClassVar[str] = "cross_entropy"
     n_out: ClassVar[int] = 2
-    dt_ms: ClassVar[float] = 1.0
+    RECIPE_STEP_MS: ClassVar[float] = 1.0
 
     def __post_init__(self) -> None:
         k = self._key
+        if self.dt_ms != self.RECIPE_STEP_MS:  # its *_ms fields are counted in steps
+            raise ConfigError(k("dt_ms"), f"the task's durations are 1-ms steps, got {self.dt_ms:g} ms")
         require_count(k("n_in"), self.n_in, minimum=4)
         if self.n_in % 4:
             raise ConfigError(k("n_in"), f"must be a multiple of 4 (left, right, recall, background), got {self.n_in}")

@@ -28,13 +28,13 @@ and each joint's angular-velocity RMSE (rad/s), before and after the update.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar
 
 import torch
 
 from ..errors import ConfigError, require_count, require_positive
-from ..units import MS_PER_S, whole_steps
+from ..units import whole_steps
 from .base import FamilyBase, TaskBatch
 from .brownian import binary_position_code, sequential_clock, smoothed_brownian
 
@@ -76,7 +76,8 @@ class ScorbotBrownian(FamilyBase):
     base_limit_deg: float = 130.0
     shoulder_limit_deg: float = 70.0
     kinematic_step_s: float = 0.01  # arm time per network step (the recipe's angle += 0.01·ω)
-    dt_s: float = 1e-3  # the network's time step
+    _: KW_ONLY
+    dt_ms: float  # the run's time step (task.dt_ms): the recipe's trials need 1 ms
 
     name: ClassVar[str] = "scorbot_brownian"
     loss: ClassVar[str] = "mse"
@@ -89,7 +90,7 @@ class ScorbotBrownian(FamilyBase):
     def __post_init__(self):
         for key in ("n_steps", "n_clock", "clock_segment_ms", "clock_period_ms", "code_bits", "window"):
             require_count(f"{self.name}.{key}", getattr(self, key))
-        for key in ("delta", "clip", "base_limit_deg", "shoulder_limit_deg", "kinematic_step_s", "dt_s"):
+        for key in ("delta", "clip", "base_limit_deg", "shoulder_limit_deg", "kinematic_step_s", "dt_ms"):
             require_positive(f"{self.name}.{key}", getattr(self, key))
         if self.code_bits > 30:
             raise ConfigError(f"{self.name}.code_bits", f"must be <= 30, got {self.code_bits}")
@@ -97,14 +98,10 @@ class ScorbotBrownian(FamilyBase):
             raise ConfigError(f"{self.name}.n_steps", f"must be >= window - 1 = {self.window - 1} (the smoothing "
                               f"mirrors the last window - 1 steps), got {self.n_steps}")
         if self.dt_ms != self.RECIPE_STEP_MS:
-            raise ConfigError(f"{self.name}.dt_s", f"the recipe's trials are defined on 1-ms steps, got "
+            raise ConfigError(f"{self.name}.dt_ms", f"the recipe's trials are defined on 1-ms steps, got "
                               f"{self.dt_ms:g} ms")
         for key in ("clock_segment_ms", "clock_period_ms"):
-            whole_steps(f"{self.name}.dt_s", key, getattr(self, key), self.dt_ms)
-
-    @property
-    def dt_ms(self) -> float:
-        return self.dt_s * MS_PER_S
+            whole_steps(f"{self.name}.dt_ms", key, getattr(self, key), self.dt_ms)
 
     @property
     def n_in(self) -> int:
@@ -133,14 +130,14 @@ class ScorbotBrownian(FamilyBase):
         angles = torch.maximum(torch.minimum(moving_joint_angles(omega.to(torch.float64), self.kinematic_step_s),
                                              limits), -limits)
         hand = hand_path(angles)
-        steps = whole_steps(f"{self.name}.dt_s", "clock_segment_ms", self.clock_segment_ms, self.dt_ms)
-        period = whole_steps(f"{self.name}.dt_s", "clock_period_ms", self.clock_period_ms, self.dt_ms)
+        steps = whole_steps(f"{self.name}.dt_ms", "clock_segment_ms", self.clock_segment_ms, self.dt_ms)
+        period = whole_steps(f"{self.name}.dt_ms", "clock_period_ms", self.clock_period_ms, self.dt_ms)
         clock = sequential_clock(self.n_steps, self.n_clock, steps, period).to(omega.device)
         clock = clock.expand(omega.shape[0], -1, -1)
         mask = torch.ones(omega.shape[0], self.n_steps, dtype=dtype, device=omega.device)
         return TaskBatch(clock.to(dtype).contiguous(), omega.to(dtype), mask,
-                         {"hand": hand.to(dtype), "angles": angles.to(dtype)}, self.dt_ms,
-                         binary_position_code(hand, self.code_bits).to(dtype))
+                         {"hand": hand.to(dtype), "angles": angles.to(dtype)}, dt_ms=self.dt_ms,
+                         context=binary_position_code(hand, self.code_bits).to(dtype))
 
     def produced_path(self, y: torch.Tensor) -> torch.Tensor:
         """The end effector's path ``[..., T, 3]`` (m) of the produced velocities (no clipping, as the recipe)."""

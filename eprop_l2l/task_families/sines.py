@@ -12,7 +12,7 @@ is one sample, drawn once from a generator seeded with ``input_seed`` and shared
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
 
@@ -57,7 +57,8 @@ class SumOfSines(FamilyBase):
     input_rate_hz: float = 50.0
     periods_ms: tuple[float, ...] = (1000.0, 500.0, 333.0, 200.0)
     amp_range: tuple[float, float] = (0.5, 2.0)
-    dt_ms: float = 1.0
+    _: KW_ONLY
+    dt_ms: float  # the run's time step (task.dt_ms): n_steps·dt_ms is the trial
     input_seed: int = 0
     frozen_input: bool = True
 

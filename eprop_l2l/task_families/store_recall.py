@@ -19,7 +19,7 @@ in the recall period only, so ``classification_error`` scores recall accuracy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar
 
 import torch
@@ -40,7 +40,8 @@ class StoreRecall(FamilyBase):
     input_rate_hz: float = 50.0
     neurons_per_channel: int = 1
     distractors: bool = True
-    dt_ms: float = 1.0
+    _: KW_ONLY
+    dt_ms: float  # the run's time step (task.dt_ms): n_steps·dt_ms is the trial
 
     name: ClassVar[str] = "store_recall"
     loss: ClassVar[str] = "cross_entropy"
@@ -100,4 +101,4 @@ class StoreRecall(FamilyBase):
         targets = torch.nn.functional.one_hot(label, 2).to(dtype)[:, None].expand(B, S * P, 2).contiguous()
         mask = is_recall.to(dtype).repeat_interleave(P, 1)
         return TaskBatch(inputs.to(dtype), targets, mask,
-                         {"label": label, "store": store, "recall": recall, "bits": bits}, self.dt_ms)
+                         {"label": label, "store": store, "recall": recall, "bits": bits}, dt_ms=self.dt_ms)

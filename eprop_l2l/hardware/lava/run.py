@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ...outputs import OutputError, check_output_dir
+from ...units import step_seconds
 from . import report as rep
 from .artefacts import ArtefactError, load
 
@@ -136,7 +137,7 @@ def _task_report(art, k: int, res, precision: str) -> tuple[dict, dict]:
     d, w = art.demos, art.weights
     eta = float(art.rule["eta"])
     spec = art.readout
-    dt_s = float(spec["dt_ms"]) / 1000.0
+    dt_s = step_seconds(float(spec["dt_ms"]))
     y = rep.readout(res.z_test, w["w_out"], spec, w.get("b_out"))
     hand = rep.hand_path(y, dt_s)
     hand_pt = rep.hand_path(d["y_test"][k], dt_s)
