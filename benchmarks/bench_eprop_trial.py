@@ -5,7 +5,7 @@
   fused    eprop_fused: whole-trial adjoint + one matrix product per weight group
   forward  the plain forward pass (cell + readout), no learning
   bptt     autograd BPTT of the same trial (forward + backward)
-  bptt_fast  the same BPTT with the spiking loop's hand-written backward (cells/fused_loop.py)
+  bptt_fast  the same BPTT with the spiking loop's hand-written backward (numerics/fused_loop.py)
 
 Times are medians of ``--repeats`` runs measured in ONE process (so ratios compare like with like), of the
 computation only (the inputs are built before the clock starts). Peak memory
@@ -33,9 +33,7 @@ import torch
 from _results import check_out, write_result
 
 from eprop_l2l.cells.alif import ALIF
-from eprop_l2l.cells.filters import anticausal_filter
 from eprop_l2l.cells.lif import LIF
-from eprop_l2l.cells.linalg import contract_time
 from eprop_l2l.cells.network import RecurrentNetwork
 from eprop_l2l.cells.readout import LeakyReadout
 from eprop_l2l.error_modules.base import Observation, for_readout
@@ -44,6 +42,8 @@ from eprop_l2l.inner_loop.bptt import bptt_grads
 from eprop_l2l.inner_loop.eprop import eprop_fused, presynaptic, readout_grads
 from eprop_l2l.inner_loop.eprop_online import eprop_online
 from eprop_l2l.inner_loop.losses import Loss
+from eprop_l2l.numerics.filters import anticausal_filter
+from eprop_l2l.numerics.linalg import contract_time
 from eprop_l2l.runtime import configure_cpu
 
 CASES = ("naive", "online", "fused", "forward", "bptt", "bptt_fast")

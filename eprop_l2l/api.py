@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from .cells.base import Params
+from .config.schema import TrainConfig
 from .errors import ConfigError
 from .meta.learner import MetaLearner
-from .runs.config import TrainConfig
 from .task_families.arm import ArmTrials, joint_velocities_from_hand
 from .task_families.arm_objective import arm_errors, produced_hand
 from .task_families.base import TaskBatch

@@ -40,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors as one line (``eprop-l2l: <problem>``) and exit code 2, like every other bad input."""
 
     def error(self, message: str):
-        from .runs.messages import one_line
+        from .messages import one_line
 
         self.exit(2, f"eprop-l2l: {one_line(message.splitlines()[0] if message else message)} "
                      f"(see eprop-l2l {self.prog.split()[-1]} --help)\n")
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in COMMANDS.items():
         extra = {}
         if name == "train":
-            from .runs.catalog import describe
+            from .config.catalog import describe
 
             extra = {"epilog": describe(), "formatter_class": argparse.RawDescriptionHelpFormatter}
         command = sub.add_parser(name, help=help_text, description=help_text, **extra)
@@ -113,10 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> int:
+    from .config.catalog import check_group_options
+    from .config.compose import expand_sweep, load_config, to_yaml
     from .runs import commands
     from .runs.build import build
-    from .runs.catalog import check_group_options
-    from .runs.compose import expand_sweep, load_config, to_yaml
 
     jobs = expand_sweep(args.overrides) if args.multirun else [list(args.overrides)]
     for job in jobs:
@@ -182,7 +182,7 @@ def _export(args) -> int:
 
 def _fail(message: str, code: int = 2) -> int:
     """The one stderr line of every refusal and fault: control characters escaped, long values cut."""
-    from .runs.messages import one_line
+    from .messages import one_line
 
     print(f"eprop-l2l: {one_line(message)}", file=sys.stderr, flush=True)
     return code
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     except RunError as err:  # run directory refused (2), fault after the start (1): docs in runs/rundir.py
         return _fail(str(err), err.code)
     except OSError as err:
-        from .runs.messages import os_problem
+        from .messages import os_problem
 
         return _fail(os_problem(err), 1)
     except MemoryError:

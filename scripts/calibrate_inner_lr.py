@@ -21,8 +21,8 @@ import math
 
 import torch
 
+from eprop_l2l.config.compose import load_config
 from eprop_l2l.runs.build import build
-from eprop_l2l.runs.compose import load_config
 
 
 def relative_step(overrides: list[str], n_tasks: int) -> tuple[float, object, dict, object]:

@@ -7,10 +7,10 @@ import torch
 
 from eprop_l2l.cells.alif import ALIF
 from eprop_l2l.cells.autodiff import AutodiffTraces
-from eprop_l2l.cells.filters import anticausal_filter, causal_filter
 from eprop_l2l.cells.lif import LIF
 from eprop_l2l.cells.readout import LeakyReadout
 from eprop_l2l.cells.simulate import simulate
+from eprop_l2l.numerics.filters import anticausal_filter, causal_filter
 
 from .builders import make_cell, make_trial
 

@@ -8,9 +8,9 @@ import dataclasses
 import pytest
 
 from eprop_l2l.cli import main
+from eprop_l2l.config.compose import load_config
+from eprop_l2l.config.schema import CellConfig, ErrorModuleConfig, ModelConfig
 from eprop_l2l.runs.build import build
-from eprop_l2l.runs.compose import load_config
-from eprop_l2l.runs.config import CellConfig, ErrorModuleConfig, ModelConfig
 
 
 def test_both_populations_share_the_cell_keys():

@@ -13,11 +13,11 @@ import torch
 
 from eprop_l2l.cells import LIF, LeakyReadout, RecurrentNetwork
 from eprop_l2l.cli import main
+from eprop_l2l.config.compose import load_config
 from eprop_l2l.error_modules.feedback import Feedback
 from eprop_l2l.errors import ConfigError
 from eprop_l2l.meta.learner import MetaLearner
 from eprop_l2l.runs.build import build
-from eprop_l2l.runs.compose import load_config
 from eprop_l2l.task_families.arm import ArmBrownian, ArmSines, arm_forward, population_code
 from eprop_l2l.task_families.arm_figure import figure_one_shot
 from eprop_l2l.task_families.arm_objective import arm_errors

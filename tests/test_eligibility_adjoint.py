@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eprop_l2l.cells import native
-from eprop_l2l.cells.eligibility_adjoint import eligibility_adjoint, reference_eligibility_adjoint
+from eprop_l2l.numerics import native
+from eprop_l2l.numerics.eligibility_adjoint import eligibility_adjoint, reference_eligibility_adjoint
 
 from .builders import relative_error
 

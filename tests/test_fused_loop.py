@@ -5,8 +5,8 @@ import contextlib
 import pytest
 import torch
 
-from eprop_l2l.cells import native
 from eprop_l2l.cells.simulate import simulate
+from eprop_l2l.numerics import native
 
 from .builders import make_cell, make_trial, relative_error
 

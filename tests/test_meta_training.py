@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from eprop_l2l.cells import LIF, LeakyReadout, RecurrentNetwork
+from eprop_l2l.config.schema import OptimConfig
 from eprop_l2l.error_modules.learned import LearnedErrorModule
 from eprop_l2l.meta.evaluate import evaluate_one_shot, write_evaluation
 from eprop_l2l.meta.learner import MetaLearner
 from eprop_l2l.meta.trainer import MetaTraining, NonFiniteError, meta_train
-from eprop_l2l.runs.config import OptimConfig
 from eprop_l2l.task_families.arm import ArmSines
 from eprop_l2l.task_families.arm_objective import arm_outer_loss
 

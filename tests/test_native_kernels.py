@@ -1,4 +1,4 @@
-"""The native time loops (eprop_l2l/cells/native) against the Python reference loops: values, gradients,
+"""The native time loops (eprop_l2l/numerics/native) against the Python reference loops: values, gradients,
 second-order gradients, the event-driven products, and the fallback when the build is unavailable."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import warnings
 import pytest
 import torch
 
-from eprop_l2l.cells import linalg, native
-from eprop_l2l.cells.filters import anticausal_filter, causal_filter, scan
+from eprop_l2l.numerics import linalg, native
+from eprop_l2l.numerics.filters import anticausal_filter, causal_filter, scan
 from eprop_l2l.runs.build import from_experiment
 
 from .builders import relative_error
@@ -21,7 +21,7 @@ from .builders import relative_error
 @pytest.fixture(autouse=True)
 def built():
     if native.module() is None:
-        pytest.fail("the native kernels did not build on this machine (CI builds them; see cells/native)")
+        pytest.fail("the native kernels did not build on this machine (CI builds them; see numerics/native)")
 
 
 def python_scan(x, decay, reverse=False, initial=None):

@@ -20,9 +20,9 @@ from typing import NamedTuple
 import torch
 
 from ..errors import ConfigError, require_count, require_positive
+from ..numerics.eligibility_adjoint import eligibility_adjoint
+from ..numerics.linalg import outer
 from .base import Params
-from .eligibility_adjoint import eligibility_adjoint
-from .linalg import outer
 from .spiking import SpikingNeurons
 
 
@@ -78,6 +78,10 @@ class ALIF(SpikingNeurons):
     def init_state(self, batch: int, dtype=torch.float32, device=None) -> ALIFState:
         zeros = torch.zeros(batch, self.n_rec, dtype=dtype, device=device)
         return ALIFState(zeros, zeros, zeros, zeros)
+
+    def state_record(self, v, a, z, ref) -> ALIFState:
+        """The state record from separate tensors (the numerical loops keep them apart)."""
+        return ALIFState(v, a, z, ref)
 
     def step_current(self, params: Params, state: ALIFState, i_in: torch.Tensor, paths: str = "full"):
         ref = self._refractory(state.ref, state.z)

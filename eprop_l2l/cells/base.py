@@ -28,8 +28,8 @@ from typing import Any, NamedTuple
 import torch
 
 from ..errors import ConfigError
-from .eligibility_adjoint import eligibility_adjoint
-from .linalg import linear, outer
+from ..numerics.eligibility_adjoint import eligibility_adjoint
+from ..numerics.linalg import linear, outer
 
 GRADIENT_PATHS = ("full", "no_reset", "local")
 

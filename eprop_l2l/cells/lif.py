@@ -24,6 +24,10 @@ class LIF(FactorisedTraceCell, SpikingNeurons):
         zeros = torch.zeros(batch, self.n_rec, dtype=dtype, device=device)
         return LIFState(zeros, zeros, zeros)
 
+    def state_record(self, v, a, z, ref) -> LIFState:
+        """The state record from separate tensors (the numerical loops keep them apart; LIF has no ``a``)."""
+        return LIFState(v, z, ref)
+
     def step_current(self, params: Params, state: LIFState, i_in: torch.Tensor, paths: str = "full"):
         ref = self._refractory(state.ref, state.z)
         v = self._membrane(params, state.v, state.z, i_in, paths)

@@ -30,8 +30,8 @@ from typing import NamedTuple
 import torch
 
 from ..errors import ConfigError, require_count
+from ..numerics.linalg import linear, outer
 from .base import Params, RecurrentCell, gaussian
-from .linalg import linear, outer
 
 GATES = ("i", "f", "g", "o")
 

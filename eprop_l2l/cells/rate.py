@@ -16,8 +16,8 @@ from typing import NamedTuple
 import torch
 
 from ..errors import ConfigError, require_choice, require_count, require_positive
+from ..numerics.linalg import linear
 from .base import FactorisedTraceCell, Params, gaussian
-from .linalg import linear
 
 NONLINEARITIES = ("tanh",)
 

@@ -13,9 +13,9 @@ from functools import cached_property
 import torch
 
 from ..errors import require_choice, require_count, require_non_negative, require_positive
+from ..numerics.filters import causal_filter
+from ..numerics.linalg import linear
 from .base import Params, gaussian
-from .filters import causal_filter
-from .linalg import linear
 from .spec import ReadoutSpec
 
 

@@ -7,8 +7,8 @@ from typing import NamedTuple
 
 import torch
 
+from ..numerics.fused_loop import spiking_loop
 from .base import Params, stack_states
-from .fused_loop import spiking_loop
 from .spiking import SpikingNeurons
 
 

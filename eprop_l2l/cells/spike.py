@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from ..errors import require_choice, require_positive
+from ..numerics.native import SURROGATE_CODES
 
-SURROGATES = ("triangle", "fast_sigmoid")
-SURROGATE_CODES = {"triangle": 0, "fast_sigmoid": 1}  # as the native kernels number them
+SURROGATES = tuple(SURROGATE_CODES)  # the shapes below, each with the number the native kernels take
 
 
 def pseudo_derivative(v_scaled: torch.Tensor, gamma: float, shape: str = "triangle") -> torch.Tensor:

@@ -20,9 +20,9 @@ from functools import cached_property
 import torch
 
 from ..errors import require_choice, require_count, require_positive
-from . import native
+from ..numerics import native
+from ..numerics.linalg import linear
 from .base import Params, RecurrentCell, gaussian
-from .linalg import linear
 from .spec import NeuronSpec
 from .spike import SURROGATE_CODES, pseudo_derivative, spike, validate_surrogate
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..cells.base import Params, gaussian
-from ..cells.linalg import linear
 from ..errors import require_choice, require_count, require_non_negative, require_positive
+from ..numerics.linalg import linear
 from .base import Observation, SignalSource
 
 FEEDBACK_KINDS = ("symmetric", "random", "adaptive")

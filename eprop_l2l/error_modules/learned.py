@@ -22,10 +22,10 @@ from dataclasses import KW_ONLY, dataclass
 import torch
 
 from ..cells.base import Params, RecurrentCell, gaussian
-from ..cells.filters import causal_filter
-from ..cells.linalg import linear
 from ..cells.simulate import Trajectory, simulate_currents
 from ..errors import ConfigError, require_count, require_positive
+from ..numerics.filters import causal_filter
+from ..numerics.linalg import linear
 from .base import Observation, SignalSource
 
 
@@ -40,7 +40,7 @@ class LearnedErrorModule(SignalSource):
     use_inputs: bool = True
     signal_tau: float = 20.0  # ms; decay of the filter F on ζ
     projection_scale: float = 1.0  # Ψ ~ projection_scale · N(0, 1)/√n_em
-    fast_loop: bool = False  # spiking cells: time loop with the hand-written backward (cells/fused_loop.py)
+    fast_loop: bool = False  # spiking cells: time loop with the hand-written backward (numerics/fused_loop.py)
     use_produced_path: bool = False
     plant: object | None = None  # the family's plant (task_families: ArmTrials.plant), for use_produced_path
     _: KW_ONLY

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..cells.linalg import no_self_mask, outer
 from ..error_modules.base import Observation
 from ..inner_loop.fixed_point import FixedFormat, Scales, quantize_weights, round_integer, saturate
+from ..numerics.linalg import no_self_mask, outer
 from .rule import RuleDescription, build_model
 
 

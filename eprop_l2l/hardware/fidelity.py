@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from ..cells.filters import causal_filter
 from ..inner_loop.eprop_online import eprop_online
 from ..inner_loop.fixed_point import FixedFormat, Scales, calibrate_run
 from ..inner_loop.losses import Loss
+from ..numerics.filters import causal_filter
 from ..task_families.arm_objective import arm_errors
 from .engine import FixedArithmetic, FloatArithmetic, adapted_trial, run_rule
 from .rule import RuleDescription, build_model

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 
 from ..cells.base import Params, mask_self_connections
-from ..cells.linalg import contract_time, is_per_task
 from ..cells.simulate import simulate_currents
 from ..cells.spiking import SpikingNeurons
+from ..numerics.linalg import contract_time, is_per_task
 from .eprop import DEFAULT_PLASTIC, EpropResult, presynaptic, readout_grads
 from .losses import Loss
 from .regularization import RateRegularizer

@@ -18,10 +18,10 @@ from typing import NamedTuple
 import torch
 
 from ..cells.base import Params, mask_self_connections
-from ..cells.filters import anticausal_filter
-from ..cells.linalg import contract_time, is_per_task
 from ..cells.simulate import Trajectory
 from ..error_modules.base import Observation, for_readout
+from ..numerics.filters import anticausal_filter
+from ..numerics.linalg import contract_time, is_per_task
 from .losses import Loss
 from .regularization import RateRegularizer
 
@@ -113,7 +113,7 @@ def eprop_fused(
     **source_params}`` and, in its observation, the task's ``context`` ``[B, T, ·]`` if given (e.g. the coded
     target movement for a learned error module). ``kappa`` filters the traces (default: the readout's κ, which
     makes symmetric feedback exact in the sense of Bellec et al. 2020; 0 disables filtering, as in e-prop 2).
-    ``fast`` runs spiking time loops with the hand-written backward (:mod:`eprop_l2l.cells.fused_loop`).
+    ``fast`` runs spiking time loops with the hand-written backward (:mod:`eprop_l2l.numerics.fused_loop`).
     ``per_task=True`` returns one update per batch element (task) even where the weights are shared — the
     first update of a learning-to-learn batch runs the demonstration on the shared initial weights (the cheap
     matrix-matrix layout) and still gives every task its own ΔW. Default: per task iff ``w_rec`` is.

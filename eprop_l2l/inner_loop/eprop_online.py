@@ -16,9 +16,9 @@ import torch
 
 from ..cells.autodiff import AutodiffTraces
 from ..cells.base import Params, check_params, expand_rows, mask_self_connections
-from ..cells.linalg import is_per_task, outer
 from ..error_modules.base import Observation, for_readout
 from ..errors import require_choice
+from ..numerics.linalg import is_per_task, outer
 from .eprop import DEFAULT_PLASTIC, RECURRENT_WEIGHTS, EpropResult
 from .losses import Loss
 from .regularization import RateRegularizer

@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 
 from ..cells.base import mask_self_connections
-from ..cells.filters import causal_filter
-from ..cells.linalg import contract_time, is_per_task
+from ..numerics.filters import causal_filter
+from ..numerics.linalg import contract_time, is_per_task
 from .eprop import presynaptic
 from .fixed_point import FixedFormat, calibrate_run, quantize_weights, round_integer, saturate
 

@@ -31,11 +31,11 @@ import dataclasses
 import torch
 
 from ..cells.base import Params
-from ..cells.filters import anticausal_filter
-from ..cells.linalg import outer
 from ..cells.network import RecurrentNetwork
 from ..cells.rate import RateRNN, RateState
 from ..errors import ConfigError
+from ..numerics.filters import anticausal_filter
+from ..numerics.linalg import outer
 from .eprop import EpropResult, eprop_fused
 from .eprop_online import eprop_online
 

@@ -16,7 +16,7 @@ import torch
 from torch.func import jacfwd
 
 from ..cells.base import Params, mask_self_connections
-from ..cells.linalg import is_per_task
+from ..numerics.linalg import is_per_task
 from .eprop import DEFAULT_PLASTIC
 from .losses import Loss
 from .regularization import RateRegularizer

@@ -43,10 +43,10 @@ from typing import NamedTuple
 import torch
 
 from ..cells.base import Params, check_params, mask_self_connections, stack_states
-from ..cells.linalg import is_per_task
 from ..cells.simulate import Trajectory, simulate
 from ..cells.state_layout import StateLayout
 from ..errors import ConfigError, require_count
+from ..numerics.linalg import is_per_task
 from .eprop import DEFAULT_PLASTIC, READOUT_WEIGHTS
 from .losses import Loss
 from .regularization import RateRegularizer

@@ -20,7 +20,7 @@ from ..errors import ConfigError, require_choice, require_count, require_non_neg
 @dataclass(frozen=True)
 class MetaTraining:
     """The validated settings of the outer loop. No defaults here: the one place they are stated is the run
-    schema (``runs.config.OptimConfig``, documented in docs/hyperparameters.md), from which ``runs.build``
+    schema (``config.schema.OptimConfig``, documented in docs/hyperparameters.md), from which ``runs.build``
     constructs this record (``MetaTraining(**asdict(cfg.optim))``)."""
 
     n_iterations: int

@@ -12,17 +12,17 @@ from contextlib import contextmanager
 
 from ..cells import LeakyReadout, RecurrentNetwork, make_cell
 from ..cells.spec import NEURON_MODELS
+from ..config.schema import LIMITS, SEED_MAX, TrainConfig
 from ..error_modules.feedback import META_FEEDBACK_KINDS, Feedback
 from ..error_modules.learned import LearnedErrorModule
 from ..errors import ConfigError, require_choice, require_count, require_non_negative, require_positive
 from ..inner_loop.objectives import OBJECTIVES, InnerObjective
 from ..inner_loop.registry import rule_names
 from ..inner_loop.regularization import RateRegularizer
+from ..messages import cut, escape, shown
 from ..meta.learner import MetaLearner
 from ..meta.trainer import MetaTraining
 from ..task_families import FAMILIES, make_task_family
-from .config import LIMITS, SEED_MAX, TrainConfig
-from .messages import cut, escape, shown
 from .rundir import check_path
 from .session import SessionOptions
 
@@ -293,7 +293,7 @@ def build(cfg: TrainConfig, world_size: int = 1):
 
 def from_experiment(name: str, *overrides: str):
     """``(learner, family, training)`` of an experiment preset in ``configs/experiment`` (with overrides)."""
-    from .compose import load_config
+    from ..config.compose import load_config
 
     learner, family, training, _ = build(load_config([f"experiment={name}", *overrides]))
     return learner, family, training

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+from ..messages import shown, shown_path
 from ..meta.trainer import MetaTraining, MetaTrainingState, start
 from . import rundir
-from .messages import shown, shown_path
 
 FORMAT = 1
 PATTERN = "ckpt_{:08d}.pt"

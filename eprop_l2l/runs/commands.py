@@ -20,16 +20,16 @@ from pathlib import Path
 
 import torch
 
+from ..config.compose import config_from_yaml, to_yaml
+from ..config.schema import MODEL_SECTIONS, TrainConfig
 from ..errors import ConfigError
 from ..information import describe as describe_information
+from ..messages import escape, os_problem
 from ..meta.evaluate import evaluate_one_shot, write_evaluation
 from ..runtime import configure_cpu
 from . import distributed, rundir
 from .build import build
 from .checkpoint import CheckpointError, check_compatible, latest_checkpoint, load_checkpoint
-from .compose import config_from_yaml, to_yaml
-from .config import MODEL_SECTIONS, TrainConfig
-from .messages import escape, os_problem
 from .resources import check_memory
 from .session import run_session
 from .tracking import RUN_ID_FILE, check_available, start_tracking
@@ -343,7 +343,7 @@ def evaluation_setup(target: str, overrides: list[str] | tuple[str, ...] = ()):
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from .compose import to_config
+    from ..config.compose import to_config
 
     run_dir, checkpoint = locate(target)
     stored = run_dir / CONFIG_FILE

@@ -27,8 +27,8 @@ import torch
 import torch.distributed as dist
 
 from ..errors import ConfigError
+from ..messages import shown
 from ..meta.trainer import Shard
-from .messages import shown
 from .rundir import RunFault
 
 LAUNCH = "launch with torchrun (scripts/launch_distributed.sh), or unset WORLD_SIZE to train in one process"

@@ -11,9 +11,9 @@ import io
 import json
 from pathlib import Path
 
+from ..config.compose import config_from_yaml
 from ..errors import ConfigError
 from ..outputs import check_output_file
-from .compose import config_from_yaml
 
 CURVES = "training_curves.png"
 SUMMARY_COLUMNS = ("iterations", "mse_cart_before", "mse_cart_after", "mse_motor_after", "hand_rmse_after",

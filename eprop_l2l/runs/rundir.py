@@ -31,7 +31,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .messages import shown, shown_path
+from ..messages import shown, shown_path
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"

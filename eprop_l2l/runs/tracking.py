@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .messages import one_line, shown, shown_path
+from ..messages import one_line, shown, shown_path
 from .rundir import RunFault, write_atomic
 
 RUN_ID_FILE = "wandb_run_id"

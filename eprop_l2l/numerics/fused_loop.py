@@ -24,7 +24,7 @@ from torch.autograd.function import once_differentiable
 
 from . import native
 from .linalg import is_per_task, sparse_input_product_t
-from .spike import SURROGATE_CODES
+from .native import SURROGATE_CODES
 
 PATH_CODES = {"full": 0, "no_reset": 1, "local": 2}
 
@@ -44,7 +44,7 @@ class _SpikingLoop(torch.autograd.Function):
             padded = _native_forward(cell, currents, w_rec, v0, a0, z0, ref0, adaptive)
         else:  # the values come from the cell's own step (no second copy of the dynamics), unrecorded
             params = {"w_rec": w_rec}
-            state = cell_state(cell, v0, a0, z0, ref0)
+            state = cell.state_record(v0, a0, z0, ref0)
             states = [state]
             for t in range(currents.shape[1]):
                 state, _ = cell.step_current(params, state, currents[:, t], paths)
@@ -81,7 +81,7 @@ class _SpikingLoop(torch.autograd.Function):
         if adaptive and g_a is None:
             g_a = zeros.new_zeros(a_pad.shape)
         # pseudo-derivative of every step at once, through the same function as the closed forms
-        state_like = cell_state(cell, v_pad, a_pad, z_pad, ref_pad)
+        state_like = cell.state_record(v_pad, a_pad, z_pad, ref_pad)
         psi = cell.psi(None, state_like)
         delta_v = torch.empty_like(v_pad)  # δv^t for t = 0..T (index 0: the initial state)
         dv_next, da_next = zeros, zeros
@@ -131,7 +131,7 @@ def _native_forward(cell, currents, w_rec, v0, a0, z0, ref0, adaptive):
     beta = cell.beta_vector(currents) if adaptive else None
     v, a, z, ref = native.module().spiking_forward(currents, w_rec, v0, a0 if adaptive else None, z0, ref0, beta,
                                                    *_constants(cell, adaptive))
-    return cell_state(cell, v, a if adaptive else None, z, ref)
+    return cell.state_record(v, a if adaptive else None, z, ref)
 
 
 def _native_backward(cell, w_rec, v_pad, a_pad, ref_pad, g_v, g_z, g_a, paths):
@@ -142,14 +142,6 @@ def _native_backward(cell, w_rec, v_pad, a_pad, ref_pad, g_v, g_z, g_a, paths):
         cell.spec.gamma_pd, SURROGATE_CODES[cell.spec.surrogate], PATH_CODES[paths])
 
 
-def cell_state(cell, v, a, z, ref):
-    """The cell's state record from separate tensors (LIF has no adaptation field)."""
-    from .alif import ALIFState
-    from .lif import LIFState
-
-    return ALIFState(v, a, z, ref) if a is not None else LIFState(v, z, ref)
-
-
 def spiking_loop(cell, params, currents: torch.Tensor, state0, paths: str = "full"):
     """Padded state record ``[B, T+1, ...]`` of a LIF or ALIF cell driven by ``currents [B, T, n_rec]``."""
     adaptive = hasattr(state0, "a")
@@ -157,6 +149,6 @@ def spiking_loop(cell, params, currents: torch.Tensor, state0, paths: str = "ful
     out = _SpikingLoop.apply(currents, params["w_rec"], state0.v, a0, state0.z, state0.ref, cell, adaptive, paths)
     if adaptive:
         v, a, z, ref = out
-        return cell_state(cell, v, a, z, ref)
+        return cell.state_record(v, a, z, ref)
     v, z, ref = out
-    return cell_state(cell, v, None, z, ref)
+    return cell.state_record(v, None, z, ref)

@@ -1,8 +1,8 @@
-// Native CPU time loops of the cell library (built on first use by eprop_l2l/cells/native/__init__.py).
+// Native CPU time loops of the cell library (built on first use by eprop_l2l/numerics/native/__init__.py).
 //
 // Why: at learning-to-learn sizes (B·N ≈ 10^3-10^4 per step, T = 500) a Python time loop costs ~10 µs per
 // tensor operation in dispatch alone, far more than the arithmetic. These loops run the same equations as
-// the Python reference loops (cells/spiking.py, cells/fused_loop.py, cells/filters.py) with one call per
+// the Python reference loops (cells/spiking.py, numerics/fused_loop.py, numerics/filters.py) with one call per
 // trial; the tests hold them equal to the reference (tests/test_native_kernels.py).
 //
 // * spiking_forward: LIF / ALIF trial. The recurrent product is event-driven — only the columns of the

@@ -44,7 +44,7 @@ def describe(config_dir: Path = CONFIG_DIR, width: int = 100) -> str:
         for option, text in options.items():
             mark = " [default]" if chosen.get(group) == option else ""
             lines += textwrap.wrap(text + mark, width, initial_indent=f"    {option:<17}", subsequent_indent=" " * 21)
-    lines.append("every key, its type and default: eprop_l2l/runs/config.py; print a composition with --cfg")
+    lines.append("every key, its type and default: eprop_l2l/config/schema.py; print a composition with --cfg")
     return "\n".join(lines)
 
 

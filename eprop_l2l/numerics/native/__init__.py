@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
+# the surrogate derivatives the kernels compute, by the number they take (cells.spike names the same shapes)
+SURROGATE_CODES = {"triangle": 0, "fast_sigmoid": 1}
 DTYPES = (torch.float32, torch.float64)
 # A build takes ~30 s (minutes on a loaded machine); a lock file older than this was left by a killed build.
 STALE_LOCK_SECONDS = 15 * 60

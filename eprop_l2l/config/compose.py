@@ -21,10 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import ConfigError
-from .config import TrainConfig
-from .messages import cut, shown
+from ..messages import cut, shown
+from .catalog import CONFIG_DIR
+from .schema import TrainConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 SCHEMA = "train_schema"
 MAX_JOBS = 256  # runs one multirun command may expand to (each is validated before the first one starts)
 MAX_OVERRIDE = 4000  # characters of one override (Python refuses to parse longer integers anyway)
