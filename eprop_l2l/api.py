@@ -23,7 +23,7 @@ import torch
 from .cells.base import Params
 from .config.schema import TrainConfig
 from .errors import ConfigError
-from .meta.learner import MetaLearner
+from .meta.learner import MetaLearner, run_learner
 from .task_families.arm import ArmTrials, joint_velocities_from_hand
 from .task_families.arm_objective import arm_errors, produced_hand
 from .task_families.base import TaskBatch
@@ -110,7 +110,7 @@ class TrainedModel:
             joint_velocities = joint_velocities_from_hand(hand, dt_ms=self.family.dt_ms)
         generator = generator if generator is not None else torch.Generator().manual_seed(seed)
         batch = self.trials(joint_velocities, generator)
-        out = self.learner.forward(self.meta, batch.to(self.device))
+        out = run_learner(self.learner, self.meta, batch.to(self.device), generator)
         y_before, y_after = out["y_demo"].cpu(), out["y_test"].cpu()
         before, after = arm_errors(y_before, batch), arm_errors(y_after, batch)
         demo = out["demos"][0] if out["demos"] else None

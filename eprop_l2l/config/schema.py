@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..inner_loop.device import PCMDevice
 from ..units import DEFAULT_STEP_MS
 
 
@@ -94,6 +95,22 @@ class InnerConfig:
     precision: str = "float"
 
 
+_PCM = PCMDevice()  # the device model's own defaults
+
+
+@dataclass
+class DeviceConfig:
+    """Where the trainee's weights live (inner_loop/device.py, docs/natural_eprop.md): none (exact floats) or pcm
+    (a phase-change-memory crossbar: programming noise, drift and read noise, ΔW at the device's resolution),
+    in meta-training (hardware-aware) and evaluation alike."""
+
+    kind: str = "none"  # none | pcm
+    update_step: float = _PCM.update_step  # ΔW is programmed in multiples of this (0: not rounded)
+    programming_noise: bool = _PCM.programming_noise
+    drift: bool = _PCM.drift
+    read_noise: bool = _PCM.read_noise
+
+
 @dataclass
 class OptimConfig:
     """The outer loop (meta-training): Adam with clipping and step decay, periodic validation."""
@@ -169,6 +186,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     error_module: ErrorModuleConfig = field(default_factory=ErrorModuleConfig)
     inner: InnerConfig = field(default_factory=InnerConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -177,7 +195,7 @@ class TrainConfig:
 
 
 # Sections that define what is trained: a run directory may be resumed only with the same values here.
-MODEL_SECTIONS = ("task", "model", "error_module", "inner")
+MODEL_SECTIONS = ("task", "model", "error_module", "inner", "device")
 
 # Upper bounds of sizes and counts, checked before anything is built, so that a typo (one zero too many) is a
 # one-line refusal and never an allocator failure, an integer overflow or a run that cannot end; the memory a

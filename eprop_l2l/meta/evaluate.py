@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..cells.base import Params
+from .learner import run_learner
 
 
 @torch.no_grad()
@@ -35,7 +36,7 @@ def evaluate_one_shot(learner, meta: Params, family, n_tasks: int = 100, seed: i
             size = min(batch_size, n_tasks - done)
             starts.append((done, size, generator.get_state()))
             batch = family.sample(size, generator).to(device)
-            out = learner.forward(meta, batch)
+            out = run_learner(learner, meta, batch, generator)
             if device.type != "cpu":
                 batch, out = batch.to("cpu"), _to_cpu(out)
             for when, y in (("before", out["y_demo"]), ("after", out["y_test"])):
@@ -80,7 +81,7 @@ def _median_example(learner, meta: Params, family, per_task: dict, starts: list)
     generator.set_state(state)
     device = next(iter(meta.values())).device
     batch = family.sample(size, generator).select(slice(index - first, index - first + 1)).to(device)
-    out = learner.forward(meta, batch)
+    out = run_learner(learner, meta, batch, generator)  # with a device model: the rerun's own noise draws
     if device.type != "cpu":
         batch, out = batch.to("cpu"), _to_cpu(out)
     return batch, out, index

@@ -22,6 +22,7 @@ from ..error_modules.base import Observation
 from ..errors import ConfigError, require_choice, require_count, require_positive
 from ..information import INFORMATION, withhold
 from ..information import check as check_information
+from ..inner_loop.device import CHIP_WEIGHTS, PCMDevice
 from ..inner_loop.eprop import READOUT_WEIGHTS
 from ..inner_loop.fixed_point import FORMATS, number_format
 from ..inner_loop.objectives import InnerObjective
@@ -42,6 +43,14 @@ def time_step_ms(part) -> float | None:
     """The step (ms) a part's constants were derived with (its ``dt_ms``); None for parts without time constants
     (LSTM, feedback matrices)."""
     return getattr(part, "dt_ms", None)
+
+
+def run_learner(learner, meta: Params, batch: TaskBatch, generator: torch.Generator) -> dict:
+    """``learner.forward`` with ``generator`` for the draws of a device model; a learner without one never
+    touches the generator (its task stream stays what it was)."""
+    if getattr(learner, "device", None) is None:
+        return learner.forward(meta, batch)
+    return learner.forward(meta, batch, generator)
 
 
 def mean_rate(trials: list[torch.Tensor]) -> torch.Tensor | None:
@@ -80,6 +89,9 @@ class MetaLearner:
     precision: str = "float"
     # what the demonstration's error is measured on (inner_loop.objectives): motor targets or the hand path
     objective: InnerObjective = field(default_factory=InnerObjective)
+    # the trainee's weights on a PCM crossbar (inner_loop.device): programmed with noise and drift, read with
+    # noise in every trial, ΔW written at the device's resolution; forward then needs a generator
+    device: PCMDevice | None = None
 
     def __post_init__(self):
         # the rules that can be the one-shot inner loop (inner_loop.registry): eprop (eligibility traces × the
@@ -95,6 +107,8 @@ class MetaLearner:
         if self.precision != "float" and not self.rule.local:
             raise ConfigError("inner.precision", f"{self.precision!r} needs a local rule a learning engine runs "
                               f"(inner.rule=eprop), got {self.inner_rule!r}")
+        if self.device is not None and self.precision != "float":
+            raise ConfigError("device.kind", f"a device model takes inner.precision=float, got {self.precision!r}")
         if self.precision != "float" and set(self.plastic) - {"w_in", "w_rec"}:
             raise ConfigError("inner.plastic", f"{list(self.plastic)}: at inner.precision={self.precision!r} only "
                               "w_in and w_rec are plastic (the learning engine's connections)")
@@ -177,14 +191,25 @@ class MetaLearner:
             return None
         return fixed(meta, Observation(inputs=batch.inputs, context=batch.context))
 
-    def adapt(self, meta: Params, batch: TaskBatch, drive: torch.Tensor | None = None):
-        """One-shot adaptation: per-task fast weights and the demonstration trial's records."""
+    def _chip(self, generator: torch.Generator | None):
+        if self.device is not None and generator is None:
+            raise ConfigError("device.kind", "a device model draws noise: call forward(meta, batch, generator)")
+        return self.device
+
+    def adapt(self, meta: Params, batch: TaskBatch, drive: torch.Tensor | None = None,
+              generator: torch.Generator | None = None):
+        """One-shot adaptation: per-task fast weights and the demonstration trial's records. With a device
+        model the fast weights are the programmed ones (what the crossbar holds, before read noise)."""
         batch = self.withhold(batch)  # the rule never sees what it did not declare
         b = batch.inputs.shape[0]
+        chip = self._chip(generator)
         # The first demonstration runs on the shared initial weights (one matrix-matrix product per step) and
-        # gives each task its own ΔW; the quantised update needs the per-task layout.
-        shared_first = self.precision == "float"
+        # gives each task its own ΔW; the quantised update and a device (each task's own chip) need per-task ones.
+        shared_first = self.precision == "float" and chip is None
         fast = {k: (v.expand(b, *v.shape) if k in self.plastic and not shared_first else v) for k, v in meta.items()}
+        if chip is not None:  # every task's crossbar is written with the initial weights
+            fast = {k: (chip.program(v.expand(b, *v.shape[-2:]) if v.dim() == 2 else v, generator)
+                        if k in CHIP_WEIGHTS else v) for k, v in fast.items()}
         lr = self.inner_lr_value(meta)
         drive = self._module_drive(meta, batch) if drive is None else drive
         loss, target = self.objective.loss(), self.objective.target(batch)
@@ -193,8 +218,9 @@ class MetaLearner:
         for _ in range(self.n_inner_updates):
             # a rule that reads the error module gets it; the BPTT step is differentiated to second order by
             # the outer loop, through autograd's own loop (the hand-written backward is first order)
+            read = self.read(fast, generator)
             result = rule.update(UpdateRequest(
-                network=self.network, params=fast, batch=batch, loss=loss, target=target, plastic=self.plastic,
+                network=self.network, params=read, batch=batch, loss=loss, target=target, plastic=self.plastic,
                 source=self.error_module if rule.reads_source else None, source_drive=drive, kappa=self.kappa,
                 fast=self.fast_loop and rule.reads_source, per_task=True, create_graph=torch.is_grad_enabled()))
             demos.append(result)
@@ -202,17 +228,28 @@ class MetaLearner:
                 fast = quantized_fast_weights(self.network.cell, fast, result, batch.inputs, self.plastic, lr,
                                               number_format(self.precision))
                 continue
+            if chip is not None:
+                fast = {k: (chip.reprogram(v, -lr * result.grads[k], generator) if k in self.plastic else v)
+                        for k, v in fast.items()}
+                continue
             fast = {k: (v - lr * result.grads[k] if k in self.plastic else v) for k, v in fast.items()}
         return fast, demos
 
-    def forward(self, meta: Params, batch: TaskBatch) -> dict:
-        """Meta-loss and diagnostics of one batch of tasks."""
+    def read(self, fast: Params, generator: torch.Generator | None) -> Params:
+        """The weights one trial runs with: the crossbar's, read with noise (unchanged without a device)."""
+        chip = self._chip(generator)
+        if chip is None:
+            return fast
+        return {k: (chip.read(v, generator) if k in CHIP_WEIGHTS else v) for k, v in fast.items()}
+
+    def forward(self, meta: Params, batch: TaskBatch, generator: torch.Generator | None = None) -> dict:
+        """Meta-loss and diagnostics of one batch of tasks; ``generator`` draws a device model's noise."""
         if batch.dt_ms != self.dt_ms:
             raise ConfigError("task.dt_ms", f"the trials have {batch.dt_ms:g}-ms steps, the model {self.dt_ms:g}-ms")
         seen = self.withhold(batch)  # what the inner rule and its source may read
         drive = self._module_drive(meta, seen)
-        fast, demos = self.adapt(meta, seen, drive)
-        trajectory, y_test = self.network.run(fast, batch.inputs, fast=self.fast_loop)
+        fast, demos = self.adapt(meta, seen, drive, generator)
+        trajectory, y_test = self.network.run(self.read(fast, generator), batch.inputs, fast=self.fast_loop)
         task_loss, metrics = self.outer_loss(y_test, batch)
         spikes = [trajectory.outputs] + [d.trajectory.outputs for d in demos]
         module_spikes = [d.source_trajectory.outputs for d in demos if d.source_trajectory is not None]

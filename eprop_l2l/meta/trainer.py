@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import ConfigError, require_choice, require_count, require_non_negative, require_positive
+from .learner import run_learner
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
         if config.lr_schedule == "budget":
             for group in state.optimizer.param_groups:
                 group["lr"] = config.lr * config.lr_end ** config.budget_fraction(state.cpu_seconds)
-        out = learner.forward(state.meta, batch)
+        out = run_learner(learner, state.meta, batch, state.generator)
         state.optimizer.zero_grad()
         out["loss"].backward()
         if hasattr(learner, "constrain_gradients"):
@@ -177,7 +178,9 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
         record["skipped_total"] = state.skipped
         if state.iteration % config.validate_every == 0 or state.iteration == config.n_iterations - 1:
             with torch.no_grad():
-                metrics = learner.forward(state.meta, validation)["metrics"]
+                # the same device draws at every validation: its curve compares iterations, not noise
+                noise = torch.Generator().manual_seed(config.validation_seed)
+                metrics = run_learner(learner, state.meta, validation, noise)["metrics"]
             if shard.reduce_metrics is not None:
                 metrics = shard.reduce_metrics(metrics)
             record.update({f"val/{k}": float(v) for k, v in metrics.items()})

@@ -16,6 +16,7 @@ from ..config.schema import LIMITS, SEED_MAX, TrainConfig
 from ..error_modules.feedback import META_FEEDBACK_KINDS, Feedback
 from ..error_modules.learned import LearnedErrorModule
 from ..errors import ConfigError, require_choice, require_count, require_non_negative, require_positive
+from ..inner_loop.device import PCMDevice
 from ..inner_loop.objectives import OBJECTIVES, InnerObjective
 from ..inner_loop.registry import rule_names
 from ..inner_loop.regularization import RateRegularizer
@@ -120,12 +121,28 @@ def build_learner(cfg: TrainConfig, family) -> MetaLearner:
         require_choice("inner.plastic", name, PLASTIC)
     if not inner.plastic:
         raise ConfigError("inner.plastic", "must name at least one weight (w_in, w_rec, w_out)")
-    return MetaLearner(RecurrentNetwork(cell, readout), module, inner_lr=inner.lr, learn_inner_lr=inner.learn_lr,
+    return MetaLearner(RecurrentNetwork(cell, readout), module, device=_device(cfg.device),
+                       inner_lr=inner.lr, learn_inner_lr=inner.learn_lr,
                        n_inner_updates=inner.n_updates, plastic=tuple(inner.plastic), inner_rule=inner.rule,
                        precision=inner.precision,
                        network_rate=_rate("model", m, dt_ms), module_rate=_rate("error_module", e, dt_ms),
                        outer_loss=family.outer_loss, fast_loop=inner.fast_loop, objective=objective,
                        kappa=readout.kappa if inner.filter_traces else 0.0)
+
+
+DEVICE_KINDS = ("none", "pcm")
+
+
+def _device(spec) -> PCMDevice | None:
+    require_choice("device.kind", spec.kind, DEVICE_KINDS)
+    if spec.kind == "none":
+        return None
+    for key in ("programming_noise", "drift", "read_noise"):
+        if not isinstance(getattr(spec, key), bool):
+            raise ConfigError(f"device.{key}", f"must be true or false, got {getattr(spec, key)!r}")
+    with section("device"):
+        return PCMDevice(update_step=spec.update_step, programming_noise=spec.programming_noise, drift=spec.drift,
+                         read_noise=spec.read_noise)
 
 
 def build_training(cfg: TrainConfig, world_size: int = 1) -> MetaTraining:
