@@ -105,8 +105,9 @@ class MetaLearner:
         require_count("inner.n_updates", self.n_inner_updates, minimum=0)
         require_choice("inner.precision", self.precision, PRECISIONS)
         if self.precision != "float" and not self.rule.local:
-            raise ConfigError("inner.precision", f"{self.precision!r} needs a local rule a learning engine runs "
-                              f"(inner.rule=eprop), got {self.inner_rule!r}")
+            local = "|".join(rule_names(local=True, one_shot=True))
+            raise ConfigError("inner.precision", f"{self.precision!r} needs inner.rule={local} (a learning-engine "
+                              f"rule), got {self.inner_rule!r}")
         if self.device is not None and self.precision != "float":
             raise ConfigError("device.kind", f"a device model takes inner.precision=float, got {self.precision!r}")
         if self.precision != "float" and set(self.plastic) - {"w_in", "w_rec"}:
