@@ -77,6 +77,18 @@ def test_the_update_is_programmed_at_the_device_resolution_and_only_where_it_cha
     assert torch.all(after[~unchanged] != (w + step.detach())[~unchanged])  # written: programming noise and drift
 
 
+def test_an_update_below_the_resolution_still_passes_its_gradient():
+    """Every entry rounds to zero, so nothing is written, and yet dW/dΔW = 1: the inner η and the signals that
+    make ΔW can grow until the update reaches the device's resolution."""
+    device = PCMDevice()
+    w = torch.full((50,), 0.3, dtype=torch.float64)
+    delta = torch.full((50,), 1e-3, dtype=torch.float64, requires_grad=True)
+    after = device.reprogram(w, delta, torch.Generator().manual_seed(0))
+    assert torch.equal(after.detach(), w)
+    after.sum().backward()
+    assert delta.grad.tolist() == [1.0] * 50
+
+
 def tiny(*extra):
     cfg = load_config(["experiment=tiny", *extra])
     learner, family, _, _ = build(cfg)

@@ -125,4 +125,7 @@ class PCMDevice:
     def reprogram(self, w: torch.Tensor, delta: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The programmed weights ``w`` after the update ``delta``: only the devices it changes are written."""
         step = self.programmed_update(delta)
-        return torch.where(step.detach() != 0, self.program(w + step, generator), w)
+        # a device the rounded step leaves alone keeps its value, but the gradient still passes straight through
+        # the rounding: otherwise an update below half a step would never learn to grow
+        kept = w + (step - step.detach())
+        return torch.where(step.detach() != 0, self.program(w + step, generator), kept)
