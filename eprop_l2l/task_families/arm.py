@@ -114,10 +114,21 @@ class ArmPlant:
         return 2 * self.n_pop_per_dim
 
 
+@dataclass(frozen=True)
 class ArmTrials(FamilyBase):
-    """What both arm families share: trials built from ``joint_velocities`` (clock input, arm, coded target),
-    and what the meta-learning loop asks of a family (``task_families.base.MetaObjective``): the outer
-    objective, the per-task evaluation metrics and the one-shot figure."""
+    """What both arm families share: the trial's fields, trials built from ``joint_velocities`` (clock input,
+    arm, coded target), and what the meta-learning loop asks of a family (``task_families.base.MetaObjective``):
+    the outer objective, the per-task evaluation metrics and the one-shot figure."""
+
+    n_steps: int = 500
+    n_clock: int = 10
+    clock_groups: int = 5
+    clock_period_ms: int = 10
+    n_pop_per_dim: int = 100
+    pop_sigma: float = 0.2
+    pop_peak_hz: float = 200.0
+    _: KW_ONLY
+    dt_ms: float  # the run's time step (task.dt_ms): n_steps·dt_ms is the trial
 
     metric_keys: ClassVar[tuple[str, ...]] = ("mse_cart", "mse_motor", "hand_rmse")
     primary_metric: ClassVar[str] = "mse_cart"  # the held-out number; the figure's example is its median task
@@ -193,18 +204,9 @@ class ArmTrials(FamilyBase):
 
 @dataclass(frozen=True)
 class ArmSines(ArmTrials):
-    n_steps: int = 500
-    n_clock: int = 10
-    clock_groups: int = 5
-    clock_period_ms: int = 10
-    n_pop_per_dim: int = 100
-    pop_sigma: float = 0.2
-    pop_peak_hz: float = 200.0
     n_components: int = 5
     shoulder_amplitude: float = 30.0
     elbow_peak_to_peak: float = 20.0
-    _: KW_ONLY
-    dt_ms: float  # the run's time step (task.dt_ms): n_steps·dt_ms is the trial
 
     name: ClassVar[str] = "arm_sines"
     loss: ClassVar[str] = "mse"
@@ -250,20 +252,11 @@ class ArmBrownian(ArmTrials):
     physical time: increments of variance ∝ δt (N(0, δ²·0.01·δt/1 ms)), a window of ``window`` ms (a whole
     number of steps), the same ω in rad/s."""
 
-    n_steps: int = 500
-    n_clock: int = 10
-    clock_groups: int = 5
-    clock_period_ms: int = 10
-    n_pop_per_dim: int = 100
-    pop_sigma: float = 0.2
-    pop_peak_hz: float = 200.0
     delta: float = 1.0  # δ: 1.0 for the 2-joint arm, 0.65 for the Scorbot in the authors' code
     window: int = 120  # ms (steps of the recipe's 1-ms grid)
     clip: float = math.pi
     kinematic_step: float = 0.01  # the authors' angle increment per (1-ms) step per unit ω
     max_travel: float = math.pi / 2
-    _: KW_ONLY
-    dt_ms: float  # the run's time step (task.dt_ms): n_steps·dt_ms is the trial
 
     name: ClassVar[str] = "arm_brownian"
     loss: ClassVar[str] = "mse"
