@@ -61,7 +61,7 @@ test: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/lint-imports  # the layer contracts of .importlinter
 	@# build the native time loops once, up front and loudly (a failed build is an error here, not a fallback)
-	EPROP_L2L_NATIVE=1 $(VENV_PY) -c "from eprop_l2l.cells import native; print('native time loops:', native.module().__name__)"
+	EPROP_L2L_NATIVE=1 $(VENV_PY) -c "from eprop_l2l.numerics import native; print('native time loops:', native.module().__name__)"
 	$(VENV_PY) -m pytest -q -x --durations=15 $(PYTEST_ARGS)
 
 # e-prop 2 in minutes: meta-trains the `demo` preset (the cpu sizes, 600 meta-iterations) into runs/demo,
