@@ -133,3 +133,13 @@ def test_the_meta_learner_runs_through_the_chip_reproducibly_and_differentiably(
 def test_bad_device_settings_are_refused_in_one_line(overrides, message):
     with pytest.raises(ConfigError, match="^" + message.replace(".", r"\.")):
         build(load_config(["experiment=tiny", *overrides]))
+
+
+def test_a_weight_beyond_the_range_still_gets_its_gradient():
+    """Programming clips to ±w_max, and the gradient passes straight through the clip: a meta-parameter that
+    has grown past the range can be trained back into it."""
+    w = torch.tensor([1.5, -1.8, 0.4], dtype=torch.float64, requires_grad=True)
+    out = PCMDevice(**ONLY["programming"]).program(w, torch.Generator().manual_seed(0))
+    assert out.detach().abs().max() <= 1.0
+    out.sum().backward()
+    assert w.grad.tolist() == [1.0, 1.0, 1.0]

@@ -65,7 +65,8 @@ class PCMDevice:
 
     # --- the three effects, on weights (each returns a tensor of w's shape) ------------------------------------
     def _normal(self, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+        # drawn on the generator's device (the runs' generators are CPU ones), then moved: the same draws anywhere
+        return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=generator.device).to(like.device)
 
     def programming_sd(self, w: torch.Tensor) -> torch.Tensor:
         """σ_p of writing ``w``, in weight units (0 for zero weights)."""
@@ -99,9 +100,9 @@ class PCMDevice:
         return w + (value - w).detach()
 
     def program(self, w: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The weights after writing ``w`` (clipped to ±w_max) and the drift until they are read."""
-        w = w.clamp(-self.w_max, self.w_max)
-        value = w.detach()
+        """The weights after writing ``w`` (clipped to ±w_max) and the drift until they are read. The gradient
+        passes straight through the clip too, so a weight beyond the range can still be trained back into it."""
+        value = w.detach().clamp(-self.w_max, self.w_max)
         if self.programming_noise:
             value = self._clip_to_sign(value + self.programming_sd(value) * self._normal(value, generator), value)
         if self.drift:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..cells.base import Params
-from .learner import run_learner
+from .learner import NOISE_SEED_OFFSET, run_learner
 
 
 @torch.no_grad()
@@ -27,6 +27,7 @@ def evaluate_one_shot(learner, meta: Params, family, n_tasks: int = 100, seed: i
     from tqdm import tqdm
 
     generator = torch.Generator().manual_seed(seed)
+    noise = torch.Generator().manual_seed(seed + NOISE_SEED_OFFSET)  # a device model's draws: apart from the tasks
     device = next(iter(meta.values())).device
     per_task = {f"{k}_{when}": [] for k in family.metric_keys for when in ("before", "after")}
     rates_network, rates_module, starts = [], [], []
@@ -36,7 +37,7 @@ def evaluate_one_shot(learner, meta: Params, family, n_tasks: int = 100, seed: i
             size = min(batch_size, n_tasks - done)
             starts.append((done, size, generator.get_state()))
             batch = family.sample(size, generator).to(device)
-            out = run_learner(learner, meta, batch, generator)
+            out = run_learner(learner, meta, batch, noise)
             if device.type != "cpu":
                 batch, out = batch.to("cpu"), _to_cpu(out)
             for when, y in (("before", out["y_demo"]), ("after", out["y_test"])):
@@ -81,7 +82,9 @@ def _median_example(learner, meta: Params, family, per_task: dict, starts: list)
     generator.set_state(state)
     device = next(iter(meta.values())).device
     batch = family.sample(size, generator).select(slice(index - first, index - first + 1)).to(device)
-    out = run_learner(learner, meta, batch, generator)  # with a device model: the rerun's own noise draws
+    # with a device model the rerun draws its own noise: the figure shows the median task's movement on another
+    # draw of the chip than the one its metric was scored on
+    out = run_learner(learner, meta, batch, torch.Generator().manual_seed(index))
     if device.type != "cpu":
         batch, out = batch.to("cpu"), _to_cpu(out)
     return batch, out, index

@@ -45,6 +45,11 @@ def time_step_ms(part) -> float | None:
     return getattr(part, "dt_ms", None)
 
 
+# A device model's noise comes from its own stream, this far from the tasks' seed: drawing it never moves which
+# tasks a seed gives (an evaluation with noise scores the same movements as one without).
+NOISE_SEED_OFFSET = 7919
+
+
 def run_learner(learner, meta: Params, batch: TaskBatch, generator: torch.Generator) -> dict:
     """``learner.forward`` with ``generator`` for the draws of a device model; a learner without one never
     touches the generator (its task stream stays what it was)."""

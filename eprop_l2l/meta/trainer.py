@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import ConfigError, require_choice, require_count, require_non_negative, require_positive
-from .learner import run_learner
+from .learner import NOISE_SEED_OFFSET, run_learner
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
         if state.iteration % config.validate_every == 0 or state.iteration == config.n_iterations - 1:
             with torch.no_grad():
                 # the same device draws at every validation: its curve compares iterations, not noise
-                noise = torch.Generator().manual_seed(config.validation_seed)
+                noise = torch.Generator().manual_seed(config.validation_seed + NOISE_SEED_OFFSET)
                 metrics = run_learner(learner, state.meta, validation, noise)["metrics"]
             if shard.reduce_metrics is not None:
                 metrics = shard.reduce_metrics(metrics)
