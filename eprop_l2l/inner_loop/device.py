@@ -60,6 +60,9 @@ class PCMDevice:
         require_positive("device.drift_time_ratio", self.drift_time_ratio)
         require_positive("device.read_time", self.read_time)
         require_positive("device.read_duration", self.read_duration)
+        for key in ("programming_noise", "drift", "read_noise"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"device.{key}", f"must be true or false, got {getattr(self, key)!r}")
         if self.devices_per_synapse < 1:
             raise ConfigError("device.devices_per_synapse", f"must be >= 1, got {self.devices_per_synapse}")
 

@@ -15,7 +15,7 @@ from ..cells.base import Params
 from ..errors import require_choice, require_count, require_positive
 from .losses import Loss
 from .metrics import classification_error, normalised_mse
-from .registry import UpdateRequest, get_rule, rule_names
+from .registry import RULES, UpdateRequest, rule_names
 from .regularization import RateRegularizer
 
 
@@ -49,7 +49,7 @@ def train_with_rule(network, params: Params, family, source, source_params: Para
     optimizer = (torch.optim.Adam(trained, lr=config.lr) if config.optimizer == "adam"
                  else torch.optim.SGD(trained, lr=config.lr))
     batch = fixed_batch
-    rule = get_rule(config.rule, "training.rule")
+    rule = RULES[config.rule]  # RuleTraining checked the name
     history = []
     for iteration in range(config.n_iterations):
         if fixed_batch is None:

@@ -212,10 +212,10 @@ class MetaLearner:
         # The first demonstration runs on the shared initial weights (one matrix-matrix product per step) and
         # gives each task its own ΔW; the quantised update and a device (each task's own chip) need per-task ones.
         shared_first = self.precision == "float" and chip is None
-        fast = {k: (v.expand(b, *v.shape) if k in self.plastic and not shared_first else v) for k, v in meta.items()}
+        per_task = set() if shared_first else set(self.plastic) | (set(CHIP_WEIGHTS) if chip is not None else set())
+        fast = {k: (v.expand(b, *v.shape) if k in per_task else v) for k, v in meta.items()}
         if chip is not None:  # every task's crossbar is written with the initial weights
-            fast = {k: (chip.program(v.expand(b, *v.shape[-2:]) if v.dim() == 2 else v, generator)
-                        if k in CHIP_WEIGHTS else v) for k, v in fast.items()}
+            fast = {k: (chip.program(v, generator) if k in CHIP_WEIGHTS else v) for k, v in fast.items()}
         lr = self.inner_lr_value(meta)
         drive = self._module_drive(meta, batch) if drive is None else drive
         loss, target = self.objective.loss(), self.objective.target(batch)

@@ -137,9 +137,6 @@ def _device(spec) -> PCMDevice | None:
     require_choice("device.kind", spec.kind, DEVICE_KINDS)
     if spec.kind == "none":
         return None
-    for key in ("programming_noise", "drift", "read_noise"):
-        if not isinstance(getattr(spec, key), bool):
-            raise ConfigError(f"device.{key}", f"must be true or false, got {getattr(spec, key)!r}")
     with section("device"):
         return PCMDevice(update_step=spec.update_step, programming_noise=spec.programming_noise, drift=spec.drift,
                          read_noise=spec.read_noise)
