@@ -178,6 +178,9 @@ def test_target_hand_path_is_the_forward_kinematics_of_the_target_velocities():
         ({"pop_peak_hz": 0.0}, "pop_peak_hz"),
         ({"n_clock": 7}, "n_clock"),
         ({"clock_period_ms": 0}, "clock_period_ms"),
+        ({"context_code": "gray"}, "context_code"),
+        ({"code_bits": 0}, "code_bits"),
+        ({"code_bits": 31}, "code_bits"),
     ],
 )
 def test_bad_fields_raise_config_error_naming_the_field(fields, key):
@@ -262,3 +265,26 @@ def test_error_module_context_is_the_documented_population_code():
     for block in range(2):  # each coordinate block fires as its own coordinate predicts
         part = slice(100 * block, 100 * (block + 1))
         assert context[..., part].sum().item() == pytest.approx(p[..., part].sum().item(), rel=0.04)
+
+
+def test_binary_context_is_natural_eprops_position_code_of_the_target_path():
+    """``context_code="binary"``: per coordinate the ``code_bits`` low bits of ⌊(c + 1)·2^(bits−1)⌋ (least
+    significant first, re-implemented here in NumPy), every step, no draw from the generator; the plant codes a
+    produced path the same way, so the produced-path input has the target's width."""
+    family = ArmBrownian(n_steps=150, context_code="binary", code_bits=12, dt_ms=1.0)
+    assert family.n_context == family.plant.n_code == 24
+    g = gen(6)
+    batch = family.sample(4, g, dtype=torch.float64)
+    hand = batch.extra["hand"].numpy()
+    value = np.floor((hand + 1.0) * 2**11).astype(np.int64)  # [4, T, 2]
+    bits = (value[..., None] >> np.arange(12)) & 1  # [4, T, 2, 12]
+    np.testing.assert_array_equal(batch.context.numpy(), bits.reshape(4, 150, 24).astype(np.float64))
+    # the velocities are drawn as with the population code; only the population code draws spikes afterwards
+    population = ArmBrownian(n_steps=150, dt_ms=1.0)
+    g_pop = gen(6)
+    reference = population.sample(4, g_pop, dtype=torch.float64)
+    torch.testing.assert_close(batch.targets, reference.targets, rtol=0, atol=0)
+    only_velocities = gen(6)
+    family.joint_velocities(4, only_velocities)
+    assert torch.equal(g.get_state(), only_velocities.get_state())  # the binary code drew nothing
+    torch.testing.assert_close(family.plant.code(batch.extra["hand"]), batch.context, rtol=0, atol=0)

@@ -23,7 +23,7 @@ from eprop_l2l.task_families.arm import ArmPlant, arm_forward, arm_path_gradient
 
 from .builders import make_cell, make_trial, relative_error
 
-PLANT = ArmPlant(dt_ms=1.0, n_pop_per_dim=5, peak_hz=200.0, sigma=0.2)
+PLANT = ArmPlant(dt_ms=1.0, n_pop_per_dim=5, peak_hz=200.0, sigma=0.2, context_code="population", code_bits=16)
 
 
 def hand_trial(kind="lif", steps=40, seed=0):

@@ -19,7 +19,9 @@ group g fires one spike every ``clock_period_ms`` during the g-th fifth of the t
 The error module additionally sees the target hand path, clipped to [−1, 1] and population-coded by
 ``n_pop_per_dim`` Gaussian-tuned Bernoulli neurons per coordinate (peak 200 Hz, σ = 0.2, centres
 linspace(−1.4, 1.4)) — ``context``. ``targets`` are the target joint velocities (rad/s),
-``extra["hand"]`` the target hand path.
+``extra["hand"]`` the target hand path. With ``context_code="binary"`` the target path is coded instead as
+natural e-prop's planar arm codes it (Ortner et al. 2025): ``code_bits`` bits per coordinate, a bit that is 1
+spiking at every step (:func:`~.brownian.binary_position_code`; deterministic, no generator draw).
 
 Time: durations and rates are physical (ms, Hz, rad/s) and converted with the step ``dt_ms``: the clock period
 becomes a whole number of steps (a step that does not divide it is refused, naming ``dt_ms``), the population
@@ -35,7 +37,7 @@ from typing import ClassVar
 
 import torch
 
-from ..errors import ConfigError, require_count, require_positive
+from ..errors import ConfigError, require_choice, require_count, require_positive
 from ..units import per_step, step_seconds, whole_steps
 from .arm_figure import figure_one_shot
 from .arm_kinematics import (  # noqa: F401 (the kinematics are part of this module's public names)
@@ -48,6 +50,7 @@ from .arm_kinematics import (  # noqa: F401 (the kinematics are part of this mod
 )
 from .arm_objective import arm_errors, arm_outer_loss
 from .base import FamilyBase, TaskBatch, spike_probability
+from .brownian import CONTEXT_CODES, binary_position_code, check_code_bits
 
 
 def _limit_travel(omega: torch.Tensor, dt_ms: float, limit: float) -> torch.Tensor:
@@ -87,12 +90,16 @@ def population_code(xy: torch.Tensor, generator: torch.Generator, n_per_dim: int
 class ArmPlant:
     """The arm as an inner rule sees it (``inner_loop.objectives``, a learned module's produced-path input): what
     the learner's joint velocities ``y [..., T, 2]`` do to the hand, at the family's step ``dt_ms`` and with its
-    population code. ``target_key`` names the target hand path in ``TaskBatch.extra``."""
+    population code (or binary code, ``code_bits`` per coordinate). ``target_key`` names the target hand path in
+    ``TaskBatch.extra``."""
 
     dt_ms: float
     n_pop_per_dim: int
     peak_hz: float
     sigma: float
+    _: KW_ONLY
+    context_code: str  # the family's (ArmTrials.context_code)
+    code_bits: int
 
     target_key: ClassVar[str] = "hand"
 
@@ -105,13 +112,16 @@ class ArmPlant:
         return arm_path_gradient(y, deviation, dt_ms=self.dt_ms)
 
     def code(self, path: torch.Tensor) -> torch.Tensor:
-        """Spike probabilities per step ``[..., T, n_context]`` of the family's population code of ``path``:
-        the same tuning that codes the target path in the context, as a rate (deterministic, differentiable)."""
+        """Spike probabilities per step ``[..., T, n_context]`` of the family's code of ``path``: the same code as
+        the target path's in the context, the population code as a rate (deterministic, differentiable); the
+        binary code as it is (a step function of the path: no gradient flows through it)."""
+        if self.context_code == "binary":
+            return binary_position_code(path, self.code_bits)
         return population_rates(path, self.n_pop_per_dim, self.peak_hz, self.sigma, dt_ms=self.dt_ms)
 
     @property
     def n_code(self) -> int:
-        return 2 * self.n_pop_per_dim
+        return 2 * (self.code_bits if self.context_code == "binary" else self.n_pop_per_dim)
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,10 @@ class ArmTrials(FamilyBase):
     n_pop_per_dim: int = 100
     pop_sigma: float = 0.2
     pop_peak_hz: float = 200.0
+    # how the error module sees the target path: "population" (e-prop 2's Gaussian-tuned rates) or "binary"
+    # (natural e-prop's position code, code_bits per coordinate)
+    context_code: str = "population"
+    code_bits: int = 16
     _: KW_ONLY
     dt_ms: float  # the run's time step (task.dt_ms): n_steps·dt_ms is the trial
 
@@ -145,7 +159,8 @@ class ArmTrials(FamilyBase):
     def plant(self):
         """The arm as an inner rule's plant (``arm_objective.ArmPlant``): the hand path the learner's output
         produces, its Jacobian, and the population code of a hand path."""
-        return ArmPlant(self.dt_ms, self.n_pop_per_dim, self.pop_peak_hz, self.pop_sigma)
+        return ArmPlant(self.dt_ms, self.n_pop_per_dim, self.pop_peak_hz, self.pop_sigma,
+                        context_code=self.context_code, code_bits=self.code_bits)
 
     def one_shot_figure(self, path, batch: TaskBatch, out: dict, per_task: dict | None = None,
                         index: int | None = None) -> dict:
@@ -158,7 +173,7 @@ class ArmTrials(FamilyBase):
 
     @property
     def n_context(self) -> int:
-        return 2 * self.n_pop_per_dim
+        return self.plant.n_code
 
     @property
     def clock_period_steps(self) -> int:
@@ -176,6 +191,8 @@ class ArmTrials(FamilyBase):
             raise ConfigError(f"{self.name}.n_steps", f"must be >= clock_groups={self.clock_groups}")
         self.clock_period_steps  # noqa: B018 (validates the step against the clock period)
         spike_probability(f"{self.name}.dt_ms", self.pop_peak_hz, self.dt_ms, "the population code's peak rate")
+        require_choice(f"{self.name}.context_code", self.context_code, CONTEXT_CODES)
+        check_code_bits(f"{self.name}.code_bits", self.code_bits)
 
     def sample(self, batch_size: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> TaskBatch:
         self._check_batch_size(batch_size)
@@ -192,8 +209,11 @@ class ArmTrials(FamilyBase):
         batch_size = omega.shape[0]
         angles = joint_angles(omega, dt_ms=self.dt_ms)
         hand = hand_position(angles)
-        context = population_code(hand, generator, self.n_pop_per_dim, self.pop_peak_hz, self.pop_sigma,
-                                  dt_ms=self.dt_ms)
+        if self.context_code == "binary":
+            context = binary_position_code(hand, self.code_bits)
+        else:
+            context = population_code(hand, generator, self.n_pop_per_dim, self.pop_peak_hz, self.pop_sigma,
+                                      dt_ms=self.dt_ms)
         clock = clock_input(self.n_steps, self.n_clock, self.clock_groups, self.clock_period_steps)
         clock = clock.to(generator.device).expand(batch_size, -1, -1)
         mask = torch.ones(batch_size, self.n_steps, dtype=dtype, device=generator.device)

@@ -17,6 +17,8 @@ import math
 
 import torch
 
+from ..errors import ConfigError, require_count
+
 
 def hann_periodic(window: int, dtype=torch.float64, device=None) -> torch.Tensor:
     """w[m] = ½ − ½ cos(2πm/M), m = 0..M−1, normalised to sum 1."""
@@ -48,6 +50,18 @@ def sequential_clock(n_steps: int, n_clock: int, segment_steps: int, period_step
     for n in range(n_clock):
         clock[n * segment_steps:min((n + 1) * segment_steps, n_steps):period_steps, n] = 1.0
     return clock
+
+
+# the codes of a target path an arm family offers its error module: Gaussian-tuned population rates (e-prop 2)
+# or the binary position code below (natural e-prop)
+CONTEXT_CODES = ("population", "binary")
+MAX_CODE_BITS = 30  # ⌊(c + 1)·2^(bits−1)⌋ stays exact in float64 and int64 arithmetic
+
+
+def check_code_bits(key: str, bits: int) -> None:
+    require_count(key, bits)
+    if bits > MAX_CODE_BITS:
+        raise ConfigError(key, f"must be <= {MAX_CODE_BITS}, got {bits}")
 
 
 def binary_position_code(position: torch.Tensor, bits: int = 16) -> torch.Tensor:

@@ -36,7 +36,7 @@ import torch
 from ..errors import ConfigError, require_count, require_positive
 from ..units import whole_steps
 from .base import FamilyBase, TaskBatch
-from .brownian import binary_position_code, sequential_clock, smoothed_brownian
+from .brownian import binary_position_code, check_code_bits, sequential_clock, smoothed_brownian
 
 D1, A1, A2, A3, A4, D_OFFSET = 0.3585, 0.05, 0.30, 0.35, 0.22, -0.033  # metres
 CM_PER_M = 100.0
@@ -88,12 +88,11 @@ class ScorbotBrownian(FamilyBase):
     RECIPE_STEP_MS: ClassVar[float] = 1.0  # the recipe's window and clock are in 1-ms steps
 
     def __post_init__(self):
-        for key in ("n_steps", "n_clock", "clock_segment_ms", "clock_period_ms", "code_bits", "window"):
+        for key in ("n_steps", "n_clock", "clock_segment_ms", "clock_period_ms", "window"):
             require_count(f"{self.name}.{key}", getattr(self, key))
+        check_code_bits(f"{self.name}.code_bits", self.code_bits)
         for key in ("delta", "clip", "base_limit_deg", "shoulder_limit_deg", "kinematic_step_s", "dt_ms"):
             require_positive(f"{self.name}.{key}", getattr(self, key))
-        if self.code_bits > 30:
-            raise ConfigError(f"{self.name}.code_bits", f"must be <= 30, got {self.code_bits}")
         if self.n_steps < self.window - 1:
             raise ConfigError(f"{self.name}.n_steps", f"must be >= window - 1 = {self.window - 1} (the smoothing "
                               f"mirrors the last window - 1 steps), got {self.n_steps}")
