@@ -27,6 +27,10 @@ from ..errors import ConfigError
 
 FORMAT_VERSION = 1
 RULE_FILE = "rule.json"
+# the weights beside the description (weights.npz): the learning network's, then the error module's
+WEIGHTS_FILE = "weights.npz"
+LEARNER_WEIGHTS = ("w_in", "w_rec", "w_out")
+MODULE_WEIGHTS = ("em_w_in", "em_w_rec", "em_proj")
 NUMBER_KINDS = ("float32", "fixed")
 # a record's field → its key in rule.json, where the two differ
 FILE_KEYS = {"inner_lr": "eta"}

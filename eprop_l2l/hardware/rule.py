@@ -1,7 +1,8 @@
 """The inner-loop rule of a trained model as data: a versioned, JSON-serialisable description plus the weights
 as ``.npz`` arrays (never pickles).
 
-What the description states (``docs/export.md`` explains every field):
+What the description states (its typed records are in :mod:`.description`; ``docs/export.md`` explains every
+field):
 
 * the learning network: its neuron constants (:class:`~eprop_l2l.cells.spec.NeuronSpec`), input width, readout;
 * the plastic connections, each with its presynaptic signal, the index of that signal paired with step t
@@ -9,8 +10,9 @@ What the description states (``docs/export.md`` explains every field):
 * the post-synaptic factor ψ (surrogate shape and constants) and the learning signal L with its source, the
   learned error module (its neurons, which inputs it sees in which order and at which step, the filter of its
   spikes and the projection), itself exported with its weights;
-* κ (0: L multiplies the unfiltered trace), the meta-learned η, the number of demonstrations, and how the
-  update is accumulated (every step, into a tag) and applied (once, after the demonstration);
+* κ (0: L multiplies the unfiltered trace), the meta-learned inner learning rate η (``inner_lr``), the number
+  of demonstrations, and how the update is accumulated (every step, into a tag) and applied (once, after the
+  demonstration);
 * the number format (float32, or the fixed-point formats and scales of :mod:`eprop_l2l.inner_loop.fixed_point`).
 
 :func:`describe` builds it from a :class:`~eprop_l2l.meta.learner.MetaLearner` and its meta-parameters;
@@ -30,7 +32,10 @@ import torch
 from ..cells.from_spec import cell_from_spec, readout_from_spec
 from ..cells.spec import NeuronSpec, ReadoutSpec
 from .description import (
+    LEARNER_WEIGHTS,
+    MODULE_WEIGHTS,
     RULE_FILE,
+    WEIGHTS_FILE,
     ExportError,
     LearnerRecord,
     LearningSignal,
@@ -41,9 +46,6 @@ from .description import (
     Trace,
 )
 
-WEIGHTS_FILE = "weights.npz"
-LEARNER_WEIGHTS = ("w_in", "w_rec", "w_out")
-MODULE_WEIGHTS = ("em_w_in", "em_w_rec", "em_proj")
 # which presynaptic signal each plastic weight group multiplies, and its index relative to the step t of ψ_j^t
 PRESYNAPTIC = {"w_in": ("input", "t"), "w_rec": ("learner_spikes", "t-1")}
 

@@ -18,14 +18,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ..description import FORMAT_VERSION, ExportError, PlasticConnection, RuleDescription
+from ..description import (
+    FORMAT_VERSION,
+    LEARNER_WEIGHTS,
+    MODULE_WEIGHTS,
+    ExportError,
+    PlasticConnection,
+    RuleDescription,
+)
 from ..description import RULE_FILE as RULE
+from ..description import WEIGHTS_FILE as WEIGHTS
 
+WEIGHT_KEYS = LEARNER_WEIGHTS + MODULE_WEIGHTS
 # mirrors of torch-side constants (the modules that own them import torch); tests/test_lava_mirrors.py pins each
 FORMAT = "eprop-l2l-export"  # the manifest's format: hardware/export.py (write_export, is_export, verify)
-# export.MANIFEST, rule.WEIGHTS_FILE, export.DEMONSTRATIONS
-MANIFEST, WEIGHTS, DEMOS = "manifest.json", "weights.npz", "demonstrations.npz"
-WEIGHT_KEYS = ("w_in", "w_rec", "w_out", "em_w_in", "em_w_rec", "em_proj")  # rule.LEARNER_WEIGHTS + MODULE_WEIGHTS
+MANIFEST, DEMOS = "manifest.json", "demonstrations.npz"  # export.MANIFEST, export.DEMONSTRATIONS
 # the demonstrations' arrays: hardware/export.py (_demonstrations) and hardware/fidelity.py (measure)
 DEMO_KEYS = ("x", "context", "omega_target", "hand_target", "z_demo", "psi", "signals", "dw_in", "dw_rec",
              "z_test", "y_test", "mse_cart_after")
