@@ -6,12 +6,14 @@ The trained model is the committed GPU run (``docs/results/arm_gpu``: 400 LIF le
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -83,9 +85,9 @@ def test_the_rule_description_round_trips_exactly(trained, tmp_path):
     loaded, loaded_weights = load_rule(tmp_path)
     assert loaded == rule
     assert set(loaded_weights) == set(weights) and all(np.array_equal(loaded_weights[k], weights[k]) for k in weights)
-    assert rule.eta == pytest.approx(float(meta["log_inner_lr"].exp()), rel=1e-7)
+    assert rule.inner_lr == pytest.approx(float(meta["log_inner_lr"].exp()), rel=1e-7)
     assert rule.plastic_names == ("w_in", "w_rec")
-    assert [c["pre_index"] for c in rule.plastic] == ["t", "t-1"]
+    assert [c.pre_index for c in rule.plastic] == ["t", "t-1"]
     (tmp_path / "again").mkdir()
     save_rule(tmp_path / "again", loaded, loaded_weights)
     assert (tmp_path / "again" / "rule.json").read_text() == (tmp_path / "rule.json").read_text()
@@ -120,8 +122,8 @@ def test_a_changed_decay_in_the_description_changes_the_update(trained):
     """The engine reads the trace decay from the description (a test that can fail)."""
     cfg, learner, family, meta = trained
     rule, weights = describe(learner, meta)
-    wrong = type(rule)(**{**rule.to_dict(), "plastic": [{**c, "trace": {**c["trace"], "decay": 0.5}}
-                                                         for c in rule.plastic]})
+    replace = dataclasses.replace
+    wrong = replace(rule, plastic=tuple(replace(c, trace=replace(c.trace, decay=0.5)) for c in rule.plastic))
     batch = family.sample(1, torch.Generator().manual_seed(cfg.eval.seed))
     ctx = batch.context
     good = run_rule(rule, weights, batch.inputs, ctx, FloatArithmetic(rule)).tags["w_rec"]
@@ -142,12 +144,13 @@ def test_fixed_point_with_wide_formats_equals_the_float_update(trained):
     assert torch.equal(fixed.spikes, floating.spikes)
     for name in ("w_in", "w_rec"):
         dw = fixed.weights[name] - fixed.initial[name]
-        assert relative_error(dw, -rule.eta * floating.tags[name].double()) <= 1e-5, name
+        assert relative_error(dw, -rule.inner_lr * floating.tags[name].double()) <= 1e-5, name
 
 
 def test_integer_traces_decay_round_and_saturate():
-    rule_like = type("R", (), {"eta": 1.0, "plastic": [{"weights": "w_in", "trace": {"decay": 0.9}}],
-                               "neurons": NeuronSpec("lif", 1, 1.0, 20.0, 0.4, 0, 1.0, "triangle", 0.3)})()
+    neurons = NeuronSpec("lif", 1, 1.0, 20.0, 0.4, 0, 1.0, "triangle", 0.3)
+    connection = SimpleNamespace(weights="w_in", trace=SimpleNamespace(decay=0.9))
+    rule_like = SimpleNamespace(inner_lr=1.0, plastic=[connection], learner=SimpleNamespace(neurons=neurons.to_dict()))
     fmt = LOIHI.__class__(rounding="nearest")
     from eprop_l2l.inner_loop.fixed_point import Scales
 
@@ -253,7 +256,7 @@ def test_the_lava_export_holds_the_rule_its_arrays_and_the_fidelity_report(lava_
     assert manifest["target"] == "lava" and manifest["precision"] == "loihi"
     assert {"rule.json", "weights.npz", "demonstrations.npz", "fidelity.json", "README.md"} <= set(manifest["files"])
     rule, _ = load_rule(lava_export)
-    fmt = rule.number_format
+    fmt = rule.number_format.to_dict()
     assert fmt["kind"] == "fixed" and fmt["trace_bits"] == 7 and fmt["tag_bits"] == 9 and "scales" in fmt
     with np.load(lava_export / "demonstrations.npz", allow_pickle=False) as data:
         assert data["x"].shape[:2] == (3, 500) and data["dw_rec"].shape == (3, 400, 400)

@@ -2,12 +2,13 @@
 
 The Lava program (``eprop_l2l/hardware/lava``, ``procs/`` included) runs in its own CPython 3.10 environment
 without torch (``.venv-lava``), so it cannot import the package's torch modules and repeats what it needs: the
-export's format name, version, file names and array keys (:mod:`eprop_l2l.hardware.rule`,
+export's format name, file names and array keys (:mod:`eprop_l2l.hardware.rule`,
 :mod:`eprop_l2l.hardware.export`, :mod:`eprop_l2l.hardware.fidelity`), the neuron conventions, the model and
-surrogate names (:mod:`eprop_l2l.cells.spec`, :mod:`eprop_l2l.cells.spike`), the rule description's defaults,
-the learning-engine formats (:mod:`eprop_l2l.inner_loop.fixed_point`), the arm's start posture and segments
-(:mod:`eprop_l2l.task_families.arm`), and the LIF step, ψ, readout and fidelity formulas. Nothing else keeps
-the copies equal, so without these tests they could drift apart silently.
+surrogate names (:mod:`eprop_l2l.cells.spec`, :mod:`eprop_l2l.cells.spike`), the learning-engine formats
+(:mod:`eprop_l2l.inner_loop.fixed_point`), the arm's start posture and segments
+(:mod:`eprop_l2l.task_families.arm_kinematics`), and the LIF step, ψ, readout and fidelity formulas. Nothing else keeps
+the copies equal, so without these tests they could drift apart silently. (The rule description itself, its
+records, defaults and version, is not copied: both sides import :mod:`eprop_l2l.hardware.description`.)
 
 ``artefacts``, ``report`` and ``launcher`` import no Lava (lava-nc is not installed here) and are imported
 directly. ``network`` and ``procs/models`` import lava-nc at the top, so their values are read from the source
@@ -18,8 +19,11 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import hashlib
 import inspect
+import json
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,11 +37,13 @@ from eprop_l2l.cells.readout import LeakyReadout
 from eprop_l2l.cells.spec import NEURON_MODELS, REFRACTORY, RESET, NeuronSpec
 from eprop_l2l.cells.spike import SURROGATES
 from eprop_l2l.cli import main
-from eprop_l2l.hardware import export, fidelity, rule
+from eprop_l2l.hardware import description, export, fidelity, rule
+from eprop_l2l.hardware.description import NumberFormat
 from eprop_l2l.hardware.lava import artefacts, launcher, report
-from eprop_l2l.hardware.rule import RuleDescription
+from eprop_l2l.hardware.rule import load_rule
 from eprop_l2l.inner_loop.fixed_point import LOIHI, ROUNDING, FixedFormat, quantize_weights
 from eprop_l2l.task_families import arm
+from eprop_l2l.task_families.arm_kinematics import hand_position
 
 ROOT = Path(__file__).resolve().parent.parent
 LAVA = ROOT / "eprop_l2l" / "hardware" / "lava"
@@ -66,9 +72,11 @@ def compiled(path: Path, name: str, **namespace):
 
 
 def _key(node: ast.AST):
-    """``"k"`` of ``x["k"]`` or ``x.get("k", ...)``; None for anything else."""
+    """``"k"`` of ``x["k"]``, ``x.get("k", ...)`` or ``x.k`` (a record's field); None for anything else."""
     if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
         return node.slice.value
+    if isinstance(node, ast.Attribute):
+        return node.attr
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
             and node.args and isinstance(node.args[0], ast.Constant)):
         return node.args[0].value
@@ -103,6 +111,12 @@ def dict_values(path: Path, key: str) -> list[ast.expr]:
     """The value expressions of ``{key: ...}`` in every dict literal of a source file."""
     return [value for node in ast.walk(_tree(path)) if isinstance(node, ast.Dict)
             for k, value in zip(node.keys, node.values, strict=True) if isinstance(k, ast.Constant) and k.value == key]
+
+
+def keyword_values(path: Path, key: str) -> list[ast.expr]:
+    """The value expressions of ``key=...`` in every call of a source file (a record built by keyword)."""
+    return [k.value for node in ast.walk(_tree(path)) if isinstance(node, ast.Call) for k in node.keywords
+            if k.arg == key]
 
 
 def dict_literal(path: Path, function: str, key: str) -> dict:
@@ -156,43 +170,27 @@ MIRRORS = [
     pytest.param({artefacts.FORMAT}, _literal_strings(dict_values(ROOT / "eprop_l2l/hardware/export.py", "format"))
                  | compared_with(ROOT / "eprop_l2l/hardware/export.py", "format"),
                  id="artefacts.FORMAT = the manifest format export writes and verify reads"),
-    pytest.param(artefacts.FORMAT_VERSION, rule.FORMAT_VERSION, id="artefacts.FORMAT_VERSION = rule.FORMAT_VERSION"),
-    pytest.param(artefacts.FORMAT_VERSION, field_default(RuleDescription, "format_version"),
-                 id="artefacts.FORMAT_VERSION = RuleDescription.format_version"),
     pytest.param(artefacts.MANIFEST, export.MANIFEST, id="artefacts.MANIFEST = export.MANIFEST"),
     pytest.param(artefacts.RULE, rule.RULE_FILE, id="artefacts.RULE = rule.RULE_FILE"),
-    pytest.param(artefacts.WEIGHTS, rule.WEIGHTS_FILE, id="artefacts.WEIGHTS = rule.WEIGHTS_FILE"),
     pytest.param(artefacts.DEMOS, export.DEMONSTRATIONS, id="artefacts.DEMOS = export.DEMONSTRATIONS"),
-    pytest.param(artefacts.WEIGHT_KEYS, rule.LEARNER_WEIGHTS + rule.MODULE_WEIGHTS,
-                 id="artefacts.WEIGHT_KEYS = rule.LEARNER_WEIGHTS + rule.MODULE_WEIGHTS"),
     pytest.param(artefacts.RESET, RESET, id="artefacts.RESET = spec.RESET"),
     pytest.param(artefacts.RESET, field_default(NeuronSpec, "reset"), id="artefacts.RESET = NeuronSpec.reset"),
     pytest.param(artefacts.REFRACTORY, REFRACTORY, id="artefacts.REFRACTORY = spec.REFRACTORY"),
     pytest.param(artefacts.REFRACTORY, field_default(NeuronSpec, "refractory"),
                  id="artefacts.REFRACTORY = NeuronSpec.refractory"),
-    pytest.param(artefacts.Artefact(Path("."), {}, {}, {}, {}).number_format,
-                 field_default(RuleDescription, "number_format"),
-                 id="Artefact.number_format fallback = RuleDescription.number_format"),
-    pytest.param(compared_with(ARTEFACTS, "kind"),
-                 {field_default(RuleDescription, "number_format")["kind"], FixedFormat().to_dict()["kind"]},
-                 id="artefacts number-format kinds = float32 (RuleDescription) and FixedFormat.to_dict kind"),
+    pytest.param(set(description.NUMBER_KINDS), {NumberFormat().kind, FixedFormat().to_dict()["kind"]},
+                 id="description.NUMBER_KINDS = float32 (NumberFormat default) and FixedFormat.to_dict kind"),
     pytest.param(compared_with(ARTEFACTS, "surrogate"), set(SURROGATES), id="artefacts surrogates = spike.SURROGATES"),
     pytest.param(compared_with(ARTEFACTS, "model"), {LIF(n_in=1, n_rec=1, dt_ms=1.0).spec.model, *NEURON_MODELS},
                  id="artefacts neuron models = LIF.spec.model (learner), cells.spec.NEURON_MODELS (error module)"),
-    pytest.param(compared_with(ARTEFACTS, "name"), _literal_strings(dict_values(ROOT / "eprop_l2l/hardware/rule.py",
-                                                                                "name")),
+    pytest.param(compared_with(ARTEFACTS, "name"), _literal_strings(keyword_values(ROOT / "eprop_l2l/hardware/rule.py",
+                                                                                   "name")),
                  id="artefacts post_factor name = rule.describe post_factor name"),
     pytest.param(dict_literal(ARTEFACTS, "_check_rule", "w_rec"), rule.PRESYNAPTIC,
                  id="artefacts presynaptic signals = rule.PRESYNAPTIC"),
-    pytest.param(set(_check_rule_keys["rule"]),
-                 {f.name for f in dataclasses.fields(RuleDescription)
-                  if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING},
-                 id="artefacts required rule keys = RuleDescription fields without default"),
-    pytest.param(get_fallbacks(ARTEFACTS, "kappa"), {field_default(RuleDescription, "kappa")},
-                 id="artefacts kappa fallback = RuleDescription.kappa"),
-    pytest.param(get_fallbacks(ARTEFACTS, "n_updates"), {field_default(RuleDescription, "n_updates")},
-                 id="artefacts n_updates fallback = RuleDescription.n_updates"),
     pytest.param(report.PHI0, arm.PHI0, id="report.PHI0 = arm.PHI0"),
+    pytest.param(report.SEGMENTS, tuple(inspect.signature(hand_position).parameters[n].default for n in ("l1", "l2")),
+                 id="report.SEGMENTS = arm_kinematics.hand_position l1, l2"),
     pytest.param(inspect.signature(_quantize_register).parameters["weight_bits"].default, LOIHI.weight_bits,
                  id="network.quantize_register weight_bits = LOIHI.weight_bits"),
     pytest.param({ast.literal_eval(v) for v in dict_values(NETWORK, "num_weight_bits")}, {LOIHI.weight_bits},
@@ -225,7 +223,9 @@ def test_the_fixed_point_keys_the_lava_side_requires_are_in_the_exported_number_
 
     per_connection = {"w_in": 0, "w_rec": 0}
     scales = Scales(per_connection, per_connection, 0, per_connection, per_connection)
-    written = export.engine_format(SimpleNamespace(eta=1e-3, neurons=SimpleNamespace(input_scale=1.0)), LOIHI, scales)
+    neurons = LIF(n_in=1, n_rec=1, dt_ms=1.0).spec.to_dict()
+    rule_like = SimpleNamespace(inner_lr=1e-3, learner=SimpleNamespace(neurons=neurons))
+    written = export.engine_format(rule_like, LOIHI, scales).to_dict()
     assert set(_check_rule_keys["fmt"]) <= set(written), set(_check_rule_keys["fmt"]) - set(written)
 
 
@@ -244,6 +244,18 @@ def test_the_figure_the_cli_draws_reads_a_file_the_lava_program_writes():
     run_writes = {c.value for c in ast.walk(_function(RUN, "main"))
                   if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value.endswith(".npz")}
     assert cli_reads and cli_reads <= run_writes
+
+
+def test_the_lava_side_reads_the_rule_descriptions_own_records():
+    """rule.json's schema, version and file name and the arrays of weights.npz are not mirrored: artefacts imports
+    them from the torch-free records (:mod:`eprop_l2l.hardware.description`) that the torch side writes and reads."""
+    assigned = {t.id for node in ast.walk(_tree(ARTEFACTS)) if isinstance(node, ast.Assign) for t in node.targets
+                if isinstance(t, ast.Name)}
+    assigned |= {e.id for node in ast.walk(_tree(ARTEFACTS)) if isinstance(node, ast.Assign) for t in node.targets
+                 if isinstance(t, ast.Tuple) for e in t.elts if isinstance(e, ast.Name)}
+    assert "MANIFEST" in assigned and not assigned & {"FORMAT_VERSION", "RULE", "WEIGHTS"}, assigned
+    assert artefacts.RuleDescription is rule.RuleDescription and artefacts.FORMAT_VERSION == export.FORMAT_VERSION
+    assert (artefacts.WEIGHTS, artefacts.WEIGHT_KEYS) == (rule.WEIGHTS_FILE, rule.LEARNER_WEIGHTS + rule.MODULE_WEIGHTS)
 
 
 # --- formulas: the Lava side's copy computes what the torch side computes ---------------------------------------
@@ -351,8 +363,23 @@ def test_a_fixed_point_lava_export_loads_in_the_lava_reader(tiny_export):
     art = artefacts.load(tiny_export)
     assert art.is_fixed
     assert art.neurons["reset"] == artefacts.RESET and art.neurons["refractory"] == artefacts.REFRACTORY
-    assert art.rule["post_factor"]["name"] in compared_with(ARTEFACTS, "name")
+    assert art.rule.post_factor.name in compared_with(ARTEFACTS, "name")
+    assert art.rule == load_rule(tiny_export)[0]  # one schema: the Lava reader's records are the torch side's
     # the arrays network.py and run.py use only where present: a rename would silently fall back
     wanted = optional_arrays(NETWORK) | optional_arrays(RUN)
     assert wanted and wanted <= set(art.demos), wanted - set(art.demos)
     assert set(artefacts.FIXED_KEYS) <= set(art.demos) and set(artefacts.WEIGHT_KEYS) <= set(art.weights)
+
+
+def test_the_lava_reader_refuses_a_malformed_rule_in_one_line_naming_the_key(tiny_export, tmp_path):
+    """The shared records' checks reach the Lava program as its own one-line error (it exits 2 on them)."""
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_export, bad)
+    record = json.loads((bad / "rule.json").read_text())
+    del record["plastic"][1]["trace"]["decay"]
+    (bad / "rule.json").write_text(json.dumps(record))
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["files"]["rule.json"] = hashlib.sha256((bad / "rule.json").read_bytes()).hexdigest()
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(artefacts.ArtefactError, match=r"^rule\.json: plastic\[1\]\.trace\.decay: missing$"):
+        artefacts.load(bad)

@@ -20,21 +20,21 @@ import torch
 from ..error_modules.base import Observation
 from ..inner_loop.fixed_point import FixedFormat, Scales, quantize_weights, round_integer, saturate
 from ..numerics.linalg import no_self_mask, outer
-from .rule import RuleDescription, build_model
+from .rule import RuleDescription, build_model, learner_neurons
 
 
 class FloatArithmetic:
     """The rule in float: tag = Σ_t ψL x̄ (e-prop's dE/dW estimate), W ← W − η·tag."""
 
-    def __init__(self, rule: RuleDescription, eta: float | None = None):
-        self.eta = rule.eta if eta is None else eta
-        self.trace = {c["weights"]: c["trace"] for c in rule.plastic}
+    def __init__(self, rule: RuleDescription, inner_lr: float | None = None):
+        self.inner_lr = rule.inner_lr if inner_lr is None else inner_lr
+        self.trace = {c.weights: c.trace for c in rule.plastic}
 
     def weights(self, name: str, w: torch.Tensor) -> torch.Tensor:
         return w
 
     def trace_step(self, name: str, trace: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
-        return self.trace[name]["decay"] * trace + self.trace[name]["impulse"] * pre
+        return self.trace[name].decay * trace + self.trace[name].impulse * pre
 
     def third_factor(self, psi_signal: torch.Tensor) -> torch.Tensor:
         return psi_signal
@@ -47,7 +47,7 @@ class FloatArithmetic:
         return tag
 
     def apply(self, name: str, w: torch.Tensor, tag: torch.Tensor) -> torch.Tensor:
-        return w - self.eta * tag
+        return w - self.inner_lr * tag
 
 
 class FixedArithmetic:
@@ -56,9 +56,9 @@ class FixedArithmetic:
 
     def __init__(self, rule: RuleDescription, fmt: FixedFormat, scales: Scales, generator: torch.Generator):
         self.fmt, self.scales, self.generator = fmt, scales, generator
-        self.eta = rule.eta
-        self.decay = {c["weights"]: c["trace"]["decay"] for c in rule.plastic}
-        self.y_scale = scales.y_scale(rule.eta, rule.neurons.input_scale)
+        self.inner_lr = rule.inner_lr
+        self.decay = {c.weights: c.trace.decay for c in rule.plastic}
+        self.y_scale = scales.y_scale(rule.inner_lr, learner_neurons(rule).input_scale)
 
     def _round(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
         return round_integer(x, self.fmt.rounding, self.generator, shared)
@@ -83,7 +83,7 @@ class FixedArithmetic:
     def gradient(self, name: str, tag: torch.Tensor) -> torch.Tensor:
         """The tag in units of Σ_t ψ L x̄ (−ΔW/η before the weight register's rounding)."""
         s = self.scales
-        return -tag * 2.0 ** (s.update_exp[name] + s.weight_exp[name]) / self.eta
+        return -tag * 2.0 ** (s.update_exp[name] + s.weight_exp[name]) / self.inner_lr
 
     def apply(self, name: str, w: torch.Tensor, tag: torch.Tensor) -> torch.Tensor:
         exp = self.scales.weight_exp[name]
@@ -130,8 +130,8 @@ def run_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, context: tor
             module_state, signal = module.step(module_params, module_state, obs)
             y = arithmetic.third_factor(psi * signal)
             for conn in rule.plastic:
-                name = conn["weights"]
-                pre = x[:, t] if conn["pre"] == "input" else cell.output(prev)
+                name = conn.weights
+                pre = x[:, t] if conn.pre == "input" else cell.output(prev)
                 if traces[name] is None:
                     traces[name] = torch.zeros_like(y[..., :1].expand(*y.shape[:-1], pre.shape[-1]))
                 traces[name] = arithmetic.trace_step(name, traces[name], pre)
@@ -139,8 +139,8 @@ def run_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, context: tor
             for key, value in (("spikes", z), ("psi", psi), ("signals", signal)):
                 record[key].append(value)
         for conn in rule.plastic:
-            if not conn.get("diagonal_plastic", True):  # self-connections are never learned
-                name = conn["weights"]
+            if not conn.diagonal_plastic:  # self-connections are never learned
+                name = conn.weights
                 tags[name] = tags[name] * no_self_mask(tags[name].shape[-1], tags[name].dtype, tags[name].device)
         plastic = {n: arithmetic.apply(n, plastic[n], tags[n]) for n in names}
     grads = {n: arithmetic.gradient(n, tags[n]) for n in names}

@@ -17,6 +17,7 @@ Targets:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -31,7 +32,8 @@ import torch
 
 from ..inner_loop.fixed_point import number_format
 from ..outputs import OutputError, check_output_dir
-from .rule import FORMAT_VERSION, ExportError, describe, load_rule, save_rule
+from .description import FORMAT_VERSION, ExportError, NumberFormat
+from .rule import describe, learner_neurons, load_rule, save_rule
 
 TARGETS = ("rule", "nir", "lava")
 PRECISIONS = ("float", "loihi")
@@ -85,13 +87,15 @@ def _demonstrations(batch, arrays: dict) -> dict:
     return out
 
 
-def engine_format(rule, fmt, scales, seed: int = 0) -> dict:
+def engine_format(rule, fmt, scales, seed: int = 0) -> NumberFormat:
     """The rule's number format at learning-engine precision: widths, rounding and the calibrated exponents,
     also spelled out as the engine's constants (trace impulse, third-factor scale, update shift)."""
-    return {**fmt.to_dict(), "seed": seed, "scales": scales.to_dict(), "weight_exp": dict(scales.weight_exp),
-            "trace_impulse": {n: 2 ** i for n, i in scales.trace_exp.items()},
-            "y_scale": scales.y_scale(rule.eta, rule.neurons.input_scale),
-            "product_exp": dict(scales.product_exp), "dw_shift": dict(scales.update_exp)}
+    written = fmt.to_dict()
+    engine = {**{k: v for k, v in written.items() if k != "kind"}, "seed": seed, "scales": scales.to_dict(),
+              "weight_exp": dict(scales.weight_exp), "trace_impulse": {n: 2 ** i for n, i in scales.trace_exp.items()},
+              "y_scale": scales.y_scale(rule.inner_lr, learner_neurons(rule).input_scale),
+              "product_exp": dict(scales.product_exp), "dw_shift": dict(scales.update_exp)}
+    return NumberFormat(kind=written["kind"], engine=engine)
 
 
 def _rule_artefacts(directory: Path, learner, meta, family, cfg, args) -> dict:
@@ -103,7 +107,7 @@ def _rule_artefacts(directory: Path, learner, meta, family, cfg, args) -> dict:
     if args.precision == "loihi":
         fmt = number_format("loihi")
         scales = calibrate_rule(rule, weights, calibration.inputs, calibration.context, fmt)
-        rule = type(rule)(**{**rule.to_dict(), "number_format": engine_format(rule, fmt, scales)})
+        rule = dataclasses.replace(rule, number_format=engine_format(rule, fmt, scales))
     save_rule(directory, rule, weights)
     loaded_rule, loaded_weights = load_rule(directory)  # the fidelity is measured on what was written
     if loaded_rule != rule:

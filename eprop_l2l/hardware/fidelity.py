@@ -18,7 +18,7 @@ from ..inner_loop.losses import Loss
 from ..numerics.filters import causal_filter
 from ..task_families.arm_objective import arm_errors
 from .engine import FixedArithmetic, FloatArithmetic, adapted_trial, run_rule
-from .rule import RuleDescription, build_model
+from .rule import RuleDescription, build_model, learner_neurons
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -36,11 +36,11 @@ def presynaptic_traces(rule: RuleDescription, x: torch.Tensor, spikes: torch.Ten
     """F_α(pre) of every plastic connection over a recorded demonstration (without the impulse s)."""
     traces = {}
     for conn in rule.plastic:
-        if conn["pre"] == "input":
+        if conn.pre == "input":
             pre = x
         else:  # z^{t-1}: the recorded spikes shifted by one step
             pre = torch.cat([torch.zeros_like(spikes[:, :1]), spikes[:, :-1]], 1)
-        traces[conn["weights"]] = causal_filter(pre, conn["trace"]["decay"])
+        traces[conn.weights] = causal_filter(pre, conn.trace.decay)
     return traces
 
 
@@ -51,7 +51,7 @@ def calibrate_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, contex
     result = run_rule(rule, weights, x, context, FloatArithmetic(rule), model)
     traces = presynaptic_traces(rule, x, result.spikes)
     before = {n: weights[n] for n in rule.plastic_names}
-    return calibrate_run(fmt, rule.eta, rule.neurons.input_scale, before, result.weights, traces,
+    return calibrate_run(fmt, rule.inner_lr, learner_neurons(rule).input_scale, before, result.weights, traces,
                          result.psi * result.signals, result.tags)
 
 
@@ -94,7 +94,7 @@ def measure(rule: RuleDescription, weights: dict, batch, calibration_batch, form
                   z_test=trajectory.outputs, mse_cart_after=float_errors["mse_cart"])
     arrays.update({f"dw_{n[2:]}": float_run.tags[n] for n in rule.plastic_names})
     # −η·tag, not the difference of the float32 weights (which would cancel ΔW's digits away)
-    float_dw = {n: -rule.eta * float_run.tags[n].double() for n in rule.plastic_names}
+    float_dw = {n: -rule.inner_lr * float_run.tags[n].double() for n in rule.plastic_names}
     cal_context = calibration_batch.context
     for name, fmt in formats.items():
         scales = calibrate_rule(rule, weights, calibration_batch.inputs, cal_context, fmt, model)

@@ -1,7 +1,8 @@
 """The inner-loop rule of a trained model as data: a versioned, JSON-serialisable description plus the weights
 as ``.npz`` arrays (never pickles).
 
-What the description states (``docs/export.md`` explains every field):
+What the description states (its typed records are in :mod:`.description`; ``docs/export.md`` explains every
+field):
 
 * the learning network: its neuron constants (:class:`~eprop_l2l.cells.spec.NeuronSpec`), input width, readout;
 * the plastic connections, each with its presynaptic signal, the index of that signal paired with step t
@@ -9,8 +10,9 @@ What the description states (``docs/export.md`` explains every field):
 * the post-synaptic factor ψ (surrogate shape and constants) and the learning signal L with its source, the
   learned error module (its neurons, which inputs it sees in which order and at which step, the filter of its
   spikes and the projection), itself exported with its weights;
-* κ (0: L multiplies the unfiltered trace), the meta-learned η, the number of demonstrations, and how the
-  update is accumulated (every step, into a tag) and applied (once, after the demonstration);
+* κ (0: L multiplies the unfiltered trace), the meta-learned inner learning rate η (``inner_lr``), the number
+  of demonstrations, and how the update is accumulated (every step, into a tag) and applied (once, after the
+  demonstration);
 * the number format (float32, or the fixed-point formats and scales of :mod:`eprop_l2l.inner_loop.fixed_point`).
 
 :func:`describe` builds it from a :class:`~eprop_l2l.meta.learner.MetaLearner` and its meta-parameters;
@@ -20,9 +22,8 @@ turns a loaded description back into the library objects that run it (:mod:`.eng
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,66 +31,33 @@ import torch
 
 from ..cells.from_spec import cell_from_spec, readout_from_spec
 from ..cells.spec import NeuronSpec, ReadoutSpec
-from ..errors import ConfigError
+from .description import (
+    LEARNER_WEIGHTS,
+    MODULE_WEIGHTS,
+    RULE_FILE,
+    WEIGHTS_FILE,
+    ExportError,
+    LearnerRecord,
+    LearningSignal,
+    NumberFormat,
+    PlasticConnection,
+    PostFactor,
+    RuleDescription,
+    Trace,
+)
 
-FORMAT_VERSION = 1
-RULE_FILE = "rule.json"
-WEIGHTS_FILE = "weights.npz"
-LEARNER_WEIGHTS = ("w_in", "w_rec", "w_out")
-MODULE_WEIGHTS = ("em_w_in", "em_w_rec", "em_proj")
 # which presynaptic signal each plastic weight group multiplies, and its index relative to the step t of ψ_j^t
 PRESYNAPTIC = {"w_in": ("input", "t"), "w_rec": ("learner_spikes", "t-1")}
 
 
-class ExportError(ConfigError):
-    """A model or artefact the export cannot handle; ``str(err)`` is one line naming the construct."""
+def learner_neurons(rule: RuleDescription) -> NeuronSpec:
+    """The learning network's neuron constants."""
+    return NeuronSpec.from_dict(rule.learner.neurons)
 
 
-@dataclass(frozen=True)
-class RuleDescription:
-    learner: dict  # {"neurons": NeuronSpec dict, "n_in": int, "readout": ReadoutSpec dict}
-    plastic: list  # [{"weights", "pre", "pre_index", "trace": {"decay", "impulse"}, "diagonal_plastic"}]
-    post_factor: dict  # {"name": "psi", "surrogate", "gamma_pd", "v_th", "zero_while_refractory"}
-    learning_signal: dict  # {"source": "error_module", "neurons", "inputs", "learner_spikes_index", ...}
-    eta: float  # the (meta-learned) inner learning rate: W ← W − η·tag
-    kappa: float = 0.0  # readout filter of the trace; 0 in e-prop 2
-    n_updates: int = 1  # demonstrations, each followed by one application of its tag
-    accumulation: dict = field(default_factory=lambda: {
-        "every_step": "tag_ji += psi_j^t * L_j^t * trace_i^t",
-        "apply": "after the last step of each demonstration: W -= eta * tag; tag = 0"})
-    number_format: dict = field(default_factory=lambda: {"kind": "float32"})
-    format_version: int = FORMAT_VERSION
-
-    # --- views --------------------------------------------------------------------------------------------------
-    @property
-    def neurons(self) -> NeuronSpec:
-        return NeuronSpec.from_dict(self.learner["neurons"])
-
-    @property
-    def module_neurons(self) -> NeuronSpec:
-        return NeuronSpec.from_dict(self.learning_signal["neurons"])
-
-    @property
-    def plastic_names(self) -> tuple[str, ...]:
-        return tuple(c["weights"] for c in self.plastic)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, record: dict) -> RuleDescription:
-        if not isinstance(record, dict):
-            raise ExportError(RULE_FILE, "not a rule description (expected a JSON object)")
-        version = record.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ExportError(RULE_FILE, f"format version {version!r}; this eprop-l2l reads version {FORMAT_VERSION} "
-                              "(export the model again with this version)")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(record) - names)
-        missing = sorted(n for n in ("learner", "plastic", "post_factor", "learning_signal", "eta") if n not in record)
-        if unknown or missing:
-            raise ExportError(RULE_FILE, f"malformed (missing {missing}, unknown {unknown})")
-        return cls(**record)
+def module_neurons(rule: RuleDescription) -> NeuronSpec:
+    """The error module's neuron constants."""
+    return NeuronSpec.from_dict(rule.learning_signal.neurons)
 
 
 def _require_exportable(learner) -> None:
@@ -123,31 +91,29 @@ def _require_exportable(learner) -> None:
                           "supports κ = 0 (e-prop 2)")
 
 
-def describe(learner, meta: dict, number_format: dict | None = None) -> tuple[RuleDescription, dict]:
+def describe(learner, meta: dict, number_format: NumberFormat | None = None) -> tuple[RuleDescription, dict]:
     """The rule description and the weights (numpy, float32) of a trained e-prop 2 model."""
     _require_exportable(learner)
     cell, readout, module = learner.network.cell, learner.network.readout, learner.error_module
     spec = cell.spec
-    plastic = []
-    for name in learner.plastic:
-        pre, index = PRESYNAPTIC[name]
-        plastic.append({"weights": name, "pre": pre, "pre_index": index,
-                        "trace": {"decay": spec.alpha, "impulse": spec.input_scale},
-                        "diagonal_plastic": name != "w_rec"})
-    inputs = [[name, n] for name, n, used in (("context", module.n_context, module.use_context),
-                                              ("learner_spikes", module.n_learner, module.use_spikes),
-                                              ("input", module.n_inputs, module.use_inputs)) if used]
-    signal = {"source": "error_module", "neurons": module.cell.spec.to_dict(), "inputs": inputs,
-              "learner_spikes_index": "t", "filter_decay": module.decay, "filter_tau_ms": module.signal_tau,
-              "projection": "em_proj",
-              "definition": "L^t = em_proj @ zeta_bar^t, zeta_bar^t = filter_decay * zeta_bar^{t-1} + zeta^t"}
-    post = {"name": "psi", "surrogate": spec.surrogate, "gamma_pd": spec.gamma_pd, "v_th": spec.v_th,
-            "zero_while_refractory": spec.n_ref > 0,
-            "definition": "psi^t = (gamma_pd/v_th) * pd((v^t - v_th)/v_th), 0 while refractory"}
-    eta = float(learner.inner_lr_value(meta))
-    rule = RuleDescription(learner={"neurons": spec.to_dict(), "n_in": cell.n_in, "readout": readout.spec.to_dict()},
-                           plastic=plastic, post_factor=post, learning_signal=signal, eta=eta, kappa=0.0,
-                           n_updates=learner.n_inner_updates, number_format=number_format or {"kind": "float32"})
+    plastic = tuple(PlasticConnection(weights=name, pre=PRESYNAPTIC[name][0], pre_index=PRESYNAPTIC[name][1],
+                                      trace=Trace(decay=spec.alpha, impulse=spec.input_scale),
+                                      diagonal_plastic=name != "w_rec")
+                    for name in learner.plastic)
+    inputs = tuple((name, n) for name, n, used in (("context", module.n_context, module.use_context),
+                                                   ("learner_spikes", module.n_learner, module.use_spikes),
+                                                   ("input", module.n_inputs, module.use_inputs)) if used)
+    signal = LearningSignal(
+        source="error_module", neurons=module.cell.spec.to_dict(), inputs=inputs, learner_spikes_index="t",
+        filter_decay=module.decay, filter_tau_ms=module.signal_tau, projection="em_proj",
+        definition="L^t = em_proj @ zeta_bar^t, zeta_bar^t = filter_decay * zeta_bar^{t-1} + zeta^t")
+    post = PostFactor(name="psi", surrogate=spec.surrogate, gamma_pd=spec.gamma_pd, v_th=spec.v_th,
+                      zero_while_refractory=spec.n_ref > 0,
+                      definition="psi^t = (gamma_pd/v_th) * pd((v^t - v_th)/v_th), 0 while refractory")
+    rule = RuleDescription(
+        learner=LearnerRecord(neurons=spec.to_dict(), n_in=cell.n_in, readout=readout.spec.to_dict()),
+        plastic=plastic, post_factor=post, learning_signal=signal, inner_lr=float(learner.inner_lr_value(meta)),
+        kappa=0.0, n_updates=learner.n_inner_updates, number_format=number_format or NumberFormat())
     names = LEARNER_WEIGHTS + MODULE_WEIGHTS + (("b_out",) if readout.bias else ())
     weights = {k: meta[k].detach().cpu().to(torch.float32).numpy() for k in names}
     return rule, weights
@@ -170,7 +136,7 @@ def load_rule(directory: Path) -> tuple[RuleDescription, dict]:
         record = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
         raise ExportError(str(path), f"not valid JSON ({str(err).splitlines()[0][:80]})") from None
-    rule = RuleDescription.from_dict(record)
+    rule = RuleDescription.from_dict(record, where=str(path))
     try:
         with np.load(directory / WEIGHTS_FILE, allow_pickle=False) as data:
             weights = {k: data[k] for k in data.files}
@@ -194,14 +160,15 @@ class RuleModel:
 def build_model(rule: RuleDescription) -> RuleModel:
     from ..error_modules.learned import LearnedErrorModule
 
-    cell = cell_from_spec(rule.neurons, rule.learner["n_in"])
-    readout = readout_from_spec(ReadoutSpec.from_dict(rule.learner["readout"]))
+    neurons = learner_neurons(rule)
+    cell = cell_from_spec(neurons, rule.learner.n_in)
+    readout = readout_from_spec(ReadoutSpec.from_dict(rule.learner.readout))
     signal = rule.learning_signal
-    widths = dict(signal["inputs"])
+    widths = dict(signal.inputs)
     module_in = sum(widths.values())
-    module_cell = cell_from_spec(rule.module_neurons, module_in)
+    module_cell = cell_from_spec(module_neurons(rule), module_in)
     module = LearnedErrorModule(module_cell, cell.n_rec, widths.get("context", 0), widths.get("input", 0),
                                 "context" in widths, "learner_spikes" in widths, "input" in widths,
-                                signal["filter_tau_ms"],
-                                dt_ms=rule.neurons.dt_ms)
+                                signal.filter_tau_ms,
+                                dt_ms=neurons.dt_ms)
     return RuleModel(cell, readout, module)

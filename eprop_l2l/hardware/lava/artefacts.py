@@ -1,5 +1,9 @@
 """Reading an export directory (``eprop-l2l export ... --target lava``) with numpy alone.
 
+``rule.json`` is read into the torch side's own records (:mod:`eprop_l2l.hardware.description`, standard
+library only): one schema, no copy of it here. What this program adds are the checks of what it implements
+(LIF learner, e-prop 2, one demonstration, ...).
+
 Every problem is an :class:`ArtefactError` whose ``str`` is one line naming the file and what is wrong; the Lava
 program prints it and exits 2 before it writes anything.
 """
@@ -14,14 +18,26 @@ from pathlib import Path
 
 import numpy as np
 
-FORMAT = "eprop-l2l-export"
-FORMAT_VERSION = 1
-MANIFEST, RULE, WEIGHTS, DEMOS = "manifest.json", "rule.json", "weights.npz", "demonstrations.npz"
-WEIGHT_KEYS = ("w_in", "w_rec", "w_out", "em_w_in", "em_w_rec", "em_proj")
+from ..description import (
+    FORMAT_VERSION,
+    LEARNER_WEIGHTS,
+    MODULE_WEIGHTS,
+    ExportError,
+    PlasticConnection,
+    RuleDescription,
+)
+from ..description import RULE_FILE as RULE
+from ..description import WEIGHTS_FILE as WEIGHTS
+
+WEIGHT_KEYS = LEARNER_WEIGHTS + MODULE_WEIGHTS
+# mirrors of torch-side constants (the modules that own them import torch); tests/test_lava_mirrors.py pins each
+FORMAT = "eprop-l2l-export"  # the manifest's format: hardware/export.py (write_export, is_export, verify)
+MANIFEST, DEMOS = "manifest.json", "demonstrations.npz"  # export.MANIFEST, export.DEMONSTRATIONS
+# the demonstrations' arrays: hardware/export.py (_demonstrations) and hardware/fidelity.py (measure)
 DEMO_KEYS = ("x", "context", "omega_target", "hand_target", "z_demo", "psi", "signals", "dw_in", "dw_rec",
              "z_test", "y_test", "mse_cart_after")
-FIXED_KEYS = ("q_tag_in", "q_tag_rec", "q_w_in", "q_w_rec")
-# the neuron conventions this program implements (NeuronSpec.reset / .refractory of the exporting package)
+FIXED_KEYS = ("q_tag_in", "q_tag_rec", "q_w_in", "q_w_rec")  # fidelity.measure, the loihi format's arrays
+# the neuron conventions this program implements: cells/spec.py RESET, REFRACTORY (NeuronSpec.reset, .refractory)
 RESET = "subtract_v_th_next_step"
 REFRACTORY = "counter_blocks_spike_and_masks_psi"
 
@@ -37,35 +53,38 @@ class ArtefactError(Exception):
 class Artefact:
     directory: Path
     manifest: dict
-    rule: dict
+    rule: RuleDescription
     weights: dict
     demos: dict
 
     @property
     def neurons(self) -> dict:
-        return self.rule["learner"]["neurons"]
+        """The learner's ``NeuronSpec`` record."""
+        return self.rule.learner.neurons
 
     @property
     def readout(self) -> dict:
-        return self.rule["learner"]["readout"]
+        """The learner's ``ReadoutSpec`` record."""
+        return self.rule.learner.readout
 
     @property
     def number_format(self) -> dict:
-        return self.rule.get("number_format") or {"kind": "float32"}
+        """The number format as written (``kind`` and, for ``fixed``, the engine's format and constants)."""
+        return self.rule.number_format.to_dict()
 
     @property
     def is_fixed(self) -> bool:
-        return self.number_format.get("kind") == "fixed"
+        return self.rule.number_format.is_fixed
 
     @property
     def n_tasks(self) -> int:
         return int(self.demos["x"].shape[0])
 
-    def plastic(self, name: str) -> dict:
-        for conn in self.rule["plastic"]:
-            if conn["weights"] == name:
-                return conn
-        raise ArtefactError(RULE, f"no plastic connection {name!r}")
+    def plastic(self, name: str) -> PlasticConnection:
+        try:
+            return self.rule.connection(name)
+        except ExportError as err:
+            raise ArtefactError(RULE, err.problem) from None
 
 
 def _json(path: Path) -> dict:
@@ -129,10 +148,14 @@ def load(directory: str | Path) -> Artefact:
         _require(name in files, where, f"lists no {name}")
         _require(path.is_file(), str(path), "missing: not a complete eprop-l2l export directory")
         _require(_sha256(path) == files[name], str(path), "sha256 differs from manifest.json (modified after export)")
-    rule = _json(directory / RULE)
-    version = rule.get("format_version")
+    record = _json(directory / RULE)
+    version = record.get("format_version")
     _require(version == FORMAT_VERSION, RULE, f"format version {version!r}; this Lava program reads version "
              f"{FORMAT_VERSION}")
+    try:
+        rule = RuleDescription.from_dict(record, where=RULE)
+    except ExportError as err:
+        raise ArtefactError(err.key, err.problem) from None
     weights = _npz(directory / WEIGHTS, WEIGHT_KEYS)
     art = Artefact(directory, manifest, rule, weights, {})
     _check_rule(art)
@@ -144,8 +167,6 @@ def load(directory: str | Path) -> Artefact:
 
 def _check_rule(art: Artefact) -> None:
     rule = art.rule
-    for key in ("learner", "plastic", "post_factor", "learning_signal", "eta"):
-        _require(key in rule, RULE, f"missing {key!r}")
     neurons = art.neurons
     for key in ("model", "n", "alpha", "v_th", "n_ref", "input_scale", "surrogate", "gamma_pd"):
         _require(key in neurons, RULE, f"learner.neurons: missing {key!r}")
@@ -155,36 +176,35 @@ def _check_rule(art: Artefact) -> None:
              "learner.neurons: unsupported reset/refractory convention")
     _require(neurons["surrogate"] in ("triangle", "fast_sigmoid"), RULE,
              f"learner.neurons.surrogate {neurons['surrogate']!r}")
-    module = rule["learning_signal"].get("neurons", {})
+    module = rule.learning_signal.neurons
     _require(module.get("model", "lif") in ("lif", "alif"), RULE,
              f"learning_signal.neurons.model {module.get('model')!r}: the Lava error module implements LIF and ALIF")
     if module.get("model") == "alif":
         for key in ("n", "n_adaptive", "beta", "rho"):
             _require(key in module, RULE, f"learning_signal.neurons: missing {key!r} (ALIF)")
-    _require(float(rule.get("kappa", 0.0)) == 0.0, RULE, "kappa != 0: the Lava rule implements e-prop 2 (κ = 0)")
-    _require(int(rule.get("n_updates", 1)) == 1, RULE, "n_updates != 1: the Lava program runs one demonstration")
-    names = sorted(c.get("weights") for c in rule["plastic"])
+    _require(rule.kappa == 0.0, RULE, "kappa != 0: the Lava rule implements e-prop 2 (κ = 0)")
+    _require(rule.n_updates == 1, RULE, "n_updates != 1: the Lava program runs one demonstration")
+    names = sorted(rule.plastic_names)
     _require(names == ["w_in", "w_rec"], RULE, f"plastic connections {names}; the Lava program needs w_in and w_rec")
-    for conn in rule["plastic"]:
-        expected = {"w_in": ("input", "t"), "w_rec": ("learner_spikes", "t-1")}[conn["weights"]]
-        _require((conn.get("pre"), conn.get("pre_index")) == expected, RULE,
-                 f"plastic {conn['weights']}: presynaptic signal {conn.get('pre')!r}[{conn.get('pre_index')!r}], "
+    for conn in rule.plastic:
+        # rule.PRESYNAPTIC (hardware/rule.py): the pairing this program implements
+        expected = {"w_in": ("input", "t"), "w_rec": ("learner_spikes", "t-1")}[conn.weights]
+        _require((conn.pre, conn.pre_index) == expected, RULE,
+                 f"plastic {conn.weights}: presynaptic signal {conn.pre!r}[{conn.pre_index!r}], "
                  f"expected {expected[0]!r}[{expected[1]!r}]")
-        decay = conn.get("trace", {}).get("decay")
-        _require(isinstance(decay, (int, float)) and 0.0 < decay < 1.0, RULE,
-                 f"plastic {conn['weights']}: trace decay {decay!r} must lie in (0, 1)")
-    post = rule["post_factor"]
-    _require(post.get("name") == "psi", RULE, f"post_factor {post.get('name')!r}")
-    _require(math.isclose(post.get("v_th", neurons["v_th"]), neurons["v_th"]), RULE, "post_factor.v_th != learner v_th")
+        decay = conn.trace.decay
+        _require(0.0 < decay < 1.0, RULE, f"plastic {conn.weights}: trace decay {decay!r} must lie in (0, 1)")
+    post = rule.post_factor
+    _require(post.name == "psi", RULE, f"post_factor {post.name!r}")  # the name rule.describe writes
+    _require(math.isclose(post.v_th, neurons["v_th"]), RULE, "post_factor.v_th != learner v_th")
     fmt = art.number_format
-    _require(fmt.get("kind") in ("float32", "fixed"), RULE, f"number_format.kind {fmt.get('kind')!r}")
     if art.is_fixed:
         for key in ("weight_exp", "trace_impulse", "y_scale", "y_bits", "tag_bits", "rounding"):
             _require(key in fmt, RULE, f"number_format: missing {key!r}")
 
 
 def _check_shapes(art: Artefact) -> None:
-    n, n_in = int(art.neurons["n"]), int(art.rule["learner"]["n_in"])
+    n, n_in = int(art.neurons["n"]), art.rule.learner.n_in
     w, d = art.weights, art.demos
     _require(w["w_in"].shape == (n, n_in), WEIGHTS, f"w_in shape {w['w_in'].shape}, expected {(n, n_in)}")
     _require(w["w_rec"].shape == (n, n), WEIGHTS, f"w_rec shape {w['w_rec'].shape}, expected {(n, n)}")

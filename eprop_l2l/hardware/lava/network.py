@@ -74,7 +74,7 @@ def literal(exp: int, what: str) -> str:
 
 
 def _decay(art: Artefact) -> float:
-    decays = {c["weights"]: float(c["trace"]["decay"]) for c in art.rule["plastic"]}
+    decays = {c.weights: float(c.trace.decay) for c in art.rule.plastic}
     if not math.isclose(decays["w_in"], decays["w_rec"], rel_tol=1e-9):
         raise ArtefactError("rule.json", f"trace decays differ ({decays}): one third factor per neuron serves both "
                             "connections, so their 1/α compensation must agree")
@@ -116,8 +116,8 @@ def rules(art: Artefact, precision: str, shadow: bool = False) -> tuple[dict, di
             dw = "2^-7*y0*t*d" if name == "w_rec" else "y0*t"
             dt = "u0*x1*y2 - y0*t" if shadow else "u0*x1*y2 - x0*y2 - y0*t"
             out[name] = {"dt": dt, "dw": dw, "x1_impulse": 1.0, "x1_tau": tau}
-        impulse = float(art.plastic("w_in")["trace"]["impulse"])
-        return out, {"y_scale": -float(art.rule["eta"]) * impulse / (comp * RHO_Y)}
+        impulse = float(art.plastic("w_in").trace.impulse)
+        return out, {"y_scale": -float(art.rule.inner_lr) * impulse / (comp * RHO_Y)}
     scales = fixed_scales(art)
     for name, sc in scales.items():
         p, i, k = sc["p"], sc["i"], sc["k"]
@@ -133,14 +133,16 @@ def rules(art: Artefact, precision: str, shadow: bool = False) -> tuple[dict, di
 
 
 def quantize_register(w: np.ndarray, exp: int, weight_bits: int = 8) -> np.ndarray:
-    """Initial weights → 9-bit register integers (8-bit mantissa, rounded to nearest, shifted left by one)."""
+    """Initial weights → 9-bit register integers (8-bit mantissa, rounded to nearest, shifted left by one): the
+    torch side's ``inner_loop.fixed_point.quantize_weights`` at ``LOIHI.weight_bits`` (pinned by
+    tests/test_lava_mirrors.py)."""
     top = 2 ** (weight_bits - 1)
     mantissa = np.clip(np.round(w.astype(np.float64) * 2.0 ** (-exp) / 2.0), -top, top - 1)
     return (mantissa * 2).astype(np.int64)
 
 
 def _module_constants(art: Artefact) -> dict:
-    spec = art.rule["learning_signal"]["neurons"]
+    spec = art.rule.learning_signal.neurons
     constants = {"model": spec["model"], "alpha": float(spec["alpha"]), "v_th": float(spec["v_th"]),
                  "n_ref": int(spec["n_ref"]), "gamma_pd": float(spec["gamma_pd"]),
                  "input_scale": float(spec["input_scale"]), "surrogate": spec["surrogate"]}
@@ -161,7 +163,7 @@ def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str
     ``pairing``: ``compensated`` (one set of synapses, x1 − I·x0; the default with replay) or ``shadow``."""
     d, w = art.demos, art.weights
     neurons = art.neurons
-    n, n_in = int(neurons["n"]), int(art.rule["learner"]["n_in"])
+    n, n_in = int(neurons["n"]), art.rule.learner.n_in
     fixed = precision == "fixed"
     # the fixed-point emulation's own learning signal, where the export holds it (its spikes, hence L, differ)
     x, signals = d["x"][task], d["q_signals" if fixed and "q_signals" in d else "signals"][task]
@@ -212,9 +214,11 @@ def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str
         constants.update({"alpha_mant": int(round(constants["alpha"] * 2**24)), "v_th_int": v_th_int,
                           "in_shift": V_FRAC_BITS, "psi_unit": psi_unit,
                           "k_y": y["y_scale"] * psi_unit * 2.0 ** (-l_exp),
+                          # FixedFormat.y_range (inner_loop/fixed_point.py)
                           "y_min": -(2 ** (y_bits - 1)), "y_max": 2 ** (y_bits - 1) - 1,
                           "rounding": fmt["rounding"], "seed": int(fmt.get("seed", seed)) + task})
         w_init = {name: quantize_register(w[name], scales[name]["weight_exp"]) for name in ("w_in", "w_rec")}
+        # num_weight_bits: LOIHI.weight_bits (inner_loop/fixed_point.py)
         conn_kw = {name: {"weight_exp": scales[name]["weight_exp"] - e_min, "num_weight_bits": 8}
                    for name in ("w_in", "w_rec")}
         unit = {name: 2.0 ** scales[name]["weight_exp"] for name in ("w_in", "w_rec")}
@@ -292,11 +296,11 @@ def _connect_error_module(art: Artefact, task: int, steps: int, total: int, lear
     one Dense hop later. Its spikes ζ^t reach the signal filter at t+3 through em_proj, which sends
     L^t = d·L^{t-1} + em_proj·ζ^t straight to the learner's third-factor input at step t+3 = (t+1) + D, D = 2."""
     d, w = art.demos, art.weights
-    spec = art.rule["learning_signal"]
-    m = int(spec["neurons"]["n"])
+    spec = art.rule.learning_signal
+    m = int(spec.neurons["n"])
     em = ModuleNeuron(shape=(m,), constants=_module_constants(art), name="error_module")
     columns, start = {}, 0
-    for kind, width in spec["inputs"]:
+    for kind, width in spec.inputs:
         columns[kind] = slice(start, start + int(width))
         start += int(width)
     if start != w["em_w_in"].shape[1]:
@@ -318,6 +322,6 @@ def _connect_error_module(art: Artefact, task: int, steps: int, total: int, lear
     rec.a_out.connect(em.a_in)
     proj = Dense(weights=w["em_proj"].astype(np.float64), name="em_proj")
     em.s_out.connect(proj.s_in)
-    filt = SignalFilter(shape=(int(art.neurons["n"]),), decay=float(spec["filter_decay"]), name="signal_filter")
+    filt = SignalFilter(shape=(int(art.neurons["n"]),), decay=float(spec.filter_decay), name="signal_filter")
     proj.a_out.connect(filt.a_in)
     filt.s_out.connect(learner.a_third_factor_in)

@@ -15,10 +15,13 @@ import math
 
 import numpy as np
 
+# the two-joint arm of task_families/arm_kinematics.py: its start posture PHI0 and hand_position's l1, l2
 PHI0 = (0.0, math.pi / 2)
+SEGMENTS = (0.5, 0.5)
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation (hardware/fidelity.py ``correlation``)."""
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     a, b = a - a.mean(), b - b.mean()
     denom = math.sqrt(float(a @ a) * float(b @ b))
@@ -26,6 +29,7 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    """‖a − b‖ / ‖b‖ (hardware/fidelity.py ``relative_error``)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     norm = float(np.linalg.norm(b))
     return float(np.linalg.norm(a - b) / norm) if norm > 0 else float("nan")
@@ -43,7 +47,8 @@ def spike_agreement(a: np.ndarray, b: np.ndarray) -> dict:
 
 
 def readout(z: np.ndarray, w_out: np.ndarray, spec: dict, b_out: np.ndarray | None = None) -> np.ndarray:
-    """y^t = κ y^{t-1} + s·W_out z^t (+ b) for spikes ``z [T, N]`` → ``[T, n_out]``."""
+    """y^t = κ y^{t-1} + s·W_out z^t (+ b) for spikes ``z [T, N]`` → ``[T, n_out]`` (``cells/readout.py``
+    ``LeakyReadout``, from its exported ``ReadoutSpec``)."""
     kappa, scale = float(spec["kappa"]), float(spec.get("input_scale", 1.0))
     drive = scale * (np.asarray(z, np.float64) @ np.asarray(w_out, np.float64).T)
     if b_out is not None and spec.get("bias"):
@@ -57,10 +62,12 @@ def readout(z: np.ndarray, w_out: np.ndarray, spec: dict, b_out: np.ndarray | No
 
 
 def hand_path(omega: np.ndarray, dt_s: float) -> np.ndarray:
-    """Two-joint arm (segments 0.5, 0.5; elbow angle relative): ``omega [T, 2]`` rad/s → hand ``[T, 2]``."""
+    """Two-joint arm (:data:`SEGMENTS`; elbow angle relative): ``omega [T, 2]`` rad/s → hand ``[T, 2]``
+    (``arm_kinematics.arm_forward``)."""
     phi = np.asarray(PHI0) + dt_s * np.cumsum(np.asarray(omega, np.float64), axis=0)
     shoulder, elbow = phi[:, 0], phi[:, 0] + phi[:, 1]
-    return np.stack([0.5 * np.cos(shoulder) + 0.5 * np.cos(elbow), 0.5 * np.sin(shoulder) + 0.5 * np.sin(elbow)], -1)
+    l1, l2 = SEGMENTS
+    return np.stack([l1 * np.cos(shoulder) + l2 * np.cos(elbow), l1 * np.sin(shoulder) + l2 * np.sin(elbow)], -1)
 
 
 def mse_cart(hand: np.ndarray, target: np.ndarray) -> float:

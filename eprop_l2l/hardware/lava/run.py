@@ -135,7 +135,7 @@ def _check(args: argparse.Namespace):
 
 def _task_report(art, k: int, res, precision: str) -> tuple[dict, dict]:
     d, w = art.demos, art.weights
-    eta = float(art.rule["eta"])
+    eta = float(art.rule.inner_lr)
     spec = art.readout
     dt_s = step_seconds(float(spec["dt_ms"]))
     y = rep.readout(res.z_test, w["w_out"], spec, w.get("b_out"))

@@ -26,7 +26,8 @@ from eprop_l2l.hardware.lava.procs.process import EpropLearnerNeuron, ModuleNeur
 
 
 def lif_step(state, current, c, threshold_offset=0.0):
-    """One step of our LIF in float64: ``state`` has v, ref, z (updated in place); returns (z, ψ). An ALIF's
+    """One step of our LIF in float64 (``cells/lif.py``: ``LIF.step`` and ``LIF.psi``, pinned by
+    tests/test_lava_mirrors.py): ``state`` has v, ref, z (updated in place); returns (z, ψ). An ALIF's
     adaptive part of the threshold is ``threshold_offset`` (:func:`alif_step`); the reset subtracts v_th."""
     z_prev = state.z.astype(bool)
     n_ref = int(c["n_ref"])
@@ -46,8 +47,9 @@ def lif_step(state, current, c, threshold_offset=0.0):
 
 
 def alif_step(state, current, c):
-    """One step of our ALIF: a^t = ρ a^{t-1} + z^{t-1} (``state.a``), threshold v_th + β_j a^t with β_j = β for
-    the last ``n_adaptive`` of the ``n`` neurons and 0 for the others; the rest is :func:`lif_step`."""
+    """One step of our ALIF (``cells/alif.py``, pinned by tests/test_lava_mirrors.py): a^t = ρ a^{t-1} + z^{t-1}
+    (``state.a``), threshold v_th + β_j a^t with β_j = β for the last ``n_adaptive`` of the ``n`` neurons and 0
+    for the others; the rest is :func:`lif_step`."""
     n, n_adaptive = int(c["n"]), int(c["n_adaptive"])
     beta = np.concatenate([np.zeros(n - n_adaptive), np.full(n_adaptive, float(c["beta"]))])
     state.a = float(c["rho"]) * state.a + state.z
