@@ -2,16 +2,7 @@
 docs/natural_eprop.md): the robot's end effector must follow a demonstrated 3-D path by moving its base and
 shoulder.
 
-Kinematics (positions in metres; angles θ = (base, shoulder, elbow, wrist), the recipe's joint angles with its
-sign convention folded in):
-
-    R = a1 + a2 cos θ2 + a3 cos(θ2 + θ3) + a4 cos(θ2 + θ3 + θ4)
-    x = R cos θ1 + d sin θ1,   y = −R sin θ1 + d cos θ1,   z = d1 + a2 sin θ2 + a3 sin(θ2 + θ3) + a4 sin(θ2 + θ3 + θ4)
-
-with d1 = 0.3585, a1 = 0.05, a2 = 0.30, a3 = 0.35, a4 = 0.22, d = −0.033 (a rotation of the base about z, an
-offset, then a planar chain in the vertical plane; the tests compare homogeneous transforms). Only the base and
-the shoulder move; the elbow and wrist stay at 0 (stretched). Start posture (0, 0): the hand at
-(0.92, −0.033, 0.3585) m.
+Kinematics: :mod:`.scorbot_kinematics` (positions in metres, the base and the shoulder move).
 
 Trials: smoothed Brownian velocities (``brownian.smoothed_brownian``, δ = 0.65, M = 120, clip ±π) in rad/s of the
 arm's clock; the arm advances ``kinematic_step_s`` = 10 ms per network step (the recipe's angle += 0.01·ω), so a
@@ -37,30 +28,14 @@ from ..errors import ConfigError, require_count, require_positive
 from ..units import whole_steps
 from .base import FamilyBase, TaskBatch
 from .brownian import binary_position_code, check_code_bits, sequential_clock, smoothed_brownian
-
-D1, A1, A2, A3, A4, D_OFFSET = 0.3585, 0.05, 0.30, 0.35, 0.22, -0.033  # metres
-CM_PER_M = 100.0
-JOINT_NAMES = ("base", "shoulder")
-
-
-def scorbot_position(theta: torch.Tensor) -> torch.Tensor:
-    """End-effector position ``[..., 3]`` (m) for joint angles ``[..., 4]`` (base, shoulder, elbow, wrist)."""
-    base, shoulder, elbow, wrist = theta.unbind(-1)
-    upper, fore = shoulder + elbow, shoulder + elbow + wrist
-    reach = A1 + A2 * torch.cos(shoulder) + A3 * torch.cos(upper) + A4 * torch.cos(fore)
-    return torch.stack([reach * torch.cos(base) + D_OFFSET * torch.sin(base),
-                        -reach * torch.sin(base) + D_OFFSET * torch.cos(base),
-                        D1 + A2 * torch.sin(shoulder) + A3 * torch.sin(upper) + A4 * torch.sin(fore)], -1)
-
-
-def moving_joint_angles(omega: torch.Tensor, step_s: float) -> torch.Tensor:
-    """Base and shoulder angles ``[..., T, 2]`` from their velocities (start 0, one kinematic step per step)."""
-    return step_s * torch.cumsum(omega, -2)
-
-
-def hand_path(angles: torch.Tensor) -> torch.Tensor:
-    """The end effector's path ``[..., T, 3]`` for base and shoulder angles ``[..., T, 2]`` (elbow, wrist 0)."""
-    return scorbot_position(torch.cat([angles, torch.zeros_like(angles)], -1))
+from .scorbot_figure import figure_one_shot
+from .scorbot_kinematics import (  # noqa: F401 (the kinematics are part of this module's public names)
+    CM_PER_M,
+    JOINT_NAMES,
+    hand_path,
+    moving_joint_angles,
+    scorbot_position,
+)
 
 
 @dataclass(frozen=True)
@@ -158,6 +133,4 @@ class ScorbotBrownian(FamilyBase):
 
     def one_shot_figure(self, path, batch: TaskBatch, out: dict, per_task: dict | None = None,
                         index: int | None = None) -> dict:
-        from .scorbot_figure import figure_one_shot
-
         return figure_one_shot(self, path, batch, out, per_task=per_task, index=index)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .scorbot import CM_PER_M, JOINT_NAMES
+from .scorbot_kinematics import CM_PER_M, JOINT_NAMES
 
 
 def figure_data(family, batch, out, task: int = 0, per_task: dict | None = None, index: int | None = None) -> dict:
