@@ -128,7 +128,7 @@ class TrainedModel:
 def load_run(path: str | Path, device: str = "cpu") -> TrainedModel:
     """A run directory (its latest checkpoint) or a checkpoint file, validated as ``eprop-l2l evaluate`` does,
     on ``device``."""
-    from .runs.commands import evaluation_setup
+    from .runs.evaluation import evaluation_setup
 
     cfg, learner, family, meta, _, checkpoint, iteration = evaluation_setup(str(path), [f"run.device={device}"])
     return TrainedModel(learner, meta, family, cfg, Path(checkpoint), iteration)

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import runpy
 import sys
-from pathlib import Path
+
+from .commands.bench import BENCHMARKS
+
+# This module parses argv, dispatches to the entry function of each command (one module each in eprop_l2l.commands)
+# and turns their errors into one stderr line and an exit code; its docstring is `eprop-l2l --help`'s text.
 
 COMMANDS = {
     "train": "meta-train a learning network and error module (Hydra overrides, -m for sweeps)",
@@ -32,8 +35,6 @@ COMMANDS = {
              "statistics on the same movements; Markdown, CSV)",
     "compare": "every learning rule (bptt, tbptt, e-prop 1/3, rflo, rtrl) on one task and cell: table and curves",
 }
-BENCHMARKS = {"meta": "bench_meta_iteration.py", "trial": "bench_eprop_trial.py",
-              "distributed": "bench_distributed.py"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -112,74 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train(args) -> int:
-    from .config.catalog import check_group_options
-    from .config.compose import expand_sweep, load_config, to_yaml
-    from .runs import commands
-    from .runs.build import build
-
-    jobs = expand_sweep(args.overrides) if args.multirun else [list(args.overrides)]
-    for job in jobs:
-        check_group_options(job)  # an unknown preset or group option names the available ones
-    configs = [load_config(job) for job in jobs]  # every job validated before any computation
-    if args.cfg:
-        for config in configs:
-            build(config)  # the values too, exactly as train checks them
-        print("\n---\n".join(to_yaml(c) for c in configs), end="")
-        return 0
-    if len(configs) == 1:
-        return commands.train(configs[0])
-    import dataclasses
-    import time
-
-    base = Path(configs[0].run.dir or f"runs/multirun/{time.strftime('%Y%m%d-%H%M%S')}")
-    code = 0
-    for index, (job, cfg) in enumerate(zip(jobs, configs, strict=True)):
-        run_dir = base / f"{index}_{commands.override_slug([o for o in job if not o.startswith('run.dir=')])}"
-        print(f"[{index + 1}/{len(jobs)}] {' '.join(job)} → {run_dir}")
-        code = max(code, commands.train(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run,
-                                                                                       dir=str(run_dir)))))
-    return code
-
-
-def _bench(args) -> int:
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / BENCHMARKS[args.which]
-    if not script.exists():
-        return _fail(f"bench: {script} not found (benchmarks live in the source checkout)")
-    sys.argv = [str(script), *args.args]
-    sys.path.insert(0, str(script.parent))  # as `python benchmarks/X.py` has it: the scripts share _results.py
-    runpy.run_path(str(script), run_name="__main__")
-    return 0
-
-
-def _hardware(args) -> int:
-    """The Lava program in ``.venv-lava`` on an export, then the hand-path figure (matplotlib lives here)."""
-    from .hardware.lava import launcher, report
-
-    code = launcher.main([args.directory, *args.args])
-    if code == 0:
-        extra = argparse.ArgumentParser(add_help=False)
-        extra.add_argument("--out")
-        extra.add_argument("--precision", default="float")
-        extra.add_argument("--no-figure", action="store_true")
-        known, _ = extra.parse_known_args(args.args)
-        out = Path(known.out) if known.out else Path(args.directory) / f"lava_{known.precision}"
-        if not known.no_figure and (out / "lava_results.npz").exists():
-            figure = report.figure_from_results(out)
-            if figure:
-                print(f"figure: {figure}")
-    return code
-
-
-def _export(args) -> int:
-    from .runs.commands import export
-
-    out = export(args.source, args.out, args.target, args.force, args.tasks, args.calibration_tasks, args.precision)
-    print(f"export ({args.target}) written to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
-    print((out / "README.md").read_text(), end="")
-    return 0
-
-
 def _fail(message: str, code: int = 2) -> int:
     """The one stderr line of every refusal and fault: control characters escaped, long values cut."""
     from .messages import one_line
@@ -205,35 +138,42 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "train":
-            return _train(args)
+            from .commands import train
+
+            return train.main(args.overrides, multirun=args.multirun, show_config=args.cfg)
         if args.command == "evaluate":
-            from .runs.commands import evaluate
+            from .commands.evaluate import evaluate
 
             return evaluate(args.target, args.overrides, args.out)
         if args.command == "table":
-            from .runs.comparison import table
+            from .commands.table import table
 
             return table(args.rows, args.reference, args.out, args.metric)
         if args.command == "plot":
-            from .runs.plots import plot
+            from .commands.plot import plot
 
             return plot(args.run, args.out)
         if args.command == "bench":
-            return _bench(args)
+            from .commands import bench
+
+            return bench.main(args.which, args.args)
         if args.command == "compare":
-            from .compare import main as compare_main
+            from .commands import compare
 
             isolate = [] if args.in_process else ["isolate=true"]
-            return compare_main(args.preset, [*isolate, *args.overrides], args.out)
+            return compare.main(args.preset, [*isolate, *args.overrides], args.out)
         if args.command == "demo-eprop1":
-            from . import demo
+            from .commands import demo
 
-            if args.iterations < 1:
-                raise ConfigError("--iterations", f"must be >= 1, got {args.iterations}")
             return demo.main(args.out, args.feedback, args.iterations, args.seed)
         if args.command == "hardware":
-            return _hardware(args)
-        return _export(args)
+            from .commands import hardware
+
+            return hardware.main(args.directory, args.args)
+        from .commands import export
+
+        return export.main(args.source, args.out, args.target, args.force, args.tasks, args.calibration_tasks,
+                           args.precision)
     except (ConfigError, CheckpointError) as err:
         return _fail(str(err))
     except NonFiniteError as err:

@@ -2,8 +2,8 @@
 
 Trains the preset of :func:`eprop_l2l.inner_loop.presets.pattern_generation`, then writes into the run
 directory ``metrics.json`` (normalised MSE before/after, firing rate, wall time) and ``pattern_generation.png``
-(target vs output before and after learning, spike raster, learning curve). Until the e-prop 2 trainer lands,
-this is the project's main job.
+(target vs output before and after learning, spike raster, learning curve). ``eprop-l2l demo-eprop1`` runs it
+(:mod:`eprop_l2l.commands.demo`).
 """
 
 from __future__ import annotations
@@ -92,12 +92,3 @@ def _figure(path: Path, batch, y_before, y_after, z_after, history, feedback: st
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def main(out_dir: str = "runs/demo", feedback: str = "random", n_iterations: int = 150, seed: int = 0) -> int:
-    metrics = run(out_dir, feedback, n_iterations, seed)
-    print(f"normalised MSE: {metrics['nmse_first_iteration']:.3f} (first iteration) -> "
-          f"{metrics['nmse_last_iteration']:.3f} (after {metrics['n_iterations']} e-prop updates), "
-          f"{metrics['firing_rate_hz']:.1f} Hz, {metrics['wall_time_s']:.0f} s")
-    print(f"figure and metrics: {Path(out_dir).resolve()}")
-    return 0

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from eprop_l2l.meta.evaluate import evaluate_one_shot
-from eprop_l2l.runs.commands import evaluation_setup
+from eprop_l2l.runs.evaluation import evaluation_setup
 from eprop_l2l.runtime import configure_cpu
 
 GRID = (1e-6, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)

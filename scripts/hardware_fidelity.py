@@ -17,7 +17,7 @@ import torch
 from eprop_l2l.hardware.fidelity import measure
 from eprop_l2l.hardware.rule import describe
 from eprop_l2l.inner_loop.fixed_point import number_format
-from eprop_l2l.runs.commands import evaluation_setup
+from eprop_l2l.runs.evaluation import evaluation_setup
 from eprop_l2l.runtime import configure_cpu
 
 

@@ -19,7 +19,7 @@ def committed_runs() -> list[Path]:
 def reevaluate(run: Path) -> dict[str, float]:
     """The one-shot summary of ``run``'s latest checkpoint on the first ``N_TASKS`` movements of ``SEED``."""
     from eprop_l2l.meta.evaluate import evaluate_one_shot
-    from eprop_l2l.runs.commands import evaluation_setup
+    from eprop_l2l.runs.evaluation import evaluation_setup
 
     _, learner, family, meta, _, _, _ = evaluation_setup(str(run), [f"eval.seed={SEED}"])
     summary, _, _ = evaluate_one_shot(learner, meta, family, n_tasks=N_TASKS, seed=SEED, batch_size=N_TASKS,

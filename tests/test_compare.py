@@ -6,9 +6,10 @@ import json
 import pytest
 
 from eprop_l2l.cli import main
-from eprop_l2l.compare import PRESETS, compare, load_config
+from eprop_l2l.config.comparison import PRESETS, load_config
 from eprop_l2l.errors import ConfigError
 from eprop_l2l.inner_loop.rules import RuleSpec, parse_rule, split_rules
+from eprop_l2l.runs.rule_comparison import compare
 
 ALL_RULES = ["bptt", "tbptt(k=3)+SG", "eprop1-symmetric", "eprop1-random", "eprop1-adaptive", "eprop3(k=3)+SG",
              "rflo-random", "rtrl"]
@@ -117,3 +118,24 @@ def test_yaml_config_and_isolated_process(tmp_path):
 def test_presets_are_valid():
     for name in PRESETS:
         load_config(name)
+
+
+def test_overrides_replace_a_mapping_or_set_one_field_and_every_source_is_checked_by_the_schema(tmp_path):
+    """OmegaConf merges the preset, a file and the overrides onto CompareConfig: ``task_fields={...}`` replaces the
+    preset's fields (not merged onto copy-repeat's), ``task.<field>`` sets one; unknown keys and wrong types name
+    their key, from the command line and from a file alike."""
+    fields = {"n_symbols": 3, "symbol_ms": 5.0, "max_delay": 2}
+    replaced = load_config("tiny", ["task=store_recall", "task_fields={n_symbols: 3, symbol_ms: 5.0, max_delay: 2}",
+                                    "rules=bptt"])
+    assert replaced.task_fields == fields and replaced.family().name == "store_recall"
+    one = load_config("tiny", ["task.n_bits=2"])
+    assert one.task_fields == {**PRESETS["tiny"]["task_fields"], "n_bits": 2}
+    path = tmp_path / "bad.yaml"
+    for text, key in [("iterations: 2\ncolour: red\n", "colour"), ("batch_size: many\n", "batch_size")]:
+        path.write_text(text)
+        with pytest.raises(ConfigError) as info:
+            load_config(str(path))
+        assert info.value.key == key
+    with pytest.raises(ConfigError) as info:
+        load_config("tiny", ["eval_every=often"])
+    assert info.value.key == "eval_every"

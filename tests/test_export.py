@@ -30,7 +30,7 @@ from eprop_l2l.hardware.rule import ExportError, describe, load_rule, save_rule
 from eprop_l2l.inner_loop.fixed_point import LOIHI, WIDE, calibrate, quantize_weights, round_integer, saturate
 from eprop_l2l.inner_loop.quantized_update import quantized_fast_weights
 from eprop_l2l.runs.build import from_experiment
-from eprop_l2l.runs.commands import evaluation_setup
+from eprop_l2l.runs.evaluation import evaluation_setup
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAINED = ROOT / "docs" / "results" / "arm_gpu"

@@ -79,7 +79,7 @@ def test_withhold_removes_exactly_the_undeclared_fields():
 def test_the_declaration_is_recorded_in_metrics_and_printed(tmp_path):
     from eprop_l2l.config.compose import load_config
     from eprop_l2l.runs.build import build_family, build_learner
-    from eprop_l2l.runs.commands import evaluate_meta, format_table
+    from eprop_l2l.runs.evaluation import evaluate_meta, format_table
 
     cfg = load_config(["experiment=tiny", "eval.n_tasks=2", "eval.batch_size=2", "eval.figures=false"])
     family = build_family(cfg)

@@ -239,7 +239,7 @@ def test_the_launcher_looks_for_the_environment_the_makefile_creates(tmp_path, m
 
 
 def test_the_figure_the_cli_draws_reads_a_file_the_lava_program_writes():
-    cli_reads = {c.value for c in ast.walk(_function(ROOT / "eprop_l2l/cli.py", "_hardware"))
+    cli_reads = {c.value for c in ast.walk(_function(ROOT / "eprop_l2l/commands/hardware.py", "main"))
                  if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value.endswith(".npz")}
     run_writes = {c.value for c in ast.walk(_function(RUN, "main"))
                   if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value.endswith(".npz")}

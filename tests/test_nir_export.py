@@ -321,7 +321,7 @@ def test_error_module_graph_reproduces_the_learning_signals():
 @pytest.mark.skipif(not (TRAINED / "config.yaml").exists(), reason="trained example not in this checkout")
 def test_trained_arm_model_exports_and_its_agreement_is_reported(tmp_path, monkeypatch):
     from eprop_l2l.error_modules.base import Observation
-    from eprop_l2l.runs.commands import evaluation_setup
+    from eprop_l2l.runs.evaluation import evaluation_setup
 
     monkeypatch.chdir(REPO)
     cfg, learner, family, meta, *_ = evaluation_setup(str(TRAINED.relative_to(REPO)))

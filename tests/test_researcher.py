@@ -18,7 +18,7 @@ import torch
 import eprop_l2l
 from eprop_l2l.cli import main
 from eprop_l2l.config.catalog import config_groups
-from eprop_l2l.runs.commands import evaluation_name
+from eprop_l2l.runs.evaluation import evaluation_name
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAINED = ROOT / "docs" / "results" / "arm_gpu"

@@ -18,7 +18,7 @@ import torch
 
 from eprop_l2l.cli import main
 from eprop_l2l.runs.checkpoint import latest_checkpoint
-from eprop_l2l.runs.commands import evaluation_name
+from eprop_l2l.runs.evaluation import evaluation_name
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIET = ("wandb.mode=disabled", "run.progress=false")

@@ -1,6 +1,6 @@
 """Every learning rule of the package behind one interface, chosen by a :class:`RuleSpec` (a config value, not a
 script): the weight-update direction of one batch, plus whatever the rule learns on the side (adaptive
-feedback matrix, synthetic-gradient module). Used by :mod:`eprop_l2l.compare`.
+feedback matrix, synthetic-gradient module). Used by ``eprop-l2l compare`` (:mod:`eprop_l2l.runs.rule_comparison`).
 
 =========  =============================================================================================
 kind       update

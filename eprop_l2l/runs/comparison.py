@@ -1,4 +1,5 @@
-"""``eprop-l2l table``: the one-shot comparison table, built from evaluation directories only.
+"""The one-shot comparison table of several methods (``eprop-l2l table``: :mod:`eprop_l2l.commands.table`),
+built from evaluation directories only.
 
 A row is a method: one evaluation directory (``metrics.json`` + ``per_task.json``, as ``train`` and ``evaluate``
 write them) per training seed and movement set. For each row and held-out movement set the table gives
@@ -143,19 +144,3 @@ def write_table(rows: list[dict], out: Path) -> tuple[Path, Path]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out / "table.md", out / "table.csv"
-
-
-def table(row_specs: list[str], reference: str | None, out: str | None, metric: str) -> int:
-    rows = [parse_row(spec) for spec in row_specs]
-    if not rows:
-        raise ConfigError("rows", "give at least one row: LABEL=DIR[,DIR...]")
-    target = Path(out) if out else None
-    if target is not None:
-        check_out(target)  # before any reading
-    result = comparison_rows(rows, reference or rows[0][0], metric)
-    markdown, _ = summary_tables(list(COLUMNS), result)
-    print(markdown, end="")
-    if target is not None:
-        md, csv_path = write_table(result, target)
-        print(f"written: {md}, {csv_path}")
-    return 0

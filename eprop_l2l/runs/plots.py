@@ -1,7 +1,8 @@
-"""``eprop-l2l plot RUN``: a run's training curves from ``history.jsonl`` (meta-loss, validation MSEs before and
+"""A run's training curves from ``history.jsonl`` (meta-loss, validation MSEs before and
 after the update, firing rates, the meta-learned inner η, skipped steps) as a PNG; for a multirun directory (one
 sub-directory per run, as ``train -m`` writes), a summary table, one row per run — the configuration keys that
-differ between the runs → held-out metrics — as Markdown and CSV."""
+differ between the runs → held-out metrics — as Markdown and CSV. ``eprop-l2l plot`` draws them
+(:mod:`eprop_l2l.commands.plot`)."""
 
 from __future__ import annotations
 
@@ -147,24 +148,3 @@ def summary_tables(columns: list[str], rows: list[dict]) -> tuple[str, str]:
     writer.writeheader()
     writer.writerows({c: ("" if row[c] is None else row[c]) for c in columns} for row in rows)
     return "\n".join(lines) + "\n", buffer.getvalue()
-
-
-def plot(target: str, out: str | None = None) -> int:
-    """``eprop-l2l plot``: training curves of a run directory, or the summary of a multirun directory
-    (``summary.md``, ``summary.csv``, in the multirun directory or ``out``)."""
-    path = Path(target)
-    if not path.is_dir():
-        raise ConfigError(str(path), "no such run or multirun directory")
-    if (path / "history.jsonl").exists() or not runs_of(path):
-        written, data = plot_curves(path, Path(out) if out else None)
-        print(f"training curves ({sum(1 for _ in read_history(path))} meta-iterations): {written}")
-        return 0
-    columns, rows = summary_rows(path)
-    markdown, table = summary_tables(columns, rows)
-    folder = Path(out) if out else path
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "summary.md").write_text(markdown)
-    (folder / "summary.csv").write_text(table)
-    print(markdown, end="")
-    print(f"summary of {len(rows)} runs: {folder / 'summary.md'}, {folder / 'summary.csv'}")
-    return 0

@@ -166,3 +166,16 @@ def check_memory(cfg, family, world_size: int = 1, phases: tuple[str, ...] = ("t
             raise ConfigError(key, f"{phase} needs about {_format(need)} of memory{procs} (per-task fast weights "
                               f"batch·n_rec² and trial activations batch·n_steps·neurons), {_format(available)} "
                               f"{source}; lower {key} (or {others}), or set run.memory_check=false to try anyway")
+
+
+def check_device(cfg) -> None:
+    """``run.device`` exists on this machine (a CUDA device: CUDA available, the index below the GPU count)."""
+    if not cfg.run.device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("run.device", f"{cfg.run.device!r}: CUDA is not available on this machine")
+    index = int(cfg.run.device.split(":")[1]) if ":" in cfg.run.device else 0
+    if index >= torch.cuda.device_count():
+        raise ConfigError("run.device", f"{cfg.run.device!r}: this machine has {torch.cuda.device_count()} GPUs")

@@ -12,7 +12,7 @@ Channels: ``n_in = n_bits + 1`` — the pattern bits, then the repeat cue. Outpu
 Each pattern bit is 0 or 1 with probability ½; during the pattern a bit's channel is 1 for the whole frame
 (inputs are 0/1, deterministic given the pattern), during the cue the cue channel is 1. The targets are the
 pattern, repeated, during the output phase and 0 before it; the loss (MSE) counts in the output phase only.
-``pattern_length`` and ``n_repeats`` are the curriculum parameters (``eprop_l2l.compare`` grows the first).
+``pattern_length`` and ``n_repeats`` are the curriculum parameters (``eprop-l2l compare`` grows the first).
 :meth:`CopyRepeat.bit_error` scores a trial: the readout averaged over each output frame, thresholded at ½.
 """
 

@@ -1,10 +1,8 @@
-"""``eprop-l2l compare``: every learning rule on one task family and cell, with the same seeds and budget.
+"""Every learning rule on one task family and cell, with the same seeds and budget (``eprop-l2l compare``).
 
-A comparison is a :class:`CompareConfig` (a preset of :data:`PRESETS`, a YAML file, plus ``key=value``
-overrides). Each rule is a :class:`~eprop_l2l.inner_loop.rules.RuleSpec` — ``bptt``, ``tbptt(k=…)``,
-``eprop1(feedback=…)``, ``eprop3(k=…)``, ``rflo``, ``rtrl`` — never a script of its own. For every (rule, seed)
-the network starts from the same initial weights (drawn from ``seed``), sees the same training batches (a
-generator seeded from ``seed``) and is evaluated on the same held-out batch, for ``iterations`` Adam steps.
+A comparison is a :class:`~eprop_l2l.config.comparison.CompareConfig`. For every (rule, seed) the network starts
+from the same initial weights (drawn from ``seed``), sees the same training batches (a generator seeded from
+``seed``) and is evaluated on the same held-out batch, for ``iterations`` Adam steps.
 
 Written to the output directory:
 
@@ -32,228 +30,15 @@ import os
 import resource
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .cells import make_cell
-from .cells.network import RecurrentNetwork
-from .cells.rate import RateRNN
-from .cells.readout import LeakyReadout
-from .errors import ConfigError, require_count, require_non_negative, require_positive
-from .inner_loop.losses import Loss
-from .inner_loop.metrics import classification_error, normalised_mse
-from .inner_loop.registry import get_rule
-from .inner_loop.regularization import RateRegularizer
-from .inner_loop.rules import RTRL_MAX_SENSITIVITY, RuleRunner, RuleSpec, parse_rule, rtrl_size, split_rules
-from .task_families import make_task_family
-from .units import DEFAULT_STEP_MS
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-@dataclass(frozen=True)
-class CompareConfig:
-    task: str = "copy_repeat"
-    task_fields: dict = field(default_factory=dict)
-    cell: str = "lstm"
-    cell_fields: dict = field(default_factory=dict)
-    readout_fields: dict = field(default_factory=dict)
-    rate_tau: float = 10.0  # the rate network that RFLO trains (same n_rec), τ in ms
-    dt_ms: float = DEFAULT_STEP_MS  # the one time step of the task, the cells and the readout
-    rules: tuple = ("bptt", "tbptt(k=10)", "eprop1(feedback=symmetric)", "eprop3(k=10)")
-    iterations: int = 100
-    batch_size: int = 16
-    lr: float = 1e-3
-    seeds: tuple = (0,)
-    eval_batch: int = 64
-    eval_every: int = 10
-    reg_coefficient: float = 0.0  # firing-rate regulariser (spiking cells)
-    reg_target_hz: float = 10.0
-    curriculum: bool = False
-    solve_threshold: float = 0.02
-    max_pattern_length: int = 40
-    isolate: bool = False
-    dtype: str = "float32"
-
-    def __post_init__(self):
-        for key in ("task_fields", "cell_fields", "readout_fields"):
-            if not isinstance(getattr(self, key), dict):
-                raise ConfigError(key, f"must be a mapping, got {getattr(self, key)!r}")
-        require_positive("rate_tau", self.rate_tau)
-        require_positive("dt_ms", self.dt_ms)
-        for key in ("task_fields", "cell_fields", "readout_fields"):
-            if {"dt", "dt_ms", "dt_s"} & getattr(self, key).keys():
-                raise ConfigError(f"{key}.dt_ms", "the time step is set once, by the top-level dt_ms")
-        require_count("iterations", self.iterations)
-        require_count("batch_size", self.batch_size)
-        require_positive("lr", self.lr)
-        require_count("eval_batch", self.eval_batch)
-        require_count("eval_every", self.eval_every)
-        require_non_negative("reg_coefficient", self.reg_coefficient)
-        require_non_negative("reg_target_hz", self.reg_target_hz)
-        require_non_negative("solve_threshold", self.solve_threshold)
-        require_count("max_pattern_length", self.max_pattern_length)
-        for key in ("curriculum", "isolate"):
-            if not isinstance(getattr(self, key), bool):
-                raise ConfigError(key, f"must be true or false, got {getattr(self, key)!r}")
-        if self.dtype not in DTYPES:
-            raise ConfigError("dtype", f"unknown value {self.dtype!r} (choose from {', '.join(DTYPES)})")
-        seeds = (self.seeds,) if isinstance(self.seeds, int) else tuple(self.seeds)
-        if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-            raise ConfigError("seeds", f"must be one or more integers >= 0, got {self.seeds!r}")
-        object.__setattr__(self, "seeds", seeds)
-        rules = split_rules(self.rules) if isinstance(self.rules, str) else list(self.rules)
-        if not rules:
-            raise ConfigError("rules", "name at least one rule")
-        specs = tuple(parse_rule(r) for r in rules)
-        names = [s.name for s in specs]
-        if len(set(names)) != len(names):
-            raise ConfigError("rules", f"two rules have the same name ({', '.join(names)}); give one a label")
-        object.__setattr__(self, "rules", specs)
-        if self.curriculum and self.task != "copy_repeat":
-            raise ConfigError("curriculum", f"grows copy-repeat's pattern length; task is {self.task!r}")
-        family = self.family()  # validates the task fields
-        for spec in specs:
-            network = self.network(family, spec)  # validates the cell fields
-            if spec.kind == "rtrl":
-                size = rtrl_size(network, self.batch_size)
-                if size > RTRL_MAX_SENSITIVITY:
-                    raise ConfigError("rules", f"rtrl: sensitivity matrix of {size:,} entries > "
-                                      f"{RTRL_MAX_SENSITIVITY:,} (small sizes only: lower cell.n_rec or batch_size)")
-
-    # --- builders ------------------------------------------------------------------------------------------
-    def family(self, **changes):
-        return make_task_family(self.task, **{**self.task_fields, **changes}, dt_ms=self.dt_ms)
-
-    def network(self, family, spec: RuleSpec) -> RecurrentNetwork:
-        fields = dict(self.cell_fields)
-        n_rec = fields.get("n_rec", 32)
-        if get_rule(spec.kind).cell is RateRNN:  # RFLO: the rate network
-            cell = make_cell("rate", n_in=family.n_in, n_rec=n_rec, tau=self.rate_tau, dt_ms=self.dt_ms)
-        else:
-            fields.setdefault("n_rec", n_rec)
-            if self.cell != "lstm":  # the LSTM has no time constants
-                fields["dt_ms"] = self.dt_ms
-            cell = make_cell(self.cell, n_in=family.n_in, **fields)
-        try:
-            readout = LeakyReadout(cell.n_rec, family.n_out, **self.readout_fields, dt_ms=self.dt_ms)
-        except TypeError as err:
-            raise ConfigError("readout_fields", str(err)) from None
-        return RecurrentNetwork(cell, readout)
-
-    def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["rules"] = [dataclasses.asdict(s) for s in self.rules]
-        out["seeds"] = list(self.seeds)
-        return out
-
-
-# ------------------------------------------------------------------------------------------------ presets
-PRESETS: dict[str, dict] = {
-    # the test setting: seconds per rule
-    "tiny": dict(task="copy_repeat", task_fields=dict(n_bits=3, pattern_length=2, n_repeats=1, frame_steps=2),
-                 cell="lstm", cell_fields=dict(n_rec=8), iterations=6, batch_size=4, eval_batch=8, eval_every=3,
-                 lr=1e-2, rules=("bptt", "tbptt(k=3)", "eprop1(feedback=symmetric)", "eprop1(feedback=random)",
-                                 "eprop1(feedback=adaptive)", "eprop3(k=3)", "rflo", "rtrl")),
-    # copy-repeat with an LSTM (the task of e-prop 3's copy-repeat figure, at CPU sizes), curriculum on L
-    "copy_repeat_lstm": dict(task="copy_repeat", task_fields=dict(n_bits=4, pattern_length=2, n_repeats=2,
-                                                                  frame_steps=1),
-                             cell="lstm", cell_fields=dict(n_rec=64), readout_fields=dict(tau_out=0.1),
-                             iterations=1500, batch_size=16, lr=1e-2, eval_every=25, curriculum=True,
-                             rules=("bptt", "tbptt(k=4,sg=false)", "tbptt(k=4)", "eprop1(feedback=symmetric)",
-                                    "eprop1(feedback=random)", "eprop3(k=4,sg=false)", "eprop3(k=4)")),
-    # copy-repeat with ALIF neurons (100, 40 % adaptive): frames of 10 steps
-    "copy_repeat_alif": dict(task="copy_repeat", task_fields=dict(n_bits=4, pattern_length=2, n_repeats=2,
-                                                                  frame_steps=10),
-                             cell="alif", cell_fields=dict(n_rec=100, n_adaptive=40, tau_a=400.0, beta=1.0,
-                                                           v_th=0.3, n_ref=2, tau_m=20.0),
-                             readout_fields=dict(tau_out=5.0), iterations=400, batch_size=16, lr=5e-3,
-                             eval_every=20, curriculum=True, reg_coefficient=0.1,
-                             rules=("bptt", "tbptt(k=20,sg=false)", "tbptt(k=20)", "eprop1(feedback=symmetric)",
-                                    "eprop1(feedback=random)", "eprop3(k=20,sg=false)", "eprop3(k=20)")),
-    # store-recall (Bellec et al. 2019: 100 neurons, 40 % ALIF, 4 channels at 50 Hz, 200-ms symbols), shortened:
-    # 60-ms symbols, recall 2-4 symbols after the store, 5 neurons per channel at 100 Hz
-    "store_recall_alif": dict(task="store_recall",
-                              task_fields=dict(n_symbols=6, symbol_ms=60.0, min_delay=2, max_delay=4,
-                                               input_rate_hz=100.0, neurons_per_channel=5),
-                              cell="alif", cell_fields=dict(n_rec=100, n_adaptive=40, tau_a=400.0, beta=1.0,
-                                                            v_th=0.3, n_ref=2, tau_m=20.0),
-                              readout_fields=dict(tau_out=20.0), iterations=200, batch_size=32, lr=1e-2,
-                              eval_every=10, reg_coefficient=0.1,
-                              rules=("bptt", "tbptt(k=60,sg=false)", "tbptt(k=60)", "eprop1(feedback=symmetric)",
-                                     "eprop1(feedback=random)", "eprop1(feedback=adaptive)", "eprop3(k=60,sg=false)",
-                                     "eprop3(k=60)")),
-}
-
-
-def _read_yaml(path: Path) -> dict:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError("config", f"{path} is not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError("config", f"{path} must hold a mapping of compare options")
-    return data
-
-
-def _parse_value(key: str, text: str):
-    import yaml
-
-    if key == "rules":
-        return text
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def load_config(preset: str = "tiny", overrides: list[str] | tuple[str, ...] = ()) -> CompareConfig:
-    """A preset name or a YAML file, then ``key=value`` overrides (``task.<field>=``, ``cell.<field>=``,
-    ``readout.<field>=``, ``rules=bptt,tbptt(k=5)``, ``seeds=[0,1]``, ...). Every bad key or value raises a
-    one-line :class:`ConfigError` naming it."""
-    if preset in PRESETS:
-        values = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS[preset].items()}
-    elif str(preset).endswith((".yaml", ".yml")):
-        path = Path(preset)
-        if not path.is_file():
-            raise ConfigError("config", f"no such file {str(path)!r}")
-        values = _read_yaml(path)
-    else:
-        raise ConfigError("config", f"unknown preset {preset!r} (choose from {', '.join(PRESETS)}, or a .yaml file)")
-    known = {f.name for f in dataclasses.fields(CompareConfig)}
-    groups = {"task": "task_fields", "cell": "cell_fields", "readout": "readout_fields"}
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(item, "expected key=value")
-        head, dot, rest = key.partition(".")
-        if dot and head in groups:
-            values.setdefault(groups[head], {})
-            values[groups[head]] = {**values[groups[head]], rest: _parse_value(key, text)}
-        elif key in known:
-            values[key] = _parse_value(key, text)
-        else:
-            raise ConfigError(key, f"unknown option (choose from {', '.join(sorted(known - set(groups.values())))}, "
-                              "task.<field>, cell.<field>, readout.<field>)")
-    unknown = set(values) - known
-    if unknown:
-        raise ConfigError(sorted(unknown)[0], f"unknown option (choose from {', '.join(sorted(known))})")
-    for key in ("task_fields", "cell_fields", "readout_fields"):
-        if values.get(key) is None:
-            values[key] = {}
-    if isinstance(values.get("seeds"), list):
-        values["seeds"] = tuple(values["seeds"])
-    if isinstance(values.get("rules"), list):
-        values["rules"] = tuple(values["rules"])
-    try:
-        return CompareConfig(**values)
-    except TypeError as err:  # e.g. an unknown cell or task field that the constructors reject by type
-        raise ConfigError("config", str(err)) from None
+from ..config.comparison import DTYPES, CompareConfig
+from ..inner_loop.losses import Loss
+from ..inner_loop.metrics import classification_error, normalised_mse
+from ..inner_loop.regularization import RateRegularizer
+from ..inner_loop.rules import RuleRunner, RuleSpec
 
 
 # ------------------------------------------------------------------------------------------ measurement
@@ -315,7 +100,7 @@ def evaluate(network, params, family, batch) -> tuple[float, float]:
 
 def run_rule(config: CompareConfig, spec: RuleSpec, seed: int) -> dict:
     """Train one rule from ``seed`` and return its record (curve, final numbers, costs)."""
-    from .runtime import configure_cpu
+    from ..runtime import configure_cpu
 
     configure_cpu(threads=1)
     dtype = DTYPES[config.dtype]
@@ -505,12 +290,3 @@ def report(out_dir: str | Path) -> str:
     text = markdown(config, results["summary"])
     (out / "results.md").write_text(text)
     return text
-
-
-def main(preset: str, overrides: list[str], out: str | None) -> int:
-    config = load_config(preset, overrides)
-    out_dir = Path(out or f"runs/compare/{Path(preset).stem}")
-    results = compare(config, out_dir)
-    print(markdown(config, results["summary"]), end="")
-    print(f"results: {out_dir.resolve()}/results.{{md,json}}, learning_curves.png")
-    return 0

@@ -1,0 +1,30 @@
+"""``eprop-l2l plot``: training curves of a run (``history.jsonl`` → PNG), or a multirun's summary table
+(Markdown, CSV), drawn by :mod:`eprop_l2l.runs.plots`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..runs.plots import plot_curves, read_history, runs_of, summary_rows, summary_tables
+
+
+def plot(target: str, out: str | None = None) -> int:
+    """``eprop-l2l plot``: training curves of a run directory, or the summary of a multirun directory
+    (``summary.md``, ``summary.csv``, in the multirun directory or ``out``)."""
+    path = Path(target)
+    if not path.is_dir():
+        raise ConfigError(str(path), "no such run or multirun directory")
+    if (path / "history.jsonl").exists() or not runs_of(path):
+        written, data = plot_curves(path, Path(out) if out else None)
+        print(f"training curves ({sum(1 for _ in read_history(path))} meta-iterations): {written}")
+        return 0
+    columns, rows = summary_rows(path)
+    markdown, table = summary_tables(columns, rows)
+    folder = Path(out) if out else path
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.md").write_text(markdown)
+    (folder / "summary.csv").write_text(table)
+    print(markdown, end="")
+    print(f"summary of {len(rows)} runs: {folder / 'summary.md'}, {folder / 'summary.csv'}")
+    return 0
