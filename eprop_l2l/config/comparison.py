@@ -29,7 +29,7 @@ from ..inner_loop.registry import get_rule
 from ..inner_loop.rules import RTRL_MAX_SENSITIVITY, RuleSpec, parse_rule, rtrl_size, split_rules
 from ..task_families import make_task_family
 from ..units import DEFAULT_STEP_MS
-from .compose import _one_line
+from .compose import config_error_line
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # the command line's short prefixes of the three field mappings: task.n_bits=3 is task_fields.n_bits=3
@@ -181,7 +181,7 @@ def _unknown_option(key: str) -> ConfigError:
 def _one_line_error(err: OmegaConfBaseException) -> ConfigError:
     if isinstance(err, ConfigAttributeError | ConfigKeyError):  # struct mode: a key the schema does not have
         return _unknown_option(err.full_key or "config")
-    return _one_line(err)
+    return config_error_line(err)
 
 
 def _preset(preset: str):

@@ -31,14 +31,14 @@ MAX_OVERRIDE = 4000  # characters of one override (Python refuses to parse longe
 ConfigStore.instance().store(name=SCHEMA, node=TrainConfig)
 
 
-def _one_line(err: Exception) -> ConfigError:
+def config_error_line(err: Exception) -> ConfigError:
     """Hydra's and OmegaConf's messages span several lines (full_key, object_type, hints): keep the key and
     the first line."""
     key = getattr(err, "full_key", None)
     text = str(getattr(err, "msg", None) or err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     cause = err.__cause__ or err.__context__
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
-        return _one_line(cause)
+        return config_error_line(cause)
     match = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
     if not key and match:
         key = match.group(1)
@@ -76,7 +76,7 @@ def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
             cfg = compose(config_name="train", overrides=list(overrides))
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as err:
-        raise _one_line(err) from None
+        raise config_error_line(err) from None
     except (ValueError, TypeError, OverflowError, RecursionError) as err:  # conversions inside Hydra/OmegaConf
         raise ConfigError("overrides", f"cannot use {shown(' '.join(overrides), 120)}: "
                           f"{shown(str(err).splitlines()[0] if str(err) else type(err).__name__, 120)}") from None
@@ -91,7 +91,7 @@ def to_config(cfg: DictConfig) -> TrainConfig:
         plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), plain))
     except OmegaConfBaseException as err:
-        raise _one_line(err) from None
+        raise config_error_line(err) from None
 
 
 def load_config(overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
@@ -123,7 +123,7 @@ def expand_sweep(overrides: list[str] | tuple[str, ...]) -> list[list[str]]:
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException as err:
-        raise _one_line(err) from None
+        raise config_error_line(err) from None
     axes, total = [], 1
     for override in parsed:
         key = override.get_key_element()
