@@ -24,22 +24,22 @@ from .losses import Loss
 
 
 def eprop_online(network, params: Params, x: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, loss: Loss,
-                 source, *, traces: str = "closed_form", **options) -> EpropResult:
+                 source, *, traces: str = "closed_form", **keywords) -> EpropResult:
     """The trial, the source and the options (:class:`~.eprop.EpropOptions`) of :func:`~.eprop.eprop_fused`,
     and its result without trajectory and signals."""
     require_choice("traces", traces, ("closed_form", "autodiff"))
-    o = EpropOptions(**options)
-    regularizer, plastic, context = o.regularizer, o.plastic, o.context
+    options = EpropOptions(**keywords)
+    regularizer, plastic, context = options.regularizer, options.plastic, options.context
     cell, readout = network.cell, network.readout
     check_params(cell, params)
-    kappa = o.filter(readout)
+    kappa = options.trace_filter(readout)
     source = for_readout(source, readout)
-    all_params = o.source_view(params)
+    all_params = options.source_view(params)
     batch, n_steps = x.shape[0], x.shape[1]
     state = cell.init_state(batch, dtype=x.dtype, device=x.device)
     y = readout.init_state(batch, dtype=x.dtype, device=x.device)
     source_state = source.init_state(batch, x.dtype, x.device)
-    names = o.recurrent()
+    names = options.recurrent_plastic()
     autodiff = AutodiffTraces(cell, names) if traces == "autodiff" else None
     n_pre = {"w_in": x.shape[-1], "w_rec": cell.n_rec, "bias": 1}
     trace = autodiff.init(params, state) if autodiff else {n: cell.trace_init(params, state, n_pre[n]) for n in names}
