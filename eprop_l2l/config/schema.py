@@ -68,8 +68,8 @@ class CellConfig:
     tau_m: float = component_default(SpikingNeurons, "tau_m")  # ms
     # The e-prop 2 recipe's threshold, which every config-built run uses: 0.4 for the learning network and the
     # error module in the authors' tutorial_eprop2.py (eprop-spec.md, [C1]). The cells' own default, 0.6, is the
-    # other recipes' (natural e-prop's trainee, evidence accumulation, ChFrenkel/eprop-PyTorch) and stays what
-    # the Python API gives, since the numbers of the e-prop 1 experiments and tests are pinned to it.
+    # other recipes' (natural e-prop's trainee, evidence accumulation, ChFrenkel/eprop-PyTorch) and stays the
+    # Python API's: a cell built without v_th (scripts, tests) computes what it always did.
     v_th: float = 0.4
     n_ref: int = component_default(SpikingNeurons, "n_ref")  # refractory steps (n_ref·dt_ms ms)
     tau_a: float = component_default(ALIF, "tau_a")  # ms, alif only
