@@ -42,7 +42,7 @@ def meta_gradient(learner, meta, batch, layout: str) -> float:
         params = {k: (v.expand(b, *v.shape) if k in learner.plastic else v) for k, v in leaves.items()}
     start = time.perf_counter()
     result = bptt_result(learner.network, params, batch.inputs, batch.targets, batch.mask, Loss("mse"),
-                         learner.plastic, create_graph=True, per_task=layout == "shared")
+                         plastic=learner.plastic, create_graph=True, per_task=layout == "shared")
     scalar = sum(g.square().sum() for g in result.grads.values())
     scalar.backward()
     return time.perf_counter() - start

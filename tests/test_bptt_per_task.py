@@ -22,9 +22,9 @@ def _both(spiking_kind, paths="full", regularizer=None, gain=1.0, **cell):
                                                      input_gain=0.5 * gain, rec_gain=gain)
     meta = {k: v.clone().requires_grad_() for k, v in params.items()}
     copies = {k: (v.expand(3, *v.shape) if k in PLASTIC else v) for k, v in meta.items()}
-    args = (x, target, mask, Loss("mse"), PLASTIC, regularizer, paths)
-    shared = bptt_result(network, meta, *args, create_graph=True, per_task=True)
-    per_copy = bptt_result(network, copies, *args, create_graph=True)
+    args, options = (x, target, mask, Loss("mse")), dict(plastic=PLASTIC, regularizer=regularizer, paths=paths)
+    shared = bptt_result(network, meta, *args, **options, create_graph=True, per_task=True)
+    per_copy = bptt_result(network, copies, *args, **options, create_graph=True)
     return meta, shared, per_copy, g
 
 
@@ -56,10 +56,10 @@ def test_per_task_gradients_equal_per_task_copies(spiking_kind, paths, input_sca
 
 def test_first_order_per_task_gradients_with_the_fast_loop(spiking_kind):
     network, params, x, target, mask, _ = make_trial(make_cell(spiking_kind), batch=3, steps=40)
-    args = (x, target, mask, Loss("mse"), PLASTIC)
-    fast = bptt_result(network, params, *args, fast=True, per_task=True)
+    args = (x, target, mask, Loss("mse"))
+    fast = bptt_result(network, params, *args, plastic=PLASTIC, fast=True, per_task=True)
     reference = bptt_result(network, {k: (v.expand(3, *v.shape) if k in PLASTIC else v) for k, v in params.items()},
-                            *args)
+                            *args, plastic=PLASTIC)
     for name in PLASTIC:
         assert relative_error(fast.grads[name], reference.grads[name]) <= 1e-11, name
 

@@ -4,15 +4,41 @@ onto them) and, after conversion, by :mod:`.build` (impossible values are refuse
 error naming its dotted key). Every value a user may change lives here; the YAML files in ``configs/`` only
 choose among them (experiment presets, ``task/``, ``model/``, ``inner/``, ``error_module/``).
 
-Defaults are the authors' e-prop 2 setting (``experiment=paper``; docs/hyperparameters.md).
+Defaults are the authors' e-prop 2 setting (``experiment=paper``; docs/hyperparameters.md). Where a key maps
+to a component's field, its default is the component's, read from the constructor's signature with
+:func:`component_default` (never written here a second time); the few that are the e-prop 2 recipe's and not the
+component's (``v_th``, ``readout_init``, the sizes) say so where they are set (docs/architecture.md, "Where a
+default lives").
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
+from ..cells.alif import ALIF
+from ..cells.readout import LeakyReadout
+from ..cells.spiking import SpikingNeurons
+from ..error_modules.learned import LearnedErrorModule
 from ..inner_loop.device import PCMDevice
+from ..inner_loop.objectives import InnerObjective
+from ..meta.evaluate import evaluate_one_shot
+from ..meta.learner import RECIPE_RATES, MetaLearner
+from ..task_families.arm import ArmSines
 from ..units import DEFAULT_STEP_MS
+
+
+def component_default(component, name: str):
+    """The default ``component`` (a class or function) states for its parameter ``name``: the one place it lives.
+    OmegaConf's structured configs need concrete values, and this is one, read when the schema is defined."""
+    parameter = inspect.signature(component).parameters.get(name)
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        raise TypeError(f"{component.__qualname__} has no default for {name!r} (the schema reads its defaults from "
+                        "the components)")
+    return parameter.default
+
+
+_NETWORK_RATE, _MODULE_RATE = RECIPE_RATES["network_rate"], RECIPE_RATES["module_rate"]  # (coefficient, Hz)
 
 
 @dataclass
@@ -20,8 +46,9 @@ class TaskConfig:
     # arm_sines (e-prop 2) | arm_brownian (natural e-prop's planar arm) | scorbot_brownian (natural e-prop's
     # ED-Scorbot, docs/natural_eprop.md); docs/equations.md
     family: str = "arm_sines"
-    n_steps: int = 500  # trial length in steps: the trial lasts n_steps·dt_ms ms
-    n_pop_per_dim: int = 100  # population code of the target for the error module: neurons per joint
+    n_steps: int = component_default(ArmSines, "n_steps")  # trial length in steps: the trial lasts n_steps·dt_ms ms
+    # population code of the target for the error module: neurons per joint
+    n_pop_per_dim: int = component_default(ArmSines, "n_pop_per_dim")
     # Simulation time step in ms; every time constant, rate and duration is converted with it (membrane,
     # adaptation, readout and learning-signal decays exp(-dt/τ), rate targets in spikes per step, the clock
     # period and the Brownian family's window in steps, the population code's spike probability, the arm's
@@ -35,23 +62,32 @@ class CellConfig:
     """One recurrent population — the learning network or the error module: the same keys, the same meanings."""
 
     cell: str = "lif"  # lif | alif (| lstm for the error module)
-    n_rec: int = 400
-    n_adaptive: int | None = None  # alif: how many neurons adapt (the last ones); null = all, 0 = none
-    tau_m: float = 20.0  # ms
+    n_rec: int = 400  # the recipe's size (a cell has no default size)
+    # alif: how many neurons adapt (the last ones); null = all, 0 = none
+    n_adaptive: int | None = component_default(ALIF, "n_adaptive")
+    tau_m: float = component_default(SpikingNeurons, "tau_m")  # ms
+    # The e-prop 2 recipe's threshold, which every config-built run uses: 0.4 for the learning network and the
+    # error module in the authors' tutorial_eprop2.py (eprop-spec.md, [C1]). The cells' own default, 0.6, is the
+    # other recipes' (natural e-prop's trainee, evidence accumulation, ChFrenkel/eprop-PyTorch) and stays the
+    # Python API's: a cell built without v_th (scripts, tests) computes what it always did.
     v_th: float = 0.4
-    n_ref: int = 5  # refractory steps (n_ref·dt_ms ms)
-    tau_a: float = 200.0  # ms, alif only
-    beta: float = 0.07  # alif only
-    rate_target_hz: float = 20.0
-    rate_coefficient: float = 200.0  # (c/2)·Σ_j (f_j − f*)²: c = 200 is the authors' 100·Σ(f − f*)²
+    n_ref: int = component_default(SpikingNeurons, "n_ref")  # refractory steps (n_ref·dt_ms ms)
+    tau_a: float = component_default(ALIF, "tau_a")  # ms, alif only
+    beta: float = component_default(ALIF, "beta")  # alif only
+    # the rate regulariser (c/2)·Σ_j (f_j − f*)² of the learning network, MetaLearner's recipe (RECIPE_RATES):
+    # c = 200 is the authors' 100·Σ(f − f*)², f* = 20 Hz
+    rate_target_hz: float = _NETWORK_RATE[1]
+    rate_coefficient: float = _NETWORK_RATE[0]
 
 
 @dataclass
 class ModelConfig(CellConfig):
     """The learning network: recurrent spiking cell and leaky readout to the two joint velocities."""
 
-    tau_out: float = 20.0  # ms, readout
-    readout_init: float = 0.05  # W_out ~ readout_init · N(0, 1)/√n_rec
+    tau_out: float = component_default(LeakyReadout, "tau_out")  # ms, readout
+    # W_out ~ readout_init · N(0, 1)/√n_rec: the e-prop 2 recipe's 0.05 (LeakyReadout's init_scale is 1, the
+    # unscaled initialisation of the e-prop 1 experiments)
+    readout_init: float = 0.05
 
 
 @dataclass
@@ -60,42 +96,45 @@ class ErrorModuleConfig(CellConfig):
     output error broadcast through a meta-learned feedback matrix (e-prop 1 inside learning-to-learn). Its
     population's keys are those of :class:`CellConfig`."""
 
-    n_rec: int = 300
-    rate_target_hz: float = 10.0
+    n_rec: int = 300  # the recipe's size
+    rate_target_hz: float = _MODULE_RATE[1]  # MetaLearner's recipe for the error module: 10 Hz
+    rate_coefficient: float = _MODULE_RATE[0]
     kind: str = "learned"  # learned | feedback
     feedback: str = "random"  # kind=feedback: random | symmetric
-    use_context: bool = True  # the population-coded target movement
-    use_spikes: bool = True  # the learning network's spikes (e-prop 2: yes; natural e-prop: no)
-    use_inputs: bool = True  # the clock input
+    use_context: bool = component_default(LearnedErrorModule, "use_context")  # the population-coded target movement
+    # the learning network's spikes (e-prop 2: yes; natural e-prop: no)
+    use_spikes: bool = component_default(LearnedErrorModule, "use_spikes")
+    use_inputs: bool = component_default(LearnedErrorModule, "use_inputs")  # the clock input
     # the hand path the learner's own output produces through the arm, in the target path's population code
-    use_produced_path: bool = False
-    signal_tau: float = 20.0  # ms; leak of the learning signal filter
-    projection_scale: float = 1.0  # Ψ ~ projection_scale · N(0, 1)/√n_rec
+    use_produced_path: bool = component_default(LearnedErrorModule, "use_produced_path")
+    signal_tau: float = component_default(LearnedErrorModule, "signal_tau")  # ms; leak of the learning signal filter
+    # Ψ ~ projection_scale · N(0, 1)/√n_rec
+    projection_scale: float = component_default(LearnedErrorModule, "projection_scale")
 
 
 @dataclass
 class InnerConfig:
     """The inner loop: how the demonstration trial changes the learning network."""
 
-    rule: str = "eprop"  # eprop (eligibility traces × learning signal) | bptt (MAML-style gradient step)
-    lr: float = 1e-4  # η; with learn_lr its initial value
+    # eprop (eligibility traces × learning signal) | bptt (MAML-style gradient step)
+    rule: str = component_default(MetaLearner, "inner_rule")
+    lr: float = component_default(MetaLearner, "inner_lr")  # η; with learn_lr its initial value
     learn_lr: bool = True  # η is a meta-parameter (learned in log space)
-    n_updates: int = 1  # demonstrations / updates before the test trial (0 = no adaptation)
-    plastic: list[str] = field(default_factory=lambda: ["w_in", "w_rec"])
+    # demonstrations / updates before the test trial (0 = no adaptation)
+    n_updates: int = component_default(MetaLearner, "n_inner_updates")
+    plastic: list[str] = field(default_factory=lambda: list(component_default(MetaLearner, "plastic")))
     # what the demonstration's error is measured on (docs/equations.md, "Inner objectives"): motor (y − y*, the
     # target joint velocities) | hand (the Cartesian deviation p − p* of the produced hand path, for feedback
     # matrices) | hand_gradient (∂E_cart/∂y through the arm's Jacobian: symmetric feedback, BPTT)
-    objective: str = "motor"
+    objective: str = component_default(InnerObjective, "kind")
     # filter the eligibility traces with the readout's κ (e-prop 1 as in Bellec et al. 2020: symmetric feedback
-    # is then exact where e-prop is); false: κ = 0, L applied to e directly (e-prop 2)
-    filter_traces: bool = False
-    fast_loop: bool = True  # spiking loops with the hand-written backward (same values and gradients)
+    # is then exact where e-prop is); false: κ = 0, L applied to e directly (e-prop 2, MetaLearner's kappa)
+    filter_traces: bool = component_default(MetaLearner, "kappa") > 0
+    # spiking loops with the hand-written backward (same values and gradients)
+    fast_loop: bool = component_default(MetaLearner, "fast_loop")
     # arithmetic of the inner update: float | loihi (Loihi 2's learning-engine integers, hardware-aware
     # meta-training with straight-through gradients) | wide (the same integer pipeline, wide enough to be exact)
-    precision: str = "float"
-
-
-_PCM = PCMDevice()  # the device model's own defaults
+    precision: str = component_default(MetaLearner, "precision")
 
 
 @dataclass
@@ -105,10 +144,11 @@ class DeviceConfig:
     in meta-training (hardware-aware) and evaluation alike."""
 
     kind: str = "none"  # none | pcm
-    update_step: float = _PCM.update_step  # ΔW is programmed in multiples of this (0: not rounded)
-    programming_noise: bool = _PCM.programming_noise
-    drift: bool = _PCM.drift
-    read_noise: bool = _PCM.read_noise
+    # ΔW is programmed in multiples of this (0: not rounded)
+    update_step: float = component_default(PCMDevice, "update_step")
+    programming_noise: bool = component_default(PCMDevice, "programming_noise")
+    drift: bool = component_default(PCMDevice, "drift")
+    read_noise: bool = component_default(PCMDevice, "read_noise")
 
 
 @dataclass
@@ -133,10 +173,10 @@ class OptimConfig:
 
 @dataclass
 class EvalConfig:
-    n_tasks: int = 100
-    seed: int = 12345  # held-out stream, separate from training and validation
-    batch_size: int = 50
-    figures: bool = True
+    n_tasks: int = component_default(evaluate_one_shot, "n_tasks")
+    seed: int = component_default(evaluate_one_shot, "seed")  # held-out stream, separate from training and validation
+    batch_size: int = component_default(evaluate_one_shot, "batch_size")
+    figures: bool = component_default(evaluate_one_shot, "example")  # the median task's one-shot figure
     # meta-parameters reset to their initialisation (seed optim.seed) before evaluating, by name prefix:
     # [em_] is the "error module frozen at its initialisation" ablation
     reinit: list[str] = field(default_factory=list)

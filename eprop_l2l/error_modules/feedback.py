@@ -23,10 +23,23 @@ from ..errors import require_choice, require_count, require_non_negative, requir
 from ..numerics.linalg import linear
 from .base import Observation, SignalSource
 
-FEEDBACK_KINDS = ("symmetric", "random", "adaptive")
-# the kinds meta-training can use: an adaptive B needs its own update between trials (inner_loop.train), which
-# the one-shot inner loop does not run
-META_FEEDBACK_KINDS = ("random", "symmetric")
+
+@dataclass(frozen=True)
+class FeedbackKind:
+    """What one kind of feedback matrix is; the list of kinds is :data:`KINDS`, and nothing else names them."""
+
+    own_matrix: bool  # B is a parameter of its own, b_fb (else the readout's (W^out)ᵀ)
+    scaled_by_readout: bool  # B carries the readout's input scale s (∂y/∂z = s·W^out)
+    # b_fb is learned between trials (adaptive_grad): the plain training loop and compare run that update; the
+    # one-shot inner loop of meta-training does not, so meta-training cannot use such a kind
+    learned_between_trials: bool
+
+
+KINDS = {"symmetric": FeedbackKind(own_matrix=False, scaled_by_readout=True, learned_between_trials=False),
+         "random": FeedbackKind(own_matrix=True, scaled_by_readout=False, learned_between_trials=False),
+         "adaptive": FeedbackKind(own_matrix=True, scaled_by_readout=True, learned_between_trials=True)}
+FEEDBACK_KINDS = tuple(KINDS)
+META_FEEDBACK_KINDS = tuple(name for name, kind in KINDS.items() if not kind.learned_between_trials)
 
 
 @dataclass(frozen=True)
@@ -47,8 +60,17 @@ class Feedback(SignalSource):
         if self.scale is not None:
             require_non_negative("feedback.scale", self.scale)
 
+    @property
+    def properties(self) -> FeedbackKind:
+        return KINDS[self.kind]
+
+    @property
+    def learned_between_trials(self) -> bool:
+        """Whether ``b_fb`` follows the readout between trials (:meth:`adaptive_grad`)."""
+        return self.properties.learned_between_trials
+
     def init_params(self, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Params:
-        if self.kind == "symmetric":
+        if not self.properties.own_matrix:
             return {}
         scale = 1.0 / math.sqrt(self.n_rec) if self.scale is None else self.scale
         return {"b_fb": gaussian((self.n_rec, self.n_out), scale, generator, dtype)}
@@ -61,16 +83,14 @@ class Feedback(SignalSource):
     def for_readout(self, readout) -> Feedback:
         """This feedback for a network with ``readout``: symmetric and adaptive B carry the readout's input
         scale s (∂y/∂z = s·W^out), random B does not. The e-prop rules call it."""
-        if self.kind == "random" or self.readout_scale == readout.input_scale:
+        if not self.properties.scaled_by_readout or self.readout_scale == readout.input_scale:
             return self
         return replace(self, readout_scale=readout.input_scale)
 
     def matrix(self, params: Params) -> torch.Tensor:
         """B ``[n_rec, n_out]`` (or ``[B, n_rec, n_out]`` with per-task readouts)."""
-        if self.kind == "random":
-            return params["b_fb"]
-        b = params["w_out"].mT if self.kind == "symmetric" else params["b_fb"]
-        return b if self.readout_scale == 1.0 else self.readout_scale * b
+        b = params["b_fb"] if self.properties.own_matrix else params["w_out"].mT
+        return b if not self.properties.scaled_by_readout or self.readout_scale == 1.0 else self.readout_scale * b
 
     def signal(self, params: Params, error: torch.Tensor) -> torch.Tensor:
         return linear(self.matrix(params), error)
@@ -84,6 +104,23 @@ class Feedback(SignalSource):
     def adaptive_grad(self, params: Params, w_out_grad: torch.Tensor) -> torch.Tensor:
         """Update direction of ``b_fb``: that of (W^out)ᵀ plus decay·``b_fb`` (B = s·``b_fb`` then follows
         s·(W^out)ᵀ, the symmetric matrix)."""
-        if self.kind != "adaptive":
+        if not self.learned_between_trials:
             raise ValueError(f"feedback.kind: adaptive_grad needs kind 'adaptive', got {self.kind!r}")
         return w_out_grad.mT + self.decay * params["b_fb"]
+
+
+# What a signal source learns between trials (an adaptive B follows the readout), for the loops that train many
+# trials: the plain training loop (inner_loop.train) and compare (inner_loop.rules.RuleRunner). Other sources
+# learn nothing there: their parameters stay as given.
+def trainable_source_params(source, params: Params | None) -> Params:
+    """Fresh leaves of the source's parameters; those it learns between trials require grad."""
+    learned = getattr(source, "learned_between_trials", False)
+    return {k: v.detach().clone().requires_grad_(learned) for k, v in (params or {}).items()}
+
+
+def set_source_grads(source, leaves: Params, grads: dict[str, torch.Tensor]) -> None:
+    """Give the leaves of :func:`trainable_source_params` this trial's update direction (``.grad``; the
+    caller's optimiser steps them): an adaptive B gets :meth:`Feedback.adaptive_grad` of the readout's
+    estimate ``grads["w_out"]``."""
+    if getattr(source, "learned_between_trials", False):
+        leaves["b_fb"].grad = source.adaptive_grad({k: v.detach() for k, v in leaves.items()}, grads["w_out"])

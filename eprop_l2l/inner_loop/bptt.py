@@ -39,11 +39,12 @@ def bptt_grads(network, params: Params, x, target, mask, loss: Loss, regularizer
     ``fast`` uses the spiking loop's hand-written backward (first order only: not with ``create_graph``)."""
     if fast and create_graph:
         raise ValueError("bptt_grads: fast=True gives first-order gradients only; use create_graph without it")
-    result = bptt_result(network, params, x, target, mask, loss, plastic, regularizer, paths, create_graph, fast)
+    result = bptt_result(network, params, x, target, mask, loss, plastic=plastic, regularizer=regularizer,
+                         paths=paths, create_graph=create_graph, fast=fast)
     return result.grads, result.loss
 
 
-def bptt_result(network, params: Params, x, target, mask, loss: Loss, plastic: tuple[str, ...] = DEFAULT_PLASTIC,
+def bptt_result(network, params: Params, x, target, mask, loss: Loss, *, plastic: tuple[str, ...] = DEFAULT_PLASTIC,
                 regularizer: RateRegularizer | None = None, paths: str = "full", create_graph: bool = False,
                 fast: bool = False, per_task: bool = False) -> EpropResult:
     """:func:`bptt_grads` with the trial's records, in the form of the e-prop rules' result (no learning

@@ -13,6 +13,7 @@ O(B·T·N²). Everything is plain autograd-tracked torch, so the outer loop diff
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -88,49 +89,60 @@ def readout_grads(readout, params: Params, z: torch.Tensor, error: torch.Tensor,
     return grads
 
 
-def eprop_fused(
-    network,
-    params: Params,
-    x: torch.Tensor,
-    target: torch.Tensor,
-    mask: torch.Tensor,
-    loss: Loss,
-    source,
-    *,
-    source_params: Params | None = None,
-    regularizer: RateRegularizer | None = None,
-    plastic: tuple[str, ...] = DEFAULT_PLASTIC,
-    kappa: float | None = None,
-    context: torch.Tensor | None = None,
-    fast: bool = False,
-    per_task: bool | None = None,
-    source_drive: torch.Tensor | None = None,
-) -> EpropResult:
+@dataclass(frozen=True, kw_only=True)
+class EpropOptions:
+    """What both executions of e-prop (:func:`eprop_fused`, :func:`eprop_online`) read besides the trial and the
+    signal source, with their defaults stated once: either takes these as keywords."""
+
+    source_params: Params | None = None  # the source's own parameters (b_fb, a learned module's em_*)
+    regularizer: RateRegularizer | None = None
+    plastic: tuple[str, ...] = DEFAULT_PLASTIC
+    kappa: float | None = None  # trace filter: None is the readout's κ, 0 none (e-prop 2)
+    context: torch.Tensor | None = None  # the task's context [B, T, ·], in the source's observation
+
+    def trace_filter(self, readout) -> float:
+        """κ of the traces' filter for a network with ``readout``."""
+        return readout.kappa if self.kappa is None else self.kappa
+
+    def source_view(self, params: Params) -> Params:
+        """The mapping the source reads: the network's parameters and its own."""
+        return {**params, **(self.source_params or {})}
+
+    def recurrent_plastic(self) -> tuple[str, ...]:
+        """The plastic weights of the cell (the rest are the readout's)."""
+        return tuple(n for n in self.plastic if n in RECURRENT_WEIGHTS)
+
+
+def eprop_fused(network, params: Params, x: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, loss: Loss,
+                source, *, fast: bool = False, per_task: bool | None = None, source_drive: torch.Tensor | None = None,
+                **keywords) -> EpropResult:
     """Run one trial and return e-prop's weight-update direction for ``plastic``.
 
-    ``source`` is a learning-signal source (:mod:`eprop_l2l.error_modules`), used as ``source.for_readout(
-    network.readout)`` (symmetric and adaptive feedback take the readout's input scale); it sees ``{**params,
-    **source_params}`` and, in its observation, the task's ``context`` ``[B, T, ·]`` if given (e.g. the coded
-    target movement for a learned error module). ``kappa`` filters the traces (default: the readout's κ, which
-    makes symmetric feedback exact in the sense of Bellec et al. 2020; 0 disables filtering, as in e-prop 2).
-    ``fast`` runs spiking time loops with the hand-written backward (:mod:`eprop_l2l.numerics.fused_loop`).
+    ``keywords`` are the fields of :class:`EpropOptions`. ``source`` is a learning-signal source
+    (:mod:`eprop_l2l.error_modules`), used as ``source.for_readout(network.readout)`` (symmetric and adaptive
+    feedback take the readout's input scale); it sees ``{**params, **source_params}`` and, in its observation,
+    the task's ``context`` ``[B, T, ·]`` if given (e.g. the coded target movement for a learned error module).
+    ``kappa`` filters the traces (default: the readout's κ, which makes symmetric feedback exact in the sense of
+    Bellec et al. 2020; 0 disables filtering, as in e-prop 2). ``fast`` runs spiking time loops with the
+    hand-written backward (:mod:`eprop_l2l.numerics.fused_loop`).
     ``per_task=True`` returns one update per batch element (task) even where the weights are shared — the
     first update of a learning-to-learn batch runs the demonstration on the shared initial weights (the cheap
     matrix-matrix layout) and still gives every task its own ΔW. Default: per task iff ``w_rec`` is.
     """
-    kappa = network.readout.kappa if kappa is None else kappa
+    options = EpropOptions(**keywords)
+    regularizer = options.regularizer
     source = for_readout(source, network.readout)
     trajectory, y = network.run(params, x, fast=fast)
     z = trajectory.outputs
     separate = is_per_task(params["w_rec"]) if per_task is None else per_task  # the regulariser's rates
     error = loss.error(y, target, mask)
-    signals, source_trajectory = source.run({**params, **(source_params or {})},
+    signals, source_trajectory = source.run(options.source_view(params),
                                             Observation(error=error, output=y, target=target, spikes=z, inputs=x,
-                                                        context=context, drive=source_drive))
+                                                        context=options.context, drive=source_drive))
     reg_signal = regularizer.signal(z, separate) if regularizer is not None else None
     value = loss.value(y, target, mask) + (regularizer.loss(z, separate) if regularizer is not None else 0.0)
-    names = tuple(n for n in plastic if n in RECURRENT_WEIGHTS)
-    grads = recurrent_grads(network.cell, params, trajectory, x, signals, kappa, reg_signal, names, per_task)
-    grads.update(readout_grads(network.readout, params, z, error, tuple(n for n in plastic if n in READOUT_WEIGHTS),
-                               per_task))
+    grads = recurrent_grads(network.cell, params, trajectory, x, signals, options.trace_filter(network.readout),
+                            reg_signal, options.recurrent_plastic(), per_task)
+    grads.update(readout_grads(network.readout, params, z, error,
+                               tuple(n for n in options.plastic if n in READOUT_WEIGHTS), per_task))
     return EpropResult(grads, value, y, trajectory, signals, source_trajectory)

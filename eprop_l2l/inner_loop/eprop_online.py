@@ -19,39 +19,27 @@ from ..cells.base import Params, check_params, expand_rows, mask_self_connection
 from ..error_modules.base import Observation, for_readout
 from ..errors import require_choice
 from ..numerics.linalg import is_per_task, outer
-from .eprop import DEFAULT_PLASTIC, RECURRENT_WEIGHTS, EpropResult
+from .eprop import EpropOptions, EpropResult
 from .losses import Loss
-from .regularization import RateRegularizer
 
 
-def eprop_online(
-    network,
-    params: Params,
-    x: torch.Tensor,
-    target: torch.Tensor,
-    mask: torch.Tensor,
-    loss: Loss,
-    source,
-    *,
-    source_params: Params | None = None,
-    regularizer: RateRegularizer | None = None,
-    plastic: tuple[str, ...] = DEFAULT_PLASTIC,
-    kappa: float | None = None,
-    traces: str = "closed_form",
-    context: torch.Tensor | None = None,
-) -> EpropResult:
-    """Same arguments and result as :func:`eprop_fused` (without trajectory and signals)."""
+def eprop_online(network, params: Params, x: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, loss: Loss,
+                 source, *, traces: str = "closed_form", **keywords) -> EpropResult:
+    """The trial, the source and the options (:class:`~.eprop.EpropOptions`) of :func:`~.eprop.eprop_fused`,
+    and its result without trajectory and signals."""
     require_choice("traces", traces, ("closed_form", "autodiff"))
+    options = EpropOptions(**keywords)
+    regularizer, plastic, context = options.regularizer, options.plastic, options.context
     cell, readout = network.cell, network.readout
     check_params(cell, params)
-    kappa = readout.kappa if kappa is None else kappa
+    kappa = options.trace_filter(readout)
     source = for_readout(source, readout)
-    all_params = {**params, **(source_params or {})}
+    all_params = options.source_view(params)
     batch, n_steps = x.shape[0], x.shape[1]
     state = cell.init_state(batch, dtype=x.dtype, device=x.device)
     y = readout.init_state(batch, dtype=x.dtype, device=x.device)
     source_state = source.init_state(batch, x.dtype, x.device)
-    names = tuple(n for n in plastic if n in RECURRENT_WEIGHTS)
+    names = options.recurrent_plastic()
     autodiff = AutodiffTraces(cell, names) if traces == "autodiff" else None
     n_pre = {"w_in": x.shape[-1], "w_rec": cell.n_rec, "bias": 1}
     trace = autodiff.init(params, state) if autodiff else {n: cell.trace_init(params, state, n_pre[n]) for n in names}

@@ -107,6 +107,8 @@ LOIHI = FixedFormat(tag_quantile=0.999, weight_quantile=0.999)
 WIDE = FixedFormat(weight_bits=40, weight_register_bits=41, trace_bits=30, y_bits=30, tag_bits=60,
                    product_frac_bits=30, rounding="nearest")
 FORMATS = {"loihi": LOIHI, "wide": WIDE}
+# the arithmetic an inner update may run in: float, or one of the learning-engine formats above
+PRECISIONS = ("float", *FORMATS)
 
 
 def number_format(name: str, rounding: str | None = None) -> FixedFormat:

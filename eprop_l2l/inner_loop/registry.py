@@ -110,8 +110,9 @@ def _eprop(request: UpdateRequest, fused=eprop_fused) -> EpropResult:
 
 def _bptt(request: UpdateRequest) -> EpropResult:
     r, b = request, request.batch
-    return bptt_result(r.network, r.params, b.inputs, r.trial_target, b.mask, r.loss, r.plastic, r.regularizer,
-                       create_graph=r.create_graph, fast=r.fast and not r.create_graph, per_task=bool(r.per_task))
+    return bptt_result(r.network, r.params, b.inputs, r.trial_target, b.mask, r.loss, plastic=r.plastic,
+                       regularizer=r.regularizer, create_graph=r.create_graph, fast=r.fast and not r.create_graph,
+                       per_task=bool(r.per_task))
 
 
 def _truncated(grads):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from ..cells.spiking import SpikingNeurons
-from ..error_modules.feedback import FEEDBACK_KINDS, Feedback
+from ..error_modules.feedback import FEEDBACK_KINDS, Feedback, set_source_grads, trainable_source_params
 from ..error_modules.synthetic_gradient import SyntheticGradient
 from ..errors import ConfigError, require_choice, require_count, require_positive
 from .eprop import DEFAULT_PLASTIC
@@ -176,10 +176,10 @@ class RuleRunner:
                               f"{type(network.cell).__name__}")
         if self.rule.reads_source:
             self.source = Feedback(spec.feedback, n_rec, n_out)
-            self.source_params = {k: v.requires_grad_(spec.feedback == "adaptive")
-                                  for k, v in self.source.init_params(generator, dtype).items()}
-            if spec.feedback == "adaptive":
-                self.source_opt = torch.optim.Adam(list(self.source_params.values()), lr=lr)
+            self.source_params = trainable_source_params(self.source, self.source.init_params(generator, dtype))
+            learned = [v for v in self.source_params.values() if v.requires_grad]
+            if learned:
+                self.source_opt = torch.optim.Adam(learned, lr=lr)
         if self.rule.windowed and spec.synthetic_gradient:
             self.sg = SyntheticGradient.for_network(network, spec.sg_use_target, spec.sg_hidden)
             self.sg_params = {k: v.requires_grad_() for k, v in self.sg.init_params(generator, dtype).items()}
@@ -204,7 +204,7 @@ class RuleRunner:
             self.sg_opt.step()
             info["sg_loss"] = float(sg_loss)
         if self.source_opt is not None:
-            self.source_params["b_fb"].grad = self.source.adaptive_grad(fb, r.grads["w_out"])
+            set_source_grads(self.source, self.source_params, r.grads)
             self.source_opt.step()
         return r.grads, r.loss, r.outputs, info
 

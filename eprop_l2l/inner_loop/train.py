@@ -2,7 +2,8 @@
 
 Each iteration draws a batch from a task family (or reuses one given ``fixed_batch``, as in pattern
 generation), turns the trial into a weight-update direction with the chosen rule and applies it with Adam or
-plain gradient descent. The adaptive-feedback matrix, if any, follows the readout (``Feedback.adaptive_grad``).
+plain gradient descent. The adaptive-feedback matrix, if any, follows the readout
+(``error_modules.feedback.set_source_grads``, the update compare's ``RuleRunner`` runs too).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..cells.base import Params
+from ..error_modules.feedback import set_source_grads, trainable_source_params
 from ..errors import require_choice, require_count, require_positive
 from .losses import Loss
 from .metrics import classification_error, normalised_mse
@@ -43,9 +45,8 @@ def train_with_rule(network, params: Params, family, source, source_params: Para
     loss = Loss(family.loss)
     leaves = {k: v.detach().clone().requires_grad_(k in plastic) for k, v in params.items()}
     learnable = {k: v for k, v in leaves.items() if k in plastic}
-    adaptive = getattr(source, "kind", None) == "adaptive"
-    fb = {k: v.detach().clone().requires_grad_(adaptive) for k, v in (source_params or {}).items()}
-    trained = list(learnable.values()) + ([fb["b_fb"]] if adaptive else [])
+    fb = trainable_source_params(source, source_params)
+    trained = list(learnable.values()) + [v for v in fb.values() if v.requires_grad]
     optimizer = (torch.optim.Adam(trained, lr=config.lr) if config.optimizer == "adam"
                  else torch.optim.SGD(trained, lr=config.lr))
     batch = fixed_batch
@@ -61,8 +62,7 @@ def train_with_rule(network, params: Params, family, source, source_params: Para
         grads, value, y = result.grads, result.loss, result.outputs
         for name, tensor in learnable.items():
             tensor.grad = grads[name]
-        if adaptive:
-            fb["b_fb"].grad = source.adaptive_grad(fb, grads["w_out"])
+        set_source_grads(source, fb, grads)
         optimizer.step()
         metric = (normalised_mse if family.loss == "mse" else classification_error)(y, batch.targets, batch.mask)
         record = {"iteration": iteration, "loss": float(value), ("nmse" if family.loss == "mse" else "error"):

@@ -24,7 +24,7 @@ from ..information import INFORMATION, withhold
 from ..information import check as check_information
 from ..inner_loop.device import CHIP_WEIGHTS, PCMDevice
 from ..inner_loop.eprop import READOUT_WEIGHTS
-from ..inner_loop.fixed_point import FORMATS, number_format
+from ..inner_loop.fixed_point import PRECISIONS, number_format
 from ..inner_loop.objectives import InnerObjective
 from ..inner_loop.quantized_update import quantized_fast_weights
 from ..inner_loop.registry import RULES, Rule, UpdateRequest, rule_names
@@ -68,7 +68,6 @@ def mean_rate(trials: list[torch.Tensor]) -> torch.Tensor | None:
 
 # the e-prop 2 recipe's rate regularisation (coefficient, target in Hz), of MetaLearner's two regulariser fields
 RECIPE_RATES = {"network_rate": (200.0, 20.0), "module_rate": (200.0, 10.0)}
-PRECISIONS = ("float", *FORMATS)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from ..task_families import FAMILIES, make_task_family
 from .rundir import check_path
 from .session import SessionOptions
 
-ARM_FAMILIES = ("arm_sines", "arm_brownian", "scorbot_brownian")  # the motor families meta-training runs on
+# the families meta-training runs on: those with an outer objective (task_families.base.MetaObjective)
+META_FAMILIES = tuple(name for name, family in FAMILIES.items() if hasattr(family, "outer_loss"))
 SPIKING = NEURON_MODELS  # the spiking cells a config names (cells.spec)
 PLASTIC = ("w_in", "w_rec", "w_out")
 WANDB_MODES = ("offline", "online", "disabled")
@@ -71,7 +72,7 @@ def _rate(key: str, spec, dt_ms: float) -> RateRegularizer:
 
 
 def build_family(cfg: TrainConfig):
-    require_choice("task.family", cfg.task.family, ARM_FAMILIES)
+    require_choice("task.family", cfg.task.family, META_FAMILIES)
     require_positive("task.dt_ms", cfg.task.dt_ms)
     if cfg.task.dt_ms < 1e-3:  # decays, step counts and rates overflow or underflow below that
         raise ConfigError("task.dt_ms", f"must be >= 0.001 (1 µs), got {shown(cfg.task.dt_ms)}")
