@@ -288,3 +288,27 @@ def test_binary_context_is_natural_eprops_position_code_of_the_target_path():
     family.joint_velocities(4, only_velocities)
     assert torch.equal(g.get_state(), only_velocities.get_state())  # the binary code drew nothing
     torch.testing.assert_close(family.plant.code(batch.extra["hand"]), batch.context, rtol=0, atol=0)
+
+
+def test_the_binary_code_is_chosen_by_the_config_and_sizes_the_module_input():
+    from eprop_l2l.runs.build import from_experiment
+
+    learner, family, _ = from_experiment("cpu", "task=arm_brownian", "error_module=natural",
+                                         "task.context_code=binary", "task.code_bits=12")
+    assert (family.context_code, family.code_bits, family.n_context) == ("binary", 12, 24)
+    assert learner.error_module.cell.n_in == family.n_context + family.n_in  # code + clock, no learner spikes
+    _, population, _ = from_experiment("cpu", "task=arm_brownian", "error_module=natural")
+    assert population.n_context == 2 * population.n_pop_per_dim
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (("task=scorbot_brownian", "task.context_code=binary"), "task.context_code"),
+    (("task=arm_brownian", "task.context_code=gray"), "task.context_code"),
+    (("task=arm_brownian", "task.context_code=binary", "task.code_bits=40"), "task.code_bits"),
+])
+def test_a_code_the_family_cannot_take_is_refused_naming_the_key(overrides, key):
+    from eprop_l2l.runs.build import from_experiment
+
+    with pytest.raises(ConfigError) as info:
+        from_experiment("cpu", *overrides)
+    assert info.value.key == key and "\n" not in str(info.value)

@@ -49,6 +49,11 @@ class TaskConfig:
     n_steps: int = component_default(ArmSines, "n_steps")  # trial length in steps: the trial lasts n_steps·dt_ms ms
     # population code of the target for the error module: neurons per joint
     n_pop_per_dim: int = component_default(ArmSines, "n_pop_per_dim")
+    # how the planar arms code the target path for the error module: population (e-prop 2's Gaussian-tuned
+    # rates, n_pop_per_dim per coordinate) | binary (natural e-prop's position code, code_bits per coordinate;
+    # the Scorbot always codes its path so)
+    context_code: str = component_default(ArmSines, "context_code")
+    code_bits: int = component_default(ArmSines, "code_bits")
     # Simulation time step in ms; every time constant, rate and duration is converted with it (membrane,
     # adaptation, readout and learning-signal decays exp(-dt/τ), rate targets in spikes per step, the clock
     # period and the Brownian family's window in steps, the population code's spike probability, the arm's

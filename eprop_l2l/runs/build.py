@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from ..cells import LeakyReadout, RecurrentNetwork, make_cell
 from ..cells.spec import NEURON_MODELS
-from ..config.schema import LIMITS, SEED_MAX, TrainConfig
+from ..config.schema import LIMITS, SEED_MAX, TaskConfig, TrainConfig
 from ..error_modules.feedback import META_FEEDBACK_KINDS, Feedback
 from ..error_modules.learned import LearnedErrorModule
 from ..errors import ConfigError, require_choice, require_count, require_non_negative, require_positive
@@ -80,9 +80,15 @@ def build_family(cfg: TrainConfig):
     # problem of task.dt_ms
     with section("task"):
         fields = {"n_steps": cfg.task.n_steps, "dt_ms": cfg.task.dt_ms}
-        # task.n_pop_per_dim sizes a population code; a family coding otherwise (the Scorbot's bits) has none
-        if "n_pop_per_dim" in {f.name for f in dataclasses.fields(FAMILIES[cfg.task.family])}:
-            fields["n_pop_per_dim"] = cfg.task.n_pop_per_dim
+        # the target path's code: each family takes the keys of the code it has; the Scorbot codes in bits only,
+        # so it has no n_pop_per_dim (ignored, as before) and refuses another context_code
+        has = {f.name for f in dataclasses.fields(FAMILIES[cfg.task.family])}
+        for key in ("n_pop_per_dim", "context_code", "code_bits"):
+            if key in has:
+                fields[key] = getattr(cfg.task, key)
+        if "context_code" not in has and cfg.task.context_code != TaskConfig.context_code:
+            raise ConfigError("task.context_code", f"{cfg.task.family} codes its target path in one way (binary, "
+                              "task.code_bits); the key chooses for the planar arms")
         return make_task_family(cfg.task.family, **fields)
 
 
