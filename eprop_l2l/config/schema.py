@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..inner_loop.device import PCMDevice
+from ..meta.learner import MetaLearner
 from ..units import DEFAULT_STEP_MS
 
 
@@ -79,7 +80,7 @@ class InnerConfig:
 
     rule: str = "eprop"  # eprop (eligibility traces × learning signal) | bptt (MAML-style gradient step)
     lr: float = 1e-4  # η; with learn_lr its initial value
-    learn_lr: bool = True  # η is a meta-parameter (learned in log space)
+    learn_lr: bool = MetaLearner.learn_inner_lr  # meta-learn the inner rate (as its log); MetaLearner's default
     n_updates: int = 1  # demonstrations / updates before the test trial (0 = no adaptation)
     plastic: list[str] = field(default_factory=lambda: ["w_in", "w_rec"])
     # what the demonstration's error is measured on (docs/equations.md, "Inner objectives"): motor (y − y*, the
