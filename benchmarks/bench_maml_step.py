@@ -35,7 +35,7 @@ SIZES = {"cpu_hour": ("cpu_hour", "inner=bptt"), "cpu": ("cpu", "inner=bptt")}
 
 def meta_gradient(learner, meta, batch, layout: str) -> float:
     """Seconds for the per-task gradients (create_graph) and the second-order backward through them."""
-    leaves = {k: v.detach().clone().requires_grad_() for k, v in meta.items()}
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in meta["network"].items()}
     params = leaves
     if layout == "copies":
         b = batch.inputs.shape[0]

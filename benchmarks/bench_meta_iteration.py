@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from _results import check_out, write_result
 
+from eprop_l2l.meta.params import flat, leaves, tree_map
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_eprop_trial import high_water_mb as peak_rss_mb  # noqa: E402
@@ -49,9 +51,9 @@ class Case:
         self.learner, self.device = learner, torch.device(device)
         self.batch = family.sample(config.batch_size, torch.Generator().manual_seed(0)).to(device)
         meta = learner.init_meta_params(torch.Generator().manual_seed(0))
-        self.leaves = {k: v.to(device).clone().requires_grad_() for k, v in meta.items()}
-        self.optimizer = torch.optim.Adam(list(self.leaves.values()), lr=config.lr)
-        self.port = StraightforwardPort.from_learner(learner, meta, lr=config.lr, device=device)
+        self.leaves = tree_map(lambda v: v.to(device).clone().requires_grad_(), meta)
+        self.optimizer = torch.optim.Adam(leaves(self.leaves), lr=config.lr)
+        self.port = StraightforwardPort.from_learner(learner, flat(meta), lr=config.lr, device=device)
         b = self.batch
         self.port_inputs = (b.inputs, b.context, b.targets, b.extra["hand"], b.mask)
         self.tasks = b.inputs.shape[0]

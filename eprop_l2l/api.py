@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from .cells.base import Params
 from .config.schema import TrainConfig
 from .errors import ConfigError
 from .meta.learner import MetaLearner, run_learner
+from .meta.params import device as params_device
 from .task_families.arm import ArmTrials, joint_velocities_from_hand
 from .task_families.arm_objective import arm_errors, produced_hand
 from .task_families.base import TaskBatch
@@ -72,7 +72,7 @@ class TrainedModel:
     (initial weights, error module, inner η), the task family and the validated configuration."""
 
     learner: MetaLearner
-    meta: Params
+    meta: dict  # the meta-parameter tree (meta.params)
     family: ArmTrials
     config: TrainConfig
     checkpoint: Path
@@ -80,7 +80,7 @@ class TrainedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(iter(self.meta.values())).device
+        return params_device(self.meta)
 
     def trials(self, joint_velocities: torch.Tensor, generator: torch.Generator) -> TaskBatch:
         """The family's trial for one movement ``[T, 2]`` (rad/s); a length other than the family's ``n_steps``

@@ -34,7 +34,7 @@ def relative_step(overrides: list[str], n_tasks: int) -> tuple[float, object, di
     with torch.no_grad():
         _, demos = learner.adapt({**meta, "log_inner_lr": torch.tensor(0.0)}, learner.withhold(batch))
     grads = demos[0].grads
-    ratios = [(grads[n].flatten(1).norm(dim=1) / meta[n].norm()).mean() for n in learner.plastic]
+    ratios = [(grads[n].flatten(1).norm(dim=1) / meta["network"][n].norm()).mean() for n in learner.plastic]
     return float(sum(ratios) / len(ratios)), learner, meta, batch
 
 

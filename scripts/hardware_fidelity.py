@@ -14,9 +14,11 @@ import sys
 
 import torch
 
+from eprop_l2l.hardware.export import file_weights
 from eprop_l2l.hardware.fidelity import measure
 from eprop_l2l.hardware.rule import describe
 from eprop_l2l.inner_loop.fixed_point import number_format
+from eprop_l2l.meta.params import tree_map
 from eprop_l2l.runs.evaluation import evaluation_setup
 from eprop_l2l.runtime import configure_cpu
 
@@ -33,8 +35,8 @@ def main(argv: list[str]) -> int:
     results, reference = {}, None
     for run in args.runs:
         cfg, learner, family, meta, _, checkpoint, iteration = evaluation_setup(run)
-        meta = {k: v.detach().cpu() for k, v in meta.items()}
-        rule, weights = describe(learner, meta)
+        meta = tree_map(lambda v: v.detach().cpu(), meta)
+        rule, weights = describe(learner, file_weights(meta))
         batch = family.sample(args.tasks, torch.Generator().manual_seed(cfg.eval.seed))
         calibration = family.sample(args.calibration_tasks, torch.Generator().manual_seed(cfg.optim.validation_seed))
         report, _ = measure(rule, weights, batch, calibration, {"loihi": number_format("loihi")}, learner, meta)

@@ -226,8 +226,8 @@ def test_demonstration_and_test_trial_share_the_target():
     network = RecurrentNetwork(LIF(family.n_in, 12, v_th=0.3, n_ref=2, dt_ms=1.0), LeakyReadout(12, 2, dt_ms=1.0))
     learner = MetaLearner(network, source, inner_lr=0.05, outer_loss=outer_loss, fast_loop=False)
     meta = learner.init_meta_params(gen(0), torch.float64)
-    meta["w_in"] = meta["w_in"] * 3.0
-    meta["w_out"] = meta["w_out"] * 50.0
+    meta["network"]["w_in"] = meta["network"]["w_in"] * 3.0
+    meta["network"]["w_out"] = meta["network"]["w_out"] * 50.0
     out = learner.forward(meta, batch)
     # the demonstration's learning signals saw the task's target velocities and its coded target hand path
     (demo,) = source.seen

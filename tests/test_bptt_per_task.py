@@ -9,6 +9,7 @@ import torch
 from eprop_l2l.inner_loop.bptt import bptt_result
 from eprop_l2l.inner_loop.losses import Loss
 from eprop_l2l.inner_loop.regularization import RateRegularizer
+from eprop_l2l.meta.params import tree_map
 from eprop_l2l.runs.build import from_experiment
 
 from .builders import make_cell, make_trial, relative_error
@@ -68,8 +69,8 @@ def test_maml_learner_validates_under_no_grad():
     """Validation runs the MAML-style step with autograd off while the meta-parameters require gradients:
     the demonstration's gradient is still taken, and equals the one of the recorded forward."""
     learner, family, _ = from_experiment("tiny", "inner=bptt")
-    meta = {k: v.requires_grad_() for k, v in learner.init_meta_params(torch.Generator().manual_seed(0),
-                                                                         torch.float64).items()}
+    meta = tree_map(lambda v: v.requires_grad_(), learner.init_meta_params(torch.Generator().manual_seed(0),
+                                                                           torch.float64))
     batch = family.sample(4, torch.Generator().manual_seed(1), torch.float64)
     recorded = learner.forward(meta, batch)
     with torch.no_grad():

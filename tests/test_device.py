@@ -10,6 +10,7 @@ import torch
 from eprop_l2l.config.compose import load_config
 from eprop_l2l.errors import ConfigError
 from eprop_l2l.inner_loop.device import PCMDevice
+from eprop_l2l.meta.params import tree_map
 from eprop_l2l.runs.build import build
 
 N = 200_000
@@ -112,7 +113,7 @@ def test_a_device_without_effects_changes_nothing():
 def test_the_meta_learner_runs_through_the_chip_reproducibly_and_differentiably():
     learner, meta, batch = tiny("device.kind=pcm")
     assert isinstance(learner.device, PCMDevice)
-    meta = {k: v.requires_grad_() for k, v in meta.items()}
+    meta = tree_map(lambda v: v.requires_grad_(), meta)
     one = learner.forward(meta, batch, torch.Generator().manual_seed(3))
     again = learner.forward(meta, batch, torch.Generator().manual_seed(3))
     other = learner.forward(meta, batch, torch.Generator().manual_seed(4))
@@ -120,7 +121,8 @@ def test_the_meta_learner_runs_through_the_chip_reproducibly_and_differentiably(
     exact = tiny()[0].forward(meta, batch)
     assert not torch.allclose(one["y_test"], exact["y_test"])  # the noise does reach the trials
     one["loss"].backward()
-    assert torch.isfinite(meta["w_in"].grad).all() and meta["w_in"].grad.abs().sum() > 0
+    w_in = meta["network"]["w_in"]
+    assert torch.isfinite(w_in.grad).all() and w_in.grad.abs().sum() > 0
     with pytest.raises(ConfigError, match=r"^device\.kind: a device model draws noise"):
         learner.forward(meta, batch)
 

@@ -11,6 +11,7 @@ from eprop_l2l.errors import ConfigError
 from eprop_l2l.inner_loop.eprop import eprop_fused
 from eprop_l2l.inner_loop.eprop_online import eprop_online
 from eprop_l2l.inner_loop.losses import Loss
+from eprop_l2l.meta import params as tree
 
 from .builders import make_cell, make_trial, relative_error
 
@@ -29,7 +30,7 @@ def test_sequence_equals_iterated_step(use_spikes):
     network, params, x, target, mask, g = make_trial(make_cell("lif", dt_ms=1.0))
     module = make_module(network.cell.n_rec, network.cell.n_in, use_spikes)
     em = module.init_params(g, torch.float64)
-    em["em_w_in"] = em["em_w_in"] * 2
+    em["cell"]["w_in"] = em["cell"]["w_in"] * 2
     trajectory, y = network.run(params, x)
     context = (torch.rand(x.shape[0], x.shape[1], N_CONTEXT, generator=g) < 0.3).double()
     obs = Observation(error=y - target, output=y, target=target, spikes=trajectory.outputs, inputs=x, context=context)
@@ -45,17 +46,17 @@ def test_eprop2_update_online_equals_fused_and_reaches_the_module(spiking_kind, 
     network, params, x, target, mask, g = make_trial(make_cell(spiking_kind), per_task=per_task, steps=40)
     module = make_module(network.cell.n_rec, network.cell.n_in)
     em_base = module.init_params(g, torch.float64)
-    em_base["em_w_in"] = em_base["em_w_in"] * 2
+    em_base["cell"]["w_in"] = em_base["cell"]["w_in"] * 2
     context = (torch.rand(x.shape[0], x.shape[1], N_CONTEXT, generator=g) < 0.3).double()
     probe = {n: torch.randn(params[n].shape, generator=g, dtype=torch.float64) for n in ("w_in", "w_rec")}
     outcomes = []
     for rule in (eprop_fused, eprop_online):
-        em = {k: v.clone().requires_grad_() for k, v in em_base.items()}
+        em = tree.tree_map(lambda v: v.clone().requires_grad_(), em_base)
         w0 = {k: v.clone().requires_grad_() for k, v in params.items()}
         result = rule(network, w0, x, target, mask, Loss(), module, source_params=em, plastic=("w_in", "w_rec"),
                       kappa=0.0, context=context)
         objective = sum((probe[n] * result.grads[n]).sum() for n in probe)
-        grads = torch.autograd.grad(objective, [*em.values(), w0["w_in"], w0["w_rec"]])
+        grads = torch.autograd.grad(objective, [*tree.leaves(em), w0["w_in"], w0["w_rec"]])
         outcomes.append((result.grads, grads))
     (fused, fused_outer), (online, online_outer) = outcomes
     for name in ("w_in", "w_rec"):

@@ -24,11 +24,12 @@ from eprop_l2l.cells.from_spec import cell_from_spec, readout_from_spec
 from eprop_l2l.cells.spec import NeuronSpec, ReadoutSpec
 from eprop_l2l.cli import main
 from eprop_l2l.hardware.engine import FixedArithmetic, FloatArithmetic, run_rule
-from eprop_l2l.hardware.export import verify
+from eprop_l2l.hardware.export import file_weights, verify
 from eprop_l2l.hardware.fidelity import calibrate_rule, online_reference, relative_error
 from eprop_l2l.hardware.rule import ExportError, describe, load_rule, save_rule
 from eprop_l2l.inner_loop.fixed_point import LOIHI, WIDE, calibrate, quantize_weights, round_integer, saturate
 from eprop_l2l.inner_loop.quantized_update import quantized_fast_weights
+from eprop_l2l.meta.params import nested, tree_map
 from eprop_l2l.runs.build import from_experiment
 from eprop_l2l.runs.evaluation import evaluation_setup
 
@@ -80,7 +81,7 @@ def test_the_step_reads_its_constants_from_the_spec():
 # --- the rule as data -----------------------------------------------------------------------------------------
 def test_the_rule_description_round_trips_exactly(trained, tmp_path):
     _, learner, _, meta = trained
-    rule, weights = describe(learner, meta)
+    rule, weights = describe(learner, file_weights(meta))
     save_rule(tmp_path, rule, weights)
     loaded, loaded_weights = load_rule(tmp_path)
     assert loaded == rule
@@ -95,7 +96,7 @@ def test_the_rule_description_round_trips_exactly(trained, tmp_path):
 
 def test_the_loaded_rule_run_equals_eprop_online_of_the_trained_model(trained, tmp_path):
     cfg, learner, family, meta = trained
-    rule, weights = describe(learner, meta)
+    rule, weights = describe(learner, file_weights(meta))
     save_rule(tmp_path, rule, weights)
     loaded, loaded_weights = load_rule(tmp_path)
     batch = family.sample(2, torch.Generator().manual_seed(cfg.eval.seed))
@@ -108,11 +109,11 @@ def test_the_loaded_rule_run_equals_eprop_online_of_the_trained_model(trained, t
 
 def test_the_engine_equals_eprop_online_in_float64_on_a_fresh_model():
     learner, family, _ = from_experiment("tiny")
-    meta = {k: v.double() for k, v in learner.init_meta_params(torch.Generator().manual_seed(3)).items()}
-    rule, weights = describe(learner, meta)
+    meta = tree_map(lambda v: v.double(), learner.init_meta_params(torch.Generator().manual_seed(3)))
+    rule, weights = describe(learner, file_weights(meta))
     batch = family.sample(3, torch.Generator().manual_seed(4), dtype=torch.float64)
     context = batch.context
-    result = run_rule(rule, {k: meta[k] for k in weights}, batch.inputs, context, FloatArithmetic(rule))
+    result = run_rule(rule, {k: file_weights(meta)[k] for k in weights}, batch.inputs, context, FloatArithmetic(rule))
     reference = online_reference(learner, meta, batch)
     for name in ("w_in", "w_rec"):
         assert relative_error(result.tags[name], reference[name]) <= 1e-10, name
@@ -121,7 +122,7 @@ def test_the_engine_equals_eprop_online_in_float64_on_a_fresh_model():
 def test_a_changed_decay_in_the_description_changes_the_update(trained):
     """The engine reads the trace decay from the description (a test that can fail)."""
     cfg, learner, family, meta = trained
-    rule, weights = describe(learner, meta)
+    rule, weights = describe(learner, file_weights(meta))
     replace = dataclasses.replace
     wrong = replace(rule, plastic=tuple(replace(c, trace=replace(c.trace, decay=0.5)) for c in rule.plastic))
     batch = family.sample(1, torch.Generator().manual_seed(cfg.eval.seed))
@@ -134,7 +135,7 @@ def test_a_changed_decay_in_the_description_changes_the_update(trained):
 # --- learning-engine arithmetic ---------------------------------------------------------------------------------
 def test_fixed_point_with_wide_formats_equals_the_float_update(trained):
     cfg, learner, family, meta = trained
-    rule, weights = describe(learner, meta)
+    rule, weights = describe(learner, file_weights(meta))
     batch = family.sample(2, torch.Generator().manual_seed(cfg.eval.seed))
     calibration = family.sample(2, torch.Generator().manual_seed(cfg.optim.validation_seed))
     scales = calibrate_rule(rule, weights, calibration.inputs, calibration.context, WIDE)
@@ -204,15 +205,15 @@ def test_calibrated_exponents_make_the_integer_chain_equal_eta():
 def test_the_quantised_update_at_wide_formats_equals_the_float_update_and_passes_gradients():
     learner, family, _ = from_experiment("tiny", "inner.precision=wide")
     init = learner.init_meta_params(torch.Generator().manual_seed(0))
-    meta = {k: v.double().requires_grad_() for k, v in init.items()}
+    meta = {k: v.double().requires_grad_() for k, v in file_weights(init).items()}  # by flat name
     batch = family.sample(3, torch.Generator().manual_seed(1), dtype=torch.float64)
-    fast, demos = learner.adapt(meta, batch)
+    fast, demos = learner.adapt(nested(meta), batch)
     eta = float(meta["log_inner_lr"].detach().exp())
     for name in ("w_in", "w_rec"):
         expected = meta[name] - eta * demos[0].grads[name]
         assert relative_error(fast[name] - meta[name], expected - meta[name]) <= 1e-6, name
     loihi = type(learner)(**{**learner.__dict__, "precision": "loihi"})
-    out = loihi.forward(meta, batch)
+    out = loihi.forward(nested(meta), batch)
     out["loss"].backward()
     for key in ("em_proj", "em_w_rec", "log_inner_lr", "w_rec"):
         assert meta[key].grad is not None and torch.isfinite(meta[key].grad).all() and meta[key].grad.abs().sum() > 0

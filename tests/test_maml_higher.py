@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from eprop_l2l.inner_loop.losses import Loss
+from eprop_l2l.meta.params import flat, nested
 from eprop_l2l.runs.build import from_experiment
 
 from .builders import relative_error
@@ -50,14 +51,14 @@ def setup(fast_loop: bool):
     learner, family, _ = from_experiment("tiny", "inner.rule=bptt")
     learner = dataclasses.replace(learner, fast_loop=fast_loop)
     assert learner.inner_rule == "bptt" and learner.n_inner_updates == 1
-    meta = learner.init_meta_params(torch.Generator().manual_seed(0), torch.float64)
+    meta = flat(learner.init_meta_params(torch.Generator().manual_seed(0), torch.float64))  # by name
     batch = family.sample(N_TASKS, torch.Generator().manual_seed(1), torch.float64)
     return learner, meta, batch
 
 
 def our_meta_gradient(learner, meta, batch):
     leaves = {k: v.clone().requires_grad_() for k, v in meta.items()}
-    out = learner.forward(leaves, batch)
+    out = learner.forward(nested(leaves), batch)
     names = [n for n in (*NETWORK, "log_inner_lr") if n in meta]
     grads = dict(zip(names, torch.autograd.grad(out["task_loss"], [leaves[n] for n in names]), strict=True))
     return grads, out["task_loss"].detach()

@@ -10,6 +10,7 @@ from eprop_l2l.cells.network import RecurrentNetwork
 from eprop_l2l.cells.rate import RateRNN
 from eprop_l2l.cells.readout import LeakyReadout
 from eprop_l2l.error_modules.learned import LearnedErrorModule
+from eprop_l2l.meta import params as tree
 from eprop_l2l.meta.learner import MetaLearner
 from eprop_l2l.task_families.base import TaskBatch
 
@@ -29,8 +30,8 @@ def tiny(kind: str, seed: int = 0, steps: int = 15, batch: int = 2, fast_loop: b
                                 fast_loop=fast_loop, dt_ms=1.0)
     learner = MetaLearner(network, module, inner_lr=0.5, learn_inner_lr=True, n_inner_updates=2, fast_loop=fast_loop)
     meta = learner.init_meta_params(g, torch.float64)
-    meta["w_in"] = meta["w_in"] * 2.0
-    meta["em_w_in"] = meta["em_w_in"] * 2.0
+    meta["network"]["w_in"] = meta["network"]["w_in"] * 2.0
+    meta["error_module"]["cell"]["w_in"] = meta["error_module"]["cell"]["w_in"] * 2.0
     x = (torch.rand(batch, steps, n_in, generator=g) < 0.4).double()
     context = (torch.rand(batch, steps, n_ctx, generator=g) < 0.4).double()
     targets = torch.randn(batch, steps, 2, generator=g, dtype=torch.float64)
@@ -40,14 +41,15 @@ def tiny(kind: str, seed: int = 0, steps: int = 15, batch: int = 2, fast_loop: b
 
 def test_meta_gradient_matches_finite_differences():
     learner, meta, task, g = tiny("rate")
+    meta = tree.flat(meta)  # by name, one leaf at a time
     leaves = {k: v.clone().requires_grad_() for k, v in meta.items()}
-    out = learner.forward(leaves, task)
+    out = learner.forward(tree.nested(leaves), task)
     grads = torch.autograd.grad(out["loss"], list(leaves.values()))
     eps = 1e-6
     for (name, value), grad in zip(meta.items(), grads, strict=True):
         direction = torch.randn(value.shape, generator=g, dtype=torch.float64)
-        plus = learner.forward({**meta, name: value + eps * direction}, task)["loss"]
-        minus = learner.forward({**meta, name: value - eps * direction}, task)["loss"]
+        plus = learner.forward(tree.nested({**meta, name: value + eps * direction}), task)["loss"]
+        minus = learner.forward(tree.nested({**meta, name: value - eps * direction}), task)["loss"]
         numeric = (plus - minus) / (2 * eps)
         analytic = (grad * direction).sum()
         assert analytic.abs() > 1e-6, name
@@ -56,13 +58,14 @@ def test_meta_gradient_matches_finite_differences():
 
 def test_meta_gradient_reverse_equals_forward_mode_for_spiking_cells():
     learner, meta, task, g = tiny("lif", steps=25)
+    meta = tree.flat(meta)
     direction = {k: torch.randn(v.shape, generator=g, dtype=torch.float64) for k, v in meta.items()}
     leaves = {k: v.clone().requires_grad_() for k, v in meta.items()}
-    out = learner.forward(leaves, task)
+    out = learner.forward(tree.nested(leaves), task)
     assert out["demos"][0].trajectory.outputs.sum() > 0
     grads = torch.autograd.grad(out["loss"], list(leaves.values()))
     reverse = sum((gr * direction[k]).sum() for k, gr in zip(meta, grads, strict=True))
-    _, forward = jvp(lambda m: learner.forward(m, task)["loss"], (meta,), (direction,))
+    _, forward = jvp(lambda m: learner.forward(m, task)["loss"], (tree.nested(meta),), (tree.nested(direction),))
     assert reverse.abs() > 1e-6
     assert relative_error(forward, reverse) <= 1e-10
 
@@ -81,9 +84,9 @@ def test_meta_gradient_with_the_fast_spiking_loops_is_unchanged():
     grads = []
     for fast_loop in (False, True):
         learner, meta, task, _ = tiny("lif", steps=25, fast_loop=fast_loop)
-        leaves = {k: v.clone().requires_grad_() for k, v in meta.items()}
+        leaves = tree.tree_map(lambda v: v.clone().requires_grad_(), meta)
         out = learner.forward(leaves, task)
-        grads.append(torch.autograd.grad(out["loss"], list(leaves.values())))
+        grads.append(torch.autograd.grad(out["loss"], tree.leaves(leaves)))
     for reference, fast in zip(*grads, strict=True):
         assert reference.norm() > 0
         assert relative_error(fast, reference) <= 1e-10

@@ -11,6 +11,7 @@ from eprop_l2l.config.schema import OptimConfig
 from eprop_l2l.error_modules.learned import LearnedErrorModule
 from eprop_l2l.meta.evaluate import evaluate_one_shot, write_evaluation
 from eprop_l2l.meta.learner import MetaLearner
+from eprop_l2l.meta.params import flat, tree_map
 from eprop_l2l.meta.trainer import MetaTraining, NonFiniteError, meta_train
 from eprop_l2l.task_families.arm import ArmSines
 from eprop_l2l.task_families.arm_objective import arm_outer_loss
@@ -41,8 +42,8 @@ def test_meta_training_is_reproducible_and_lowers_the_meta_loss():
     config = training(n_iterations=25, batch_size=4, lr=3e-3, validate_every=10, n_validation_tasks=8)
     first = meta_train(learner, family, config)
     second = meta_train(learner, family, config)
-    for name, value in first.meta.items():
-        assert torch.equal(value, second.meta[name]), name
+    for name, value in flat(first.meta).items():
+        assert torch.equal(value, flat(second.meta)[name]), name
     losses = [r["loss"] for r in first.history]
     # the networks start far above their rate targets: the regularised meta-loss falls (measured: to 0.54×)
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
@@ -63,11 +64,11 @@ def test_non_finite_steps_are_skipped_then_abort():
     from eprop_l2l.meta.trainer import start
 
     state = start(broken, config)
-    before = {k: v.detach().clone() for k, v in state.meta.items()}
+    before = {k: v.detach().clone() for k, v in flat(state.meta).items()}
     with pytest.raises(NonFiniteError, match="3 non-finite steps in a row"):
         meta_train(broken, family, config, state)
     assert state.skipped == 3
-    for name, value in state.meta.items():
+    for name, value in flat(state.meta).items():
         assert torch.equal(value.detach(), before[name]), name  # nothing non-finite was ever applied
 
 
@@ -115,7 +116,7 @@ def test_short_meta_training_makes_one_update_lower_the_hand_error_on_unseen_mov
     initial, _, _ = evaluate_one_shot(learner, untrained, family, n_tasks=64, seed=2024, batch_size=32)
     assert initial["mse_cart_after"] > initial["mse_cart_before"]  # the untrained update does not help
     state = meta_train(learner, family, config)
-    meta = {k: v.detach() for k, v in state.meta.items()}
+    meta = tree_map(lambda v: v.detach(), state.meta)
     trained, _, _ = evaluate_one_shot(learner, meta, family, n_tasks=64, seed=2024, batch_size=32)
     assert trained["mse_cart_after"] < 0.85 * trained["mse_cart_before"], trained
     assert trained["mse_motor_after"] < 0.7 * trained["mse_motor_before"], trained

@@ -11,6 +11,7 @@ import warnings
 import pytest
 import torch
 
+from eprop_l2l.meta.params import flat, nested
 from eprop_l2l.numerics import linalg, native
 from eprop_l2l.numerics.filters import anticausal_filter, causal_filter, scan
 from eprop_l2l.runs.build import from_experiment
@@ -152,15 +153,15 @@ def test_meta_gradient_with_the_native_kernels_equals_the_python_loops(monkeypat
                                           if torch.is_tensor(getattr(batch, f.name))
                                           and getattr(batch, f.name).is_floating_point()},
                                 extra={k: v.double() for k, v in batch.extra.items()})
-    meta = learner.init_meta_params(torch.Generator().manual_seed(0), torch.float64)
+    meta = flat(learner.init_meta_params(torch.Generator().manual_seed(0), torch.float64))
     results = []
     for use_native in (True, False):
         leaves = {k: v.clone().requires_grad_() for k, v in meta.items()}
         if use_native:
-            out = learner.forward(leaves, batch)
+            out = learner.forward(nested(leaves), batch)
         else:
             with native.disabled():
-                out = learner.forward(leaves, batch)
+                out = learner.forward(nested(leaves), batch)
         grads_ = torch.autograd.grad(out["loss"], list(leaves.values()))
         results.append((out["loss"], dict(zip(leaves, grads_, strict=True))))
     (loss_n, grads_n), (loss_p, grads_p) = results

@@ -70,7 +70,7 @@ def small_module(n_learner: int = 30, n_inputs: int = 6, n_context: int = 5, n_r
                                 n_inputs,
                                 projection_scale=2.0, dt_ms=1.0)
     params = module.init_params(torch.Generator().manual_seed(seed), torch.float32)
-    params["em_w_in"] = params["em_w_in"] * 3.0
+    params["cell"]["w_in"] = params["cell"]["w_in"] * 3.0
     return module, params
 
 
@@ -329,7 +329,7 @@ def test_trained_arm_model_exports_and_its_agreement_is_reported(tmp_path, monke
     with torch.no_grad():
         fast, demos = learner.adapt(meta, batch)
     with pytest.warns(NIRLossWarning):
-        paths = export_learner_nir(learner, fast, tmp_path, task=0)
+        paths = export_learner_nir(learner, {**meta, "network": fast}, tmp_path, task=0)
     assert set(paths) == {"network", "error_module"}
     graph = read_nir(paths["network"])
     assert np.array_equal(graph.nodes["w_rec"].weight, fast["w_rec"][0].numpy())
@@ -337,7 +337,8 @@ def test_trained_arm_model_exports_and_its_agreement_is_reported(tmp_path, monke
 
     net = nir_fidelity(learner.network, fast, batch.inputs, task=0)
     obs = Observation(spikes=demos[0].trajectory.outputs, inputs=batch.inputs, context=batch.context)
-    em = nir_fidelity(learner.error_module, meta, learner.error_module.module_input(obs), literal=False)
+    em = nir_fidelity(learner.error_module, meta["error_module"], learner.error_module.module_input(obs),
+                      literal=False)
     for name, result in (("learning network", net), ("error module", em)):
         for entry in ("as_exported", "semantics_matched", "nir_literal"):
             if entry in result:

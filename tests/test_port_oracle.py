@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from eprop_l2l.meta.params import flat, nested
 from eprop_l2l.runs.build import from_experiment
 
 from .builders import relative_error
@@ -31,7 +32,7 @@ PORT = load_port()
 def setup(preset: str, *overrides: str, tasks: int = 3):
     learner, family, _ = from_experiment(preset, *SMALL, *overrides)
     batch = family.sample(tasks, torch.Generator().manual_seed(0), torch.float64)
-    meta = learner.init_meta_params(torch.Generator().manual_seed(0), torch.float64)
+    meta = flat(learner.init_meta_params(torch.Generator().manual_seed(0), torch.float64))  # the port's names
     port = PORT.StraightforwardPort.from_learner(learner, meta, lr=1e-3, dtype=torch.float64)
     tensors = (batch.inputs, batch.context, batch.targets, batch.extra["hand"], batch.mask)
     return learner, batch, meta, port, tensors
@@ -39,9 +40,9 @@ def setup(preset: str, *overrides: str, tasks: int = 3):
 
 def ours(learner, meta, batch):
     leaves = {k: v.clone().requires_grad_() for k, v in meta.items()}
-    out = learner.forward(leaves, batch)
+    out = learner.forward(nested(leaves), batch)
     out["loss"].backward()
-    learner.constrain_gradients(leaves)
+    learner.constrain_gradients(nested(leaves))
     return out, {k: v.grad for k, v in leaves.items()}
 
 
@@ -74,7 +75,7 @@ def test_port_with_a_fixed_inner_learning_rate():
 @pytest.mark.parametrize("field,factor", [("reset", 0.9), ("n_ref", None)])
 def test_a_perturbed_port_is_detected(field, factor):
     learner, batch, meta, port, tensors = setup("cpu")
-    reference = learner.forward(meta, batch)["loss"]
+    reference = learner.forward(nested(meta), batch)["loss"]
     assert relative_error(port.loss(*tensors), reference) <= 1e-10
     value = getattr(port.net, field)
     port.net = port.net._replace(**{field: value * factor if factor else value - 1})
@@ -85,7 +86,7 @@ def test_a_perturbed_port_is_detected(field, factor):
                                       "inner.plastic=[w_in,w_rec,w_out]", "inner.n_updates=2"])
 def test_unsupported_options_are_refused(override):
     learner, _, _ = from_experiment("cpu", *SMALL, override)
-    meta = learner.init_meta_params(torch.Generator().manual_seed(0), torch.float64)
+    meta = flat(learner.init_meta_params(torch.Generator().manual_seed(0), torch.float64))
     with pytest.raises(ValueError):
         PORT.StraightforwardPort.from_learner(learner, meta, lr=1e-3)
 

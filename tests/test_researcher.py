@@ -188,7 +188,7 @@ def test_adapt_is_the_evaluation_of_that_movement(trained):
     for key in ("mse_cart_before", "mse_cart_after", "mse_motor_before", "mse_motor_after", "hand_rmse_after"):
         assert getattr(adaptation, key) == per_task[key][0], key
     assert adaptation.fast_weights["w_rec"].shape == (400, 400) and set(adaptation.fast_weights) == {"w_in", "w_rec"}
-    assert not torch.equal(adaptation.fast_weights["w_rec"], trained.meta["w_rec"])
+    assert not torch.equal(adaptation.fast_weights["w_rec"], trained.meta["network"]["w_rec"])
     assert adaptation.learning_signals.shape == (500, 400)
     # the same movement as a hand path: the same adaptation up to the inverse kinematics' rounding
     again = trained.adapt(hand_path=adaptation.target_hand.to(torch.float64), generator=None, seed=0)

@@ -122,7 +122,7 @@ def test_the_generator_never_receives_the_trainee_spikes_and_filters_its_signal(
                                          "model.n_rec=10")
     module = learner.error_module
     assert "learner_spikes" not in learner.information and not module.use_spikes
-    meta = learner.init_meta_params(torch.Generator().manual_seed(0), torch.float64)
+    meta = learner.init_meta_params(torch.Generator().manual_seed(0), torch.float64)["error_module"]
     batch = family.sample(2, torch.Generator().manual_seed(1), torch.float64)
     spikes = (torch.rand(2, 249, 10, generator=torch.Generator().manual_seed(2)) < 0.05).double()
     obs = Observation(spikes=spikes, inputs=batch.inputs, context=batch.context)
@@ -135,7 +135,7 @@ def test_the_generator_never_receives_the_trainee_spikes_and_filters_its_signal(
     xi = trajectory.outputs
     assert xi.sum() > 0
     for t in range(249):
-        previous = decay * previous + xi[:, t] @ meta["em_proj"].T
+        previous = decay * previous + xi[:, t] @ meta["proj"].T
         assert torch.allclose(signals[:, t], previous, rtol=1e-10, atol=1e-12)
 
 

@@ -13,6 +13,7 @@ from ..config.catalog import check_group_options
 from ..config.compose import expand_sweep, load_config, to_yaml
 from ..config.schema import TrainConfig
 from ..messages import escape, os_problem
+from ..meta.params import tree_map
 from ..runs import distributed, rundir
 from ..runs.build import build
 from ..runs.evaluation import evaluate_meta, format_table, override_slug
@@ -114,7 +115,7 @@ def _train_locked(cfg, learner, family, training, options, run_dir: Path, init_m
     evaluated = cfg.run.evaluate and reason in ("done", "time")
     try:
         if evaluated:
-            meta = {k: v.detach() for k, v in state.meta.items()}
+            meta = tree_map(lambda v: v.detach(), state.meta)
             summary = evaluate_meta(learner, meta, family, cfg, run_dir,
                                     {"experiment": cfg.experiment, "iterations": state.iteration,
                                      "training_minutes": seconds / 60, "stopped_by": reason,

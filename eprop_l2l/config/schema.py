@@ -123,8 +123,8 @@ class InnerConfig:
 
     # eprop (eligibility traces × learning signal) | bptt (MAML-style gradient step)
     rule: str = component_default(MetaLearner, "inner_rule")
-    lr: float = component_default(MetaLearner, "inner_lr")  # η; with learn_lr its initial value
-    learn_lr: bool = True  # η is a meta-parameter (learned in log space)
+    lr: float = component_default(MetaLearner, "inner_lr")  # the inner learning rate; with learn_lr its start
+    learn_lr: bool = component_default(MetaLearner, "learn_inner_lr")  # meta-learn the inner rate (as its log)
     # demonstrations / updates before the test trial (0 = no adaptation)
     n_updates: int = component_default(MetaLearner, "n_inner_updates")
     plastic: list[str] = field(default_factory=lambda: list(component_default(MetaLearner, "plastic")))

@@ -11,7 +11,10 @@ through the family's plant, in the same population code as the target path (as i
 that the outer loop differentiates through it). With decay = e^{-δt/20 ms} this is both the F_α(ζ)·Ψ of the
 e-prop 2 code and the leaky learning signal L^t = α_e L^{t-1} + Ψ ξ^t of natural e-prop (the same recursion).
 
-Parameters are prefixed ``em_`` so that they live in one mapping with the learning network's.
+Its parameters are its own tree, ``{"cell": the cell's weights, "proj": Ψ}`` (the meta-parameters hold it as their
+``error_module`` population: ``meta.params``). Every method takes a mapping that holds that tree's two entries —
+the tree itself, or the e-prop rules' view of the network's weights with the source's merged in (the two never
+share a name).
 """
 
 from __future__ import annotations
@@ -91,15 +94,15 @@ class LearnedErrorModule(SignalSource):
     def decay(self) -> float:
         return math.exp(-self.dt_ms / self.signal_tau)
 
-    def init_params(self, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Params:
+    def init_params(self, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> dict:
         cell_params = self.cell.init_params(generator, dtype)
         n_em = self.cell.n_rec
         projection = gaussian((self.n_learner, n_em), self.projection_scale / math.sqrt(n_em), generator, dtype)
-        return {**{f"em_{k}": v for k, v in cell_params.items()}, "em_proj": projection}
+        return {"cell": cell_params, "proj": projection}
 
     @staticmethod
-    def cell_params(params: Params) -> Params:
-        return {k[3:]: v for k, v in params.items() if k.startswith("em_") and k != "em_proj"}
+    def cell_params(params: dict) -> Params:
+        return params["cell"]
 
     def module_input(self, obs: Observation) -> torch.Tensor:
         parts = []
@@ -124,14 +127,14 @@ class LearnedErrorModule(SignalSource):
         part; not for cells that add more (an LSTM's bias)."""
         return type(self.cell).input_current is RecurrentCell.input_current
 
-    def _input_weights(self, params: Params) -> dict[str, torch.Tensor]:
-        """Columns of ``em_w_in`` per input part, in the order of :meth:`module_input`."""
+    def _input_weights(self, params: dict) -> dict[str, torch.Tensor]:
+        """Columns of the cell's ``w_in`` per input part, in the order of :meth:`module_input`."""
         widths = {"context": self.n_context * self.use_context, "spikes": self.n_learner * self.use_spikes,
                   "inputs": self.n_inputs * self.use_inputs, "produced_path": self.n_path}
-        parts = params["em_w_in"].split(list(widths.values()), -1)
+        parts = params["cell"]["w_in"].split(list(widths.values()), -1)
         return {name: w for (name, width), w in zip(widths.items(), parts, strict=True) if width}
 
-    def fixed_drive(self, params: Params, obs: Observation) -> torch.Tensor | None:
+    def fixed_drive(self, params: dict, obs: Observation) -> torch.Tensor | None:
         """Input current from the context and the network's inputs ``[B, T, n_em]``: the same in every trial of
         a task batch, so a caller running several trials computes it once (``Observation.drive``). None for
         cells whose input current is more than a product (:meth:`input_current` then projects everything)."""
@@ -146,7 +149,7 @@ class LearnedErrorModule(SignalSource):
         scale = self.cell.input_scale
         return drive if scale == 1.0 else scale * drive
 
-    def input_current(self, params: Params, obs: Observation) -> torch.Tensor:
+    def input_current(self, params: dict, obs: Observation) -> torch.Tensor:
         """``cell.input_current`` of :meth:`module_input` for a whole trial, one projection per input part (no
         concatenated copy; only the spikes' part carries a gradient back to the learning network)."""
         if not self._current_is_product:  # one product of everything
@@ -165,23 +168,23 @@ class LearnedErrorModule(SignalSource):
         filtered = torch.zeros(batch, self.cell.n_rec, dtype=dtype, device=device)
         return self.cell.init_state(batch, dtype, device), filtered
 
-    def step(self, params: Params, state, obs: Observation):
+    def step(self, params: dict, state, obs: Observation):
         cell_state, filtered = state
         cell_state, zeta = self.cell.step(self.cell_params(params), cell_state, self.module_input(obs))
         filtered = self.decay * filtered + zeta
-        return (cell_state, filtered), linear(params["em_proj"], filtered)
+        return (cell_state, filtered), linear(params["proj"], filtered)
 
-    def activity(self, params: Params, obs: Observation) -> Trajectory:
+    def activity(self, params: dict, obs: Observation) -> Trajectory:
         """The module's own trial without its learning signals (what a trial whose signals are not used, e.g.
         the test trial of e-prop 2, needs for the rate regulariser)."""
         return simulate_currents(self.cell, self.cell_params(params), self.input_current(params, obs),
                                  fast=self.fast_loop)
 
-    def run(self, params: Params, obs: Observation) -> tuple[torch.Tensor, Trajectory]:
+    def run(self, params: dict, obs: Observation) -> tuple[torch.Tensor, Trajectory]:
         """Whole trial: learning signals ``[B, T, n_learner]`` and the module's own trajectory (its spikes
         enter the outer loop's rate regulariser)."""
         trajectory = self.activity(params, obs)
-        return linear(params["em_proj"], causal_filter(trajectory.outputs, self.decay)), trajectory
+        return linear(params["proj"], causal_filter(trajectory.outputs, self.decay)), trajectory
 
-    def sequence(self, params: Params, obs: Observation) -> torch.Tensor:
+    def sequence(self, params: dict, obs: Observation) -> torch.Tensor:
         return self.run(params, obs)[0]

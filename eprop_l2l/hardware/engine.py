@@ -19,6 +19,7 @@ import torch
 
 from ..error_modules.base import Observation
 from ..inner_loop.fixed_point import FixedFormat, Scales, quantize_weights, round_integer, saturate
+from ..meta.params import ERROR_MODULE, NETWORK, nested, tree_map
 from ..numerics.linalg import no_self_mask, outer
 from .rule import RuleDescription, build_model, learner_neurons
 
@@ -109,7 +110,7 @@ def run_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, context: tor
     cell, module = model.cell, model.module
     dtype = x.dtype
     tensor = {k: torch.as_tensor(v) for k, v in weights.items()}
-    module_params = {k: v.to(dtype) for k, v in tensor.items() if k.startswith("em_")}
+    module_params = tree_map(lambda v: v.to(dtype), nested(tensor)[ERROR_MODULE])
     batch, steps = x.shape[0], x.shape[1]
     names = rule.plastic_names
     plastic = {n: arithmetic.weights(n, tensor[n].to(dtype).expand(batch, *tensor[n].shape)) for n in names}
@@ -153,6 +154,6 @@ def adapted_trial(rule: RuleDescription, weights: dict, plastic: dict, x: torch.
     from ..cells.network import RecurrentNetwork
 
     model = model or build_model(rule)
-    params = {k: torch.as_tensor(v).to(x.dtype) for k, v in weights.items() if not k.startswith("em_")}
+    params = {k: torch.as_tensor(v).to(x.dtype) for k, v in nested(weights)[NETWORK].items()}
     params.update({n: w.to(x.dtype) for n, w in plastic.items()})
     return RecurrentNetwork(model.cell, model.readout).run(params, x)

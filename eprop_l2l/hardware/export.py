@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..inner_loop.fixed_point import number_format
+from ..meta.params import ERROR_MODULE, NETWORK, flat, tree_map
 from ..outputs import OutputError, check_output_dir
 from .description import FORMAT_VERSION, ExportError, NumberFormat
 from .rule import describe, learner_neurons, load_rule, save_rule
@@ -98,10 +99,17 @@ def engine_format(rule, fmt, scales, seed: int = 0) -> NumberFormat:
     return NumberFormat(kind=written["kind"], engine=engine)
 
 
+def file_weights(meta: dict) -> dict:
+    """The meta-parameter tree by the names the export's files use (``weights.npz``, read by the Lava side:
+    ``w_in``, ``w_rec``, ``w_out``, ``em_w_in``, ``em_w_rec``, ``em_proj``, ...): its flat names
+    (``meta.params.flat``). The rule description is built from them."""
+    return flat(meta)
+
+
 def _rule_artefacts(directory: Path, learner, meta, family, cfg, args) -> dict:
     from .fidelity import calibrate_rule, measure
 
-    rule, weights = describe(learner, meta)
+    rule, weights = describe(learner, file_weights(meta))
     held_out = family.sample(args.tasks, torch.Generator().manual_seed(cfg.eval.seed))
     calibration = family.sample(args.calibration_tasks, torch.Generator().manual_seed(cfg.optim.validation_seed))
     if args.precision == "loihi":
@@ -127,12 +135,12 @@ def _nir_artefacts(directory: Path, learner, meta, family, cfg, args) -> dict:
     held_out = family.sample(args.tasks, torch.Generator().manual_seed(cfg.eval.seed))
     paths = export_learner_nir(learner, meta, directory)
     with torch.no_grad():
-        trajectory, _ = learner.network.run(meta, held_out.inputs)
+        trajectory, _ = learner.network.run(meta[NETWORK], held_out.inputs)
         obs = Observation(spikes=trajectory.outputs, inputs=held_out.inputs, context=held_out.context)
         report = {"files": sorted(p.name for p in paths.values()),
-                  "network": nir_fidelity(learner.network, meta, held_out.inputs)}
+                  "network": nir_fidelity(learner.network, meta[NETWORK], held_out.inputs)}
         if "error_module" in paths:
-            report["error_module"] = nir_fidelity(learner.error_module, meta,
+            report["error_module"] = nir_fidelity(learner.error_module, meta[ERROR_MODULE],
                                                   learner.error_module.module_input(obs), literal=False)
     return report
 
@@ -187,7 +195,7 @@ def write_export(out_dir: Path, kind: str, precision: str, learner, meta: dict, 
     if not isinstance(family, ArmTrials):  # demonstrations, fidelity and the Lava report score the planar arm
         raise ExportError("task.family", f"{cfg.task.family}: the export scores its held-out demonstrations on the "
                           "two-joint arm (arm_sines, arm_brownian); other families are not exported yet")
-    meta = {k: v.detach().cpu() for k, v in meta.items()}
+    meta = tree_map(lambda v: v.detach().cpu(), meta)
     if kind == "nir":
         from .nir_export import NIRLossWarning, learner_to_nir
 
@@ -195,7 +203,7 @@ def write_export(out_dir: Path, kind: str, precision: str, learner, meta: dict, 
             warnings.simplefilter("ignore", NIRLossWarning)
             learner_to_nir(learner, meta)  # refuses what NIR cannot express, before any file is written
     else:
-        describe(learner, meta)  # refuses what the rule cannot express, before any computation
+        describe(learner, file_weights(meta))  # refuses what the rule cannot express, before any computation
     args = SimpleNamespace(tasks=tasks, calibration_tasks=calibration_tasks, precision=precision)
     source = {**source, "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "eprop_l2l_version": _version()}
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.resolve().parent))

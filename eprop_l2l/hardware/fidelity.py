@@ -15,6 +15,7 @@ import torch
 from ..inner_loop.eprop_online import eprop_online
 from ..inner_loop.fixed_point import FixedFormat, Scales, calibrate_run
 from ..inner_loop.losses import Loss
+from ..meta.params import ERROR_MODULE, NETWORK
 from ..numerics.filters import causal_filter
 from ..task_families.arm_objective import arm_errors
 from .engine import FixedArithmetic, FloatArithmetic, adapted_trial, run_rule
@@ -58,10 +59,10 @@ def calibrate_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, contex
 def online_reference(learner, meta: dict, batch) -> dict:
     """``eprop_online``'s Σ_t ψ L x̄ of the trained model, per task."""
     b = batch.inputs.shape[0]
-    fast = {k: (v.expand(b, *v.shape) if k in learner.plastic else v) for k, v in meta.items()}
+    fast = {k: (v.expand(b, *v.shape) if k in learner.plastic else v) for k, v in meta[NETWORK].items()}
     result = eprop_online(learner.network, fast, batch.inputs, batch.targets, batch.mask, Loss("mse"),
-                          learner.error_module, plastic=learner.plastic, kappa=0.0,
-                          context=batch.context)
+                          learner.error_module, source_params=meta[ERROR_MODULE], plastic=learner.plastic,
+                          kappa=0.0, context=batch.context)
     return result.grads
 
 

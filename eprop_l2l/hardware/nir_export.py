@@ -53,6 +53,7 @@ import torch
 from ..cells.base import Params, check_params
 from ..cells.spec import REFRACTORY, RESET, NeuronSpec
 from ..errors import ConfigError, require_choice
+from ..meta.params import ERROR_MODULE, NETWORK
 from ..units import step_seconds
 
 INTEGRATORS = ("euler", "exp")
@@ -171,8 +172,9 @@ def network_to_nir(network, params: Params, *, task: int | None = None, integrat
                    dt_s: float | None = None, strict: bool = False):
     """NIR graph of a learning network (cell + leaky readout) with parameters ``params``.
 
-    ``params`` holds ``w_in [n_rec, n_in]``, ``w_rec [n_rec, n_rec]``, ``w_out [n_out, n_rec]`` (+ ``b_out``);
-    other keys (``em_*``, ...) are ignored. Per-task fast weights (a leading task dimension) need ``task``.
+    ``params`` is the network's own tree (the ``network`` population of the meta-parameters): ``w_in [n_rec,
+    n_in]``, ``w_rec [n_rec, n_rec]``, ``w_out [n_out, n_rec]`` (+ ``b_out``). Per-task fast weights (a leading
+    task dimension) need ``task``.
     ``dt_s``: the step in the graph's time unit (seconds), default ``spec.dt_ms / 1000``.
     """
     nir = _nir()
@@ -219,7 +221,9 @@ def network_to_nir(network, params: Params, *, task: int | None = None, integrat
 def error_module_to_nir(module, params: Params, *, integrator: str = "euler", dt_s: float | None = None,
                         strict: bool = False):
     """NIR graph of a learned error module: its recurrent cell, the filter F_decay on its spikes and the
-    projection ``em_proj`` to one learning signal per learning-network neuron.
+    projection Ψ to one learning signal per learning-network neuron (the graph's nodes keep the file names
+    ``em_w_in``, ``em_lif``, ``em_w_rec``, ``em_filter``, ``em_proj``). ``params`` is the module's own tree
+    (``{"cell": ..., "proj": Ψ}``: the ``error_module`` population of the meta-parameters).
 
     The graph has one input, the concatenation the module sees (its layout is in the graph's metadata:
     ``input_layout``)."""
@@ -231,11 +235,11 @@ def error_module_to_nir(module, params: Params, *, integrator: str = "euler", dt
     spec = _cell_spec(module.cell, "error_module")
     cell_params = module.cell_params(params)
     check_params(module.cell, cell_params)
-    if "em_proj" not in params:
-        raise ConfigError("params.em_proj", "missing")
-    proj = _array(params["em_proj"], "em_proj", None, 2)
+    if "proj" not in params:
+        raise ConfigError("params.proj", "missing")
+    proj = _array(params["proj"], "proj", None, 2)
     if proj.shape != (module.n_learner, spec.n):
-        raise ConfigError("params.em_proj", f"expected shape {(module.n_learner, spec.n)}, got {proj.shape}")
+        raise ConfigError("params.proj", f"expected shape {(module.n_learner, spec.n)}, got {proj.shape}")
     dt = _dt_seconds(spec.dt_ms, dt_s)
     layout, start = [], 0
     for name, width, used in (("context", module.n_context, module.use_context),
@@ -264,12 +268,12 @@ def error_module_to_nir(module, params: Params, *, integrator: str = "euler", dt
 def learner_to_nir(learner, params: Params, *, task: int | None = None, integrator: str = "euler",
                    dt_s: float | None = None, strict: bool = False) -> dict:
     """``{"network": graph, "error_module": graph}`` of a meta-learner (the error module only if it is a learned
-    one). ``params``: the meta-parameters, or per-task fast weights with ``task``."""
-    graphs = {"network": network_to_nir(learner.network, params, task=task, integrator=integrator, dt_s=dt_s,
-                                        strict=strict)}
+    one). ``params``: the meta-parameter tree, its ``network`` population per task with ``task``."""
+    graphs = {"network": network_to_nir(learner.network, params[NETWORK], task=task, integrator=integrator,
+                                        dt_s=dt_s, strict=strict)}
     if hasattr(learner.error_module, "cell_params"):
-        graphs["error_module"] = error_module_to_nir(learner.error_module, params, integrator=integrator, dt_s=dt_s,
-                                                     strict=strict)
+        graphs["error_module"] = error_module_to_nir(learner.error_module, params[ERROR_MODULE],
+                                                     integrator=integrator, dt_s=dt_s, strict=strict)
     return graphs
 
 
@@ -597,6 +601,9 @@ def _measure(model, params: Params, x: torch.Tensor, reader: str, reset: str, in
 def _task_params(params: Params, task: int | None, dtype: torch.dtype) -> Params:
     out = {}
     for key, value in params.items():
+        if isinstance(value, dict):  # a sub-tree (the error module's cell)
+            out[key] = _task_params(value, task, dtype)
+            continue
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():
             continue
         base = 1 if key in ("b_out",) else (0 if value.dim() == 0 else 2)

@@ -127,8 +127,8 @@ class Scales:
     product_exp: dict  # tag += 2^p·x·y
     update_exp: dict  # w += 2^k·tag;  k = q − i − p − e makes 2^e·Δw = −η Σ ψ L x̄
 
-    def y_scale(self, eta, input_scale: float):
-        return eta * input_scale * 2.0 ** (-self.y_exp)
+    def y_scale(self, inner_lr, input_scale: float):
+        return inner_lr * input_scale * 2.0 ** (-self.y_exp)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -156,7 +156,7 @@ def _ceil_log2_ratio(value: float, top: float) -> int:
     return math.ceil(math.log2(value / top)) if value > 0 else -10**6
 
 
-def calibrate(fmt: FixedFormat, eta: float, input_scale: float, max_abs_weight: dict, max_abs_weight_after: dict,
+def calibrate(fmt: FixedFormat, inner_lr: float, input_scale: float, max_abs_weight: dict, max_abs_weight_after: dict,
               max_pre_trace: dict, max_abs_psi_signal: float, max_abs_tag: dict) -> Scales:
     """Scales from value ranges of demonstration trials (float run): ``max_abs_weight`` / ``_after`` the largest
     |W| before and after the update (the initial mantissa must hold the first, the register the second),
@@ -165,27 +165,27 @@ def calibrate(fmt: FixedFormat, eta: float, input_scale: float, max_abs_weight: 
     weight_exp, trace_exp, product_exp, update_exp = {}, {}, {}, {}
     y_top = fmt.y_range[1]
     # q: the smallest exponent for which |η·s·2^−q·ψL| stays inside the y range
-    y_exp = math.ceil(math.log2(eta * input_scale * max_abs_psi_signal / y_top)) if max_abs_psi_signal > 0 else 0
+    y_exp = math.ceil(math.log2(inner_lr * input_scale * max_abs_psi_signal / y_top)) if max_abs_psi_signal > 0 else 0
     for name, w_max in max_abs_weight.items():
         e = max(_ceil_log2_ratio(w_max, fmt.weight_max * fmt.weight_step),
                 _ceil_log2_ratio(max_abs_weight_after[name], fmt.register_range[1]))
         e = 0 if e == -10**6 else e
         i = _floor_log2(fmt.trace_max / max_pre_trace[name]) if max_pre_trace[name] > 0 else 0
         # the integer tag of the largest synapse, before 2^p: 2^(i−q)·η·max|Σ ψ L x̄|
-        tag_unscaled = 2.0 ** (i - y_exp) * eta * max_abs_tag[name]
+        tag_unscaled = 2.0 ** (i - y_exp) * inner_lr * max_abs_tag[name]
         p = _floor_log2(fmt.tag_range[1] / tag_unscaled) if tag_unscaled > 0 else 0
         weight_exp[name], trace_exp[name], product_exp[name] = e, i, p
         update_exp[name] = y_exp - i - p - e
     return Scales(weight_exp, trace_exp, y_exp, product_exp, update_exp)
 
 
-def calibrate_run(fmt: FixedFormat, eta: float, input_scale: float, before: dict, after: dict, traces: dict,
+def calibrate_run(fmt: FixedFormat, inner_lr: float, input_scale: float, before: dict, after: dict, traces: dict,
                   psi_signal: torch.Tensor, tags: dict) -> Scales:
     """:func:`calibrate` from the tensors of float demonstrations: the weights ``before`` and ``after`` the
     update, the presynaptic traces F_α(pre), ψ·L and the tags Σ_t ψ L x̄ of each plastic connection, reduced with
     the format's calibration quantiles. The fidelity report and hardware-aware meta-training both call it."""
     names = tuple(before)
-    return calibrate(fmt, eta, input_scale,
+    return calibrate(fmt, inner_lr, input_scale,
                      {n: float(torch.as_tensor(before[n]).detach().abs().max()) for n in names},
                      {n: quantile_abs(after[n], fmt.weight_quantile) for n in names},
                      {n: float(traces[n].detach().max()) for n in names},

@@ -6,7 +6,7 @@ computed as the learning engine computes it (:mod:`.fixed_point`): ψ·L quantis
 integers, the presynaptic traces to the trace integers, their product summed over the trial into the tag
 (saturated), the tag shifted into the weight register (saturated) on top of the quantised initial weights.
 Every rounding passes gradients straight through, every saturation passes them inside its range, so the outer
-loop learns an error module (and initial weights, and η) that work at this precision.
+loop learns an error module (and initial weights, and the inner learning rate) that work at this precision.
 
 Two simplifications against :mod:`.engine`, both stated in ``docs/export.md``: the per-step rounding of the
 tag and of the trace decay is replaced by its expectation (the exact integer sum of the quantised factors is one
@@ -25,21 +25,21 @@ from .eprop import presynaptic
 from .fixed_point import FixedFormat, calibrate_run, quantize_weights, round_integer, saturate
 
 
-def quantized_fast_weights(cell, fast: dict, result, x: torch.Tensor, plastic: tuple[str, ...], eta,
+def quantized_fast_weights(cell, fast: dict, result, x: torch.Tensor, plastic: tuple[str, ...], inner_lr,
                            fmt: FixedFormat) -> dict:
     """Fast weights after one update at ``fmt``'s precision (``result``: the fused demonstration of ``fast``)."""
     spec = cell.spec
     trajectory = result.trajectory
     psi_signal = cell.psi(fast, trajectory.states) * result.signals
-    eta_value = float(eta.detach()) if isinstance(eta, torch.Tensor) else float(eta)
+    inner_lr_value = float(inner_lr.detach()) if isinstance(inner_lr, torch.Tensor) else float(inner_lr)
     traces, tags = {}, {}
     for name in plastic:
         traces[name] = causal_filter(presynaptic(name, trajectory, x), spec.alpha)
         tags[name] = contract_time(psi_signal, spec.input_scale * traces[name], is_per_task(fast[name]))
-    after = {n: fast[n].detach() - eta_value * tags[n].detach() for n in plastic}
-    scales = calibrate_run(fmt, eta_value, spec.input_scale, {n: fast[n] for n in plastic}, after, traces,
+    after = {n: fast[n].detach() - inner_lr_value * tags[n].detach() for n in plastic}
+    scales = calibrate_run(fmt, inner_lr_value, spec.input_scale, {n: fast[n] for n in plastic}, after, traces,
                            psi_signal, tags)
-    y = saturate(round_integer(-scales.y_scale(eta, spec.input_scale) * psi_signal), *fmt.y_range)
+    y = saturate(round_integer(-scales.y_scale(inner_lr, spec.input_scale) * psi_signal), *fmt.y_range)
     new = dict(fast)
     for name in plastic:
         x1 = saturate(round_integer(2.0 ** scales.trace_exp[name] * traces[name]), 0, fmt.trace_max)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from ..cells.base import Params
 from .learner import NOISE_SEED_OFFSET, run_learner
+from .params import device as params_device
 
 
 @torch.no_grad()
-def evaluate_one_shot(learner, meta: Params, family, n_tasks: int = 100, seed: int = 12345, batch_size: int = 50,
+def evaluate_one_shot(learner, meta: dict, family, n_tasks: int = 100, seed: int = 12345, batch_size: int = 50,
                       progress: bool = False, example: bool = True):
     """Per-task metrics (lists) and aggregates over ``n_tasks`` held-out tasks, and the figure's example: the
     median task by MSE_cart after the update, rerun alone (``(batch, out, index)`` with one task, or None when
@@ -28,7 +28,7 @@ def evaluate_one_shot(learner, meta: Params, family, n_tasks: int = 100, seed: i
 
     generator = torch.Generator().manual_seed(seed)
     noise = torch.Generator().manual_seed(seed + NOISE_SEED_OFFSET)  # a device model's draws: apart from the tasks
-    device = next(iter(meta.values())).device
+    device = params_device(meta)
     per_task = {f"{k}_{when}": [] for k in family.metric_keys for when in ("before", "after")}
     rates_network, rates_module, starts = [], [], []
     done = 0
@@ -73,14 +73,14 @@ def median_task(values: list[float]) -> int:
     return order[(len(values) - 1) // 2]
 
 
-def _median_example(learner, meta: Params, family, per_task: dict, starts: list):
+def _median_example(learner, meta: dict, family, per_task: dict, starts: list):
     """The median task (by the family's primary metric after the update) sampled again from its batch's
     generator state and run alone: the figure shows a typical task, not the first one."""
     index = median_task(per_task[f"{family.primary_metric}_after"])
     first, size, state = next(s for s in starts if s[0] <= index < s[0] + s[1])
     generator = torch.Generator()
     generator.set_state(state)
-    device = next(iter(meta.values())).device
+    device = params_device(meta)
     batch = family.sample(size, generator).select(slice(index - first, index - first + 1)).to(device)
     # with a device model the rerun draws its own noise: the figure shows the median task's movement on another
     # draw of the chip than the one its metric was scored on

@@ -2,10 +2,11 @@
 → meta-loss, as one differentiable function of the meta-parameters (e-prop 2, Bellec et al. 2019; the
 authors' ``tutorial_eprop2.py``; docs/equations.md).
 
-Meta-parameters: the learning network's initial weights (``w_in``, ``w_rec``, ``w_out``, ``b_out``), the error
-module's weights (``em_*``) and, optionally, the log of the inner learning rate. Per task (= batch element)
-the plastic weights become fast weights ``W − η ΔW`` with a leading task dimension, computed by the fused e-prop
-update (no Python loop over tasks); the outer loss is differentiated through everything by autograd.
+Meta-parameters: a tree per population (:mod:`.params`): ``network`` (the learning network's initial weights
+``w_in``, ``w_rec``, ``w_out``, ``b_out``), ``error_module`` (the signal source's own tree) and, when the inner
+learning rate is meta-learned, ``log_inner_lr``. Per task (= batch element) the plastic weights become fast
+weights ``W − inner_lr·ΔW`` with a leading task dimension, computed by the fused e-prop update (no Python loop
+over tasks); the outer loss is differentiated through everything by autograd.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..inner_loop.registry import RULES, Rule, UpdateRequest, rule_names
 from ..inner_loop.regularization import RateRegularizer
 from ..task_families.base import TaskBatch
 from ..units import rate_hz
+from .params import ERROR_MODULE, LOG_INNER_LR, NETWORK, Tree
 
 
 def motor_mse(y: torch.Tensor, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -50,7 +52,7 @@ def time_step_ms(part) -> float | None:
 NOISE_SEED_OFFSET = 7919
 
 
-def run_learner(learner, meta: Params, batch: TaskBatch, generator: torch.Generator) -> dict:
+def run_learner(learner, meta: Tree, batch: TaskBatch, generator: torch.Generator) -> dict:
     """``learner.forward`` with ``generator`` for the draws of a device model; a learner without one never
     touches the generator (its task stream stays what it was)."""
     if getattr(learner, "device", None) is None:
@@ -73,9 +75,9 @@ RECIPE_RATES = {"network_rate": (200.0, 20.0), "module_rate": (200.0, 10.0)}
 @dataclass(frozen=True)
 class MetaLearner:
     network: RecurrentNetwork
-    error_module: object  # a learning-signal source (error_modules); learned ones carry em_* parameters
-    inner_lr: float = 1e-4
-    learn_inner_lr: bool = False
+    error_module: object  # a learning-signal source (error_modules); its parameters are meta["error_module"]
+    inner_lr: float = 1e-4  # the inner learning rate; with learn_inner_lr its initial value
+    learn_inner_lr: bool = True  # meta-learned, as its log (meta["log_inner_lr"])
     n_inner_updates: int = 1
     plastic: tuple[str, ...] = ("w_in", "w_rec")
     kappa: float = 0.0  # trace filter of the inner update: 0 in e-prop 2 (L is applied to e directly)
@@ -162,49 +164,55 @@ class MetaLearner:
         """The model's time step (its learning network's): spike counts per step become Hz with it."""
         return time_step_ms(self.network.cell) or self.network.readout.dt_ms
 
-    def init_meta_params(self, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Params:
-        params = self.network.init_params(generator, dtype)
-        if hasattr(self.error_module, "init_params"):
-            params.update(self.error_module.init_params(generator, dtype))
+    def init_meta_params(self, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Tree:
+        """The meta-parameter tree (:mod:`.params`); the draws in this order: network, error module."""
+        init_module = getattr(self.error_module, "init_params", None)
+        meta = {NETWORK: self.network.init_params(generator, dtype),
+                ERROR_MODULE: init_module(generator, dtype) if init_module is not None else {}}
         if self.learn_inner_lr:
-            params["log_inner_lr"] = torch.tensor(math.log(self.inner_lr), dtype=dtype)
-        return params
+            meta[LOG_INNER_LR] = torch.tensor(math.log(self.inner_lr), dtype=dtype)
+        return meta
 
-    def constrain_gradients(self, meta: Params) -> None:
-        """Recurrent spiking weights have no self-connections: the diagonals of ``w_rec`` (and of the error
-        module's ``em_w_rec``) are not meta-parameters, so their meta-gradients are zeroed (they stay at their
-        initial value, 0). The inner update already leaves them alone."""
-        cells = {"w_rec": self.network.cell, "em_w_rec": getattr(self.error_module, "cell", None)}
-        for key, cell in cells.items():
-            if cell is not None and not getattr(cell, "self_connections", True) and key in meta:
-                grad = meta[key].grad
+    def constrain_gradients(self, meta: Tree) -> None:
+        """Recurrent spiking weights have no self-connections: the diagonals of the network's ``w_rec`` (and of
+        the error module's cell's) are not meta-parameters, so their meta-gradients are zeroed (they stay at
+        their initial value, 0). The inner update already leaves them alone."""
+        module_cell = getattr(self.error_module, "cell", None)
+        recurrent = [(self.network.cell, meta[NETWORK])]
+        if module_cell is not None and "cell" in meta[ERROR_MODULE]:
+            recurrent.append((module_cell, meta[ERROR_MODULE]["cell"]))
+        for cell, params in recurrent:
+            if not getattr(cell, "self_connections", True) and "w_rec" in params:
+                grad = params["w_rec"].grad
                 if grad is not None:
                     grad.diagonal(dim1=-2, dim2=-1).zero_()
 
-    def inner_lr_value(self, meta: Params) -> torch.Tensor | float:
-        return meta["log_inner_lr"].exp() if self.learn_inner_lr else self.inner_lr
+    def inner_lr_value(self, meta: Tree) -> torch.Tensor | float:
+        """The inner learning rate: ``exp(meta["log_inner_lr"])`` when meta-learned, else ``inner_lr``."""
+        return meta[LOG_INNER_LR].exp() if self.learn_inner_lr else self.inner_lr
 
     def _task_mean(self, rates: torch.Tensor) -> torch.Tensor:
         return rates.mean(0) if self.task_mean is None else self.task_mean(rates)
 
 
-    def _module_drive(self, meta: Params, batch: TaskBatch) -> torch.Tensor | None:
+    def _module_drive(self, meta: Tree, batch: TaskBatch) -> torch.Tensor | None:
         """A learned module's input current from context and inputs: equal in every trial of the batch (None
         where the module does not run: the BPTT inner step, feedback sources). ``batch`` is already withheld."""
         fixed = getattr(self.error_module, "fixed_drive", None)
         if fixed is None or not self.rule.reads_source:
             return None
-        return fixed(meta, Observation(inputs=batch.inputs, context=batch.context))
+        return fixed(meta[ERROR_MODULE], Observation(inputs=batch.inputs, context=batch.context))
 
     def _chip(self, generator: torch.Generator | None):
         if self.device is not None and generator is None:
             raise ConfigError("device.kind", "a device model draws noise: call forward(meta, batch, generator)")
         return self.device
 
-    def adapt(self, meta: Params, batch: TaskBatch, drive: torch.Tensor | None = None,
+    def adapt(self, meta: Tree, batch: TaskBatch, drive: torch.Tensor | None = None,
               generator: torch.Generator | None = None):
-        """One-shot adaptation: per-task fast weights and the demonstration trial's records. With a device
-        model the fast weights are the programmed ones (what the crossbar holds, before read noise)."""
+        """One-shot adaptation: the network's per-task fast weights (a tree of the ``network`` population's
+        names) and the demonstration trial's records. With a device model the fast weights are the programmed
+        ones (what the crossbar holds, before read noise)."""
         batch = self.withhold(batch)  # the rule never sees what it did not declare
         b = batch.inputs.shape[0]
         chip = self._chip(generator)
@@ -212,10 +220,10 @@ class MetaLearner:
         # gives each task its own ΔW; the quantised update and a device (each task's own chip) need per-task ones.
         shared_first = self.precision == "float" and chip is None
         per_task = set() if shared_first else set(self.plastic) | (set(CHIP_WEIGHTS) if chip is not None else set())
-        fast = {k: (v.expand(b, *v.shape) if k in per_task else v) for k, v in meta.items()}
+        fast = {k: (v.expand(b, *v.shape) if k in per_task else v) for k, v in meta[NETWORK].items()}
         if chip is not None:  # every task's crossbar is written with the initial weights
             fast = {k: (chip.program(v, generator) if k in CHIP_WEIGHTS else v) for k, v in fast.items()}
-        lr = self.inner_lr_value(meta)
+        inner_lr = self.inner_lr_value(meta)
         drive = self._module_drive(meta, batch) if drive is None else drive
         loss, target = self.objective.loss(), self.objective.target(batch)
         demos = []
@@ -226,18 +234,19 @@ class MetaLearner:
             read = self.read(fast, generator)
             result = rule.update(UpdateRequest(
                 network=self.network, params=read, batch=batch, loss=loss, target=target, plastic=self.plastic,
-                source=self.error_module if rule.reads_source else None, source_drive=drive, kappa=self.kappa,
+                source=self.error_module if rule.reads_source else None,
+                source_params=meta[ERROR_MODULE] if rule.reads_source else None, source_drive=drive, kappa=self.kappa,
                 fast=self.fast_loop and rule.reads_source, per_task=True, create_graph=torch.is_grad_enabled()))
             demos.append(result)
             if self.precision != "float":
-                fast = quantized_fast_weights(self.network.cell, fast, result, batch.inputs, self.plastic, lr,
+                fast = quantized_fast_weights(self.network.cell, fast, result, batch.inputs, self.plastic, inner_lr,
                                               number_format(self.precision))
                 continue
             if chip is not None:
-                fast = {k: (chip.reprogram(v, -lr * result.grads[k], generator) if k in self.plastic else v)
+                fast = {k: (chip.reprogram(v, -inner_lr * result.grads[k], generator) if k in self.plastic else v)
                         for k, v in fast.items()}
                 continue
-            fast = {k: (v - lr * result.grads[k] if k in self.plastic else v) for k, v in fast.items()}
+            fast = {k: (v - inner_lr * result.grads[k] if k in self.plastic else v) for k, v in fast.items()}
         return fast, demos
 
     def read(self, fast: Params, generator: torch.Generator | None) -> Params:
@@ -247,7 +256,7 @@ class MetaLearner:
             return fast
         return {k: (chip.read(v, generator) if k in CHIP_WEIGHTS else v) for k, v in fast.items()}
 
-    def forward(self, meta: Params, batch: TaskBatch, generator: torch.Generator | None = None) -> dict:
+    def forward(self, meta: Tree, batch: TaskBatch, generator: torch.Generator | None = None) -> dict:
         """Meta-loss and diagnostics of one batch of tasks; ``generator`` draws a device model's noise."""
         if batch.dt_ms != self.dt_ms:
             raise ConfigError("task.dt_ms", f"the trials have {batch.dt_ms:g}-ms steps, the model {self.dt_ms:g}-ms")
@@ -263,7 +272,8 @@ class MetaLearner:
                               context=seen.context, drive=drive)
             # the module runs in the test trial too, for the rate regulariser only: its signals are not needed
             activity = getattr(self.error_module, "activity", None)
-            test_module = activity(meta, obs) if activity is not None else self.error_module.run(meta, obs)[1]
+            own = meta[ERROR_MODULE]
+            test_module = activity(own, obs) if activity is not None else self.error_module.run(own, obs)[1]
             module_spikes.append(test_module.outputs)
         network_rates, module_rates = mean_rate(spikes), mean_rate(module_spikes)
         reg = self.network_rate.loss_from_rate(self._task_mean(network_rates))

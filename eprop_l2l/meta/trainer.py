@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import ConfigError, require_choice, require_count, require_non_negative, require_positive
+from . import params as tree
 from .learner import NOISE_SEED_OFFSET, run_learner
 
 
@@ -82,7 +83,7 @@ class NonFiniteError(RuntimeError):
 class MetaTrainingState:
     """Everything a resumed run needs to continue bit-identically (see ``runs.checkpoint``)."""
 
-    meta: dict
+    meta: dict  # the meta-parameter tree (meta.params)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     generator: torch.Generator  # the training task stream (CPU: the same tasks on any device)
@@ -98,8 +99,9 @@ def start(learner, config: MetaTraining, meta: dict | None = None, device: str |
           ) -> MetaTrainingState:
     generator = torch.Generator().manual_seed(config.seed)
     meta = learner.init_meta_params(generator) if meta is None else meta
-    meta = {k: v.detach().to(device).clone().requires_grad_() for k, v in meta.items()}
-    optimizer = torch.optim.Adam(meta.values(), lr=config.lr)
+    meta = tree.tree_map(lambda v: v.detach().to(device).clone().requires_grad_(), meta)
+    # Adam's state is keyed by position in this list: the tree's leaf order (runs.checkpoint relies on it)
+    optimizer = torch.optim.Adam(tree.leaves(meta), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_decay_every, config.lr_decay)
     return MetaTrainingState(meta, optimizer, scheduler, generator)
 
@@ -121,17 +123,13 @@ class Shard:
         return batch.select(slice(self.rank * size, (self.rank + 1) * size))
 
 
-def _device(state: MetaTrainingState) -> torch.device:
-    return next(iter(state.meta.values())).device
-
-
 def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState | None = None,
                callback: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
                shard: Shard = Shard()) -> MetaTrainingState:
     """Run meta-iterations until ``config.n_iterations`` or until ``should_stop()`` says so (checked between
     iterations, so a stop never leaves a half-applied step)."""
     state = start(learner, config) if state is None else state
-    device = _device(state)
+    device = tree.device(state.meta)
     validation = shard.take(family.sample(config.n_validation_tasks,
                                           torch.Generator().manual_seed(config.validation_seed))).to(device)
     while (state.iteration < config.n_iterations and not config.spent(state.cpu_seconds)
@@ -146,7 +144,7 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
         out["loss"].backward()
         if hasattr(learner, "constrain_gradients"):
             learner.constrain_gradients(state.meta)
-        params = [p for p in state.meta.values() if p.grad is not None]
+        params = [p for p in tree.leaves(state.meta) if p.grad is not None]
         grads = [p.grad for p in params]
         if shard.reduce_grads is not None:
             shard.reduce_grads(grads)
@@ -155,8 +153,8 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
             loss = shard.reduce_metrics({"loss": loss})["loss"]
         finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
         record = {"iteration": state.iteration, "loss": float(loss), "lr": state.optimizer.param_groups[0]["lr"]}
-        if "log_inner_lr" in state.meta:  # the meta-learned inner η this iteration's update used
-            record["inner_lr"] = float(state.meta["log_inner_lr"].detach().exp())
+        if tree.LOG_INNER_LR in state.meta:  # the meta-learned inner learning rate this iteration's update used
+            record["inner_lr"] = float(state.meta[tree.LOG_INNER_LR].detach().exp())
         if finite:
             state.consecutive_nonfinite = 0
             norm = torch.nn.utils.clip_grad_norm_(params, config.clip_norm if config.clip_norm > 0 else float("inf"))

@@ -22,6 +22,7 @@ from ..inner_loop.registry import rule_names
 from ..inner_loop.regularization import RateRegularizer
 from ..messages import cut, escape, shown
 from ..meta.learner import MetaLearner
+from ..meta.params import flat
 from ..meta.trainer import MetaTraining
 from ..task_families import FAMILIES, make_task_family
 from .rundir import check_path
@@ -288,7 +289,7 @@ def check_reinit(cfg: TrainConfig, family) -> None:
 
     small = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, n_rec=2, n_adaptive=None),
                                 error_module=dataclasses.replace(cfg.error_module, n_rec=2, n_adaptive=None))
-    names = sorted(build_learner(small, family).init_meta_params(torch.Generator().manual_seed(0)))
+    names = sorted(flat(build_learner(small, family).init_meta_params(torch.Generator().manual_seed(0))))
     for prefix in cfg.eval.reinit:
         if not any(name.startswith(prefix) for name in names):
             raise ConfigError("eval.reinit", f"{shown(prefix)} matches no meta-parameter (names: "

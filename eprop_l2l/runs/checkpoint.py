@@ -8,6 +8,12 @@ carries a SHA-256 ``digest`` of its own contents (checked on every load, also of
 and the run's ``manifest.json`` (:mod:`.rundir`) records the SHA-256 of the file, checked whenever a listed
 checkpoint is loaded. A missing, truncated, corrupted (even one flipped bit), mistyped or incompatible file
 raises :class:`CheckpointError` with a one-line message naming the file.
+
+In memory the meta-parameters are a tree per population (:mod:`eprop_l2l.meta.params`); a checkpoint stores them
+by their flat names (``w_in``, ``em_w_in``, ``log_inner_lr``, ...), as every checkpoint has since format 1, and
+Adam's state by the position of each parameter in that flat mapping. :func:`state_dict` flattens the tree;
+:func:`load_checkpoint` returns the contents as stored, and :func:`meta_tree` and :func:`restore` (with
+:func:`_optimizer_in_order`) turn them into the tree.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ..messages import shown, shown_path
+from ..meta import params as tree
 from ..meta.trainer import MetaTraining, MetaTrainingState, start
 from . import rundir
 
@@ -64,7 +71,7 @@ def content_digest(data: dict) -> str:
 def state_dict(state: MetaTrainingState, extra: dict | None = None) -> dict:
     return {"format": FORMAT, "iteration": state.iteration, "skipped": state.skipped,
             "consecutive_nonfinite": state.consecutive_nonfinite,
-            "meta": {k: v.detach().cpu() for k, v in state.meta.items()},
+            "meta": {k: v.detach().cpu() for k, v in tree.flat(state.meta).items()},
             "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
             "generator": state.generator.get_state(), "history": list(state.history), "extra": extra or {}}
 
@@ -77,7 +84,7 @@ def save_checkpoint(run_dir: str | Path, state: MetaTrainingState, keep: int = 3
                     history: dict | None = None) -> Path:
     """Write, rename into place, then list in the manifest (with its SHA-256 and ``history``, the history
     file's record count and checksum as of this checkpoint), then delete checkpoints beyond ``keep``."""
-    bad = [k for k, v in state.meta.items() if not bool(torch.isfinite(v.detach()).all())]
+    bad = [k for k, v in tree.flat(state.meta).items() if not bool(torch.isfinite(v.detach()).all())]
     if bad:
         raise CheckpointError(f"refusing to checkpoint iteration {state.iteration}: non-finite meta-parameters "
                               f"{', '.join(bad)}")
@@ -144,7 +151,8 @@ def _name(path: Path) -> str:
 def load_checkpoint(path: str | Path) -> dict:
     """A checkpoint's contents, after every integrity check: the manifest's SHA-256 (when the file is listed in
     its run's manifest), readable by ``torch.load(weights_only=True)``, every field present with its type,
-    the embedded content digest (when present; checkpoints of earlier versions have none)."""
+    the embedded content digest (when present; checkpoints of earlier versions have none). Its ``meta`` is the
+    stored flat mapping (:func:`meta_tree` gives the tree)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {_name(path)}: no such file")
@@ -181,8 +189,27 @@ def load_checkpoint(path: str | Path) -> dict:
     return data
 
 
+def meta_tree(data: dict) -> dict:
+    """The meta-parameter tree of a loaded checkpoint (its flat names, ``meta.params.nested``)."""
+    return tree.nested(data["meta"])
+
+
+def _optimizer_in_order(data: dict, names: list[str]) -> dict:
+    """Adam's state, keyed by the position of a parameter in the stored flat mapping, re-keyed to its position
+    in ``names`` (the order a resumed optimiser is built in: the configured model's; the same order for every
+    checkpoint eprop-l2l wrote, kept exact for any other)."""
+    position = {name: i for i, name in enumerate(names)}
+    moved = {i: position[name] for i, name in enumerate(data["meta"])}
+    optimizer = data["optimizer"]
+    return {**optimizer, "state": {moved[i]: value for i, value in optimizer["state"].items()},
+            "param_groups": [{**group, "params": sorted(moved[i] for i in group["params"])}
+                             for group in optimizer["param_groups"]]}
+
+
 def check_compatible(path: str | Path, meta: dict, expected: dict) -> None:
-    """Every meta-parameter the configured model needs is present with the same shape, and nothing else."""
+    """Every meta-parameter the configured model needs is present with the same shape, and nothing else
+    (trees, compared and named by their flat names)."""
+    meta, expected = tree.flat(meta), tree.flat(expected)
     missing = sorted(set(expected) - set(meta))
     unknown = sorted(set(meta) - set(expected))
     if missing or unknown:
@@ -199,10 +226,12 @@ def check_compatible(path: str | Path, meta: dict, expected: dict) -> None:
 def restore(learner, config: MetaTraining, path: str | Path, device: str | torch.device = "cpu") -> MetaTrainingState:
     """A :class:`MetaTrainingState` exactly as it was saved, on ``device``."""
     data = load_checkpoint(path)
-    check_compatible(path, data["meta"], learner.init_meta_params(torch.Generator().manual_seed(0)))
-    state = start(learner, config, data["meta"], device)
+    expected = learner.init_meta_params(torch.Generator().manual_seed(0))
+    check_compatible(path, meta_tree(data), expected)
+    names = list(tree.flat(expected))  # the tree in the configured model's order, whatever the file's
+    state = start(learner, config, tree.nested({name: data["meta"][name] for name in names}), device)
     try:
-        state.optimizer.load_state_dict(data["optimizer"])
+        state.optimizer.load_state_dict(_optimizer_in_order(data, names))
         state.scheduler.load_state_dict(data["scheduler"])
         state.generator.set_state(data["generator"])
     except (ValueError, KeyError, RuntimeError, TypeError) as error:
@@ -216,8 +245,8 @@ def restore(learner, config: MetaTraining, path: str | Path, device: str | torch
 
 
 def load_meta(path: str | Path, learner=None) -> dict:
-    """Meta-parameters of a checkpoint (for evaluation), checked against ``learner`` if given."""
+    """The meta-parameter tree of a checkpoint (for evaluation), checked against ``learner`` if given."""
     data = load_checkpoint(path)
     if learner is not None:
-        check_compatible(path, data["meta"], learner.init_meta_params(torch.Generator().manual_seed(0)))
-    return data["meta"]
+        check_compatible(path, meta_tree(data), learner.init_meta_params(torch.Generator().manual_seed(0)))
+    return meta_tree(data)

@@ -22,8 +22,9 @@ from ..config.schema import TrainConfig
 from ..errors import ConfigError
 from ..information import describe as describe_information
 from ..meta.evaluate import evaluate_one_shot, write_evaluation
+from ..meta.params import LOG_INNER_LR, flat, nested, tree_map
 from .build import build
-from .checkpoint import CheckpointError, check_compatible, latest_checkpoint, load_checkpoint
+from .checkpoint import CheckpointError, check_compatible, latest_checkpoint, load_checkpoint, meta_tree
 from .resources import check_device
 
 CONFIG_FILE = "config.yaml"
@@ -50,14 +51,16 @@ def format_table(summary: dict) -> str:
 
 
 def assemble_meta(learner, saved: dict, cfg: TrainConfig, path: Path) -> tuple[dict, list[str]]:
-    """The evaluated meta-parameters: the checkpoint's, with ``eval.reinit`` prefixes and parameters the
-    checkpoint lacks (e.g. a feedback matrix when the error module is swapped for e-prop 1) taken from the
-    initialisation. Shapes must agree; returns the names that were initialised."""
-    init = learner.init_meta_params(torch.Generator().manual_seed(cfg.optim.seed))
+    """The evaluated meta-parameters (a tree): the checkpoint's (``saved``, a tree), with ``eval.reinit`` prefixes
+    and parameters the checkpoint lacks (e.g. a feedback matrix when the error module is swapped for e-prop 1)
+    taken from the initialisation. Shapes must agree; returns the flat names that were initialised (the names
+    ``eval.reinit`` matches: ``meta.params.flat``)."""
+    init = flat(learner.init_meta_params(torch.Generator().manual_seed(cfg.optim.seed)))
+    saved = flat(saved)
     reset = [k for k in init if k not in saved or any(k.startswith(p) for p in cfg.eval.reinit)]
     kept = {k: saved[k] for k in init if k not in reset}
-    check_compatible(path, kept, {k: init[k] for k in kept})
-    return {k: (init[k] if k in reset else saved[k]) for k in init}, reset
+    check_compatible(path, nested(kept), nested({k: init[k] for k in kept}))
+    return nested({k: (init[k] if k in reset else saved[k]) for k in init}), reset
 
 
 def evaluate_meta(learner, meta: dict, family, cfg: TrainConfig, out_dir: Path, extra: dict | None = None,
@@ -65,8 +68,8 @@ def evaluate_meta(learner, meta: dict, family, cfg: TrainConfig, out_dir: Path, 
     summary, per_task, example = evaluate_one_shot(learner, meta, family, cfg.eval.n_tasks, cfg.eval.seed,
                                                    cfg.eval.batch_size, progress=progress,
                                                    example=cfg.eval.figures)
-    if "log_inner_lr" in meta:
-        summary["inner_lr"] = float(meta["log_inner_lr"].exp())
+    if LOG_INNER_LR in meta:
+        summary["inner_lr"] = float(meta[LOG_INNER_LR].exp())
     summary["information"] = describe_information(learner.information)  # what the inner rule was given
     summary.update(extra or {})
     write_evaluation(out_dir, summary, per_task, example, family)
@@ -148,8 +151,8 @@ def evaluation_setup(target: str, overrides: list[str] | tuple[str, ...] = ()):
         # the device the run was trained on: a GPU-trained run evaluates on this machine's CPU
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, device="cpu"))
     saved = load_checkpoint(checkpoint)
-    meta, reset = assemble_meta(learner, saved["meta"], cfg, checkpoint)
-    meta = {k: v.to(cfg.run.device) for k, v in meta.items()}
+    meta, reset = assemble_meta(learner, meta_tree(saved), cfg, checkpoint)
+    meta = tree_map(lambda v: v.to(cfg.run.device), meta)
     return cfg, learner, family, meta, reset, checkpoint, int(saved["iteration"])
 
 

@@ -22,7 +22,7 @@ from ..config.schema import MODEL_SECTIONS, TrainConfig
 from ..errors import ConfigError
 from ..messages import escape, os_problem
 from . import distributed, rundir
-from .checkpoint import CheckpointError, check_compatible, latest_checkpoint, load_checkpoint
+from .checkpoint import CheckpointError, check_compatible, latest_checkpoint, load_checkpoint, meta_tree
 from .evaluation import CONFIG_FILE, locate
 from .tracking import RUN_ID_FILE
 
@@ -71,7 +71,7 @@ def initial_meta(cfg: TrainConfig, learner) -> dict | None:
     if not cfg.run.init_from:
         return None
     _, checkpoint = locate(cfg.run.init_from)
-    saved = load_checkpoint(checkpoint)["meta"]
+    saved = meta_tree(load_checkpoint(checkpoint))
     check_compatible(checkpoint, saved, learner.init_meta_params(torch.Generator().manual_seed(cfg.optim.seed)))
     return saved
 

@@ -11,6 +11,7 @@ import sys
 
 import torch
 
+from eprop_l2l.meta.params import flat, nested
 from eprop_l2l.runs import distributed
 from eprop_l2l.runs.build import from_experiment
 
@@ -21,10 +22,10 @@ def meta_gradient(ctx: distributed.Distributed, global_rates: bool = True) -> di
     """``global_rates=False`` regularises each process's own batch-mean rate: the naive split, which differs."""
     learner, family, _ = from_experiment("tiny", "inner.fast_loop=false")
     learner = dataclasses.replace(learner, task_mean=ctx.task_mean if global_rates else None)
-    meta = {k: v.requires_grad_() for k, v in learner.init_meta_params(torch.Generator().manual_seed(3),
-                                                                       torch.float64).items()}
+    meta = flat(learner.init_meta_params(torch.Generator().manual_seed(3), torch.float64))
+    meta = {k: v.requires_grad_() for k, v in meta.items()}
     batch = ctx.shard.take(family.sample(N_TASKS, torch.Generator().manual_seed(4)).to(torch.float64))
-    learner.forward(meta, batch)["loss"].backward()
+    learner.forward(nested(meta), batch)["loss"].backward()
     grads = [meta[k].grad for k in sorted(meta)]
     if ctx.shard.reduce_grads is not None:
         ctx.shard.reduce_grads(grads)
