@@ -22,9 +22,11 @@ def training(**overrides) -> MetaTraining:
     return MetaTraining(**{**dataclasses.asdict(OptimConfig()), **overrides})
 
 
-def test_meta_training_has_no_defaults_of_its_own():
-    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(MetaTraining))
+def test_the_schema_reads_every_outer_loop_default_from_meta_training():
+    # issue 21: the component states its defaults, the schema reads them (no second copy to drift)
     assert {f.name for f in dataclasses.fields(MetaTraining)} == {f.name for f in dataclasses.fields(OptimConfig)}
+    assert dataclasses.asdict(OptimConfig()) == dataclasses.asdict(MetaTraining())
+    assert MetaTraining().n_iterations == 10000 and MetaTraining().lr_schedule == "steps"  # the recipe's
 
 
 def tiny_learner(n_steps=100):

@@ -24,6 +24,7 @@ from ..inner_loop.device import PCMDevice
 from ..inner_loop.objectives import InnerObjective
 from ..meta.evaluate import evaluate_one_shot
 from ..meta.learner import RECIPE_RATES, MetaLearner
+from ..meta.trainer import MetaTraining
 from ..task_families.arm import ArmSines
 from ..units import DEFAULT_STEP_MS
 
@@ -158,22 +159,25 @@ class DeviceConfig:
 
 @dataclass
 class OptimConfig:
-    """The outer loop (meta-training): Adam with clipping and step decay, periodic validation."""
+    """The outer loop (meta-training): Adam with clipping and step decay, periodic validation. Every default is
+    :class:`~eprop_l2l.meta.trainer.MetaTraining`'s."""
 
-    n_iterations: int = 10000
-    batch_size: int = 100  # tasks per meta-iteration, split over distributed processes
-    lr: float = 1e-3
-    lr_decay: float = 0.99
-    lr_decay_every: int = 500
-    clip_norm: float = 1.0  # 0 disables clipping
-    validate_every: int = 50
-    n_validation_tasks: int = 64
-    validation_seed: int = 999
-    seed: int = 0  # the training task stream and the initial meta-parameters
-    max_nonfinite: int = 10  # abort after this many non-finite steps in a row
-    budget_minutes: float = 0.0  # CPU minutes of the whole training, resumes included; 0 = none
-    lr_schedule: str = "steps"  # steps: ×lr_decay every lr_decay_every | budget: lr·lr_end^(budget fraction)
-    lr_end: float = 0.1  # lr_schedule=budget: the fraction of lr left when the budget is spent
+    n_iterations: int = component_default(MetaTraining, "n_iterations")
+    batch_size: int = component_default(MetaTraining, "batch_size")  # tasks per meta-iteration, all processes
+    lr: float = component_default(MetaTraining, "lr")
+    lr_decay: float = component_default(MetaTraining, "lr_decay")
+    lr_decay_every: int = component_default(MetaTraining, "lr_decay_every")
+    clip_norm: float = component_default(MetaTraining, "clip_norm")  # 0 disables clipping
+    validate_every: int = component_default(MetaTraining, "validate_every")
+    n_validation_tasks: int = component_default(MetaTraining, "n_validation_tasks")
+    validation_seed: int = component_default(MetaTraining, "validation_seed")
+    seed: int = component_default(MetaTraining, "seed")  # the training task stream and the initial meta-parameters
+    max_nonfinite: int = component_default(MetaTraining, "max_nonfinite")  # non-finite steps in a row, then abort
+    # CPU minutes of the whole training, resumes included; 0 = none
+    budget_minutes: float = component_default(MetaTraining, "budget_minutes")
+    # steps: ×lr_decay every lr_decay_every | budget: lr·lr_end^(budget fraction)
+    lr_schedule: str = component_default(MetaTraining, "lr_schedule")
+    lr_end: float = component_default(MetaTraining, "lr_end")  # lr_schedule=budget: the fraction of lr left
 
 
 @dataclass

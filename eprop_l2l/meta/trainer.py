@@ -21,29 +21,29 @@ from .learner import NOISE_SEED_OFFSET, run_learner
 
 @dataclass(frozen=True)
 class MetaTraining:
-    """The validated settings of the outer loop. No defaults here: the one place they are stated is the run
-    schema (``config.schema.OptimConfig``, documented in docs/hyperparameters.md), from which ``runs.build``
-    constructs this record (``MetaTraining(**asdict(cfg.optim))``)."""
+    """The validated settings of the outer loop, with their defaults (the authors' e-prop 2 setting,
+    docs/hyperparameters.md): the one place they are stated. The run schema (``config.schema.OptimConfig``) reads
+    them with ``component_default``, and ``runs.build`` constructs this record from it."""
 
-    n_iterations: int
-    batch_size: int
-    lr: float
-    lr_decay: float  # multiply the learning rate by this every ``lr_decay_every`` iterations
-    lr_decay_every: int
-    clip_norm: float  # 0 disables clipping
-    validate_every: int
-    n_validation_tasks: int
-    validation_seed: int
-    seed: int
-    max_nonfinite: int
+    n_iterations: int = 10000
+    batch_size: int = 100  # tasks per meta-iteration, split over distributed processes
+    lr: float = 1e-3
+    lr_decay: float = 0.99  # multiply the learning rate by this every ``lr_decay_every`` iterations
+    lr_decay_every: int = 500
+    clip_norm: float = 1.0  # 0 disables clipping
+    validate_every: int = 50
+    n_validation_tasks: int = 64
+    validation_seed: int = 999
+    seed: int = 0  # the training task stream and the initial meta-parameters
+    max_nonfinite: int = 10  # abort after this many non-finite steps in a row
     # The compute budget of the whole training, in CPU minutes of this process summed over every invocation
     # (resumes included); training stops when it is spent. 0 = no budget (n_iterations alone).
-    budget_minutes: float
+    budget_minutes: float = 0.0
     # "steps": the rate is multiplied by lr_decay every lr_decay_every applied steps. "budget": it follows the
     # fraction f of budget_minutes spent, lr · lr_end**f, so that every run anneals fully within its budget
     # whatever its speed per iteration (equal-compute comparisons).
-    lr_schedule: str
-    lr_end: float
+    lr_schedule: str = "steps"
+    lr_end: float = 0.1  # lr_schedule=budget: the fraction of lr left when the budget is spent
 
     def __post_init__(self):
         require_count("meta.n_iterations", self.n_iterations, minimum=0)

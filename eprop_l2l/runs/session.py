@@ -22,13 +22,17 @@ from .checkpoint import latest_checkpoint, restore, save_checkpoint
 from .rundir import HISTORY, write_atomic
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SessionOptions:
-    checkpoint_every: int = 100  # iterations between checkpoints
-    keep: int = 3  # checkpoints kept
-    minutes: float = 0.0  # wall-clock budget; 0 = none
-    resume: bool = True  # continue from the run directory's latest checkpoint if there is one
-    progress: bool = True  # progress bar with the live meta-loss
+    """How one session of a run is kept. The values come from the run's config (``config.schema.RunConfig``
+    states their defaults, the one place: this layer sits above the schema, so the schema cannot read them
+    here)."""
+
+    checkpoint_every: int  # iterations between checkpoints
+    keep: int  # checkpoints kept
+    minutes: float  # wall-clock budget; 0 = none
+    progress: bool  # progress bar with the live meta-loss
+    resume: bool = True  # continue from the run directory's latest checkpoint if there is one (a session's own)
 
 
 class _StopFlag:
@@ -60,7 +64,7 @@ def _write_history(path: Path, history: list[dict]):
     return hashlib.sha256(text.encode())
 
 
-def run_session(learner, family, config: MetaTraining, run_dir: str | Path, options: SessionOptions = SessionOptions(),
+def run_session(learner, family, config: MetaTraining, run_dir: str | Path, options: SessionOptions,
                 device: str | torch.device = "cpu", log: Callable[[dict], None] | None = None,
                 shard: Shard | None = None, checkpoint_extra: dict | None = None,
                 init_meta: dict | None = None) -> tuple[MetaTrainingState, str]:
