@@ -73,6 +73,12 @@ class _Schedule:
                     "signal": np.zeros(shape)}
         self.psi_fifo = {}
 
+    def _reset(self):
+        """The neuron state between the demonstration and the test trial (both models keep v, ref and z)."""
+        self.v = np.zeros_like(self.v)
+        self.ref = np.zeros_like(self.ref)
+        self.z = np.zeros_like(self.z)
+
     def run_spk(self) -> None:
         if not hasattr(self, "rec"):
             self._setup()
@@ -137,11 +143,6 @@ class PyEpropLearnerNeuronFloat(_Schedule, LearningNeuronModelFloat):
     def _psi_value(psi):
         return psi
 
-    def _reset(self):
-        self.v = np.zeros_like(self.v)
-        self.ref = np.zeros_like(self.ref)
-        self.z = np.zeros_like(self.z)
-
     @staticmethod
     def _spikes(z):
         return z.astype(float)
@@ -194,11 +195,6 @@ class PyEpropLearnerNeuronFixed(_Schedule, LearningNeuronModelFixed):
 
     def _psi_value(self, psi_int):
         return psi_int * self.psi_unit
-
-    def _reset(self):
-        self.v = np.zeros_like(self.v)
-        self.ref = np.zeros_like(self.ref)
-        self.z = np.zeros_like(self.z)
 
     @staticmethod
     def _spikes(z):
