@@ -12,6 +12,8 @@ started can be ended together if it has to be stopped::
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -21,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]  # the source checkout holding eprop_l2l/ and .venv-lava/
 MODULE = "eprop_l2l.hardware.lava.run"
 ENV_VAR = "EPROP_L2L_LAVA_PYTHON"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class LavaUnavailable(Exception):
@@ -49,13 +52,20 @@ def run(args: list[str], timeout: float | None = None, python: Path | None = Non
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     pipe = subprocess.PIPE if capture else None
     proc = subprocess.Popen(command(args, python), env=env, stdout=pipe, stderr=pipe, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_end_with_parent)
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException:
         _end_session(proc)
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _end_with_parent() -> None:
+    """In the child, before ``exec``: SIGTERM to it when this process dies, even by ``kill -9`` (Linux
+    ``prctl(PR_SET_PDEATHSIG)``; elsewhere nothing), so that no orphan runs on and writes its results later."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _end_session(proc: subprocess.Popen) -> None:
