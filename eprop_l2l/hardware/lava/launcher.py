@@ -68,19 +68,22 @@ def _end_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _end_session(proc: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)  # the program's own session (start_new_session): nothing else is in it
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=10)
-            if sig == signal.SIGTERM:
-                os.killpg(proc.pid, signal.SIGKILL)  # its Lava runtime processes, if any outlived it
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            continue
-        return
+def _end_session(proc: subprocess.Popen, grace: float = 10.0, again: float = 1.0) -> None:
+    """SIGTERM to the program alone (it stops its Lava runtimes in its ``finally`` blocks; signalled too, the
+    runtime's forked processes would each print the program's ``SystemExit``), once more after ``again`` seconds
+    (a ``SystemExit`` raised while the program forks a runtime process is swallowed by the fork's callbacks),
+    then, after at most ``grace`` seconds, SIGKILL to whatever is left of its session (its own:
+    ``start_new_session``; nothing else is in it)."""
+    for wait in (again, grace - again):
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=wait)
+        if proc.returncode is not None:
+            break
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the runtime processes, if any outlived it (or it did not stop)
+    proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
