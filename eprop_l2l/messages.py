@@ -65,9 +65,9 @@ def one_line(message: str, limit: int = LINE_LIMIT) -> str:
 
 
 _WAY_OUT = {
-    errno.ENOSPC: "no space left on the file system: free space or choose a run.dir on another file system",
-    errno.EDQUOT: "disk quota exceeded: free space or choose a run.dir on another file system",
-    errno.EROFS: "read-only file system: choose a writable run.dir",
+    errno.ENOSPC: "no space left on the file system: free space or choose a {place} on another file system",
+    errno.EDQUOT: "disk quota exceeded: free space or choose a {place} on another file system",
+    errno.EROFS: "read-only file system: choose a writable {place}",
     errno.EACCES: "permission denied: choose a directory you may write (or fix its permissions)",
     errno.EPERM: "operation not permitted: choose a directory you may write (or fix its permissions)",
     errno.ENOTDIR: "a part of the path is a file, not a directory: choose another path",
@@ -77,15 +77,18 @@ _WAY_OUT = {
     errno.EEXIST: "already exists",
     errno.EMFILE: "too many open files: raise the limit (ulimit -n)",
     errno.ENFILE: "too many open files on the system",
-    errno.EIO: "input/output error: the disk or file system failed; check it, or choose another run.dir",
+    errno.EIO: "input/output error: the disk or file system failed; check it, or choose another {place}",
     errno.ELOOP: "too many symbolic links in the path",
     errno.EBUSY: "device or resource busy",
 }
 
 
-def os_problem(err: OSError, doing: str = "") -> str:
-    """``OSError`` as one line: what was being done, on which path, the problem and the way out."""
+def os_problem(err: OSError, doing: str = "", place: str = "run.dir") -> str:
+    """``OSError`` as one line: what was being done, on which path, the problem and the way out; ``place`` is
+    the option the user chose the location with (``run.dir`` for train and evaluate, ``--out`` for the commands
+    that write an output)."""
     name = errno.errorcode.get(err.errno or 0, "")
-    problem = _WAY_OUT.get(err.errno or 0) or (err.strerror or str(err) or type(err).__name__)
+    way_out = _WAY_OUT.get(err.errno or 0)
+    problem = way_out.format(place=place) if way_out else (err.strerror or str(err) or type(err).__name__)
     what = " ".join(w for w in (doing, shown_path(err.filename) if err.filename not in (None, "") else "") if w)
     return (f"{what}: " if what else "") + problem + (f" ({name})" if name else "")

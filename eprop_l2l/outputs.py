@@ -7,15 +7,23 @@
 * An output file (``plot --out FILE.png``) never replaces an existing file other than an earlier output of the
   same command, and never a file that a run directory's manifest records.
 * The parent must exist and be writable.
+* One writer at a time: :func:`claim` holds an exclusive ``flock`` on ``.NAME.lock`` beside the output for the
+  whole command (released on exit, also on ``kill -9``: the kernel drops a flock with its file descriptor); a
+  second writer of the same ``--out`` is refused at once. Holding it, the command removes the staging folders
+  (``.NAME.tmp-XXXXXXXX``) that killed writers of the same output left behind, and nothing else.
 
 Torch-free (standard library only), so that the Lava program, which runs without torch, applies the same policy.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Callable
+import re
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import ConfigError
@@ -98,3 +106,107 @@ def check_output_file(out: str | Path, key: str = "--out", previous_name: str | 
             raise OutputError(key, f"{out} exists: nothing existing is replaced (choose a new file)")
     _writable_parent(key, out)
     return out
+
+
+# ------------------------------------------------------------------------------------------------ one writer
+
+
+class Busy(Exception):
+    """The lock file is held by another process: ``holders`` are their pids (empty when unknown)."""
+
+    def __init__(self, holders: list[int]):
+        super().__init__(", ".join(map(str, holders)))
+        self.holders = holders
+
+
+def holders(path: Path) -> list[int]:
+    """Processes holding a flock on ``path`` (Linux ``/proc/locks``), else the pid its holder wrote into it."""
+    pids = []
+    try:
+        inode = path.stat().st_ino
+        for line in Path("/proc/locks").read_text().splitlines():
+            parts = line.split()
+            if len(parts) > 5 and parts[1] == "FLOCK" and parts[5].rsplit(":", 1)[-1] == str(inode):
+                pids.append(int(parts[4]))
+    except (OSError, ValueError):
+        pass
+    if not pids:
+        with contextlib.suppress(OSError, ValueError):
+            pids = [int(path.read_text().split()[0])]
+    return sorted(set(p for p in pids if p != os.getpid())) or pids
+
+
+def lock_file(path: Path, what: str) -> int:
+    """An exclusive, non-blocking flock on ``path`` (created), which then names this process and ``what`` it
+    is; returns the file descriptor (closing it releases the lock), or raises :class:`Busy`."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise Busy(holders(Path(path))) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {what}\n".encode(), 0)
+    return fd
+
+
+# mkdtemp's names: PREFIX + 8 characters of [a-z0-9_] (+ a suffix); ``.NAME.tmp-`` is the staging prefix of NAME
+_STAGING_TAIL = r"\.tmp-[a-z0-9_]{8}(\.[A-Za-z0-9]+)?"
+
+
+def staging_prefix(out: Path) -> str:
+    """The prefix of the staging folders (or files) of ``out``, created beside it."""
+    return f".{Path(out).name}.tmp-"
+
+
+def _stale_staging(out: Path) -> list[Path]:
+    parent = out.resolve().parent
+    names = {out.name, out.resolve().name} - {"", ".", ".."}
+    pattern = re.compile("|".join(rf"\.{re.escape(n)}{_STAGING_TAIL}" for n in names)) if names else None
+    try:
+        return sorted(p for p in parent.iterdir() if pattern is not None and pattern.fullmatch(p.name))
+    except OSError:
+        return []
+
+
+@contextlib.contextmanager
+def claim(out: str | Path, key: str = "--out", what: str = "an eprop-l2l command") -> Iterator[Path]:
+    """Hold the lock of the output ``out`` while the block runs (see the module): a second writer is refused in
+    one line naming ``key``; stale staging folders of ``out`` are removed. Where the parent is missing or not
+    writable nothing is locked: the policy's check inside the block refuses ``out`` in its own words."""
+    out = Path(out)
+    parent = out.resolve().parent
+    name = out.resolve().name
+    if not name or not parent.is_dir() or not os.access(parent, os.W_OK):
+        yield out
+        return
+    path = parent / f".{name}.lock"
+    while True:
+        try:
+            fd = lock_file(path, what)
+        except Busy as busy:
+            who = f"process {busy}" if busy.holders else "another process"
+            raise OutputError(key, f"{out} is being written by {who} ({what}); wait for it to finish, stop it, "
+                              f"or choose another {key}") from None
+        try:  # the lock file may have been removed by the holder that released it: lock the one that is there
+            if os.fstat(fd).st_ino == path.stat().st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        for stale in _stale_staging(out):  # every writer of ``out`` holds this lock: these writers are gone
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+        yield out
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # before the release, so that no later writer locks a file that is about to go
+        os.close(fd)

@@ -7,13 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config.comparison import load_config
+from ..outputs import claim
 from ..runs.rule_comparison import compare, markdown
+from .guards import faults_naming, interrupt_on_terminate
 
 
 def main(preset: str, overrides: list[str], out: str | None) -> int:
+    """SIGTERM, like Ctrl-C, ends the worker processes (``isolate=true``) and leaves ``--out`` as it was; one
+    comparison writes an ``--out`` at a time."""
     config = load_config(preset, overrides)
     out_dir = Path(out or f"runs/compare/{Path(preset).stem}")
-    results = compare(config, out_dir)
+    with interrupt_on_terminate(), faults_naming("--out"), claim(out_dir, "--out", "an eprop-l2l compare"):
+        results = compare(config, out_dir)
     print(markdown(config, results["summary"]), end="")
     print(f"results: {out_dir.resolve()}/results.{{md,json}}, learning_curves.png")
     return 0

@@ -7,11 +7,17 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..runs.plots import plot_curves, read_history, runs_of, summary_rows, summary_tables
+from .guards import faults_naming
 
 
 def plot(target: str, out: str | None = None) -> int:
     """``eprop-l2l plot``: training curves of a run directory, or the summary of a multirun directory
     (``summary.md``, ``summary.csv``, in the multirun directory or ``out``)."""
+    with faults_naming("--out"):
+        return _plot(target, out)
+
+
+def _plot(target: str, out: str | None) -> int:
     path = Path(target)
     if not path.is_dir():
         raise ConfigError(str(path), "no such run or multirun directory")

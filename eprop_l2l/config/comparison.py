@@ -32,6 +32,12 @@ from ..units import DEFAULT_STEP_MS
 from .compose import config_error_line
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# the largest value of each count (checked before anything is built, as train checks config.schema.LIMITS): a
+# comparison runs on one CPU core per rule, so these are far above anything that finishes, and far below what
+# would allocate or loop for ever without a word
+LIMITS = {"iterations": 1_000_000, "batch_size": 100_000, "eval_batch": 100_000, "eval_every": 1_000_000,
+          "max_pattern_length": 10_000, "seeds": 1_000, "rules": 100, "cell.n_rec": 100_000,
+          "task.n_steps": 1_000_000, "task.n_in": 100_000, "task.n_out": 100_000}
 # the command line's short prefixes of the three field mappings: task.n_bits=3 is task_fields.n_bits=3
 FIELD_GROUPS = {"task": "task_fields", "cell": "cell_fields", "readout": "readout_fields"}
 
@@ -60,6 +66,7 @@ class CompareConfig:
     max_pattern_length: int = 40
     isolate: bool = False
     dtype: str = "float32"
+    memory_check: bool = True  # refuse up front a comparison whose estimate exceeds the available memory
 
     def __post_init__(self):
         for key in FIELD_GROUPS.values():
@@ -79,7 +86,9 @@ class CompareConfig:
         require_non_negative("reg_target_hz", self.reg_target_hz)
         require_non_negative("solve_threshold", self.solve_threshold)
         require_count("max_pattern_length", self.max_pattern_length)
-        for key in ("curriculum", "isolate"):
+        for key in ("iterations", "batch_size", "eval_batch", "eval_every", "max_pattern_length"):
+            _require_at_most(key, getattr(self, key))
+        for key in ("curriculum", "isolate", "memory_check"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(key, f"must be true or false, got {getattr(self, key)!r}")
         if self.dtype not in DTYPES:
@@ -88,9 +97,11 @@ class CompareConfig:
         if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
             raise ConfigError("seeds", f"must be one or more integers >= 0, got {self.seeds!r}")
         object.__setattr__(self, "seeds", seeds)
+        _require_at_most("seeds", len(seeds), "seeds")
         rules = split_rules(self.rules) if isinstance(self.rules, str) else list(self.rules)
         if not rules:
             raise ConfigError("rules", "name at least one rule")
+        _require_at_most("rules", len(rules), "rules")
         specs = tuple(parse_rule(r) for r in rules)
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
@@ -98,7 +109,9 @@ class CompareConfig:
         object.__setattr__(self, "rules", specs)
         if self.curriculum and self.task != "copy_repeat":
             raise ConfigError("curriculum", f"grows copy-repeat's pattern length; task is {self.task!r}")
-        family = self.family()  # validates the task fields
+        family = self.family()  # validates the task fields (a family is a record: its trials are drawn later)
+        _check_family_size(family, self.task_fields)
+        _require_at_most("cell.n_rec", self.cell_fields.get("n_rec", 0))
         for spec in specs:
             network = self.network(family, spec)  # validates the cell fields
             if spec.kind == "rtrl":
@@ -132,6 +145,27 @@ class CompareConfig:
         out["rules"] = [dataclasses.asdict(s) for s in self.rules]
         out["seeds"] = list(self.seeds)
         return out
+
+
+def _require_at_most(key: str, value, what: str | None = None) -> None:
+    limit = LIMITS[key]
+    if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+        counted = f"{value:,} {what}" if what else f"{value:,}"
+        raise ConfigError(key, f"{counted} is above the limit of {limit:,} (a comparison of that size would not "
+                          "finish)")
+
+
+def _check_family_size(family, task_fields: dict) -> None:
+    """The trial length and the input and output sizes the task fields lead to, named by the fields that set
+    them (``task.n_steps`` is derived in most families: ``pattern_length``, ``frame_steps``, ...)."""
+    numbers = {k: v for k, v in task_fields.items() if isinstance(v, int) and not isinstance(v, bool)}
+    for size in ("n_steps", "n_in", "n_out"):
+        value = getattr(family, size, None)
+        limit = LIMITS[f"task.{size}"]
+        if isinstance(value, int) and value > limit:
+            culprit = size if size in numbers else max(numbers, key=numbers.get, default=size)
+            raise ConfigError(f"task.{culprit}", f"a trial of {size} = {value:,} is above the limit of {limit:,} "
+                              f"(lower task.{culprit})")
 
 
 # ------------------------------------------------------------------------------------------------ presets

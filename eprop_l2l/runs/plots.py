@@ -6,15 +6,19 @@ differ between the runs → held-out metrics — as Markdown and CSV. ``eprop-l2
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
+import os
+import tempfile
 from pathlib import Path
 
 from ..config.compose import config_from_yaml
 from ..errors import ConfigError
-from ..outputs import check_output_file
+from ..outputs import check_output_file, claim, staging_prefix
+from .rundir import _umask
 
 CURVES = "training_curves.png"
 SUMMARY_COLUMNS = ("iterations", "mse_cart_before", "mse_cart_after", "mse_motor_after", "hand_rmse_after",
@@ -28,6 +32,9 @@ def read_history(run_dir: Path) -> list[dict]:
     except OSError:
         raise ConfigError(str(run_dir), "no history.jsonl: not a run directory (nor a multirun directory of runs)") \
             from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(path), f"not a text file (binary data at byte {err.start}): a run's history is one "
+                          "JSON record per line") from None
     except json.JSONDecodeError as err:
         raise ConfigError(str(path), f"unreadable line ({err.msg})") from None
 
@@ -59,8 +66,6 @@ def plot_curves(run_dir: Path, out: Path | None = None) -> tuple[Path, dict]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     history = read_history(run_dir)
     if not history:
         raise ConfigError(str(Path(run_dir) / "history.jsonl"), "empty: no meta-iteration recorded yet")
@@ -69,7 +74,16 @@ def plot_curves(run_dir: Path, out: Path | None = None) -> tuple[Path, dict]:
     if out.suffix.lower() != ".png":
         out = out / CURVES
     out.parent.mkdir(parents=True, exist_ok=True)
-    check_output_file(out, "--out", previous_name=CURVES)  # never over a run's own files
+    with claim(out, "--out", "an eprop-l2l plot"):  # one writer of the file at a time
+        check_output_file(out, "--out", previous_name=CURVES)  # never over a run's own files
+        _draw(run_dir, history, data, out)
+    return out, data
+
+
+def _draw(run_dir: Path, history: list[dict], data: dict, out: Path) -> None:
+    """The figure, staged in a temporary file beside ``out`` and renamed into place (never half-written)."""
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     logs = {"meta-loss", "MSE_cart", "MSE_motor (rad/s)²", "meta-learned inner η"}
     for ax, (name, panel) in zip(axes.flat, data.items(), strict=True):
@@ -88,9 +102,18 @@ def plot_curves(run_dir: Path, out: Path | None = None) -> tuple[Path, dict]:
         ax.legend(fontsize=8)
     fig.suptitle(f"{run_dir}: {len(history)} meta-iterations")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out, data
+    fd, staged = tempfile.mkstemp(prefix=staging_prefix(out), suffix=".png", dir=out.parent)
+    os.close(fd)
+    try:
+        fig.savefig(staged, dpi=100, format="png")
+        os.chmod(staged, 0o666 & ~_umask())
+        os.replace(staged, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
+        raise
+    finally:
+        plt.close(fig)
 
 
 def _flat(record: dict, prefix: str = "") -> dict:

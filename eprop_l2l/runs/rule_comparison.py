@@ -28,6 +28,8 @@ import json
 import math
 import os
 import resource
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,10 +37,12 @@ from pathlib import Path
 import torch
 
 from ..config.comparison import DTYPES, CompareConfig
+from ..errors import ConfigError
 from ..inner_loop.losses import Loss
 from ..inner_loop.metrics import classification_error, normalised_mse
 from ..inner_loop.regularization import RateRegularizer
 from ..inner_loop.rules import RuleRunner, RuleSpec
+from ..outputs import staging_prefix
 
 
 # ------------------------------------------------------------------------------------------ measurement
@@ -170,6 +174,43 @@ def run_rule(config: CompareConfig, spec: RuleSpec, seed: int) -> dict:
     return out
 
 
+WEIGHT_COPIES = 8  # parameters, leaves, gradients, Adam's two moments, the rule's working copies
+ACTIVATION_COPIES = 12  # per trial, time step and unit (LSTM: per gate), kept for the backward pass
+
+
+def memory_estimate(config: CompareConfig) -> tuple[float, str]:
+    """A lower estimate of the bytes one (rule, seed) needs, and the key to lower first: the weights
+    (gates · n_rec · (n_in + n_rec)) and the activations of a training and a held-out batch."""
+    family = config.family()
+    n_rec = config.cell_fields.get("n_rec", 32)
+    gates = 4 if config.cell == "lstm" else 1
+    itemsize = DTYPES[config.dtype].itemsize
+    weights = WEIGHT_COPIES * (gates * n_rec * (family.n_in + n_rec + 1) + family.n_out * (n_rec + 1))
+    trial = family.n_steps * (gates * n_rec + family.n_in + family.n_out)
+    activations = ACTIVATION_COPIES * config.batch_size * trial + config.eval_batch * trial
+    key = "cell.n_rec" if weights >= activations else \
+        "batch_size" if config.batch_size * ACTIVATION_COPIES >= config.eval_batch else "eval_batch"
+    return float(itemsize * (weights + activations)), key
+
+
+def check_memory(config: CompareConfig) -> None:
+    """Refuse (one line naming the key) a comparison whose estimate exceeds the memory available, before any
+    compute (``memory_check=false`` tries anyway)."""
+    from .resources import FIXED_BYTES, _format, available_memory
+
+    found = available_memory("cpu") if config.memory_check else None
+    if found is None:
+        return
+    available, source = found
+    need, key = memory_estimate(config)
+    need += FIXED_BYTES
+    if need > available:
+        others = ", ".join(k for k in ("cell.n_rec", "batch_size", "task.<trial length>") if k != key)
+        raise ConfigError(key, f"one rule needs about {_format(need)} of memory (weights and a batch's "
+                          f"activations), {_format(available)} {source}; lower {key} (or {others}), or set "
+                          "memory_check=false to try anyway")
+
+
 def _run_isolated(config: CompareConfig, spec: RuleSpec, seed: int) -> dict:
     import multiprocessing
 
@@ -258,9 +299,12 @@ def figure(path: Path, config: CompareConfig, runs: list[dict]) -> None:
 
 def compare(config: CompareConfig, out_dir: str | Path, progress: bool = True) -> dict:
     """Run every rule of ``config`` for every seed; write ``results.{json,md}`` and ``learning_curves.png``
-    into ``out_dir`` (created; existing files of these names are replaced) and return the results."""
+    into ``out_dir`` (created; existing files of these names are replaced) and return the results. Nothing is
+    written before every run has finished: an interrupted comparison leaves ``out_dir`` as it was."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError("--out", f"{out} is a file, not a directory")
+    check_memory(config)
     runs = []
     for spec in config.rules:
         for seed in config.seeds:
@@ -272,10 +316,24 @@ def compare(config: CompareConfig, out_dir: str | Path, progress: bool = True) -
                       f"loss {run['final_loss']:.4g}, {run['wall_s']:.1f} s{extra}", flush=True)
     rows = summarise(config, runs)
     results = {"config": config.to_dict(), "summary": rows, "runs": runs}
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "results.md").write_text(markdown(config, rows))
-    figure(out / "learning_curves.png", config, runs)
+    _write(out, results, markdown(config, rows), config, runs)
     return results
+
+
+def _write(out: Path, results: dict, table: str, config: CompareConfig, runs: list[dict]) -> None:
+    """The three files, staged in a folder beside ``out`` (``.NAME.tmp-*``) and then renamed into it, so that
+    an interruption leaves no half-written file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(out), dir=out.parent))
+    try:
+        (staging / "results.json").write_text(json.dumps(results, indent=1))
+        (staging / "results.md").write_text(table)
+        figure(staging / "learning_curves.png", config, runs)
+        out.mkdir(exist_ok=True)
+        for name in ("results.json", "results.md", "learning_curves.png"):
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def report(out_dir: str | Path) -> str:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..messages import shown, shown_path
+from ..outputs import Busy, lock_file
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"
@@ -119,23 +120,6 @@ def remove_orphans(run_dir: Path) -> None:
 # ------------------------------------------------------------------------------------------------ the lock
 
 
-def _holders(path: Path) -> list[int]:
-    """Processes holding a flock on ``path`` (Linux ``/proc/locks``), else the pid its holder wrote into it."""
-    pids = []
-    try:
-        inode = path.stat().st_ino
-        for line in Path("/proc/locks").read_text().splitlines():
-            parts = line.split()
-            if len(parts) > 5 and parts[1] == "FLOCK" and parts[5].rsplit(":", 1)[-1] == str(inode):
-                pids.append(int(parts[4]))
-    except (OSError, ValueError):
-        pass
-    if not pids:
-        with contextlib.suppress(OSError, ValueError):
-            pids = [int(path.read_text().split()[0])]
-    return sorted(set(p for p in pids if p != os.getpid())) or pids
-
-
 class RunLock:
     """Exclusive lock of a run directory for the lifetime of the writing process (released on exit, also on
     ``kill -9``: the kernel drops a flock with its file descriptor). A second writer is refused at once."""
@@ -148,21 +132,12 @@ class RunLock:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            holders = _holders(path)
-            who = f"process {', '.join(map(str, holders))}" if holders else "another process"
+            fd = lock_file(path, what)
+        except Busy as busy:
+            who = f"process {busy}" if busy.holders else "another process"
             raise RunDirError(f"run.dir: {shown_path(run_dir)} is in use by {who} (an eprop-l2l train writing it); "
                               "wait for it to finish, stop it, or choose another run.dir") from None
-        except BaseException:
-            os.close(fd)
-            raise
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {what}\n".encode(), 0)
         return cls(run_dir, fd)
 
     def release(self) -> None:

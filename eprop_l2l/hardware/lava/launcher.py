@@ -12,6 +12,8 @@ started can be ended together if it has to be stopped::
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -21,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]  # the source checkout holding eprop_l2l/ and .venv-lava/
 MODULE = "eprop_l2l.hardware.lava.run"
 ENV_VAR = "EPROP_L2L_LAVA_PYTHON"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class LavaUnavailable(Exception):
@@ -49,7 +52,7 @@ def run(args: list[str], timeout: float | None = None, python: Path | None = Non
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     pipe = subprocess.PIPE if capture else None
     proc = subprocess.Popen(command(args, python), env=env, stdout=pipe, stderr=pipe, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_end_with_parent)
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException:
@@ -58,19 +61,29 @@ def run(args: list[str], timeout: float | None = None, python: Path | None = Non
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def _end_session(proc: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)  # the program's own session (start_new_session): nothing else is in it
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=10)
-            if sig == signal.SIGTERM:
-                os.killpg(proc.pid, signal.SIGKILL)  # its Lava runtime processes, if any outlived it
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            continue
-        return
+def _end_with_parent() -> None:
+    """In the child, before ``exec``: SIGTERM to it when this process dies, even by ``kill -9`` (Linux
+    ``prctl(PR_SET_PDEATHSIG)``; elsewhere nothing), so that no orphan runs on and writes its results later."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _end_session(proc: subprocess.Popen, grace: float = 10.0, again: float = 1.0) -> None:
+    """SIGTERM to the program alone (it stops its Lava runtimes in its ``finally`` blocks; signalled too, the
+    runtime's forked processes would each print the program's ``SystemExit``), once more after ``again`` seconds
+    (a ``SystemExit`` raised while the program forks a runtime process is swallowed by the fork's callbacks),
+    then, after at most ``grace`` seconds, SIGKILL to whatever is left of its session (its own:
+    ``start_new_session``; nothing else is in it)."""
+    for wait in (again, grace - again):
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=wait)
+        if proc.returncode is not None:
+            break
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the runtime processes, if any outlived it (or it did not stop)
+    proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
