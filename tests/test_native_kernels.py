@@ -7,6 +7,7 @@ import dataclasses
 import os
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -276,3 +277,18 @@ def test_native_pseudo_derivative_and_its_gradient_equal_the_torch_formula(kind,
         if b is not None:
             assert relative_error(a, b) <= 1e-13
     torch.autograd.gradgradcheck(lambda v: cell.psi(params, states._replace(v=v)), (leaves[0],))
+
+
+def test_a_stale_lock_is_cleared_before_loading_an_existing_build_too(tmp_path, monkeypatch):
+    """torch takes the build lock even where the binary is already built (it re-checks the build): a killed
+    process's lock blocked every later load (seen: tests waiting for 20 minutes), so it is cleared there too."""
+    import torch.utils.cpp_extension as cpp
+
+    monkeypatch.setattr(cpp, "_get_build_directory", lambda name, verbose: str(tmp_path))
+    monkeypatch.setattr(cpp, "load", lambda **kwargs: "loaded")
+    cleared = []
+    monkeypatch.setattr(native, "clear_stale_lock", lambda build_dir: cleared.append(Path(build_dir)))
+    name_so = tmp_path / "anything.so"
+    name_so.touch()  # a build dir that holds a binary (the name is not checked by the stubs)
+    assert native._load.__wrapped__() == "loaded"
+    assert cleared == [tmp_path]

@@ -58,8 +58,9 @@ def _load():
     digest = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode() + " ".join(cflags).encode())
     name = f"eprop_l2l_kernels_{digest.hexdigest()[:12]}"
     build_dir = Path(_get_build_directory(name, verbose=False))
+    # torch takes the lock even where the binary exists (it re-checks the build), so a stale one blocks a load too
+    clear_stale_lock(build_dir)
     if not (build_dir / f"{name}.so").exists():
-        clear_stale_lock(build_dir)
         print(f"eprop-l2l: building the native time loops (once per machine, ~30 s): {SOURCE.name}", file=sys.stderr)
     return load(name=name, sources=[str(SOURCE)], extra_cflags=cflags, verbose=False)
 
