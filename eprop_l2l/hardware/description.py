@@ -8,8 +8,10 @@ schema: the torch side (:mod:`.rule`: :func:`~.rule.describe`, the files, the re
 ``cells`` imports torch when it is imported, and :func:`.rule.learner_neurons` turns them back into specs.
 
 ``from_dict`` refuses a missing, unknown or mistyped key with one :class:`ExportError` line naming the file and
-the key's path (``rule.json: plastic[1].trace.decay: must be a number, got 'x'``). ``docs/export.md`` explains
-every field.
+the key's path (``rule.json: plastic[1].trace.decay: must be a number, got 'x'``), and what is physically
+impossible (:func:`check_physical`: a non-finite number, a decay outside (0, 1), η ≤ 0, ...) the same way; the
+neuron and readout records inside are held to their specs' keys (:data:`NEURON_KEYS`, :data:`READOUT_KEYS`).
+The files around it are read by :mod:`.reader`. ``docs/export.md`` explains every field.
 
 One name per quantity: the inner learning rate is :attr:`RuleDescription.inner_lr` (config ``inner.lr``), as in
 the rest of the package. Its key in the file is ``eta`` (η of the update ``W ← W − η·tag``), as it has been since
@@ -20,6 +22,7 @@ maps field names to file keys.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 
@@ -34,6 +37,13 @@ MODULE_WEIGHTS = ("em_w_in", "em_w_rec", "em_proj")
 NUMBER_KINDS = ("float32", "fixed")
 # a record's field → its key in rule.json, where the two differ
 FILE_KEYS = {"inner_lr": "eta"}
+# the keys of NeuronSpec.to_dict() and ReadoutSpec.to_dict() (eprop_l2l.cells.spec; ``cells`` imports torch),
+# the derived decays last: tests/test_artefact_reader.py pins them to the specs' fields
+NEURON_KEYS = ("model", "n", "dt_ms", "tau_m_ms", "v_th", "n_ref", "input_scale", "surrogate", "gamma_pd",
+               "tau_a_ms", "beta", "n_adaptive", "reset", "refractory", "alpha", "rho")
+NEURON_REQUIRED = NEURON_KEYS[:9]
+READOUT_KEYS = ("n_in", "n_out", "dt_ms", "tau_out_ms", "input_scale", "bias", "kappa")
+READOUT_REQUIRED = READOUT_KEYS[:6]
 
 
 class ExportError(ConfigError):
@@ -236,4 +246,84 @@ class RuleDescription(_Record):
         if version != FORMAT_VERSION:
             raise ExportError(where, f"format version {version!r}; this eprop-l2l reads version {FORMAT_VERSION} "
                               "(export the model again with this version)")
-        return cls(**_read(cls, record, where, key))
+        _require_finite(record, where, key)
+        rule = cls(**_read(cls, record, where, key))
+        check_physical(rule, where)
+        return rule
+
+
+# --- the physical ranges --------------------------------------------------------------------------------------
+# a range's test and how a message states it
+UNIT = (lambda v: 0 < v < 1, "in (0, 1)")
+POSITIVE = (lambda v: v > 0, "> 0")
+NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+BELOW_ONE = (lambda v: 0 <= v < 1, "in [0, 1)")
+UP_TO_ONE = (lambda v: 0 < v <= 1, "in (0, 1]")
+# the ranges of a neuron and a readout record's numbers (integers: a count at least the bound)
+NEURON_RANGES = {"n": 1, "n_ref": 0, "n_adaptive": 0, "dt_ms": POSITIVE, "tau_m_ms": POSITIVE, "v_th": POSITIVE,
+                 "input_scale": POSITIVE, "gamma_pd": POSITIVE, "tau_a_ms": POSITIVE, "beta": NON_NEGATIVE,
+                 "alpha": UNIT, "rho": UP_TO_ONE}
+READOUT_RANGES = {"n_in": 1, "n_out": 1, "dt_ms": POSITIVE, "tau_out_ms": POSITIVE, "input_scale": POSITIVE,
+                  "kappa": UNIT}
+
+
+def _require_finite(value, where: str, key: str) -> None:
+    """Every number of a JSON record finite (Python's json reads ``NaN``, ``Infinity`` and ``1e400``)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _require_finite(v, where, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _require_finite(v, where, f"{key}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ExportError(where, f"{key}: must be finite, got {value!r}")
+
+
+def _in_range(value, bound, where: str, key: str) -> None:
+    """``value`` within ``bound``: a (test, text) range, or the least value of an integer count."""
+    if isinstance(bound, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ExportError(where, f"{key}: must be an integer, got {value!r}")
+        if value < bound:
+            raise ExportError(where, f"{key}: must be >= {bound}, got {value!r}")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ExportError(where, f"{key}: must be a number, got {value!r}")
+    test, text = bound
+    if not test(value):
+        raise ExportError(where, f"{key}: must be {text}, got {value:g}")
+
+
+def _check_spec(record: dict, keys: tuple, required: tuple, ranges: dict, where: str, key: str) -> None:
+    """A neuron or readout record: every key known, the required ones present, each number in its range."""
+    unknown = sorted(set(record) - set(keys))
+    if unknown:
+        raise ExportError(where, f"{key}.{unknown[0]}: unknown key (known: {', '.join(keys)})")
+    missing = [k for k in required if k not in record]
+    if missing:
+        raise ExportError(where, f"{key}.{missing[0]}: missing")
+    for name, bound in ranges.items():
+        if name in record and record[name] is not None:  # tau_a_ms is null without adaptation
+            _in_range(record[name], bound, where, f"{key}.{name}")
+
+
+def check_physical(rule: RuleDescription, where: str = RULE_FILE) -> None:
+    """What a rule description states is physically possible: decays in (0, 1), η > 0, thresholds, time
+    constants and sizes positive; one :class:`ExportError` line naming the file and the key otherwise."""
+    _check_spec(rule.learner.neurons, NEURON_KEYS, NEURON_REQUIRED, NEURON_RANGES, where, "learner.neurons")
+    _check_spec(rule.learner.readout, READOUT_KEYS, READOUT_REQUIRED, READOUT_RANGES, where, "learner.readout")
+    _check_spec(rule.learning_signal.neurons, NEURON_KEYS, NEURON_REQUIRED, NEURON_RANGES, where,
+                "learning_signal.neurons")
+    checks = [("learner.n_in", rule.learner.n_in, 1), ("eta", rule.inner_lr, POSITIVE),
+              ("kappa", rule.kappa, BELOW_ONE), ("n_updates", rule.n_updates, 1),
+              ("post_factor.gamma_pd", rule.post_factor.gamma_pd, POSITIVE),
+              ("post_factor.v_th", rule.post_factor.v_th, POSITIVE),
+              ("learning_signal.filter_decay", rule.learning_signal.filter_decay, UNIT),
+              ("learning_signal.filter_tau_ms", rule.learning_signal.filter_tau_ms, POSITIVE)]
+    for i, conn in enumerate(rule.plastic):
+        checks += [(f"plastic[{i}].trace.decay", conn.trace.decay, UNIT),
+                   (f"plastic[{i}].trace.impulse", conn.trace.impulse, POSITIVE)]
+    inputs = rule.learning_signal.inputs
+    checks += [(f"learning_signal.inputs[{i}][1]", width, 1) for i, (_, width) in enumerate(inputs)]
+    for key, value, bound in checks:
+        _in_range(value, bound, where, key)

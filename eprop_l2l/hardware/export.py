@@ -18,7 +18,6 @@ Targets:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -34,12 +33,11 @@ from ..inner_loop.fixed_point import number_format
 from ..meta.params import ERROR_MODULE, NETWORK, flat, tree_map
 from ..outputs import OutputError, check_output_dir
 from .description import FORMAT_VERSION, ExportError, NumberFormat
+from .reader import DEMONSTRATIONS, MANIFEST, sha256_file, verify_manifest
 from .rule import describe, learner_neurons, load_rule, save_rule
 
 TARGETS = ("rule", "nir", "lava")
 PRECISIONS = ("float", "loihi")
-MANIFEST = "manifest.json"
-DEMONSTRATIONS = "demonstrations.npz"
 FIDELITY = "fidelity.json"
 MAX_TASKS = 1000
 
@@ -68,10 +66,6 @@ def _version() -> str:
         return version("eprop_l2l")
     except PackageNotFoundError:
         return "source checkout"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _numpy(value) -> np.ndarray:
@@ -214,7 +208,7 @@ def write_export(out_dir: Path, kind: str, precision: str, learner, meta: dict, 
             report = writer(staging, learner, meta, family, cfg, args)
         (staging / FIDELITY).write_text(json.dumps(report, indent=2))
         (staging / "README.md").write_text(_readme(kind, source, report))
-        files = {p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
+        files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
         manifest = {"format": "eprop-l2l-export", "format_version": FORMAT_VERSION, "target": kind,
                     "precision": precision if kind != "nir" else None, "source": source, "files": files,
                     "fidelity": report}
@@ -238,23 +232,6 @@ def _replace(staging: Path, out_dir: Path) -> None:
 
 
 def verify(directory: str | Path) -> dict:
-    """The manifest of an export directory, after checking every listed file's SHA-256."""
-    directory = Path(directory)
-    path = directory / MANIFEST
-    if not path.is_file():
-        raise ExportError(str(path), "missing: not an eprop-l2l export directory")
-    try:
-        manifest = json.loads(path.read_text())
-    except ValueError:
-        raise ExportError(str(path), "not valid JSON") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != "eprop-l2l-export":
-        raise ExportError(str(path), "not an eprop-l2l export manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ExportError(str(path), f"format version {manifest.get('format_version')!r}; this eprop-l2l reads "
-                          f"version {FORMAT_VERSION} (export the model again)")
-    for name, digest in manifest.get("files", {}).items():
-        file = directory / name
-        if not file.is_file() or _sha256(file) != digest:
-            raise ExportError(str(file), "missing or changed since the export (SHA-256 mismatch)")
-    return manifest
-
+    """The manifest of an export directory, after checking every listed file's SHA-256 (and that no other file
+    is there): the one artefact reader's (:func:`.reader.verify_manifest`)."""
+    return verify_manifest(directory)

@@ -45,6 +45,7 @@ from .description import (
     RuleDescription,
     Trace,
 )
+from .reader import read_rule_files
 
 # which presynaptic signal each plastic weight group multiplies, and its index relative to the step t of ψ_j^t
 PRESYNAPTIC = {"w_in": ("input", "t"), "w_rec": ("learner_spikes", "t-1")}
@@ -127,25 +128,11 @@ def save_rule(directory: Path, rule: RuleDescription, weights: dict) -> list[Pat
 
 
 def load_rule(directory: Path) -> tuple[RuleDescription, dict]:
-    """``(rule, weights)`` from an export directory; a missing, malformed or foreign file → :class:`ExportError`."""
-    directory = Path(directory)
-    path = directory / RULE_FILE
-    if not path.is_file():
-        raise ExportError(str(path), "missing: not an eprop-l2l export directory")
-    try:
-        record = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ExportError(str(path), f"not valid JSON ({str(err).splitlines()[0][:80]})") from None
-    rule = RuleDescription.from_dict(record, where=str(path))
-    try:
-        with np.load(directory / WEIGHTS_FILE, allow_pickle=False) as data:
-            weights = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as err:
-        raise ExportError(str(directory / WEIGHTS_FILE), f"unreadable ({str(err).splitlines()[0][:80]})") from None
-    missing = [k for k in LEARNER_WEIGHTS + MODULE_WEIGHTS if k not in weights]
-    if missing:
-        raise ExportError(str(directory / WEIGHTS_FILE), f"missing arrays {missing}")
-    return rule, weights
+    """``(rule, weights)`` from an export directory, read by the one artefact reader (:mod:`.reader`: the
+    schema, the physical ranges, bounded arrays of the shapes the description implies); a missing, malformed or
+    foreign file → :class:`ExportError`. The manifest is :func:`~.export.verify`'s (the export reads its own
+    files with this before it writes one)."""
+    return read_rule_files(directory)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from ..meta.params import LOG_INNER_LR, flat, nested, tree_map
 from .build import build
 from .checkpoint import CheckpointError, check_compatible, latest_checkpoint, load_checkpoint, meta_tree
 from .resources import check_device
+from .rundir import MANIFEST, config_as_recorded, read_manifest
 
 CONFIG_FILE = "config.yaml"
 # the printed rows, where the family scores them (the Scorbot adds the paper's units)
@@ -134,6 +135,10 @@ def evaluation_setup(target: str, overrides: list[str] | tuple[str, ...] = ()):
     stored = run_dir / CONFIG_FILE
     if not stored.exists():
         raise ConfigError(str(stored), "missing: evaluate needs the run directory's config.yaml")
+    manifest = read_manifest(run_dir)
+    if manifest is not None and not config_as_recorded(run_dir, manifest):  # the run as trained, or nothing
+        raise ConfigError(str(stored), f"differs from the one recorded in {MANIFEST} when the run was trained "
+                          "(edited or corrupted since); restore it (evaluate takes changes as overrides)")
     try:
         stored_config = OmegaConf.load(stored)
     except Exception as err:  # a damaged YAML file: yaml's own errors, OmegaConf's, decoding errors

@@ -257,6 +257,14 @@ def adopt_manifest(run_dir: Path, exclude: Path | None = None) -> dict:
     return manifest
 
 
+def config_as_recorded(run_dir: Path, manifest: dict) -> bool:
+    """Whether ``config.yaml`` is the one the manifest records (its checksum, or the previous one after a kill
+    between the two steps of :func:`write_config`); true where the manifest records none."""
+    recorded = manifest.get("config") or {}
+    accepted = {recorded.get("sha256"), recorded.get("previous")} - {None}
+    return not accepted or sha256_file(Path(run_dir) / CONFIG) in accepted
+
+
 def write_config(run_dir: Path, manifest: dict, text: str) -> dict:
     """Replace ``config.yaml`` and record it: the manifest first lists the new checksum (keeping the previous one
     as ``previous``), then the file is replaced, so that a kill between the two leaves a consistent record."""
@@ -340,9 +348,7 @@ def inspect(run_dir: Path) -> Record:
         if not config.is_file():
             raise _refuse(run_dir, f"{CONFIG} is missing, so the run's record is incomplete "
                           f"({len(listed)} checkpoints recorded)")
-        recorded = manifest.get("config") or {}
-        accepted = {recorded.get("sha256"), recorded.get("previous")} - {None}
-        if accepted and sha256_file(config) not in accepted:
+        if not config_as_recorded(run_dir, manifest):
             raise _refuse(run_dir, f"{CONFIG} differs from the one recorded in {MANIFEST} (edited or corrupted)",
                           "restore it, or train into another run.dir")
         missing = [p for p in listed if not p.is_file()]
