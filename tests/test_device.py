@@ -145,3 +145,19 @@ def test_a_weight_beyond_the_range_still_gets_its_gradient():
     assert out.detach().abs().max() <= 1.0
     out.sum().backward()
     assert w.grad.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_the_export_refuses_a_run_on_the_device_model_in_one_line(tmp_path, capsys):
+    """The exported rule has no PCM device model: the export says so instead of dropping the device silently."""
+    from eprop_l2l.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "experiment=tiny", "task=arm_brownian", "device.kind=pcm", "optim.n_iterations=1",
+                 "eval.n_tasks=2", "eval.batch_size=2", "eval.figures=false", "wandb.mode=disabled",
+                 "run.progress=false", f"run.dir={run}"]) == 0
+    capsys.readouterr()
+    for target in ("rule", "lava"):
+        assert main(["export", str(run), "--target", target, "--out", str(tmp_path / "export")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "device.kind: pcm" in err
+        assert not (tmp_path / "export").exists()

@@ -189,6 +189,10 @@ def write_export(out_dir: Path, kind: str, precision: str, learner, meta: dict, 
     if not isinstance(family, ArmTrials):  # demonstrations, fidelity and the Lava report score the planar arm
         raise ExportError("task.family", f"{cfg.task.family}: the export scores its held-out demonstrations on the "
                           "two-joint arm (arm_sines, arm_brownian); other families are not exported yet")
+    if kind != "nir" and getattr(learner, "device", None) is not None:  # the rule would lose the device model
+        raise ExportError("device.kind", f"{cfg.device.kind}: the exported rule runs in float or in the learning "
+                          "engine's formats, and the PCM device model (noise, drift, 1/16 writes) has no artefact; "
+                          "export a run trained with device.kind=none")
     meta = tree_map(lambda v: v.detach().cpu(), meta)
     if kind == "nir":
         from .nir_export import NIRLossWarning, learner_to_nir
