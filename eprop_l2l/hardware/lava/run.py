@@ -55,6 +55,28 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _inside_fork_callback(frame) -> bool:
+    """Whether the signal interrupted an at-fork callback (Lava forks its runtime processes; logging and threading
+    register such callbacks): an exception raised there is swallowed by ``os.fork`` and printed as "Exception
+    ignored", so the exit must wait until the fork has returned."""
+    innermost = frame
+    while frame is not None:
+        code = frame.f_code
+        if "fork" in code.co_name or "fork" in Path(code.co_filename).name:
+            return True
+        frame = frame.f_back
+    # logging's and threading's own at-fork callbacks (their lock handling) are called straight from os.fork
+    return innermost is not None and Path(innermost.f_code.co_filename).parent.name in ("logging", "threading") \
+        or (innermost is not None and Path(innermost.f_code.co_filename).name == "threading.py")
+
+
+def _exit_on_terminate(signum, frame) -> None:
+    if _inside_fork_callback(frame):
+        threading.Timer(0.05, signal.raise_signal, (signum,)).start()  # again, once the fork has returned
+        return
+    sys.exit(143)
+
+
 def _kill_children() -> None:
     """End this program's own Lava runtime processes (by pid: they are our children) and reap them."""
     children = multiprocessing.active_children()
@@ -218,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: lava-nc is not importable in {sys.executable} ({err}); `make lava-env` creates .venv-lava",
               file=sys.stderr)
         return EXIT_BAD_INPUT
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that every runtime's `finally: stop()` runs
+    signal.signal(signal.SIGTERM, _exit_on_terminate)  # so that every runtime's `finally: stop()` runs
     entries, per_task = [], []
     start = time.perf_counter()
     workdir = tempfile.TemporaryDirectory(prefix="eprop-l2l-lava-")
