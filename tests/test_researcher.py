@@ -351,5 +351,11 @@ def test_plot_multirun_summary(tmp_path, capsys):
         metrics = json.loads((run / "metrics.json").read_text())
         assert float(row["mse_cart_after"]) == metrics["mse_cart_after"] and row["iterations"] == "1"
     assert lines[2].startswith(f"| {runs[0].name} | 0.001 | 1 | ")
+    # the summary never goes into a run directory (issue 23's output policy); the run stays byte-identical
+    before = {p: p.read_bytes() for p in runs[0].rglob("*") if p.is_file()}
+    assert main(["plot", str(base), "--out", str(runs[0] / "checkpoints")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out: " in err and "inside the run directory" in err
+    assert {p: p.read_bytes() for p in runs[0].rglob("*") if p.is_file()} == before
     assert main(["plot", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err == f"eprop-l2l: {tmp_path / 'nowhere'}: no such run or multirun directory\n"

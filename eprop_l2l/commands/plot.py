@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..outputs import OutputError, enclosing_run
 from ..runs.plots import plot_curves, read_history, runs_of, summary_rows, summary_tables
+from ..runs.rundir import write_atomic
 from .guards import faults_naming
 
 
@@ -28,9 +30,12 @@ def _plot(target: str, out: str | None) -> int:
     columns, rows = summary_rows(path)
     markdown, table = summary_tables(columns, rows)
     folder = Path(out) if out else path
+    if enclosing_run(folder) is not None:
+        raise OutputError("--out", f"{folder} is or lies inside the run directory {enclosing_run(folder)}: outputs "
+                          "go beside a run, never into it")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "summary.md").write_text(markdown)
-    (folder / "summary.csv").write_text(table)
+    for name, text in (("summary.md", markdown), ("summary.csv", table)):  # staged and renamed, each
+        write_atomic(folder / name, text)
     print(markdown, end="")
     print(f"summary of {len(rows)} runs: {folder / 'summary.md'}, {folder / 'summary.csv'}")
     return 0
