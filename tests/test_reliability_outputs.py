@@ -284,7 +284,7 @@ def test_compare_refuses_a_run_directory_and_another_commands_folder(where, tmp_
         (run / name).write_text("{}\n")
     foreign = tmp_path / "notes"
     foreign.mkdir()
-    (foreign / "results.md").write_text("mine\n")
+    (foreign / "notes.txt").write_text("mine\n")
     out, fragment = {"run": (run, "is a run directory"), "inside_run": (run / "checkpoints", "inside the run"),
                      "foreign": (foreign, "not an earlier output of this command")}[where]
     before = _contents(tmp_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config.comparison import load_config
 from ..outputs import check_output_dir, claim
-from ..runs.rule_comparison import compare, markdown
+from ..runs.rule_comparison import OUTPUT_FILES, compare, markdown
 from .guards import faults_naming, interrupt_on_terminate
 
 
@@ -19,7 +19,8 @@ def main(preset: str, overrides: list[str], out: str | None) -> int:
     out_dir = Path(out or f"runs/compare/{Path(preset).stem}")
     # the output policy, with --force implied for compare's own earlier results: a re-run replaces them (the
     # default --out is one per preset), never a run directory, a file or another command's folder
-    check_output_dir(out_dir, "--out", force=True, previous=lambda folder: (folder / "results.json").is_file())
+    check_output_dir(out_dir, "--out", force=True,
+                     previous=lambda folder: {p.name for p in folder.iterdir()} <= set(OUTPUT_FILES))
     with interrupt_on_terminate(), faults_naming("--out"), claim(out_dir, "--out", "an eprop-l2l compare"):
         results = compare(config, out_dir)
     print(markdown(config, results["summary"]), end="")

@@ -174,6 +174,7 @@ def run_rule(config: CompareConfig, spec: RuleSpec, seed: int) -> dict:
     return out
 
 
+OUTPUT_FILES = ("results.json", "results.md", "learning_curves.png")  # what a comparison writes into --out
 WEIGHT_COPIES = 8  # parameters, leaves, gradients, Adam's two moments, the rule's working copies
 ACTIVATION_COPIES = 12  # per trial, time step and unit (LSTM: per gate), kept for the backward pass
 
@@ -330,7 +331,7 @@ def _write(out: Path, results: dict, table: str, config: CompareConfig, runs: li
         (staging / "results.md").write_text(table)
         figure(staging / "learning_curves.png", config, runs)
         out.mkdir(exist_ok=True)
-        for name in ("results.json", "results.md", "learning_curves.png"):
+        for name in OUTPUT_FILES:
             os.replace(staging / name, out / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
