@@ -272,10 +272,6 @@ def test_compare_memory_is_estimated_before_any_compute(overrides, key, tmp_path
     assert not out.exists()
 
 
-def _contents(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.parametrize("where", ["run", "inside_run", "foreign"])
 def test_compare_refuses_a_run_directory_and_another_commands_folder(where, tmp_path, capsys):
     run = tmp_path / "run"
@@ -287,9 +283,9 @@ def test_compare_refuses_a_run_directory_and_another_commands_folder(where, tmp_
     (foreign / "notes.txt").write_text("mine\n")
     out, fragment = {"run": (run, "is a run directory"), "inside_run": (run / "checkpoints", "inside the run"),
                      "foreign": (foreign, "not an earlier output of this command")}[where]
-    before = _contents(tmp_path)
+    before = digest(tmp_path)
     refused(capsys, ["compare", "tiny", "iterations=1", "--out", str(out)], "--out: ", fragment)
-    assert _contents(tmp_path) == before
+    assert digest(tmp_path) == before
 
 
 # ------------------------------------------------------------------------------------------- messages

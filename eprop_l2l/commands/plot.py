@@ -30,9 +30,10 @@ def _plot(target: str, out: str | None) -> int:
     columns, rows = summary_rows(path)
     markdown, table = summary_tables(columns, rows)
     folder = Path(out) if out else path
-    if enclosing_run(folder) is not None:
-        raise OutputError("--out", f"{folder} is or lies inside the run directory {enclosing_run(folder)}: outputs "
-                          "go beside a run, never into it")
+    run = enclosing_run(folder)
+    if run is not None:
+        raise OutputError("--out", f"{folder} is or lies inside the run directory {run}: outputs go beside a run, "
+                          "never into it")
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in (("summary.md", markdown), ("summary.csv", table)):  # staged and renamed, each
         write_atomic(folder / name, text)
