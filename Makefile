@@ -55,6 +55,9 @@ format: venv
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
 
 # .venv-lava for the Lava tests (tests/test_lava.py) when a CPython 3.10 exists; without one they skip.
+# The suite builds the native loops into this checkout's own extension cache: a lock that another process left in a
+# shared cache (a killed build, a cache copied while it was held) cannot stall it.
+test: export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/$(VENV)/torch_extensions
 test: venv
 	@if [ -n "$(PYTHON310)" ]; then $(MAKE) --no-print-directory lava-env; \
 	 else echo "make test: no CPython 3.10 found: the Lava tests will skip (make lava-env)"; fi

@@ -7,7 +7,6 @@ import dataclasses
 import os
 import time
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -195,17 +194,23 @@ def test_a_failed_build_falls_back_with_one_warning(monkeypatch):
         native.module.cache_clear()
 
 
-def test_a_lock_left_by_a_killed_build_is_removed_and_a_fresh_one_kept(tmp_path, capsys):
-    """torch's builder would wait for ever on a killed build's lock: an old lock goes, a recent one stays."""
+def test_a_lock_nobody_releases_is_removed_after_waiting_and_an_old_one_at_once(tmp_path, monkeypatch, capsys):
+    """torch's builder would wait for ever on a lock nobody owns: a fresh one (a copied cache's) is waited for
+    at most ``patience`` seconds, one older than any build goes at once, and a released one ends the wait."""
+    monkeypatch.setattr(native, "POLL_SECONDS", 0.01)
     lock = tmp_path / "lock"
     lock.touch()
-    native.clear_stale_lock(tmp_path)
-    assert lock.exists() and "waiting for another process" in capsys.readouterr().err
+    started = time.monotonic()
+    native.wait_for_lock(lock, patience=0.2)
+    assert 0.2 <= time.monotonic() - started < 5 and not lock.exists()
+    err = capsys.readouterr().err
+    assert "waiting for another process" in err and "removing a build lock nobody released" in err
+    lock.touch()
     old = time.time() - native.STALE_LOCK_SECONDS - 60
     os.utime(lock, (old, old))
-    native.clear_stale_lock(tmp_path)
-    assert not lock.exists() and "removing a stale build lock" in capsys.readouterr().err
-    native.clear_stale_lock(tmp_path)  # no lock: nothing to say
+    native.wait_for_lock(lock, patience=3600)
+    assert not lock.exists() and "removing a build lock" in capsys.readouterr().err
+    native.wait_for_lock(lock, patience=3600)  # no lock: nothing to say
     assert capsys.readouterr().err == ""
 
 
@@ -279,16 +284,27 @@ def test_native_pseudo_derivative_and_its_gradient_equal_the_torch_formula(kind,
     torch.autograd.gradgradcheck(lambda v: cell.psi(params, states._replace(v=v)), (leaves[0],))
 
 
-def test_a_stale_lock_is_cleared_before_loading_an_existing_build_too(tmp_path, monkeypatch):
-    """torch takes the build lock even where the binary is already built (it re-checks the build): a killed
-    process's lock blocked every later load (seen: tests waiting for 20 minutes), so it is cleared there too."""
+@pytest.mark.parametrize("built", [True, False])
+def test_an_existing_build_is_imported_without_torchs_lock_and_a_missing_one_built(tmp_path, monkeypatch, built):
+    """torch takes its build lock even where the binary is built (to re-check it), so a lock nobody released
+    blocked every later load (seen: a CI run waited out its time limit). An existing binary is imported directly,
+    after at most RECHECK_WAIT_SECONDS of waiting; only a missing one goes to torch's builder."""
     import torch.utils.cpp_extension as cpp
 
     monkeypatch.setattr(cpp, "_get_build_directory", lambda name, verbose: str(tmp_path))
-    monkeypatch.setattr(cpp, "load", lambda **kwargs: "loaded")
-    cleared = []
-    monkeypatch.setattr(native, "clear_stale_lock", lambda build_dir: cleared.append(Path(build_dir)))
-    name_so = tmp_path / "anything.so"
-    name_so.touch()  # a build dir that holds a binary (the name is not checked by the stubs)
-    assert native._load.__wrapped__() == "loaded"
-    assert cleared == [tmp_path]
+    monkeypatch.setattr(cpp, "load", lambda **kwargs: "built")
+    waits = []
+    monkeypatch.setattr(native, "wait_for_lock", lambda lock, patience: waits.append((lock, patience)))
+    monkeypatch.setattr(native, "import_library", lambda name, library: f"imported {library.name}")
+    if built:
+        def build_dir(name, verbose):  # named after the source hash: the binary goes where _load will look
+            (tmp_path / name).mkdir(exist_ok=True)
+            (tmp_path / name / f"{name}.so").touch()
+            return str(tmp_path / name)
+        monkeypatch.setattr(cpp, "_get_build_directory", build_dir)
+        result = native._load.__wrapped__()
+        assert result.startswith("imported eprop_l2l_kernels_") and result.endswith(".so")
+        assert [patience for _, patience in waits] == [native.RECHECK_WAIT_SECONDS]
+    else:
+        assert native._load.__wrapped__() == "built"
+        assert waits == [(tmp_path / "lock", native.STALE_LOCK_SECONDS)]

@@ -14,6 +14,7 @@ so an edited source never loads a stale binary.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import sys
 import time
@@ -29,8 +30,12 @@ SOURCE = Path(__file__).with_name("kernels.cpp")
 # the surrogate derivatives the kernels compute, by the number they take (cells.spike names the same shapes)
 SURROGATE_CODES = {"triangle": 0, "fast_sigmoid": 1}
 DTYPES = (torch.float32, torch.float64)
-# A build takes ~30 s (minutes on a loaded machine); a lock file older than this was left by a killed build.
+# A build takes ~30 s (minutes on a loaded machine): a lock file older than this was left by a killed build, and a
+# load waits at most this long for a younger one (a cache copied while a process held its lock has a fresh one).
 STALE_LOCK_SECONDS = 15 * 60
+# Where the binary exists, a lock's owner only re-checks the build (about a second): a longer wait means no owner.
+RECHECK_WAIT_SECONDS = 60
+POLL_SECONDS = 0.5
 
 
 def _setting() -> str:
@@ -58,28 +63,49 @@ def _load():
     digest = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode() + " ".join(cflags).encode())
     name = f"eprop_l2l_kernels_{digest.hexdigest()[:12]}"
     build_dir = Path(_get_build_directory(name, verbose=False))
-    # torch takes the lock even where the binary exists (it re-checks the build), so a stale one blocks a load too
-    clear_stale_lock(build_dir)
-    if not (build_dir / f"{name}.so").exists():
-        print(f"eprop-l2l: building the native time loops (once per machine, ~30 s): {SOURCE.name}", file=sys.stderr)
+    library, lock = build_dir / f"{name}.so", build_dir / "lock"
+    if library.exists():
+        # torch's load() would take the build lock only to re-check a build whose name already pins its source;
+        # importing the binary directly never waits on a lock (a copied cache's lock waited a CI run out)
+        wait_for_lock(lock, RECHECK_WAIT_SECONDS)
+        return import_library(name, library)
+    wait_for_lock(lock, STALE_LOCK_SECONDS)  # another process may be building it now
+    if library.exists():
+        return import_library(name, library)
+    print(f"eprop-l2l: building the native time loops (once per machine, ~30 s): {SOURCE.name}", file=sys.stderr)
     return load(name=name, sources=[str(SOURCE)], extra_cflags=cflags, verbose=False)
 
 
-def clear_stale_lock(build_dir: Path) -> None:
-    """torch's extension builder waits, silently and for ever, while its ``lock`` file exists; a build that was
-    killed leaves it behind. Remove a lock older than any build (one line on stderr); say so while a recent one
-    (another process building now) is waited for."""
-    lock = build_dir / "lock"
-    try:
-        age = time.time() - lock.stat().st_mtime
-    except FileNotFoundError:
-        return
-    if age > STALE_LOCK_SECONDS:
-        print(f"eprop-l2l: removing a stale build lock ({age / 60:.0f} min old, left by a killed build): {lock}",
-              file=sys.stderr)
-        lock.unlink(missing_ok=True)
-    else:
-        print(f"eprop-l2l: waiting for another process's build of the native loops (lock: {lock})", file=sys.stderr)
+def import_library(name: str, library: Path):
+    """The built extension module, imported from its file."""
+    spec = importlib.util.spec_from_file_location(name, library)
+    extension = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(extension)
+    return extension
+
+
+def wait_for_lock(lock: Path, patience: float) -> None:
+    """torch's extension builder waits, silently and for ever, while its ``lock`` file exists; a killed build
+    leaves one behind, and so does a cache copied while a process held it. Wait (one line on stderr) while another
+    process may own the lock; remove it once it is older than any build or has outlived ``patience`` seconds."""
+    started = time.monotonic()
+    announced = False
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return
+        waited = time.monotonic() - started
+        if age > STALE_LOCK_SECONDS or waited >= patience:
+            print(f"eprop-l2l: removing a build lock nobody released ({age / 60:.0f} min old, waited {waited:.0f} s): "
+                  f"{lock}", file=sys.stderr)
+            lock.unlink(missing_ok=True)
+            return
+        if not announced:
+            print(f"eprop-l2l: waiting for another process's build of the native loops (lock: {lock})",
+                  file=sys.stderr)
+            announced = True
+        time.sleep(POLL_SECONDS)
 
 
 @cache
