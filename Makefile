@@ -8,6 +8,7 @@ SHELL := /bin/bash
 VENV        := .venv
 VENV_PY     := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
+DEV_STAMP   := $(VENV)/.installed-dev
 TORCH_SPEC  ?= torch==2.13.0
 PYTHON      ?= $(shell if python3.11 -c '' >/dev/null 2>&1; then echo python3.11; else echo python3; fi)
 PYTEST_ARGS ?=
@@ -25,16 +26,22 @@ export WANDB_MODE ?= offline
 # the venv's tools (ninja for torch's C++ extension builder) on PATH for everything the targets run
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv lava-env test lint format demo bench clean distclean
+.PHONY: venv dev lava-env test lint format docs demo bench clean distclean
 
+# venv: the package alone (what `make demo` runs); dev: + the dev and docs extras (tests, lint, the docs site)
 venv: $(STAMP)
+dev: $(DEV_STAMP)
 
 $(VENV_PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(VENV_PY)
 	$(VENV_PY) -m pip install $(TORCH_SPEC)
-	$(VENV_PY) -m pip install -e '.[dev]'
+	$(VENV_PY) -m pip install -e .
+	touch $@
+
+$(DEV_STAMP): $(STAMP)
+	$(VENV_PY) -m pip install -e '.[dev,docs]'
 	touch $@
 
 # .venv-lava: CPython 3.10 ($$(pyenv root)/versions/3.10.13, else python3.10 on PATH) with lava-nc and numpy only.
@@ -46,11 +53,11 @@ $(LAVA_STAMP):
 	$(LAVA_PY) -m pip install -q $(LAVA_SPEC)
 	touch $@
 
-lint: venv
+lint: dev
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/lint-imports
 
-format: venv
+format: dev
 	$(VENV)/bin/ruff format $(LINT_PATHS)
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
 
@@ -58,11 +65,12 @@ format: venv
 # The suite builds the native loops into this checkout's own extension cache: a lock that another process left in a
 # shared cache (a killed build, a cache copied while it was held) cannot stall it.
 test: export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/$(VENV)/torch_extensions
-test: venv
+test: dev
 	@if [ -n "$(PYTHON310)" ]; then $(MAKE) --no-print-directory lava-env; \
 	 else echo "make test: no CPython 3.10 found: the Lava tests will skip (make lava-env)"; fi
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/lint-imports  # the layer contracts of .importlinter
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir "$$(mktemp -d)"  # broken links or API references fail here
 	@# build the native time loops once, up front and loudly (a failed build is an error here, not a fallback)
 	EPROP_L2L_NATIVE=1 $(VENV_PY) -c "from eprop_l2l.numerics import native; print('native time loops:', native.module().__name__)"
 	$(VENV_PY) -m pytest -q -x --durations=15 $(PYTEST_ARGS)
@@ -72,6 +80,10 @@ test: venv
 # offline W&B run are. Running it again resumes/re-evaluates the same run directory.
 demo: venv
 	$(VENV)/bin/eprop-l2l train experiment=demo $(DEMO_ARGS)
+
+# the documentation site into site/ (mkdocs.yml; strict: a broken link or API reference is an error)
+docs: dev
+	$(VENV)/bin/mkdocs build --strict
 
 bench: venv
 	$(VENV)/bin/eprop-l2l bench trial

@@ -38,7 +38,7 @@ def test_statistics_match_the_authors_generator():
     displacement = (hand - torch.tensor([0.5, 0.5], dtype=torch.float64)).norm(dim=-1).amax(1)
     assert displacement.median().item() == pytest.approx(0.98, abs=0.1)
     zero_output_mse_cart = ((arm_forward(torch.zeros_like(omega), dt_ms=1.0) - hand) ** 2).mean().item()
-    assert zero_output_mse_cart == pytest.approx(0.205, abs=0.02)  # a motionless arm (README, e-prop 2 results)
+    assert zero_output_mse_cart == pytest.approx(0.205, abs=0.02)  # a motionless arm (docs/results.md)
 
 
 def test_clock_population_code_and_reproducibility():
