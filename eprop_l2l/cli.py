@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="run every rule in this process (faster start; peak memory less meaningful)")
         elif name == "demo-eprop1":
             command.add_argument("--out", default="runs/demo_eprop1", help="run directory")
-            command.add_argument("--feedback", default="random", choices=("random", "symmetric", "adaptive"))
+            # the kinds are error_modules.feedback's (checked by the command): --help stays free of torch
+            command.add_argument("--feedback", default="random", help="symmetric | random | adaptive")
             command.add_argument("--iterations", type=int, default=150)
             command.add_argument("--seed", type=int, default=0)
     return parser

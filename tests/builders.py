@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import torch
 
 from eprop_l2l.cells.alif import ALIF
 from eprop_l2l.cells.lif import LIF
 from eprop_l2l.cells.network import RecurrentNetwork
 from eprop_l2l.cells.readout import LeakyReadout
+
+# the command-line options that keep a test's run silent and offline
+QUIET = ("wandb.mode=disabled", "run.progress=false")
+
+
+def train_tiny_run(run_dir: Path) -> Path:
+    """A finished two-iteration run of the ``tiny`` preset (with its end-of-training evaluation) in ``run_dir``."""
+    from eprop_l2l.cli import main
+
+    assert main(["train", "experiment=tiny", "optim.n_iterations=2", "eval.n_tasks=2", "eval.batch_size=2",
+                 f"run.dir={run_dir}", *QUIET]) == 0
+    return run_dir
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """Every entry under ``folder`` (hidden ones too) with its content's hash: what "nothing changed" compares."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(folder.rglob("*"))}
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -4,28 +4,17 @@ refusal is one line with exit code 2 before anything is computed."""
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import pytest
 
 from eprop_l2l.cli import main
 from eprop_l2l.outputs import OutputError, check_output_dir, check_output_file, enclosing_run
 
-QUIET = ("wandb.mode=disabled", "run.progress=false")
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+from .builders import digest, train_tiny_run
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("outputs") / "run"
-    assert main(["train", "experiment=tiny", "optim.n_iterations=2", "eval.n_tasks=2", "eval.batch_size=2",
-                 f"run.dir={run_dir}", *QUIET]) == 0
-    return run_dir
+    return train_tiny_run(tmp_path_factory.mktemp("outputs") / "run")
 
 
 def _refused(capsys, argv, message: str) -> None:

@@ -7,7 +7,6 @@ message names the flag the user passed."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import signal
 import subprocess
@@ -20,10 +19,11 @@ import pytest
 from eprop_l2l.cli import main
 from eprop_l2l.outputs import claim
 
+from .builders import digest, train_tiny_run
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
        "OMP_NUM_THREADS": "1"}
-QUIET = ("wandb.mode=disabled", "run.progress=false")
 EXPORT = ("--target", "rule", "--tasks", "1", "--calibration-tasks", "1")
 # holds the lock of an output, as a writer in the middle of its work does
 HOLDER = ("import sys, time\nfrom eprop_l2l.outputs import claim\nwith claim(sys.argv[1], what=sys.argv[2]):\n"
@@ -37,11 +37,6 @@ mkdir -p "$out" && echo '{}' > "$out/lava_report.json"
 """
 
 
-def digest(folder: Path) -> dict[str, str]:
-    """Every entry under ``folder`` (hidden ones too) with its content's hash."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(folder.rglob("*"))}
-
 
 def refused(capsys, argv, *fragments: str, code: int = 2) -> str:
     assert main(argv) == code
@@ -54,10 +49,7 @@ def refused(capsys, argv, *fragments: str, code: int = 2) -> str:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("reliability_outputs") / "run"
-    assert main(["train", "experiment=tiny", "optim.n_iterations=2", "eval.n_tasks=2", "eval.batch_size=2",
-                 f"run.dir={run_dir}", *QUIET]) == 0
-    return run_dir
+    return train_tiny_run(tmp_path_factory.mktemp("reliability_outputs") / "run")
 
 
 @pytest.fixture
@@ -217,6 +209,44 @@ def test_a_signal_to_hardware_run_ends_the_lava_program_and_nothing_is_written_l
     stop_and_check(proc, sig, program)
     time.sleep(4.5)  # the program would have written its report by now
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["fake_lava"]
+
+
+def test_a_signal_while_the_lava_program_is_being_started_still_ends_it(tmp_path, monkeypatch):
+    """The race a loaded machine exposed: SIGTERM arriving inside Popen (after the fork, before Popen returns)
+    raised there, before the launcher held the process, and the program ran on and wrote its report. Deferred
+    to after the start, the signal ends the program's session."""
+    import subprocess as sp
+
+    from eprop_l2l.hardware.lava import launcher
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum, frame):
+        raise Interrupted
+
+    started = []
+
+    class SignalledDuringStart(sp.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self.pid)
+            os.kill(os.getpid(), signal.SIGTERM)  # as if it came in the fork-exec window
+
+    fake = tmp_path / "fake_lava"
+    fake.write_text(FAKE_LAVA)
+    fake.chmod(0o755)
+    out = tmp_path / "report"
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        monkeypatch.setattr(launcher.subprocess, "Popen", SignalledDuringStart)
+        with pytest.raises(Interrupted):
+            launcher.run([str(tmp_path), "--out", str(out)], python=fake)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert started and not alive(started[0])
+    time.sleep(4.5)  # the program would have written its report by now
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("earlier", [False, True])

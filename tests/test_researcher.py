@@ -143,6 +143,9 @@ def test_version_and_renamed_demo(capsys, monkeypatch):
     assert "invalid choice: 'demo'" in capsys.readouterr().err
     assert main(["demo-eprop1", "--iterations", "0"]) == 2
     assert capsys.readouterr().err == "eprop-l2l: --iterations: must be >= 1, got 0\n"
+    assert main(["demo-eprop1", "--feedback", "learned"]) == 2  # the kinds are the feedback module's
+    assert capsys.readouterr().err == ("eprop-l2l: --feedback: unknown value 'learned' "
+                                       "(choose from symmetric, random, adaptive)\n")
 
 
 # ------------------------------------------------------------------------------------------ 3. the API

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..demo import run
-from ..errors import ConfigError
+from ..error_modules.feedback import FEEDBACK_KINDS
+from ..errors import ConfigError, require_choice
 
 
 def main(out_dir: str = "runs/demo", feedback: str = "random", n_iterations: int = 150, seed: int = 0) -> int:
+    require_choice("--feedback", feedback, FEEDBACK_KINDS)
     if n_iterations < 1:
         raise ConfigError("--iterations", f"must be >= 1, got {n_iterations}")
     metrics = run(out_dir, feedback, n_iterations, seed)

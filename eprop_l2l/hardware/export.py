@@ -37,6 +37,8 @@ from .reader import DEMONSTRATIONS, MANIFEST, sha256_file, verify_manifest
 from .rule import describe, learner_neurons, load_rule, save_rule
 
 TARGETS = ("rule", "nir", "lava")
+# what an export is written in: float or the learning engine's formats (fixed_point.PRECISIONS also has "wide",
+# a format so wide that it equals float: the fidelity report's self-check, not something to put on a chip)
 PRECISIONS = ("float", "loihi")
 FIDELITY = "fidelity.json"
 MAX_TASKS = 1000

@@ -18,12 +18,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]  # the source checkout holding eprop_l2l/ and .venv-lava/
 MODULE = "eprop_l2l.hardware.lava.run"
 ENV_VAR = "EPROP_L2L_LAVA_PYTHON"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class LavaUnavailable(Exception):
@@ -51,14 +54,36 @@ def run(args: list[str], timeout: float | None = None, python: Path | None = Non
     runtime processes included) is ended before this returns or raises."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     pipe = subprocess.PIPE if capture else None
-    proc = subprocess.Popen(command(args, python), env=env, stdout=pipe, stderr=pipe, text=True,
-                            start_new_session=True, preexec_fn=_end_with_parent)
+    proc = None
     try:
+        with _signals_deferred():
+            proc = subprocess.Popen(command(args, python), env=env, stdout=pipe, stderr=pipe, text=True,
+                                    start_new_session=True, preexec_fn=_end_with_parent)
         out, err = proc.communicate(timeout=timeout)
     except BaseException:
-        _end_session(proc)
+        if proc is not None:
+            _end_session(proc)
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT/SIGTERM that arrive while the program is being started are re-raised once it has started, where
+    its session can be ended. Raised inside ``Popen`` (between the fork and the exec, a window a loaded machine
+    widens), they left the program running without its death signal, and it wrote its results later."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread handles signals
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in STOPPING_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def _end_with_parent() -> None:
