@@ -39,7 +39,7 @@ def test_no_out_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("which", ["meta", "trial", "distributed"])
+@pytest.mark.parametrize("which", ["meta", "trial", "distributed", "roofline"])
 def test_every_benchmark_command_starts(which, capsys):
     """`eprop-l2l bench X --help` reaches the script's own help (the scripts share benchmarks/_results.py)."""
     from eprop_l2l.cli import main
@@ -49,3 +49,27 @@ def test_every_benchmark_command_starts(which, capsys):
     assert done.value.code == 0
     out = capsys.readouterr()
     assert "--out" in out.out and "internal error" not in out.err
+
+
+def test_the_roofline_counts_the_spikes_the_learner_reports():
+    """The lower bound is counted on the measured iteration's own spikes: the learner's counts give the firing
+    rate that the meta-learner reports for the same forward pass (both trials), and the dense work is the
+    formula's."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(RESULTS_FILE.parent))
+    import roofline
+
+    case = roofline.Case("cpu", "cpu")
+    k = roofline.counts(case)
+    with torch.no_grad():
+        metrics = case.learner.forward(case.leaves, case.batch)["metrics"]
+    dt_s = case.learner.network.cell.dt_ms / 1000
+    learner_hz = (k["s_d"] + k["s_t"]) / (2 * k["B"] * k["T"] * k["N"] * dt_s)
+    assert learner_hz == pytest.approx(float(metrics["rate_network_hz"]), rel=1e-5)
+    assert k["s_d"] > 0 and k["s_e"] > 0 and k["s_e_test"] > 0 and k["c"] > 0
+    work = roofline.least_work(k)
+    assert work["macs"] == work["macs_dense"] + work["macs_events"] and work["macs_dense"] == (
+        k["B"] * k["T"] * (3 * k["N"] ** 2 + 2 * k["M"] ** 2 + 3 * k["N"] * k["M"]))
