@@ -61,9 +61,9 @@ class Artefact:
     directory: Path
     manifest: dict
     rule: RuleDescription
+    plant: Plant  # what scores the movements (plant.json)
     weights: dict
     demos: dict
-    plant: Plant | None = None  # what scores the movements (plant.json)
 
     @property
     def neurons(self) -> dict:
@@ -121,7 +121,7 @@ def load(directory: str | Path) -> Artefact:
             plant = reader.read_plant(directory / PLANT_FILE, where=PLANT_FILE)
         else:  # written before the plant record: every such export was scored on the arm at the network's step
             plant = legacy_arm(units.step_seconds(float(rule.learner.readout["dt_ms"])))
-        art = Artefact(directory, manifest, rule, weights, {}, plant)
+        art = Artefact(directory, manifest, rule, plant, weights, {})
         _check_rule(art)
         metric = (f"{plant.metric}_after",)
         emulation = EMULATION_KEYS + (f"q_{plant.metric}_after",)
