@@ -143,7 +143,7 @@ def _nir_artefacts(directory: Path, learner, meta, family, cfg, args) -> dict:
     return report
 
 
-def _readme(target: str, source: dict, report: dict, metric: str = "mse_cart") -> str:
+def _readme(target: str, source: dict, report: dict, metric: str) -> str:
     label = PLANT_METRICS[metric]
     lines = [f"# eprop-l2l export ({target})", "",
              f"From `{source['checkpoint']}` (iteration {source['iteration']}), exported {source['exported_at']}.",
