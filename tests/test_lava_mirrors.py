@@ -435,3 +435,18 @@ def test_the_lava_reader_refuses_a_malformed_rule_in_one_line_naming_the_key(tin
     (bad / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(artefacts.ArtefactError, match=r"^rule\.json: plastic\[1\]\.trace\.decay: missing$"):
         artefacts.load(bad)
+
+
+def test_an_arm_export_names_its_plant_and_one_without_plant_json_reads_as_the_arm(tiny_export, tmp_path):
+    """The torch side writes the arm's plant record; an export written before plant.json existed (the same files
+    without it) is read by the Lava side as that same arm, at the readout's step."""
+    art = artefacts.load(tiny_export)
+    assert art.plant == plant_record(make_task_family("arm_sines", n_steps=100, dt_ms=1.0)) == plants.legacy_arm(1e-3)
+    old = tmp_path / "old"
+    shutil.copytree(tiny_export, old)
+    (old / "plant.json").unlink()
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["files"]["plant.json"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    legacy = artefacts.load(old)
+    assert legacy.plant == art.plant and legacy.metric == "mse_cart"
