@@ -5,8 +5,10 @@ without torch (``.venv-lava``), so it cannot import the package's torch modules 
 export's format name, file names and array keys (:mod:`eprop_l2l.hardware.rule`,
 :mod:`eprop_l2l.hardware.export`, :mod:`eprop_l2l.hardware.fidelity`), the neuron conventions, the model and
 surrogate names (:mod:`eprop_l2l.cells.spec`, :mod:`eprop_l2l.cells.spike`), the learning-engine formats
-(:mod:`eprop_l2l.inner_loop.fixed_point`), the arm's start posture and segments
-(:mod:`eprop_l2l.task_families.arm_kinematics`), and the LIF step, ψ, readout and fidelity formulas. Nothing else keeps
+(:mod:`eprop_l2l.inner_loop.fixed_point`), the plants that score the movements (:mod:`.lava.plants`: the arm's
+start posture and segments of :mod:`eprop_l2l.task_families.arm_kinematics` for exports without ``plant.json``,
+the two-joint arm's and the ED-Scorbot's kinematics and metrics, the record :func:`eprop_l2l.hardware.plant
+.plant_record` writes), and the LIF step, ψ, readout and fidelity formulas. Nothing else keeps
 the copies equal, so without these tests they could drift apart silently. (The rule description itself, its
 records, defaults and version, is not copied: both sides import :mod:`eprop_l2l.hardware.description`.)
 
@@ -39,11 +41,14 @@ from eprop_l2l.cells.spike import SURROGATES
 from eprop_l2l.cli import main
 from eprop_l2l.hardware import description, export, fidelity, rule
 from eprop_l2l.hardware.description import NumberFormat
-from eprop_l2l.hardware.lava import artefacts, launcher, report
+from eprop_l2l.hardware.lava import artefacts, launcher, plants, report
+from eprop_l2l.hardware.plant import SCORBOT_START, plant_record
 from eprop_l2l.hardware.rule import load_rule
 from eprop_l2l.inner_loop.fixed_point import LOIHI, ROUNDING, FixedFormat, quantize_weights
-from eprop_l2l.task_families import arm
+from eprop_l2l.task_families import FAMILIES, arm, make_task_family, scorbot_kinematics
 from eprop_l2l.task_families.arm_kinematics import hand_position
+from eprop_l2l.task_families.base import TaskBatch
+from eprop_l2l.task_families.scorbot import ScorbotBrownian
 
 ROOT = Path(__file__).resolve().parent.parent
 LAVA = ROOT / "eprop_l2l" / "hardware" / "lava"
@@ -188,9 +193,15 @@ MIRRORS = [
                  id="artefacts post_factor name = rule.describe post_factor name"),
     pytest.param(dict_literal(ARTEFACTS, "_check_rule", "w_rec"), rule.PRESYNAPTIC,
                  id="artefacts presynaptic signals = rule.PRESYNAPTIC"),
-    pytest.param(report.PHI0, arm.PHI0, id="report.PHI0 = arm.PHI0"),
-    pytest.param(report.SEGMENTS, tuple(inspect.signature(hand_position).parameters[n].default for n in ("l1", "l2")),
-                 id="report.SEGMENTS = arm_kinematics.hand_position l1, l2"),
+    pytest.param(plants.PHI0, arm.PHI0, id="plants.PHI0 = arm.PHI0"),
+    pytest.param(plants.SEGMENTS, tuple(inspect.signature(hand_position).parameters[n].default for n in ("l1", "l2")),
+                 id="plants.SEGMENTS = arm_kinematics.hand_position l1, l2"),
+    pytest.param(plants.CM_PER_M, scorbot_kinematics.CM_PER_M, id="plants.CM_PER_M = scorbot_kinematics.CM_PER_M"),
+    pytest.param(set(description.PLANT_METRICS), {cls.primary_metric for cls in FAMILIES.values()
+                                                  if isinstance(cls, type) and issubclass(cls, (arm.ArmTrials,
+                                                                                                ScorbotBrownian))},
+                 id="description.PLANT_METRICS = the plant families' primary metrics"),
+    pytest.param(set(plants.FORWARD), set(description.PLANT_GEOMETRY), id="plants.FORWARD = PLANT_GEOMETRY kinds"),
     pytest.param(inspect.signature(_quantize_register).parameters["weight_bits"].default, LOIHI.weight_bits,
                  id="network.quantize_register weight_bits = LOIHI.weight_bits"),
     pytest.param({ast.literal_eval(v) for v in dict_values(NETWORK, "num_weight_bits")}, {LOIHI.weight_bits},
@@ -259,12 +270,53 @@ def test_the_lava_side_reads_the_rule_descriptions_own_records():
 
 
 # --- formulas: the Lava side's copy computes what the torch side computes ---------------------------------------
-def test_report_hand_path_is_the_arm_kinematics():
-    """Start posture, segments 0.5 + 0.5, relative elbow angle and the integration over the step."""
+def test_the_legacy_arm_plant_is_the_arm_kinematics():
+    """An export without plant.json: start posture, segments 0.5 + 0.5, relative elbow angle and the integration
+    over the step."""
     omega = torch.randn(50, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 20
     for dt_ms in (1.0, 2.0):
         expected = arm.arm_forward(omega, dt_ms=dt_ms).numpy()
-        np.testing.assert_allclose(report.hand_path(omega.numpy(), dt_ms / 1000), expected, rtol=0, atol=1e-12)
+        got = plants.path(plants.legacy_arm(dt_ms / 1000), omega.numpy())
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert plants.legacy_arm(1e-3) == plant_record(make_task_family("arm_sines", dt_ms=1.0))
+
+
+PLANT_FAMILIES = [("arm_sines", {"dt_ms": 1.0}), ("arm_brownian", {"dt_ms": 0.5}),
+                  ("scorbot_brownian", {"dt_ms": 1.0}), ("scorbot_brownian", {"dt_ms": 1.0, "kinematic_step_s": 0.02})]
+
+
+@pytest.mark.parametrize("name, fields", PLANT_FAMILIES)
+def test_the_numpy_plants_are_the_families_kinematics_and_metric(name, fields):
+    """The plant record of each family, through plants.py, gives the family's own end-effector path of random
+    joint velocities (float64, to 1e-10) and its primary metric (``family.errors``) against a target path."""
+    family = make_task_family(name, **fields)
+    record = plant_record(family)
+    assert record == description.Plant.from_dict(json.loads(json.dumps(record.to_dict())))  # as plant.json holds it
+    g = torch.Generator().manual_seed(11)
+    omega = torch.randn(3, 200, 2, generator=g, dtype=torch.float64) * 3.0  # rad/s: paths far from the start
+    target_omega = torch.randn(3, 200, 2, generator=g, dtype=torch.float64) * 3.0
+    produced = (family.produced_path(omega) if isinstance(family, ScorbotBrownian)
+                else arm.arm_forward(omega, dt_ms=family.dt_ms)).numpy()
+    got = plants.path(record, omega.numpy())
+    assert got.shape == (3, 200, record.dims)
+    np.testing.assert_allclose(got, produced, rtol=0, atol=1e-10)
+    target = plants.path(record, target_omega.numpy())
+    ones = torch.ones(3, 200, dtype=torch.float64)
+    batch = TaskBatch(ones[..., None], target_omega, ones, {"hand": torch.from_numpy(target)}, dt_ms=family.dt_ms)
+    expected = family.errors(omega, batch)[family.primary_metric].numpy()
+    np.testing.assert_allclose(plants.score(record, got, target), expected, rtol=1e-10, atol=0)
+    assert expected.min() > 0  # the paths differ: the comparison is not of zeros
+
+
+def test_the_scorbot_plant_record_holds_the_kinematics_constants():
+    record = plant_record(make_task_family("scorbot_brownian", dt_ms=1.0))
+    k = scorbot_kinematics
+    assert record.geometry == {"d1": k.D1, "a1": k.A1, "a2": k.A2, "a3": k.A3, "a4": k.A4, "d_offset": k.D_OFFSET}
+    assert record.step_s == ScorbotBrownian.kinematic_step_s and record.metric == ScorbotBrownian.primary_metric
+    # the start posture: the family's angles after one step of zero velocity, its hand at the documented point
+    still = k.moving_joint_angles(torch.zeros(1, 2, dtype=torch.float64), record.step_s)[0]
+    assert record.start == SCORBOT_START == tuple(still.tolist())
+    np.testing.assert_allclose(plants.end_effector(record, np.zeros((1, 2))), [[0.92, -0.033, 0.3585]], atol=1e-15)
 
 
 @pytest.mark.parametrize("scaling", ["new", "old"])
@@ -383,3 +435,18 @@ def test_the_lava_reader_refuses_a_malformed_rule_in_one_line_naming_the_key(tin
     (bad / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(artefacts.ArtefactError, match=r"^rule\.json: plastic\[1\]\.trace\.decay: missing$"):
         artefacts.load(bad)
+
+
+def test_an_arm_export_names_its_plant_and_one_without_plant_json_reads_as_the_arm(tiny_export, tmp_path):
+    """The torch side writes the arm's plant record; an export written before plant.json existed (the same files
+    without it) is read by the Lava side as that same arm, at the readout's step."""
+    art = artefacts.load(tiny_export)
+    assert art.plant == plant_record(make_task_family("arm_sines", n_steps=100, dt_ms=1.0)) == plants.legacy_arm(1e-3)
+    old = tmp_path / "old"
+    shutil.copytree(tiny_export, old)
+    (old / "plant.json").unlink()
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["files"]["plant.json"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    legacy = artefacts.load(old)
+    assert legacy.plant == art.plant and legacy.metric == "mse_cart"

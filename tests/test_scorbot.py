@@ -148,16 +148,16 @@ def test_presets_have_the_published_sizes():
     assert (training.batch_size, training.lr, training.clip_norm) == (90, 1.5e-3, 0.0)
 
 
-def test_a_scorbot_run_is_refused_by_the_export_in_one_line(tmp_path, capsys):
+def test_a_scorbot_run_on_the_pcm_device_model_is_still_refused_by_the_export_in_one_line(tmp_path, capsys):
+    """Scorbot runs export (tests/test_scorbot_export.py); the committed one on the PCM device model does not: the
+    exported rule has no device model, and the export says so in one line before anything is written."""
+    from pathlib import Path
+
     from eprop_l2l.cli import main
 
-    run = tmp_path / "run"
-    assert main(["train", "experiment=natural_cpu", "optim.budget_minutes=0", "optim.lr_schedule=steps",
-                 "optim.n_iterations=1", "error_module.n_rec=8", "error_module.n_adaptive=2", "model.n_rec=10",
-                 "eval.n_tasks=2", "eval.batch_size=2", "eval.figures=false", "wandb.mode=disabled",
-                 "run.progress=false", f"run.dir={run}"]) == 0
-    capsys.readouterr()
-    assert main(["export", str(run), "--target", "rule", "--out", str(tmp_path / "export")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "task.family: scorbot_brownian" in err
-    assert not (tmp_path / "export").exists()
+    run = Path(__file__).resolve().parent.parent / "docs" / "results" / "natural_pcm" / "seed0"
+    for target in ("rule", "lava"):
+        assert main(["export", str(run), "--target", target, "--out", str(tmp_path / "export")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "device.kind: pcm" in err, err
+        assert not (tmp_path / "export").exists() and list(tmp_path.iterdir()) == []

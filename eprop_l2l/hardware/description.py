@@ -327,3 +327,71 @@ def check_physical(rule: RuleDescription, where: str = RULE_FILE) -> None:
     checks += [(f"learning_signal.inputs[{i}][1]", width, 1) for i, (_, width) in enumerate(inputs)]
     for key, value, bound in checks:
         _in_range(value, bound, where, key)
+
+
+# --- the plant that scores the demonstrations (plant.json) ----------------------------------------------------
+PLANT_FILE = "plant.json"
+# each plant the export scores on, with its geometry's keys (metres); the torch side's kinematics and the
+# numpy copies (hardware/lava/plants.py) are pinned to each other by tests/test_lava_mirrors.py
+PLANT_GEOMETRY = {"two_joint_arm": ("l1", "l2"), "scorbot": ("d1", "a1", "a2", "a3", "a4", "d_offset")}
+# the geometry entries that are lengths (> 0); the others are offsets of any sign
+PLANT_LENGTHS = {"two_joint_arm": ("l1", "l2"), "scorbot": ("a2", "a3", "a4")}
+# a family's primary metric (MetaObjective.primary_metric) and how a table names it
+PLANT_METRICS = {"mse_cart": "MSE_cart", "deviation_cm": "deviation (cm)"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plant(_Record):
+    """What the learner's output drives and how a movement is scored (``plant.json``), so that a reader needs
+    neither torch nor the task family: the output y^t are the moving joints' velocities (rad/s), their angles
+    φ^t = start + step_s·Σ_{t'≤t} y^{t'}, the end effector the plant's forward kinematics of φ^t with
+    ``geometry``, and ``metric`` the family's primary metric of that path against the demonstrations' target
+    path (``hand_target``). ``docs/export.md`` defines each kind."""
+
+    kind: str  # two_joint_arm (e-prop 2's planar arm) | scorbot (natural e-prop's ED-Scorbot)
+    step_s: float  # the joints' time per network step (s)
+    start: tuple[float, ...]  # the moving joints' start posture (rad), one per readout output
+    geometry: dict  # the plant's lengths and offsets (m): the keys of PLANT_GEOMETRY[kind]
+    metric: str  # mse_cart (m², mean over steps and coordinates) | deviation_cm (100·√mean_t ‖p − p*‖²)
+    format_version: int = FORMAT_VERSION
+
+    @classmethod
+    def from_dict(cls, record: dict, *, where: str = PLANT_FILE, key: str = "") -> Plant:
+        """The plant in a ``plant.json`` record; a malformed or impossible one is one :class:`ExportError` line
+        naming ``where`` and the key."""
+        if not isinstance(record, dict):
+            raise ExportError(where, "not a plant record (expected a JSON object)")
+        version = record.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ExportError(where, f"format version {version!r}; this eprop-l2l reads version {FORMAT_VERSION} "
+                              "(export the model again with this version)")
+        _require_finite(record, where, key)
+        plant = cls(**_read(cls, record, where, key))
+        check_plant(plant, where)
+        return plant
+
+    @property
+    def dims(self) -> int:
+        """Coordinates of the end effector: (x, y) of the planar arm, (x, y, z) of the Scorbot."""
+        return 2 if self.kind == "two_joint_arm" else 3
+
+
+def check_plant(plant: Plant, where: str = PLANT_FILE) -> None:
+    """A plant this reader knows, with its geometry's keys, positive lengths and step, one start angle per joint."""
+    if plant.kind not in PLANT_GEOMETRY:
+        raise ExportError(where, f"kind: {plant.kind!r} (choose from {', '.join(PLANT_GEOMETRY)})")
+    if plant.metric not in PLANT_METRICS:
+        raise ExportError(where, f"metric: {plant.metric!r} (choose from {', '.join(PLANT_METRICS)})")
+    keys = PLANT_GEOMETRY[plant.kind]
+    unknown = sorted(set(plant.geometry) - set(keys))
+    if unknown:
+        raise ExportError(where, f"geometry.{unknown[0]}: unknown key (a {plant.kind} has {', '.join(keys)})")
+    missing = [k for k in keys if k not in plant.geometry]
+    if missing:
+        raise ExportError(where, f"geometry.{missing[0]}: missing")
+    for name in keys:
+        bound = POSITIVE if name in PLANT_LENGTHS[plant.kind] else (lambda v: True, "a number")
+        _in_range(plant.geometry[name], bound, where, f"geometry.{name}")
+    _in_range(plant.step_s, POSITIVE, where, "step_s")
+    if len(plant.start) != 2:  # both plants move two joints (the readout's two outputs)
+        raise ExportError(where, f"start: must have 2 entries (one per moving joint), got {len(plant.start)}")

@@ -7,8 +7,9 @@ complete). Arrays are ``.npz`` (never pickles); every file is listed with its SH
 
 Targets:
 
-* ``rule``: ``rule.json`` + ``weights.npz`` (the inner loop as data, :mod:`.rule`), ``demonstrations.npz``
-  (held-out demonstrations with the PyTorch reference results), ``fidelity.json``;
+* ``rule``: ``rule.json`` + ``weights.npz`` (the inner loop as data, :mod:`.rule`), ``plant.json`` (the plant
+  that scores the movements, :mod:`.plant`), ``demonstrations.npz`` (held-out demonstrations with the PyTorch
+  reference results), ``fidelity.json``;
 * ``lava``: the same files, which the Lava program (:mod:`eprop_l2l.hardware.lava`) reads; with
   ``--precision loihi`` the rule's number format is the calibrated learning-engine format;
 * ``nir``: ``learner.nir`` and ``error_module.nir`` (:mod:`.nir_export`) and their agreement with our
@@ -32,7 +33,8 @@ import torch
 from ..inner_loop.fixed_point import number_format
 from ..meta.params import ERROR_MODULE, NETWORK, flat, tree_map
 from ..outputs import OutputError, check_output_dir
-from .description import FORMAT_VERSION, ExportError, NumberFormat
+from .description import FORMAT_VERSION, PLANT_FILE, PLANT_METRICS, ExportError, NumberFormat
+from .plant import plant_record
 from .reader import DEMONSTRATIONS, MANIFEST, sha256_file, verify_manifest
 from .rule import describe, learner_neurons, load_rule, save_rule
 
@@ -117,8 +119,10 @@ def _rule_artefacts(directory: Path, learner, meta, family, cfg, args) -> dict:
     if loaded_rule != rule:
         raise ExportError("export", "the written rule description does not read back identically")
     formats = {"wide": number_format("wide"), "loihi": number_format("loihi")}
-    report, arrays = measure(loaded_rule, loaded_weights, held_out, calibration, formats, learner, meta)
+    report, arrays = measure(loaded_rule, loaded_weights, held_out, calibration, formats, learner, meta,
+                             family=family)
     np.savez(directory / DEMONSTRATIONS, **_demonstrations(held_out, arrays))
+    (directory / PLANT_FILE).write_text(json.dumps(plant_record(family).to_dict(), indent=2) + "\n")
     return report
 
 
@@ -141,7 +145,8 @@ def _nir_artefacts(directory: Path, learner, meta, family, cfg, args) -> dict:
     return report
 
 
-def _readme(target: str, source: dict, report: dict) -> str:
+def _readme(target: str, source: dict, report: dict, metric: str) -> str:
+    label = PLANT_METRICS[metric]
     lines = [f"# eprop-l2l export ({target})", "",
              f"From `{source['checkpoint']}` (iteration {source['iteration']}), exported {source['exported_at']}.",
              "Files are listed with their SHA-256 in `manifest.json`; numbers below are in `fidelity.json`.", ""]
@@ -149,15 +154,15 @@ def _readme(target: str, source: dict, report: dict) -> str:
         lines += ["| check | value |", "|---|---|"]
         for name, value in report["loaded_rule_vs_eprop_online"].items():
             lines.append(f"| loaded rule vs eprop_online, {name}, relative error | {value:.2e} |")
-        lines.append(f"| one-shot MSE_cart before → after (float) | {report['float']['mse_cart_before']:.4f} → "
-                     f"{report['float']['mse_cart_after']:.4f} |")
+        lines.append(f"| one-shot {label} before → after (float) | {report['float'][f'{metric}_before']:.4f} → "
+                     f"{report['float'][f'{metric}_after']:.4f} |")
         for fmt in ("wide", "loihi"):
             entry = report[fmt]
             for name in ("w_in", "w_rec"):
                 if name in entry:
                     lines.append(f"| {fmt} fixed point, {name}: ΔW correlation with float | "
                                  f"{entry[name]['dw_correlation']:.4f} |")
-            lines.append(f"| {fmt} fixed point: MSE_cart after / float | {entry['mse_cart_ratio_to_float']:.3f} |")
+            lines.append(f"| {fmt} fixed point: {label} after / float | {entry[f'{metric}_ratio_to_float']:.3f} |")
     else:
         lines += ["```", json.dumps(report, indent=2), "```"]
     return "\n".join(lines) + "\n"
@@ -186,11 +191,7 @@ def write_export(out_dir: Path, kind: str, precision: str, learner, meta: dict, 
     into ``out_dir``; ``source`` names where the model came from (checkpoint, iteration, experiment)."""
     from types import SimpleNamespace
 
-    from ..task_families.arm import ArmTrials
-
-    if not isinstance(family, ArmTrials):  # demonstrations, fidelity and the Lava report score the planar arm
-        raise ExportError("task.family", f"{cfg.task.family}: the export scores its held-out demonstrations on the "
-                          "two-joint arm (arm_sines, arm_brownian); other families are not exported yet")
+    plant_record(family)  # the demonstrations are scored on the family's plant: refuses one without, before compute
     if kind != "nir" and getattr(learner, "device", None) is not None:  # the rule would lose the device model
         raise ExportError("device.kind", f"{cfg.device.kind}: the exported rule runs in float or in the learning "
                           "engine's formats, and the PCM device model (noise, drift, 1/16 writes) has no artefact; "
@@ -213,7 +214,7 @@ def write_export(out_dir: Path, kind: str, precision: str, learner, meta: dict, 
             warnings.simplefilter("ignore", UserWarning)  # NIR's losses are measured in the report
             report = writer(staging, learner, meta, family, cfg, args)
         (staging / FIDELITY).write_text(json.dumps(report, indent=2))
-        (staging / "README.md").write_text(_readme(kind, source, report))
+        (staging / "README.md").write_text(_readme(kind, source, report, family.primary_metric))
         files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
         manifest = {"format": "eprop-l2l-export", "format_version": FORMAT_VERSION, "target": kind,
                     "precision": precision if kind != "nir" else None, "source": source, "files": files,

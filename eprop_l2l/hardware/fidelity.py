@@ -5,7 +5,11 @@ Three comparisons, each against the causal reference semantics (``eprop_online``
 1. the loaded description, run in float by :mod:`.engine` — must be equal (float precision);
 2. the fixed-point emulation at a format wide enough to be exact — must be equal (rounding only);
 3. the emulation at the learning engine's formats — the difference is what the hardware's precision costs:
-   correlation of the quantised ΔW with the float ΔW, and the one-shot MSE_cart after each update.
+   correlation of the quantised ΔW with the float ΔW, and the one-shot error after each update.
+
+The one-shot error is the family's primary metric (``family.errors(y, batch)[family.primary_metric]``: MSE_cart
+for the arm, the deviation in cm for the ED-Scorbot); its entries are named after it (``mse_cart_after``,
+``deviation_cm_after``, ...).
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from ..inner_loop.fixed_point import FixedFormat, Scales, calibrate_run
 from ..inner_loop.losses import Loss
 from ..meta.params import ERROR_MODULE, NETWORK
 from ..numerics.filters import causal_filter
-from ..task_families.arm_objective import arm_errors
 from .engine import FixedArithmetic, FloatArithmetic, adapted_trial, run_rule
 from .rule import RuleDescription, build_model, learner_neurons
 
@@ -66,18 +69,20 @@ def online_reference(learner, meta: dict, batch) -> dict:
     return result.grads
 
 
-def one_shot_errors(rule: RuleDescription, weights: dict, plastic: dict, batch, model=None) -> dict:
+def one_shot_errors(rule: RuleDescription, weights: dict, plastic: dict, batch, family, model=None) -> torch.Tensor:
+    """The family's primary metric per task ``[B]`` of the test trial after the update to ``plastic``."""
     _, y = adapted_trial(rule, weights, plastic, batch.inputs, model)
-    return arm_errors(y, batch)
+    return family.errors(y, batch)[family.primary_metric]
 
 
 def measure(rule: RuleDescription, weights: dict, batch, calibration_batch, formats: dict[str, FixedFormat],
-            learner=None, meta: dict | None = None, seed: int = 0) -> tuple[dict, dict]:
+            learner=None, meta: dict | None = None, seed: int = 0, *, family) -> tuple[dict, dict]:
     """The fidelity report (JSON-ready) and the per-task arrays behind it.
 
     ``learner``/``meta`` (the trained model, if available) give the ``eprop_online`` reference; the loaded
-    ``rule``/``weights`` are what the export wrote.
+    ``rule``/``weights`` are what the export wrote; ``family`` scores the test trials (its primary metric).
     """
+    metric = family.primary_metric
     model = build_model(rule)
     context = batch.context
     float_run = run_rule(rule, weights, batch.inputs, context, FloatArithmetic(rule), model)
@@ -87,12 +92,11 @@ def measure(rule: RuleDescription, weights: dict, batch, calibration_batch, form
         report["loaded_rule_vs_eprop_online"] = {n: relative_error(float_run.tags[n], reference[n])
                                                  for n in rule.plastic_names}
     trajectory, y_test = adapted_trial(rule, weights, float_run.weights, batch.inputs, model)
-    float_errors = arm_errors(y_test, batch)
-    before = one_shot_errors(rule, weights, float_run.initial, batch, model)
-    report["float"] = {"mse_cart_before": float(before["mse_cart"].mean()),
-                       "mse_cart_after": float(float_errors["mse_cart"].mean())}
+    float_errors = family.errors(y_test, batch)[metric]
+    before = one_shot_errors(rule, weights, float_run.initial, batch, family, model)
+    report["float"] = {f"{metric}_before": float(before.mean()), f"{metric}_after": float(float_errors.mean())}
     arrays.update(z_demo=float_run.spikes, psi=float_run.psi, signals=float_run.signals, y_test=y_test,
-                  z_test=trajectory.outputs, mse_cart_after=float_errors["mse_cart"])
+                  z_test=trajectory.outputs, **{f"{metric}_after": float_errors})
     arrays.update({f"dw_{n[2:]}": float_run.tags[n] for n in rule.plastic_names})
     # −η·tag, not the difference of the float32 weights (which would cancel ΔW's digits away)
     float_dw = {n: -rule.inner_lr * float_run.tags[n].double() for n in rule.plastic_names}
@@ -102,11 +106,11 @@ def measure(rule: RuleDescription, weights: dict, batch, calibration_batch, form
         arithmetic = FixedArithmetic(rule, fmt, scales, torch.Generator().manual_seed(seed))
         fixed_run = run_rule(rule, weights, batch.inputs, context, arithmetic, model)
         fixed_dw = {n: fixed_run.weights[n] - fixed_run.initial[n] for n in rule.plastic_names}
-        errors = one_shot_errors(rule, weights, fixed_run.weights, batch, model)
+        errors = one_shot_errors(rule, weights, fixed_run.weights, batch, family, model)
         entry = {"format": fmt.to_dict(), "scales": scales.to_dict(),
                  "spike_agreement_demo": float((fixed_run.spikes == float_run.spikes).double().mean()),
-                 "mse_cart_after": float(errors["mse_cart"].mean()),
-                 "mse_cart_ratio_to_float": float(errors["mse_cart"].mean() / float_errors["mse_cart"].mean())}
+                 f"{metric}_after": float(errors.mean()),
+                 f"{metric}_ratio_to_float": float(errors.mean() / float_errors.mean())}
         for n in rule.plastic_names:
             sat = fixed_run.raw_tags[n].abs() >= fmt.tag_range[1]
             entry[n] = {"dw_correlation": correlation(fixed_dw[n], float_dw[n]),
@@ -116,7 +120,7 @@ def measure(rule: RuleDescription, weights: dict, batch, calibration_batch, form
                         "nonzero_updates_fraction": float((fixed_dw[n] != 0).double().mean())}
         report[name] = entry
         if name == "loihi":  # the learning engine's integers, for the Lava program's bit-level comparison
-            arrays["q_mse_cart_after"] = errors["mse_cart"]
+            arrays[f"q_{metric}_after"] = errors
             arrays.update(q_signals=fixed_run.signals, q_z_demo=fixed_run.spikes)
             for n in rule.plastic_names:
                 arrays[f"q_tag_{n[2:]}"] = fixed_run.raw_tags[n]

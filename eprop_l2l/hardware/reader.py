@@ -33,6 +33,7 @@ from .description import (
     RULE_FILE,
     WEIGHTS_FILE,
     ExportError,
+    Plant,
     RuleDescription,
 )
 
@@ -97,18 +98,30 @@ def verify_manifest(directory: str | Path) -> dict:
     return manifest
 
 
-# --- 2. rule.json ---------------------------------------------------------------------------------------------
-def read_rule(path: str | Path, where: str | None = None) -> RuleDescription:
-    """The rule description in ``path``: the schema and physical ranges of :meth:`RuleDescription.from_dict`."""
+# --- 2. rule.json (and plant.json) ---------------------------------------------------------------------------
+def _json_file(path: str | Path, where: str, missing: str):
+    """The JSON value in ``path``; a missing or malformed file is one line naming ``where``."""
     path = Path(path)
-    where = where or str(path)
     if not path.is_file():
-        raise ExportError(where, "missing: not an eprop-l2l export directory")
+        raise ExportError(where, missing)
     try:
-        record = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError, UnicodeDecodeError) as err:
         raise ExportError(where, f"not valid JSON ({_first_line(err)})") from None
+
+
+def read_rule(path: str | Path, where: str | None = None) -> RuleDescription:
+    """The rule description in ``path``: the schema and physical ranges of :meth:`RuleDescription.from_dict`."""
+    where = where or str(path)
+    record = _json_file(path, where, "missing: not an eprop-l2l export directory")
     return RuleDescription.from_dict(record, where=where)
+
+
+def read_plant(path: str | Path, where: str | None = None) -> Plant:
+    """The plant in ``path`` (``plant.json``): the schema and ranges of :meth:`.description.Plant.from_dict`."""
+    where = where or str(path)
+    record = _json_file(path, where, "missing: not a complete eprop-l2l export directory")
+    return Plant.from_dict(record, where=where)
 
 
 def weight_shapes(rule: RuleDescription) -> dict[str, tuple[int, ...]]:

@@ -10,8 +10,8 @@ package's torch code; this ``__init__`` imports nothing at all.
 * :mod:`.network` — the Lava network of one task, its learning rules and number formats;
 * :mod:`.procs` — the custom Processes and their ProcessModels (kept in a folder of their own: Lava's compiler
   imports every module in the folder of a Process);
-* :mod:`.report` — fidelity numbers, readout and arm kinematics, the table and the figure (numpy, matplotlib if
-  present).
+* :mod:`.plants` — the plants that score the movements (two-joint arm, ED-Scorbot): kinematics and metric (numpy);
+* :mod:`.report` — fidelity numbers, the readout, the table and the figure (numpy, matplotlib if present).
 
 ``docs/lava.md`` describes the mapping, the timing compensation, the number formats and the measured fidelity.
 """

@@ -1,10 +1,11 @@
 """Reading an export directory (``eprop-l2l export ... --target lava``) with numpy alone.
 
 Every file is read by the package's one artefact reader (:mod:`eprop_l2l.hardware.reader`, torch-free): the
-manifest's hashes first, then ``rule.json`` into the torch side's own records (:mod:`eprop_l2l.hardware.description`:
-one schema and its physical ranges, no copy of them here), then the ``.npz`` files with their headers bounded
-before anything is allocated. What this program adds are the checks of what it implements (LIF learner,
-e-prop 2, one demonstration, ...) and the demonstrations' shapes.
+manifest's hashes first, then ``rule.json`` and ``plant.json`` (the plant that scores the movements; an export
+without it was scored on the two-joint arm: :func:`.plants.legacy_arm`) into the torch side's own records
+(:mod:`eprop_l2l.hardware.description`: one schema and its physical ranges, no copy of them here), then the
+``.npz`` files with their headers bounded before anything is allocated. What this program adds are the checks of
+what it implements (LIF learner, e-prop 2, one demonstration, ...) and the demonstrations' shapes.
 
 Every problem is an :class:`ArtefactError` whose ``str`` is one line naming the file and what is wrong; the Lava
 program prints it and exits 2 before it writes anything.
@@ -16,28 +17,33 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from ... import units
 from .. import reader
 from ..description import (
     FORMAT_VERSION,  # noqa: F401  (the version this program reads: tests/test_lava_mirrors.py)
     LEARNER_WEIGHTS,
     MODULE_WEIGHTS,
+    PLANT_FILE,
     ExportError,
+    Plant,
     PlasticConnection,
     RuleDescription,
 )
 from ..description import RULE_FILE as RULE
 from ..description import WEIGHTS_FILE as WEIGHTS
+from .plants import legacy_arm
 
 WEIGHT_KEYS = LEARNER_WEIGHTS + MODULE_WEIGHTS
 FORMAT = reader.FORMAT  # the manifest's format
 MANIFEST, DEMOS = reader.MANIFEST, reader.DEMONSTRATIONS
 # mirrors of torch-side constants (the modules that own them import torch); tests/test_lava_mirrors.py pins each
 # the demonstrations' arrays: hardware/export.py (_demonstrations) and hardware/fidelity.py (measure)
+# (with the plant's metric after the update: "<metric>_after", and the loihi format's "q_<metric>_after")
 DEMO_KEYS = ("x", "context", "omega_target", "hand_target", "z_demo", "psi", "signals", "dw_in", "dw_rec",
-             "z_test", "y_test", "mse_cart_after")
+             "z_test", "y_test")
 FIXED_KEYS = ("q_tag_in", "q_tag_rec", "q_w_in", "q_w_rec")  # fidelity.measure, the loihi format's arrays
 # the loihi format's other arrays (fidelity.measure), which this program reads where present
-EMULATION_KEYS = ("q_mse_cart_after", "q_signals", "q_z_demo")
+EMULATION_KEYS = ("q_signals", "q_z_demo")
 # the neuron conventions this program implements: cells/spec.py RESET, REFRACTORY (NeuronSpec.reset, .refractory)
 RESET = "subtract_v_th_next_step"
 REFRACTORY = "counter_blocks_spike_and_masks_psi"
@@ -55,6 +61,7 @@ class Artefact:
     directory: Path
     manifest: dict
     rule: RuleDescription
+    plant: Plant  # what scores the movements (plant.json)
     weights: dict
     demos: dict
 
@@ -76,6 +83,11 @@ class Artefact:
     @property
     def is_fixed(self) -> bool:
         return self.rule.number_format.is_fixed
+
+    @property
+    def metric(self) -> str:
+        """The plant's metric, the name of the exported PyTorch numbers (``<metric>_after``)."""
+        return self.plant.metric
 
     @property
     def n_tasks(self) -> int:
@@ -105,10 +117,16 @@ def load(directory: str | Path) -> Artefact:
             _require(name in manifest["files"], where, f"lists no {name}")
         rule = reader.read_rule(directory / RULE, where=RULE)
         weights = reader.read_weights(directory / WEIGHTS, rule)
-        art = Artefact(directory, manifest, rule, weights, {})
+        if PLANT_FILE in manifest["files"]:
+            plant = reader.read_plant(directory / PLANT_FILE, where=PLANT_FILE)
+        else:  # written before the plant record: every such export was scored on the arm at the network's step
+            plant = legacy_arm(units.step_seconds(float(rule.learner.readout["dt_ms"])))
+        art = Artefact(directory, manifest, rule, plant, weights, {})
         _check_rule(art)
-        shapes = dict.fromkeys(DEMO_KEYS + FIXED_KEYS + EMULATION_KEYS)  # their shapes: _check_shapes
-        optional = EMULATION_KEYS + (() if art.is_fixed else FIXED_KEYS)
+        metric = (f"{plant.metric}_after",)
+        emulation = EMULATION_KEYS + (f"q_{plant.metric}_after",)
+        shapes = dict.fromkeys(DEMO_KEYS + metric + FIXED_KEYS + emulation)  # their shapes: _check_shapes
+        optional = emulation + (() if art.is_fixed else FIXED_KEYS)
         art.demos = reader.read_arrays(directory / DEMOS, shapes, optional=optional)
     except ExportError as err:
         raise ArtefactError(err.key, err.problem) from None
@@ -161,4 +179,9 @@ def _check_shapes(art: Artefact) -> None:
     for key in ("z_demo", "psi", "signals", "z_test"):
         _require(d[key].shape == (k, t, n), DEMOS, f"{key} shape {d[key].shape}, expected {(k, t, n)}")
     _require(d["dw_in"].shape == (k, n, n_in) and d["dw_rec"].shape == (k, n, n), DEMOS, "dw_in/dw_rec shapes")
-    _require(d["hand_target"].shape == (k, t, 2), DEMOS, f"hand_target shape {d['hand_target'].shape}")
+    dims = art.plant.dims
+    _require(d["hand_target"].shape == (k, t, dims), DEMOS, f"hand_target shape {d['hand_target'].shape}, expected "
+             f"{(k, t, dims)} (the {art.plant.kind}'s path)")
+    n_out = int(art.readout["n_out"])
+    _require(len(art.plant.start) == n_out, PLANT_FILE, f"start: {len(art.plant.start)} joints, the readout drives "
+             f"{n_out}")

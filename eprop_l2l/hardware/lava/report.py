@@ -5,8 +5,8 @@
 * ΔW: Pearson correlation and relative error ‖a − b‖/‖b‖ of Lava's update, expressed as e-prop's estimate
   −ΔW/η, against the exported float tag Σ_t ψ L x̄ (W_rec without its diagonal); with the fixed-point models
   also Lava's integer tag and weight register against the exported emulation's;
-* the test trial: readout y^t = κ y^{t-1} + s·W_out z^t (+ b), joint angles φ = φ0 + dt·cumsum(ω), hand path
-  and MSE_cart (mean over steps and x, y of the squared hand error).
+* the test trial: readout y^t = κ y^{t-1} + s·W_out z^t (+ b), the plant's joint angles, end-effector path and
+  the family's primary metric (:mod:`.plants`: MSE_cart of the two-joint arm, the ED-Scorbot's deviation in cm).
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ import math
 
 import numpy as np
 
-# the two-joint arm of task_families/arm_kinematics.py: its start posture PHI0 and hand_position's l1, l2
-PHI0 = (0.0, math.pi / 2)
-SEGMENTS = (0.5, 0.5)
+from ..description import PLANT_METRICS
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -61,19 +59,6 @@ def readout(z: np.ndarray, w_out: np.ndarray, spec: dict, b_out: np.ndarray | No
     return y
 
 
-def hand_path(omega: np.ndarray, dt_s: float) -> np.ndarray:
-    """Two-joint arm (:data:`SEGMENTS`; elbow angle relative): ``omega [T, 2]`` rad/s → hand ``[T, 2]``
-    (``arm_kinematics.arm_forward``)."""
-    phi = np.asarray(PHI0) + dt_s * np.cumsum(np.asarray(omega, np.float64), axis=0)
-    shoulder, elbow = phi[:, 0], phi[:, 0] + phi[:, 1]
-    l1, l2 = SEGMENTS
-    return np.stack([l1 * np.cos(shoulder) + l2 * np.cos(elbow), l1 * np.sin(shoulder) + l2 * np.sin(elbow)], -1)
-
-
-def mse_cart(hand: np.ndarray, target: np.ndarray) -> float:
-    return float(np.mean((np.asarray(hand, np.float64) - np.asarray(target, np.float64)) ** 2))
-
-
 def summary(values: list[float]) -> dict:
     arr = np.asarray(values, np.float64)
     return {"mean": float(arr.mean()), "min": float(arr.min()), "max": float(arr.max())}
@@ -81,17 +66,20 @@ def summary(values: list[float]) -> dict:
 
 def table(report: dict) -> str:
     """The human-readable table of ``lava_report.json``."""
+    metric = report["metric"]
+    label = PLANT_METRICS[metric]
+    width = max(14, len(label) + 6)  # the arm's table as it was
     lines = [f"Lava {report['lava_version']} ({report['run_cfg']}, {report['precision']} models), "
              f"{report['n_tasks']} held-out movements, {report['n_steps']} steps, {report['pairing']} pairing, "
              f"learning signal {report['learning_signal']}",
              f"{'task':>4} {'spikes demo':>12} {'spikes test':>12} {'corr ΔW_in':>11} {'corr ΔW_rec':>12} "
-             f"{'relerr in':>10} {'relerr rec':>11} {'MSE_cart Lava':>14} {'PyTorch':>9} {'s':>6}"]
+             f"{'relerr in':>10} {'relerr rec':>11} {label + ' Lava':>{width}} {'PyTorch':>9} {'s':>6}"]
     for t in report["tasks"]:
         f = t["vs_pytorch_float"]
         lines.append(f"{t['task']:>4} {t['spikes_demo']['agreement']:>12.6f} {t['spikes_test']['agreement']:>12.6f} "
                      f"{f['w_in']['correlation']:>11.6f} {f['w_rec']['correlation']:>12.6f} "
                      f"{f['w_in']['relative_error']:>10.2e} {f['w_rec']['relative_error']:>11.2e} "
-                     f"{t['mse_cart_lava']:>14.5f} {t['mse_cart_pytorch']:>9.5f} {t['seconds']:>6.1f}")
+                     f"{t[f'{metric}_lava']:>{width}.5f} {t[f'{metric}_pytorch']:>9.5f} {t['seconds']:>6.1f}")
     if report["precision"] == "fixed":
         lines.append("fixed point vs the exported Loihi-precision emulation (integer tag, weight register):")
         for t in report["tasks"]:
@@ -101,20 +89,21 @@ def table(report: dict) -> str:
                          f"relerr {q['tag_w_rec']['relative_error']:.3f} | ΔW relerr w_in "
                          f"{q['dw_w_in']['relative_error']:.3f} w_rec {q['dw_w_rec']['relative_error']:.3f}")
     m = report["mean"]
-    if "mse_cart_emulation" in m:
-        lines.append(f"MSE_cart after the update: Lava fixed {m['mse_cart_lava']:.5f}, exported fixed-point "
-                     f"emulation {m['mse_cart_emulation']:.5f}, PyTorch float {m['mse_cart_pytorch']:.5f}")
+    if f"{metric}_emulation" in m:
+        lines.append(f"{label} after the update: Lava fixed {m[f'{metric}_lava']:.5f}, exported fixed-point "
+                     f"emulation {m[f'{metric}_emulation']:.5f}, PyTorch float {m[f'{metric}_pytorch']:.5f}")
     if report["learning_signal"].startswith("error module"):
         lines.append(f"learning signal from Lava's error module vs exported L: relative error "
                      f"{m['signal_relative_error']:.2e}")
     lines.append(f"mean: spikes demo {m['spike_agreement_demo']:.6f}, ΔW corr in/rec {m['corr_w_in']:.6f}/"
-                 f"{m['corr_w_rec']:.6f}, MSE_cart Lava {m['mse_cart_lava']:.5f} vs PyTorch "
-                 f"{m['mse_cart_pytorch']:.5f}, {report['seconds']:.1f} s")
+                 f"{m['corr_w_rec']:.6f}, {label} Lava {m[f'{metric}_lava']:.5f} vs PyTorch "
+                 f"{m[f'{metric}_pytorch']:.5f}, {report['seconds']:.1f} s")
     return "\n".join(lines)
 
 
 def figure(path, hand_target: np.ndarray, hand_pytorch: np.ndarray, hand_lava: np.ndarray, title: str) -> bool:
-    """Hand paths (target, PyTorch, Lava) per task; False when matplotlib is not installed."""
+    """End-effector paths (target, PyTorch, Lava) per task: in the plane for the two-joint arm, in 3-D (m) for the
+    Scorbot; False when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -122,16 +111,18 @@ def figure(path, hand_target: np.ndarray, hand_pytorch: np.ndarray, hand_lava: n
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    k = hand_target.shape[0]
-    fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 3.4), squeeze=False)
-    for i, ax in enumerate(axes[0]):
+    k, spatial = hand_target.shape[0], hand_target.shape[-1] == 3
+    fig = plt.figure(figsize=(3.2 * k, 3.4))
+    for i in range(k):
+        ax = fig.add_subplot(1, k, i + 1, **({"projection": "3d"} if spatial else {}))
         ax.plot(*hand_target[i].T, "k-", lw=2.5, alpha=0.35, label="target")
         ax.plot(*hand_pytorch[i].T, "C0-", lw=1.5, label="PyTorch")
         ax.plot(*hand_lava[i].T, "C3--", lw=1.2, label="Lava")
         ax.set_aspect("equal")
         ax.set_title(f"task {i}", fontsize=9)
         ax.tick_params(labelsize=7)
-    axes[0][0].legend(fontsize=7, loc="best")
+        if i == 0:
+            ax.legend(fontsize=7, loc="best")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ...outputs import OutputError, check_output_dir
-from ...units import step_seconds
+from . import plants
 from . import report as rep
 from .artefacts import ArtefactError, load
 
@@ -158,18 +158,18 @@ def _check(args: argparse.Namespace):
 def _task_report(art, k: int, res, precision: str) -> tuple[dict, dict]:
     d, w = art.demos, art.weights
     eta = float(art.rule.inner_lr)
-    spec = art.readout
-    dt_s = step_seconds(float(spec["dt_ms"]))
-    y = rep.readout(res.z_test, w["w_out"], spec, w.get("b_out"))
-    hand = rep.hand_path(y, dt_s)
-    hand_pt = rep.hand_path(d["y_test"][k], dt_s)
+    plant, metric = art.plant, art.metric
+    y = rep.readout(res.z_test, w["w_out"], art.readout, w.get("b_out"))
+    hand = plants.path(plant, y)
+    hand_pt = plants.path(plant, d["y_test"][k])
     replayed = "q_signals" if precision == "fixed" and "q_signals" in d else "signals"
+    emulation = d.get(f"q_{metric}_after")
     entry = {"task": k, "seconds": res.seconds,
              "spikes_demo": rep.spike_agreement(res.z_demo, d["z_demo"][k]),
              "spikes_test": rep.spike_agreement(res.z_test, d["z_test"][k]),
-             "mse_cart_lava": rep.mse_cart(hand, d["hand_target"][k]),
-             "mse_cart_pytorch": float(d["mse_cart_after"][k]),
-             "mse_cart_emulation": float(d["q_mse_cart_after"][k]) if "q_mse_cart_after" in d else None,
+             f"{metric}_lava": float(plants.score(plant, hand, d["hand_target"][k])),
+             f"{metric}_pytorch": float(d[f"{metric}_after"][k]),
+             f"{metric}_emulation": float(emulation[k]) if emulation is not None else None,
              "y_test_relative_error": rep.relative_error(y, d["y_test"][k]),
              "signal_relative_error": rep.relative_error(res.signal, d[replayed][k]),
              "replayed_signal": replayed,
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     from importlib.metadata import version
 
-    d = art.demos
+    d, metric = art.demos, art.metric
     report = {"format": "eprop-l2l-lava-report", "format_version": 1, "export": str(Path(args.directory).resolve()),
               "precision": args.precision, "lava_version": version("lava-nc"),
               "run_cfg": f"Loihi2SimCfg(select_tag={'fixed_pt' if args.precision == 'fixed' else 'floating_pt'!r})",
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "2 steps after psi^t; learning on shadow synapses 3 steps late)"),
               "pairing": args.pairing or ("shadow" if args.signal == "module" else "compensated"),
               "n_tasks": n_tasks, "n_steps": int(d["x"].shape[1]), "n_neurons": int(art.neurons["n"]),
-              "seconds": seconds, "tasks": entries}
+              "plant": art.plant.kind, "metric": metric, "seconds": seconds, "tasks": entries}
     report["mean"] = {
         "spike_agreement_demo": float(np.mean([e["spikes_demo"]["agreement"] for e in entries])),
         "spike_agreement_test": float(np.mean([e["spikes_test"]["agreement"] for e in entries])),
@@ -281,12 +281,12 @@ def main(argv: list[str] | None = None) -> int:
         "corr_w_rec": float(np.mean([e["vs_pytorch_float"]["w_rec"]["correlation"] for e in entries])),
         "relerr_w_in": float(np.mean([e["vs_pytorch_float"]["w_in"]["relative_error"] for e in entries])),
         "relerr_w_rec": float(np.mean([e["vs_pytorch_float"]["w_rec"]["relative_error"] for e in entries])),
-        "mse_cart_lava": float(np.mean([e["mse_cart_lava"] for e in entries])),
-        "mse_cart_pytorch": float(np.mean([e["mse_cart_pytorch"] for e in entries])),
+        f"{metric}_lava": float(np.mean([e[f"{metric}_lava"] for e in entries])),
+        f"{metric}_pytorch": float(np.mean([e[f"{metric}_pytorch"] for e in entries])),
         "signal_relative_error": float(np.mean([e["signal_relative_error"] for e in entries])),
     }
-    if args.precision == "fixed" and entries[0]["mse_cart_emulation"] is not None:
-        report["mean"]["mse_cart_emulation"] = float(np.mean([e["mse_cart_emulation"] for e in entries]))
+    if args.precision == "fixed" and entries[0][f"{metric}_emulation"] is not None:
+        report["mean"][f"{metric}_emulation"] = float(np.mean([e[f"{metric}_emulation"] for e in entries]))
     if args.precision == "fixed":
         for key in ("tag_w_in", "tag_w_rec", "dw_w_in", "dw_w_rec"):
             report["mean"][f"fixed_{key}_relative_error"] = float(
