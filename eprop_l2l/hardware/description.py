@@ -240,16 +240,22 @@ class RuleDescription(_Record):
     def from_dict(cls, record: dict, *, where: str = RULE_FILE, key: str = "") -> RuleDescription:
         """The description in a ``rule.json`` record; a version this reader does not know, or a malformed record,
         is one :class:`ExportError` line naming ``where`` (the file)."""
-        if not isinstance(record, dict):
-            raise ExportError(where, "not a rule description (expected a JSON object)")
-        version = record.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ExportError(where, f"format version {version!r}; this eprop-l2l reads version {FORMAT_VERSION} "
-                              "(export the model again with this version)")
-        _require_finite(record, where, key)
-        rule = cls(**_read(cls, record, where, key))
+        rule = cls(**_read_versioned(cls, record, "a rule description", where, key))
         check_physical(rule, where)
         return rule
+
+
+def _read_versioned(cls, record, what: str, where: str, key: str, unversioned: int | None = None) -> dict:
+    """The fields of a top-level record of this format: a JSON object of this format's version (``unversioned``:
+    the version assumed where the record names none), finite, every field known; else one line naming ``where``."""
+    if not isinstance(record, dict):
+        raise ExportError(where, f"not {what} (expected a JSON object)")
+    version = record.get("format_version", unversioned)
+    if version != FORMAT_VERSION:
+        raise ExportError(where, f"format version {version!r}; this eprop-l2l reads version {FORMAT_VERSION} "
+                          "(export the model again with this version)")
+    _require_finite(record, where, key)
+    return _read(cls, record, where, key)
 
 
 # --- the physical ranges --------------------------------------------------------------------------------------
@@ -359,14 +365,8 @@ class Plant(_Record):
     def from_dict(cls, record: dict, *, where: str = PLANT_FILE, key: str = "") -> Plant:
         """The plant in a ``plant.json`` record; a malformed or impossible one is one :class:`ExportError` line
         naming ``where`` and the key."""
-        if not isinstance(record, dict):
-            raise ExportError(where, "not a plant record (expected a JSON object)")
-        version = record.get("format_version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
-            raise ExportError(where, f"format version {version!r}; this eprop-l2l reads version {FORMAT_VERSION} "
-                              "(export the model again with this version)")
-        _require_finite(record, where, key)
-        plant = cls(**_read(cls, record, where, key))
+        # a plant record without a version is read as the current one (the file is newer than the format)
+        plant = cls(**_read_versioned(cls, record, "a plant record", where, key, FORMAT_VERSION))
         check_plant(plant, where)
         return plant
 
