@@ -131,11 +131,6 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
     except SystemExit as stop:  # usage errors (one line, see _Parser) and --help: an exit code, not an exception
         return stop.code if isinstance(stop.code, int) else 0
-    from .errors import ConfigError
-    from .meta.trainer import NonFiniteError
-    from .runs.checkpoint import CheckpointError
-    from .runs.rundir import RunError
-
     try:
         if args.command == "train":
             from .commands import train
@@ -174,26 +169,30 @@ def main(argv: list[str] | None = None) -> int:
 
         return export.main(args.source, args.out, args.target, args.force, args.tasks, args.calibration_tasks,
                            args.precision)
-    except (ConfigError, CheckpointError) as err:
-        return _fail(str(err))
-    except NonFiniteError as err:
-        return _fail(str(err), 1)
-    except KeyboardInterrupt:
-        return _fail("interrupted", 130)
-    except RunError as err:  # run directory refused (2), fault after the start (1): docs in runs/rundir.py
-        return _fail(str(err), err.code)
-    except OSError as err:
-        from .messages import os_problem
+    except (Exception, KeyboardInterrupt) as err:
+        from .commands.guards import failure, is_bug
 
-        return _fail(os_problem(err), 1)
-    except MemoryError:
-        return _fail("out of memory: lower optim.batch_size, model.n_rec or task.n_steps", 1)
-    except Exception as err:  # a bug: still one line (EPROP_L2L_TRACEBACK=1 shows the traceback)
-        if os.environ.get("EPROP_L2L_TRACEBACK"):
+        if is_bug(err) and os.environ.get("EPROP_L2L_TRACEBACK"):
             raise
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        return _fail(f"internal error {type(err).__name__}: {detail} (a bug: please report it with the command; "
-                     "EPROP_L2L_TRACEBACK=1 shows the traceback)", 1)
+        code, line = failure(err)
+        if _other_rank_shares(err, code):
+            return code
+        return _fail(line if _rank() == 0 else f"rank {_rank()}: {line}", code)
+
+
+def _rank() -> int:
+    raw = os.environ.get("RANK", "0").strip()
+    return int(raw) if raw.isdigit() else 0
+
+
+def _other_rank_shares(err: BaseException, code: int) -> bool:
+    """A torchrun process other than rank 0 whose failure every process meets alike (a refusal: the same checks
+    of the same configuration; an interrupt; a lost peer): rank 0 alone prints it, so it shows once."""
+    if _rank() == 0:
+        return False
+    from .runs.distributed import LostPeer
+
+    return code in (2, 130) or isinstance(err, LostPeer)
 
 
 if __name__ == "__main__":
