@@ -46,6 +46,8 @@ def main(overrides: list[str], *, multirun: bool = False, show_config: bool = Fa
     if show_config:
         for config in configs:
             build(config)  # the values too, exactly as train checks them
+        if multirun:  # the launcher's settings too
+            instantiate_launcher(launcher_overrides, jobs[0], SweepJob((), None, os.getcwd(), os.getpid()))
         print("\n---\n".join(to_yaml(c) for c in configs), end="")
         return 0
     if not multirun:
@@ -142,7 +144,8 @@ class SweepJob:
 
 
 def _job_refusal(err: Exception, job: Job, total: int) -> Exception:
-    where = f"job {job.index} of {total}: {shown(' '.join(job.overrides), 120)}"
+    differences = ", ".join(f"{k}={v}" for k, v in job.record["differences"].items())
+    where = f"job {job.index} of {total}" + (f": {shown(differences, 120)[1:-1]}" if differences else "")
     if isinstance(err, ConfigError):
         return ConfigError(err.key, f"{err.problem} ({where})")
     return type(err)(f"{err} ({where})")
