@@ -175,25 +175,22 @@ def main(argv: list[str] | None = None) -> int:
         if is_bug(err) and os.environ.get("EPROP_L2L_TRACEBACK"):
             raise
         code, line = failure(err)
-        if _other_rank_shares(err, code):
-            return code
-        return _fail(line if _rank() == 0 else f"rank {_rank()}: {line}", code)
+        return code if _another_rank_shares(err, code) else _fail(line, code)
 
 
-def _rank() -> int:
-    raw = os.environ.get("RANK", "0").strip()
-    return int(raw) if raw.isdigit() else 0
-
-
-def _other_rank_shares(err: BaseException, code: int) -> bool:
-    """A torchrun process other than rank 0 whose failure every process meets alike (a refusal: the same checks
-    of the same configuration; an interrupt; a lost peer): rank 0 alone prints it, so it shows once."""
-    if _rank() == 0:
+def _another_rank_shares(err: BaseException, code: int) -> bool:
+    """A torchrun process other than rank 0 whose failure every process meets alike: a refusal of the
+    configuration (the same checks of the same values; not one of this process's own variables, whose keys are
+    upper case: LOCAL_RANK, ...), an interrupt, a peer lost after the start. Rank 0 alone prints it, so it shows
+    once; a failure of a process's own (and a group that never formed: rank 0 may be the one missing) is
+    printed by that process."""
+    world, rank = os.environ.get("WORLD_SIZE", "1").strip(), os.environ.get("RANK", "0").strip()
+    if not (world.isdigit() and rank.isdigit() and 0 < int(rank) < int(world)):
         return False
     from .runs.distributed import LostPeer
 
-    return code in (2, 130) or isinstance(err, LostPeer)
-
+    own_variable = str(getattr(err, "key", "")).isupper()
+    return (code == 2 and not own_variable) or code == 130 or isinstance(err, LostPeer)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -286,30 +286,30 @@ def test_two_nodes_through_the_slurm_batch_script_give_the_meta_gradient_of_one_
 
 ERRORS = [  # (what the command raises, whether every process meets it alike)
     (lambda: ConfigError("model.tau_m", "must be > 0, got -1.0"), True),  # the same checks of the same config
-    (lambda: LostPeer("distributed: a process failed"), True),
+    (lambda: LostPeer("distributed: during training, a process failed"), True),
     (lambda: KeyboardInterrupt(), True),
     (lambda: RunFault("training: disk full"), False),  # this process's own
+    (lambda: ConfigError("LOCAL_RANK", "3: this machine has 2 GPUs"), False),  # its own variable
 ]
 
 
-@pytest.mark.parametrize(("error", "shared"), ERRORS, ids=["refusal", "lost peer", "interrupt", "own fault"])
+@pytest.mark.parametrize(("error", "shared"), ERRORS, ids=["refusal", "lost peer", "interrupt", "own fault", "own"])
 @pytest.mark.parametrize("rank", [0, 1])
 def test_an_error_of_a_multi_process_run_is_printed_once(error, shared, rank, monkeypatch, capsys):
-    """torchrun sets RANK in every process: rank 0 prints what all processes meet alike, the others stay quiet;
-    a fault of a process's own is printed by that process, naming its rank."""
+    """torchrun sets RANK and WORLD_SIZE in every process: rank 0 prints what all processes meet alike, the
+    others stay quiet; a failure of a process's own is printed by that process."""
     from eprop_l2l.commands import train
 
     def fail(*args, **kwargs):
         raise error()
 
     monkeypatch.setattr(train, "main", fail)
+    monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", str(rank))
     code = main(["train", *TINY])
     assert code == {ConfigError: 2, LostPeer: 1, KeyboardInterrupt: 130, RunFault: 1}[type(error())]
     err = capsys.readouterr().err
-    if rank == 0:
-        assert err.count("\n") == 1 and err.startswith("eprop-l2l: ") and "rank" not in err
-    elif shared:
+    if rank == 1 and shared:
         assert err == ""
     else:
-        assert err == "eprop-l2l: rank 1: training: disk full\n"
+        assert err.count("\n") == 1 and err.startswith("eprop-l2l: "), err

@@ -133,8 +133,8 @@ def _task_mean(world_size: int):
 
 
 class LostPeer(RunFault):
-    """The processes did not all join, or one failed or stopped answering: every process meets it alike (rank 0's
-    line is the one printed)."""
+    """After the start, a process failed or stopped answering: every other process meets it alike (rank 0's
+    line is the one printed; the failed process prints its own cause)."""
 
 
 def lost_peer(err: BaseException, timeout_s: float, doing: str = "during training") -> LostPeer:
@@ -199,7 +199,7 @@ def setup(backend: str = "auto", device: str = "cpu", timeout_s: float = 120.0) 
                 dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
         except (RuntimeError, ValueError, OSError) as err:  # DistError, DistStoreError, DistNetworkError, ...
             detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise LostPeer(f"distributed: the {world} processes did not all join within distributed.timeout_s="
+            raise RunFault(f"distributed: the {world} processes did not all join within distributed.timeout_s="
                            f"{timeout_s:g} s ({shown(detail, 100)}); start all {world} processes (torchrun "
                            f"--nproc_per_node {world}) or raise distributed.timeout_s") from None
     world, rank = dist.get_world_size(), dist.get_rank()
