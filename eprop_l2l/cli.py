@@ -3,6 +3,8 @@ call out).
 
     eprop-l2l train experiment=cpu optim.n_iterations=2000 run.dir=runs/arm_cpu
     eprop-l2l train -m experiment=tiny optim.lr=1e-3,3e-3          # multirun: one run per combination
+    eprop-l2l train -m experiment=cpu 'optim.seed=range(3)' hydra/launcher=joblib hydra.launcher.n_jobs=2
+                                                                     # 3 seeds, 2 at a time (docs/sweeps.md)
     eprop-l2l train --help                                           # the presets and config groups
     eprop-l2l evaluate runs/arm_cpu                                  # → runs/arm_cpu/evaluations/as_trained-<hash>/
     eprop-l2l evaluate runs/arm_cpu inner.n_updates=0                # ablation: no inner update
@@ -61,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
             extra = {"epilog": describe(), "formatter_class": argparse.RawDescriptionHelpFormatter}
         command = sub.add_parser(name, help=help_text, description=help_text, **extra)
         if name == "train":
-            command.add_argument("-m", "--multirun", action="store_true", help="expand sweeps (a=1,2) into runs")
+            command.add_argument("-m", "--multirun", action="store_true",
+                                 help="expand sweeps (a=1,2) into runs, run by hydra/launcher=basic|joblib|"
+                                 "submitit_local|submitit_slurm (docs/sweeps.md)")
             command.add_argument("--cfg", action="store_true", help="print the composed configuration and exit")
             command.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=tiny optim.lr=1e-3")
         elif name == "evaluate":

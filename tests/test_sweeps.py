@@ -128,7 +128,7 @@ def free_port() -> int:
 
 def test_joblib_runs_two_jobs_at_a_time_into_the_run_directories_plain_runs_write(tmp_path):
     base = tmp_path / "seeds"
-    common = [*TINY, "optim.n_iterations=6", "run.checkpoint_every=3", f"run.dir={base}"]
+    common = [*TINY, "optim.n_iterations=3", "run.checkpoint_every=2", f"run.dir={base}"]
     # the reference: each job trained on its own, one after the other (as `train` without -m), into the same paths
     for seed in range(4):
         job = [*common, f"optim.seed={seed}"]
@@ -142,7 +142,7 @@ def test_joblib_runs_two_jobs_at_a_time_into_the_run_directories_plain_runs_writ
     assert index["launcher"] == "joblib" and index["differ"] == ["optim.seed"] and index["wandb_group"] == "seeds"
     jobs = index["jobs"]
     assert [(j["status"], j["exit"], j["error"], j["iteration"], j["differences"]) for j in jobs] == \
-        [("done", 0, None, 6, {"optim.seed": s}) for s in range(4)]
+        [("done", 0, None, 3, {"optim.seed": s}) for s in range(4)]
     assert sorted(p.name for p in reference.iterdir() if p.is_dir()) == [j["run_dir"] for j in jobs]
     for job in jobs:
         assert_same_run(base / job["run_dir"], reference / job["run_dir"])
@@ -152,23 +152,21 @@ def test_joblib_runs_two_jobs_at_a_time_into_the_run_directories_plain_runs_writ
     assert max(running) == 2, spans
     wall = max(e for _, e in spans) - min(s for s, _ in spans)
     assert wall < sum(j["seconds"] for j in jobs), spans
-    print("joblib spans", [(round(s - spans[0][0], 2), round(e - spans[0][0], 2)) for s, e in spans])
 
 
-def test_submitit_local_sweep_writes_its_index_and_one_wandb_group(tmp_path):
+def test_submitit_local_sweep_writes_its_index(tmp_path, monkeypatch, capsys):
     base = tmp_path / "local"
-    args = ["train", "-m", "experiment=tiny", "run.evaluate=false", "run.progress=false", "optim.n_iterations=2",
-            "optim.seed=range(2)", "wandb.mode=offline", f"run.dir={base}", "hydra/launcher=submitit_local",
-            "hydra.launcher.timeout_min=10"]
-    result = subprocess.run(cli(*args), env=ENV, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    jobs = index_of(base)["jobs"]
-    assert [(j["status"], j["exit"], j["iteration"]) for j in jobs] == [("done", 0, 2), ("done", 0, 2)]
-    assert index_of(base)["launcher"] == "submitit_local"
-    assert list(base.glob(".submitit/*/*_0_log.out"))  # the jobs ran as submitit jobs
-    for job in jobs:
-        assert wandb_run_group(base / job["run_dir"]) == "local"  # one W&B group: the sweep's mean ± sd band
-    assert "multirun: 2 done" in result.stdout
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # submitit starts each job as `python -m submitit.core._submit`
+    assert main(["train", "-m", *TINY, "optim.n_iterations=1", "optim.seed=range(2)", f"run.dir={base}",
+                 "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]) == 0
+    index = index_of(base)
+    assert index["launcher"] == "submitit_local" and index["differ"] == ["optim.seed"]
+    assert [(j["status"], j["exit"], j["iteration"]) for j in index["jobs"]] == [("done", 0, 1), ("done", 0, 1)]
+    for job in index["jobs"]:
+        assert latest_checkpoint(base / job["run_dir"]).name == "ckpt_00000001.pt"
+    logs = sorted(base.glob(".submitit/*/*_0_log.out"))  # the jobs ran as submitit jobs, each with its own log
+    assert len(logs) == 2 and all("trained 1 meta-iterations" in log.read_text() for log in logs)
+    assert "multirun: 2 done" in capsys.readouterr().out
 
 
 def test_a_killed_sweep_run_again_finishes_with_no_job_trained_twice(tmp_path):
@@ -199,11 +197,11 @@ def test_a_killed_sweep_run_again_finishes_with_no_job_trained_twice(tmp_path):
                 torch.load(latest_checkpoint(second), weights_only=True)["meta"])
 
 
-def test_a_failed_job_is_reported_in_the_index_and_the_others_go_on(tmp_path, capsys):
+def test_a_failed_job_is_reported_in_the_index_the_others_go_on_in_the_sweeps_wandb_group(tmp_path, capsys):
     base = tmp_path / "failing"
-    common = ["train", "-m", *TINY, "optim.n_iterations=2", f"run.dir={base}", "optim.seed=range(3)"]
-    busy = base / "1_experiment=tiny+run.evaluate=false+run.progress=false+wandb.mode=disabled+optim.n_iterations=2+" \
-                  "optim.seed=1"
+    common = ["train", "-m", *TINY[:-1], "wandb.mode=offline", "optim.n_iterations=2", f"run.dir={base}",
+              "optim.seed=range(3)"]
+    busy = job_directory(base, 1, [*common[2:-1], "optim.seed=1"])
     with RunLock.acquire(busy):  # another writer holds job 1's run directory when it starts
         assert main(common) == 2
     jobs = index_of(base)["jobs"]
@@ -212,6 +210,8 @@ def test_a_failed_job_is_reported_in_the_index_and_the_others_go_on(tmp_path, ca
                         r"eprop-l2l train writing it\); wait for it to finish, stop it, or choose another run.dir",
                         jobs[1]["error"]), jobs[1]["error"]
     assert capsys.readouterr().err == f"eprop-l2l: job 1 ({busy.name}): {jobs[1]['error']}\n"  # one line
+    for job in (jobs[0], jobs[2]):  # the sweep's W&B group, as the offline runs record it
+        assert wandb_run_group(base / job["run_dir"]) == "failing" == index_of(base)["wandb_group"]
     assert main(common) == 0  # run again: the failed job is trained, the others skipped
     assert [j["status"] for j in index_of(base)["jobs"]] == ["skipped", "done", "skipped"]
 

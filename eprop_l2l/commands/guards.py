@@ -23,7 +23,6 @@ from collections.abc import Iterator
 
 from ..errors import ConfigError
 from ..messages import os_problem
-from ..runs.checkpoint import CheckpointError
 from ..runs.rundir import RunError, RunFault
 
 
@@ -61,7 +60,8 @@ def faults_naming(place: str) -> Iterator[None]:
 
 def is_bug(err: BaseException) -> bool:
     """Not a failure the package reports as such (bad input, a fault, an interrupt): a bug."""
-    from ..meta.trainer import NonFiniteError
+    from ..meta.trainer import NonFiniteError  # torch's modules: imported where a failure is reported
+    from ..runs.checkpoint import CheckpointError
 
     return not isinstance(err, ConfigError | CheckpointError | NonFiniteError | KeyboardInterrupt | RunError | OSError
                           | MemoryError)
@@ -71,6 +71,7 @@ def failure(err: BaseException) -> tuple[int, str]:
     """``(exit status, one line)`` of a command's failure: bad input 2 (checked before any computation), a fault
     after the start 1, an interrupt 130; a bug 1, with the way to report it."""
     from ..meta.trainer import NonFiniteError
+    from ..runs.checkpoint import CheckpointError
 
     if isinstance(err, ConfigError | CheckpointError):
         return 2, str(err)

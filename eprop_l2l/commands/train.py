@@ -29,7 +29,7 @@ from ..runs.sweep import Job, check_base, completed, latest_iteration, plan, set
 from ..runs.tracking import check_available, start_tracking
 from ..runs.training import check_resumable, initial_meta, prepare_run_directory, run_directory, training_fault
 from ..runtime import configure_cpu
-from .guards import failure
+from .guards import failure, interrupt_on_terminate
 
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -131,9 +131,9 @@ class SweepJob:
 
         started = time.time()
         in_parent = os.getpid() == self.parent
-        if not in_parent:
-            os.chdir(self.cwd)
         try:
+            if not in_parent:
+                os.chdir(self.cwd)
             config = with_run(to_config(cfg), self.run_dirs[HydraConfig.get().job.num], self.group)
             code, error = train(config), None
         except Exception as err:  # every failure becomes the job's one line in the index
@@ -192,7 +192,8 @@ def sweep(jobs: list[list[str]], configs: list[TrainConfig], launcher_overrides:
               f"launcher {name}; index: {escape(str(index))}")
         for job in todo:
             print(f"[{job.index + 1}/{len(planned)}] {' '.join(job.overrides)} → {escape(str(job.run_dir))}")
-        _launch(launcher, name, todo, planned)
+        with interrupt_on_terminate():  # SIGTERM stops the sweep as Ctrl-C does: the index is written on the way out
+            _launch(launcher, name, todo, planned)
     finally:
         with contextlib.suppress(OSError):
             write_index(base, planned, name, group)
