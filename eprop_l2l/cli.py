@@ -3,6 +3,8 @@ call out).
 
     eprop-l2l train experiment=cpu optim.n_iterations=2000 run.dir=runs/arm_cpu
     eprop-l2l train -m experiment=tiny optim.lr=1e-3,3e-3          # multirun: one run per combination
+    eprop-l2l train -m experiment=cpu 'optim.seed=range(3)' hydra/launcher=joblib hydra.launcher.n_jobs=2
+                                                                     # 3 seeds, 2 at a time (docs/sweeps.md)
     eprop-l2l train --help                                           # the presets and config groups
     eprop-l2l evaluate runs/arm_cpu                                  # → runs/arm_cpu/evaluations/as_trained-<hash>/
     eprop-l2l evaluate runs/arm_cpu inner.n_updates=0                # ablation: no inner update
@@ -61,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
             extra = {"epilog": describe(), "formatter_class": argparse.RawDescriptionHelpFormatter}
         command = sub.add_parser(name, help=help_text, description=help_text, **extra)
         if name == "train":
-            command.add_argument("-m", "--multirun", action="store_true", help="expand sweeps (a=1,2) into runs")
+            command.add_argument("-m", "--multirun", action="store_true",
+                                 help="expand sweeps (a=1,2) into runs, run by hydra/launcher=basic|joblib|"
+                                 "submitit_local|submitit_slurm (docs/sweeps.md)")
             command.add_argument("--cfg", action="store_true", help="print the composed configuration and exit")
             command.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=tiny optim.lr=1e-3")
         elif name == "evaluate":
@@ -132,11 +136,6 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
     except SystemExit as stop:  # usage errors (one line, see _Parser) and --help: an exit code, not an exception
         return stop.code if isinstance(stop.code, int) else 0
-    from .errors import ConfigError
-    from .meta.trainer import NonFiniteError
-    from .runs.checkpoint import CheckpointError
-    from .runs.rundir import RunError
-
     try:
         if args.command == "train":
             from .commands import train
@@ -175,27 +174,28 @@ def main(argv: list[str] | None = None) -> int:
 
         return export.main(args.source, args.out, args.target, args.force, args.tasks, args.calibration_tasks,
                            args.precision)
-    except (ConfigError, CheckpointError) as err:
-        return _fail(str(err))
-    except NonFiniteError as err:
-        return _fail(str(err), 1)
-    except KeyboardInterrupt:
-        return _fail("interrupted", 130)
-    except RunError as err:  # run directory refused (2), fault after the start (1): docs in runs/rundir.py
-        return _fail(str(err), err.code)
-    except OSError as err:
-        from .messages import os_problem
+    except (Exception, KeyboardInterrupt) as err:
+        from .commands.guards import failure, is_bug
 
-        return _fail(os_problem(err), 1)
-    except MemoryError:
-        return _fail("out of memory: lower optim.batch_size, model.n_rec or task.n_steps", 1)
-    except Exception as err:  # a bug: still one line (EPROP_L2L_TRACEBACK=1 shows the traceback)
-        if os.environ.get("EPROP_L2L_TRACEBACK"):
+        if is_bug(err) and os.environ.get("EPROP_L2L_TRACEBACK"):
             raise
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        return _fail(f"internal error {type(err).__name__}: {detail} (a bug: please report it with the command; "
-                     "EPROP_L2L_TRACEBACK=1 shows the traceback)", 1)
+        code, line = failure(err)
+        return code if _another_rank_shares(err, code) else _fail(line, code)
 
+
+def _another_rank_shares(err: BaseException, code: int) -> bool:
+    """A torchrun process other than rank 0 whose failure every process meets alike: a refusal of the
+    configuration (the same checks of the same values; not one of this process's own variables, whose keys are
+    upper case: LOCAL_RANK, ...), an interrupt, a peer lost after the start. Rank 0 alone prints it, so it shows
+    once; a failure of a process's own (and a group that never formed: rank 0 may be the one missing) is
+    printed by that process."""
+    world, rank = os.environ.get("WORLD_SIZE", "1").strip(), os.environ.get("RANK", "0").strip()
+    if not (world.isdigit() and rank.isdigit() and 0 < int(rank) < int(world)):
+        return False
+    from .runs.distributed import LostPeer
+
+    own_variable = str(getattr(err, "key", "")).isupper()
+    return (code == 2 and not own_variable) or code == 130 or isinstance(err, LostPeer)
 
 if __name__ == "__main__":
     sys.exit(main())

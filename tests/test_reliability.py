@@ -122,7 +122,7 @@ CONFIG_CASES = [
     (["distributed.backend=nccl"], r"distributed.backend: nccl needs GPUs"),
     (["run.device=cuda:abc"], r"run.device: must be cpu, cuda or cuda:N"),
     (["hydra.run.dir=/tmp/elsewhere"], r"hydra.run.dir: Hydra's own settings are not used by eprop-l2l"),
-    (["hydra/launcher=basic"], r"hydra/launcher: Hydra's own settings are not used"),
+    (["hydra/launcher=basic"], r"hydra/launcher: a launcher runs the jobs of a multirun: add -m"),
     (["experiment=../model/alif"], r"experiment: unknown value '../model/alif'"),
     # paths and long or hostile values: cut and escaped
     ([f"run.dir=/tmp/{'x' * 300}"], r"run.dir: a name of 300 bytes in the path \(at most 255 per name\)"),

@@ -81,11 +81,14 @@ def test_multirun_expands_the_sweep_into_one_run_each(tmp_path):
     args = ["train", "-m", "experiment=tiny", "optim.n_iterations=1", "optim.lr=1e-3,2e-3", "run.evaluate=false",
             f"run.dir={base}", *QUIET]
     assert main(args) == 0
-    runs = sorted(p.name for p in base.iterdir())
+    runs = sorted(p.name for p in base.iterdir() if p.is_dir())
     assert runs == ["0_experiment=tiny+optim.n_iterations=1+optim.lr=0.001+run.evaluate=false+wandb.mode=disabled+"
                     "run.progress=false", "1_experiment=tiny+optim.n_iterations=1+optim.lr=0.002+run.evaluate=false+"
                     "wandb.mode=disabled+run.progress=false"]
     assert "lr: 0.002" in (base / runs[1] / "config.yaml").read_text()
+    index = json.loads((base / "index.json").read_text())
+    assert [(j["run_dir"], j["status"], j["differences"]) for j in index["jobs"]] == \
+        [(runs[0], "done", {"optim.lr": 0.001}), (runs[1], "done", {"optim.lr": 0.002})]
 
 
 def _wait_for_checkpoint(run_dir: Path, iteration: int, process: subprocess.Popen, timeout: float = 120) -> None:

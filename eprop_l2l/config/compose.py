@@ -52,19 +52,36 @@ def config_error_line(err: Exception) -> ConfigError:
     return ConfigError(key or "overrides", re.sub(r"\s+", " ", text))
 
 
+def override_key(override: str) -> str:
+    """The key an override sets (``a.b`` of ``+a.b=1``, ``group`` of ``group@pkg=x``)."""
+    return re.split(r"[=@]", override.lstrip("+~"), maxsplit=1)[0].strip()
+
+
+def is_launcher_override(override: str) -> bool:
+    """A multirun's launcher (``hydra/launcher=NAME``) or one of its settings (``hydra.launcher.<key>=value``):
+    :mod:`.launcher`."""
+    key = override_key(override) if isinstance(override, str) else ""
+    return key == "hydra/launcher" or key.startswith("hydra.launcher.")
+
+
 def check_overrides(overrides: list[str] | tuple[str, ...]) -> None:
     """Overrides Hydra would accept but eprop-l2l would silently ignore: Hydra's own settings (``hydra.run.dir``,
-    ``hydra/launcher=...``) — eprop-l2l only composes with Hydra; the run directory is ``run.dir``."""
+    ...) — eprop-l2l composes with Hydra, the run directory is ``run.dir``; a multirun's launcher (``-m
+    hydra/launcher=...``) is taken off its overrides before they get here."""
     for override in overrides:
         if not isinstance(override, str):
             raise ConfigError("overrides", f"expected key=value strings, got {shown(override)}")
-        key = re.split(r"[=@]", override.lstrip("+~"), maxsplit=1)[0].strip()
+        key = override_key(override)
         if len(override) > MAX_OVERRIDE:
             raise ConfigError(cut(key, 60) or "overrides", f"an override of {len(override):,} characters (at most "
                               f"{MAX_OVERRIDE:,}): {shown(override)}")
+        if is_launcher_override(override):
+            raise ConfigError(key, "a launcher runs the jobs of a multirun: add -m (eprop-l2l train -m "
+                              "hydra/launcher=joblib ...)")
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
             raise ConfigError(key, "Hydra's own settings are not used by eprop-l2l (it only composes the "
-                              "configuration): set the run directory with run.dir=..., sweep with -m")
+                              "configuration): set the run directory with run.dir=..., sweep with -m, choose a "
+                              "multirun's launcher with hydra/launcher=NAME")
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:

@@ -132,9 +132,14 @@ def _task_mean(world_size: int):
     return mean
 
 
-def lost_peer(err: BaseException, timeout_s: float, doing: str = "during training") -> RunFault:
+class LostPeer(RunFault):
+    """After the start, a process failed or stopped answering: every other process meets it alike (rank 0's
+    line is the one printed; the failed process prints its own cause)."""
+
+
+def lost_peer(err: BaseException, timeout_s: float, doing: str = "during training") -> LostPeer:
     detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return RunFault(f"distributed: {doing}, a process failed or did not answer within distributed.timeout_s="
+    return LostPeer(f"distributed: {doing}, a process failed or did not answer within distributed.timeout_s="
                     f"{timeout_s:g} s ({shown(detail, 100)}); check every process's output, relaunch to resume "
                     "from the latest checkpoint, or raise distributed.timeout_s")
 

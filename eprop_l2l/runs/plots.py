@@ -126,6 +126,16 @@ def _flat(record: dict, prefix: str = "") -> dict:
     return flat
 
 
+def flat_config(config) -> dict:
+    """A run's configuration (:class:`~eprop_l2l.config.schema.TrainConfig`) as ``{dotted.key: value}``."""
+    return _flat(dataclasses.asdict(config))
+
+
+def differing_keys(configs: list[dict]) -> list[str]:
+    """The keys (sorted) whose values differ between the flat configurations ``configs``."""
+    return sorted({k for c in configs for k in c if len({repr(d.get(k)) for d in configs}) > 1})
+
+
 def runs_of(directory: Path) -> list[Path]:
     """The run directories (holding ``config.yaml``) directly under a multirun directory, in index order."""
     found = [p for p in Path(directory).iterdir() if p.is_dir() and (p / "config.yaml").exists()]
@@ -142,8 +152,8 @@ def summary_rows(directory: Path) -> tuple[list[str], list[dict]]:
     overrides; ``run.dir`` left out), then the held-out metrics of its ``metrics.json`` (empty when the run has
     not been evaluated)."""
     runs = runs_of(directory)
-    configs = [_flat(dataclasses.asdict(config_from_yaml(run / "config.yaml"))) for run in runs]
-    keys = sorted({k for c in configs for k in c if k != "run.dir" and len({repr(d.get(k)) for d in configs}) > 1})
+    configs = [flat_config(config_from_yaml(run / "config.yaml")) for run in runs]
+    keys = [k for k in differing_keys(configs) if k != "run.dir"]
     rows = []
     for run, config in zip(runs, configs, strict=True):
         metrics_file = run / "metrics.json"

@@ -1,5 +1,6 @@
 """A training run's directory before and around training: where it is (:func:`run_directory`), whether it may be
-resumed (:func:`check_resumable`), the meta-parameters that start it (:func:`initial_meta`), its record started
+resumed (:func:`check_resumable`) or is done (:func:`is_complete`), the meta-parameters that start it
+(:func:`initial_meta`), its record started
 under the lock (:func:`prepare_run_directory`), and a fault during training as one line that says what is
 intact (:func:`training_fault`). ``eprop-l2l train`` (:mod:`eprop_l2l.commands.train`) runs them in order.
 
@@ -65,6 +66,18 @@ def check_resumable(run_dir: Path, cfg: TrainConfig) -> rundir.Record:
     return record
 
 
+def is_complete(record: rundir.Record, cfg: TrainConfig) -> bool:
+    """Whether the run directory (as :func:`check_resumable` found it) holds ``cfg``'s run done: trained to
+    ``optim.n_iterations`` and, where ``run.evaluate``, evaluated at that iteration. A sweep run again skips it."""
+    if record.state != "resume":
+        return False
+    iteration = rundir.checkpoint_iteration(record.latest)
+    if iteration is None or iteration < cfg.optim.n_iterations:
+        return False
+    evaluation = (record.manifest or {}).get("evaluation") or {}
+    return not cfg.run.evaluate or evaluation.get("iteration") == iteration
+
+
 def initial_meta(cfg: TrainConfig, learner) -> dict | None:
     """``run.init_from``: the meta-parameters of another run's latest checkpoint (or of a checkpoint file) start
     this run, e.g. hardware-aware fine-tuning of a float-trained model; checked against the configured model."""
@@ -120,5 +133,5 @@ def training_fault(err: BaseException, run_dir: Path, cfg: TrainConfig, world: i
             isinstance(err, RuntimeError) and any(word in text.lower() for word in backend_words))):
         # a peer died, hung past distributed.timeout_s, ...
         fault = distributed.lost_peer(err, cfg.distributed.timeout_s, doing)
-        return rundir.RunFault(f"{fault}; {resume_hint(run_dir)}")
+        return distributed.LostPeer(f"{fault}; {resume_hint(run_dir)}")
     return None
