@@ -421,6 +421,20 @@ def test_two_trainings_on_one_run_directory(tmp_path, capsys):
     assert rundir.inspect(run_dir).state == "resume"
 
 
+def test_a_run_being_written_is_refused_as_in_use_before_its_record_is_read(run_copy, capsys):
+    """Mid-rotation (the writer has just removed its oldest checkpoint, the manifest still lists it) a second
+    train read the record first and blamed a lost checkpoint (seen on a loaded machine); the lock is checked
+    first, and nothing is written."""
+    oldest = sorted((run_copy / "checkpoints").glob("ckpt_*.pt"))[0]
+    oldest.unlink()  # what a writer's rotation looks like from outside, for a moment
+    before = sorted(p.name for p in run_copy.rglob("*"))
+    with rundir.RunLock.acquire(run_copy):  # the writer (this process, through its own open file)
+        assert _train_again(run_copy, "optim.n_iterations=6") == 2
+    line = one_line(capsys)
+    assert " is in use by process " in line and "missing" not in line, line
+    assert sorted(p.name for p in run_copy.rglob("*")) == before
+
+
 def test_kill_between_rename_and_manifest_and_orphans_are_harmless(run_copy):
     """A checkpoint renamed into place but never listed (kill -9 between the two steps) is ignored; temporary
     files of killed writers are removed; the run resumes from its latest listed checkpoint."""

@@ -84,6 +84,7 @@ def prepare(cfg: TrainConfig, *, here: bool = True) -> Prepared:
     run_dir = run_directory(cfg)
     init_meta = initial_meta(cfg, learner)
     if writer:
+        rundir.RunLock.check_free(run_dir)  # one being written is in use (read now, it may look damaged)
         check_resumable(run_dir, cfg)  # refusals before anything is written, lock file included
     return Prepared(learner, family, training, options, run_dir, init_meta, world, writer)
 

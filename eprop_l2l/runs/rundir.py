@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..messages import shown, shown_path
-from ..outputs import Busy, lock_file
+from ..outputs import Busy, holders, lock_file
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"
@@ -135,10 +135,24 @@ class RunLock:
         try:
             fd = lock_file(path, what)
         except Busy as busy:
-            who = f"process {busy}" if busy.holders else "another process"
-            raise RunDirError(f"run.dir: {shown_path(run_dir)} is in use by {who} (an eprop-l2l train writing it); "
-                              "wait for it to finish, stop it, or choose another run.dir") from None
+            raise _in_use(run_dir, busy) from None
         return cls(run_dir, fd)
+
+    @staticmethod
+    def check_free(run_dir: Path) -> None:
+        """Refuse, as :meth:`acquire` would, a run directory that another process holds, without taking the lock
+        or writing anything: read before the lock is taken, a directory in the middle of a writer's checkpoint
+        rotation looks damaged (a recorded checkpoint just removed), and the refusal would blame the wrong thing."""
+        try:
+            fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY)
+        except OSError:
+            return  # no lock file: nobody has written here (or it is not readable: acquire() will say so)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _in_use(run_dir, Busy(holders(Path(run_dir) / LOCK))) from None
+        finally:
+            os.close(fd)  # closing drops a lock taken here
 
     def release(self) -> None:
         if self.fd is not None:
@@ -152,6 +166,12 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _in_use(run_dir: Path, busy: Busy) -> RunDirError:
+    who = f"process {busy}" if busy.holders else "another process"
+    return RunDirError(f"run.dir: {shown_path(run_dir)} is in use by {who} (an eprop-l2l train writing it); "
+                       "wait for it to finish, stop it, or choose another run.dir")
 
 
 # -------------------------------------------------------------------------------------------- the manifest
