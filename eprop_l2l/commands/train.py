@@ -69,11 +69,12 @@ class Prepared:
     writer: bool
 
 
-def prepare(cfg: TrainConfig, *, here: bool = True) -> Prepared:
+def prepare(cfg: TrainConfig, *, here: bool = True, busy_ok: bool = False) -> Prepared:
     """Every check of a run before anything is written: the values (sizes bounded), torchrun's variables, the
     run directory's record and the checkpoint it would resume from, the run that ``run.init_from`` names; ``here``:
     also the device and the memory of this machine (a sweep whose launcher runs its jobs elsewhere leaves them to
-    the jobs)."""
+    the jobs). A run directory another process is writing is refused as in use; ``busy_ok`` (a sweep's check
+    before its launch) leaves it, and its record, to the job, which may find it free."""
     world = distributed.world_size_from_env()
     learner, family, training, options = build(cfg, world)  # validates every value, bounds every size
     writer = distributed.check_launch_env() == 0
@@ -84,8 +85,9 @@ def prepare(cfg: TrainConfig, *, here: bool = True) -> Prepared:
     run_dir = run_directory(cfg)
     init_meta = initial_meta(cfg, learner)
     if writer:
-        rundir.RunLock.check_free(run_dir)  # one being written is in use (read now, it may look damaged)
-        check_resumable(run_dir, cfg)  # refusals before anything is written, lock file included
+        if not (busy_ok and rundir.RunLock.in_use(run_dir)):
+            rundir.RunLock.check_free(run_dir)  # one being written is in use (read now, it may look damaged)
+            check_resumable(run_dir, cfg)  # refusals before anything is written, lock file included
     return Prepared(learner, family, training, options, run_dir, init_meta, world, writer)
 
 
@@ -173,8 +175,8 @@ def sweep(jobs: list[list[str]], configs: list[TrainConfig], launcher_overrides:
     todo = []
     for job in planned:
         try:
-            prepare(job.config, here=name in LOCAL)
-            done = completed(job)
+            prepare(job.config, here=name in LOCAL, busy_ok=True)
+            done = not rundir.RunLock.in_use(job.run_dir) and completed(job)
         except (ConfigError, rundir.RunError) as err:
             raise _job_refusal(err, job, len(planned)) from None
         if done:

@@ -143,16 +143,23 @@ class RunLock:
         """Refuse, as :meth:`acquire` would, a run directory that another process holds, without taking the lock
         or writing anything: read before the lock is taken, a directory in the middle of a writer's checkpoint
         rotation looks damaged (a recorded checkpoint just removed), and the refusal would blame the wrong thing."""
+        if RunLock.in_use(run_dir):
+            raise _in_use(run_dir, Busy(holders(Path(run_dir) / LOCK)))
+
+    @staticmethod
+    def in_use(run_dir: Path) -> bool:
+        """Whether another process (or another open file of this one) holds the run directory's lock."""
         try:
             fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY)
         except OSError:
-            return  # no lock file: nobody has written here (or it is not readable: acquire() will say so)
+            return False  # no lock file: nobody has written here (or it is not readable: acquire() will say so)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise _in_use(run_dir, Busy(holders(Path(run_dir) / LOCK))) from None
+            return True
         finally:
             os.close(fd)  # closing drops a lock taken here
+        return False
 
     def release(self) -> None:
         if self.fd is not None:
