@@ -203,8 +203,6 @@ class FeedbackSignal(_Record):
     definition: str
 
 
-SIGNALS = (LearningSignal, FeedbackSignal)
-
 
 @dataclass(frozen=True, kw_only=True)
 class Accumulation(_Record):
