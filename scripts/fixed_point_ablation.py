@@ -57,17 +57,31 @@ class UnroundedArithmetic(FixedArithmetic):
         return x
 
 
-def measure_run(run: str, tasks: int, calibration_tasks: int, seeds: int, variants: list[str]) -> dict:
+def one_shot(rule, weights, chunks, arithmetic, model) -> tuple[torch.Tensor, torch.Tensor, dict, torch.Tensor]:
+    """Per-task MSE_cart before and after the update, ΔW and the demonstrations' spikes, over the movements in
+    ``chunks`` (a few tasks at a time: the per-task weights and tags of 50 movements of a 400-neuron model do not
+    fit this machine at once)."""
+    before, after, dw, spikes = [], [], {n: [] for n in rule.plastic_names}, []
+    for chunk in chunks:
+        run = demonstrate(rule, weights, chunk, arithmetic, model)
+        spikes.append(run.spikes)
+        before.append(one_shot_errors(rule, weights, run.initial, chunk, model)["mse_cart"])
+        after.append(one_shot_errors(rule, weights, run.weights, chunk, model)["mse_cart"])
+        for n in rule.plastic_names:  # float: −η·tag, not the difference of float32 weights (it cancels ΔW's digits)
+            exact = isinstance(arithmetic, FloatArithmetic)
+            dw[n].append(-rule.inner_lr * run.tags[n].double() if exact else run.weights[n] - run.initial[n])
+    return torch.cat(before), torch.cat(after), {n: torch.cat(v) for n, v in dw.items()}, torch.cat(spikes)
+
+
+def measure_run(run: str, tasks: int, calibration_tasks: int, seeds: int, variants: list[str], chunk: int) -> dict:
     cfg, learner, family, meta, _, checkpoint, iteration = evaluation_setup(run)
     meta = tree_map(lambda v: v.detach().cpu(), meta)
     rule, weights = describe(learner, file_weights(meta))
     model = build_model(rule)
     batch = family.sample(tasks, torch.Generator().manual_seed(cfg.eval.seed))
+    chunks = [batch.select(slice(i, i + chunk)) for i in range(0, tasks, chunk)]
     calibration = family.sample(calibration_tasks, torch.Generator().manual_seed(cfg.optim.validation_seed))
-    float_run = demonstrate(rule, weights, batch, FloatArithmetic(rule), model)
-    float_mse = one_shot_errors(rule, weights, float_run.weights, batch, model)["mse_cart"]
-    before = one_shot_errors(rule, weights, float_run.initial, batch, model)["mse_cart"]
-    float_dw = {n: -rule.inner_lr * float_run.tags[n].double() for n in rule.plastic_names}
+    before, float_mse, float_dw, float_spikes = one_shot(rule, weights, chunks, FloatArithmetic(rule), model)
     out = {"checkpoint": str(checkpoint), "iteration": iteration, "rule": "e-prop 1" if rule.is_feedback else
            "e-prop 2", "tasks": tasks, "calibration_tasks": calibration_tasks,
            "mse_cart_before": float(before.mean()), "mse_cart_float": float(float_mse.mean()), "variants": {}}
@@ -75,18 +89,18 @@ def measure_run(run: str, tasks: int, calibration_tasks: int, seeds: int, varian
         fmt = dataclasses.replace(LOIHI, **VARIANTS[name])
         scales = calibrate_rule(rule, weights, calibration, fmt, model)
         kind = UnroundedArithmetic if name == "rounding: off" else FixedArithmetic
-        entry = {"format": fmt.to_dict(), "ratio": [], "dw_correlation": []}
+        entry = {"format": fmt.to_dict(), "ratio": [], "dw_correlation": [], "spike_agreement_demo": []}
         for seed in range(seeds if fmt.rounding == "stochastic" and kind is FixedArithmetic else 1):
             start = time.perf_counter()
-            fixed = demonstrate(rule, weights, batch, kind(rule, fmt, scales, torch.Generator().manual_seed(seed)),
-                                model)
-            mse = one_shot_errors(rule, weights, fixed.weights, batch, model)["mse_cart"]
+            arithmetic = kind(rule, fmt, scales, torch.Generator().manual_seed(seed))
+            _, mse, dw, spikes = one_shot(rule, weights, chunks, arithmetic, model)
             entry["ratio"].append(float(mse.mean() / float_mse.mean()))
-            entry["dw_correlation"].append({n: correlation(fixed.weights[n] - fixed.initial[n], float_dw[n])
-                                            for n in rule.plastic_names})
+            entry["spike_agreement_demo"].append(float((spikes == float_spikes).double().mean()))
+            entry["dw_correlation"].append({n: correlation(dw[n], float_dw[n]) for n in rule.plastic_names})
             print(f"{run} | {name} | seed {seed}: MSE_cart ratio {entry['ratio'][-1]:.3f}, ΔW corr "
                   + " / ".join(f"{v:.3f}" for v in entry["dw_correlation"][-1].values())
-                  + f" ({time.perf_counter() - start:.0f} s)", flush=True)
+                  + f", spikes {entry['spike_agreement_demo'][-1]:.4f} ({time.perf_counter() - start:.0f} s)",
+                  flush=True)
         entry["ratio_mean"] = sum(entry["ratio"]) / len(entry["ratio"])
         out["variants"][name] = entry
     return out
@@ -99,6 +113,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--calibration-tasks", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--variants", default=None, help="comma-separated names of VARIANTS (default: all)")
+    parser.add_argument("--chunk", type=int, default=10, help="movements run at once (memory)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -107,7 +122,8 @@ def main(argv: list[str]) -> int:
     if unknown:
         parser.error(f"--variants: unknown {unknown[0]!r} (choose from {', '.join(VARIANTS)})")
     configure_cpu(args.threads)
-    results = {run: measure_run(run, args.tasks, args.calibration_tasks, args.seeds, variants) for run in args.runs}
+    results = {run: measure_run(run, args.tasks, args.calibration_tasks, args.seeds, variants, args.chunk)
+               for run in args.runs}
     if args.out:
         with open(args.out, "w") as handle:
             json.dump(results, handle, indent=2)
