@@ -47,6 +47,8 @@ VARIANTS = {
     "calibration: tag quantile 0.9999": {"tag_quantile": 0.9999},
     "calibration: tag quantile 1 (max)": {"tag_quantile": 1.0},
     "calibration: psi*L quantile 0.999": {"signal_quantile": 0.999},
+    "calibration: psi*L quantile 0.99": {"signal_quantile": 0.99},
+    "calibration: psi*L quantile 0.95": {"signal_quantile": 0.95},
 }
 
 
@@ -73,7 +75,7 @@ def one_shot(rule, weights, chunks, arithmetic, model) -> tuple[torch.Tensor, to
     return torch.cat(before), torch.cat(after), {n: torch.cat(v) for n, v in dw.items()}, torch.cat(spikes)
 
 
-def measure_run(run: str, tasks: int, calibration_tasks: int, seeds: int, variants: list[str], chunk: int) -> dict:
+def measure_run(run: str, tasks: int, calibration_tasks: int, seeds: range, variants: list[str], chunk: int) -> dict:
     cfg, learner, family, meta, _, checkpoint, iteration = evaluation_setup(run)
     meta = tree_map(lambda v: v.detach().cpu(), meta)
     rule, weights = describe(learner, file_weights(meta))
@@ -90,7 +92,7 @@ def measure_run(run: str, tasks: int, calibration_tasks: int, seeds: int, varian
         scales = calibrate_rule(rule, weights, calibration, fmt, model)
         kind = UnroundedArithmetic if name == "rounding: off" else FixedArithmetic
         entry = {"format": fmt.to_dict(), "ratio": [], "dw_correlation": [], "spike_agreement_demo": []}
-        for seed in range(seeds if fmt.rounding == "stochastic" and kind is FixedArithmetic else 1):
+        for seed in (seeds if fmt.rounding == "stochastic" and kind is FixedArithmetic else seeds[:1]):
             start = time.perf_counter()
             arithmetic = kind(rule, fmt, scales, torch.Generator().manual_seed(seed))
             _, mse, dw, spikes = one_shot(rule, weights, chunks, arithmetic, model)
@@ -112,6 +114,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tasks", type=int, default=50)
     parser.add_argument("--calibration-tasks", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds of the rounding: first-seed, first-seed+1, …")
     parser.add_argument("--variants", default=None, help="comma-separated names of VARIANTS (default: all)")
     parser.add_argument("--chunk", type=int, default=10, help="movements run at once (memory)")
     parser.add_argument("--threads", type=int, default=1)
@@ -122,7 +125,8 @@ def main(argv: list[str]) -> int:
     if unknown:
         parser.error(f"--variants: unknown {unknown[0]!r} (choose from {', '.join(VARIANTS)})")
     configure_cpu(args.threads)
-    results = {run: measure_run(run, args.tasks, args.calibration_tasks, args.seeds, variants, args.chunk)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    results = {run: measure_run(run, args.tasks, args.calibration_tasks, seeds, variants, args.chunk)
                for run in args.runs}
     if args.out:
         with open(args.out, "w") as handle:
