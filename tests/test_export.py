@@ -138,7 +138,7 @@ def test_fixed_point_with_wide_formats_equals_the_float_update(trained):
     rule, weights = describe(learner, file_weights(meta))
     batch = family.sample(2, torch.Generator().manual_seed(cfg.eval.seed))
     calibration = family.sample(2, torch.Generator().manual_seed(cfg.optim.validation_seed))
-    scales = calibrate_rule(rule, weights, calibration.inputs, calibration.context, WIDE)
+    scales = calibrate_rule(rule, weights, calibration, WIDE)
     ctx = batch.context
     floating = run_rule(rule, weights, batch.inputs, ctx, FloatArithmetic(rule))
     fixed = run_rule(rule, weights, batch.inputs, ctx, FixedArithmetic(rule, WIDE, scales, torch.Generator()))
@@ -280,7 +280,7 @@ def test_tampered_or_foreign_artefacts_are_refused(lava_export, tmp_path):
     shutil.copytree(lava_export, copy)
     record = json.loads((copy / "rule.json").read_text())
     (copy / "rule.json").write_text(json.dumps({**record, "format_version": 99}))
-    with pytest.raises(ExportError, match="format version 99; this eprop-l2l reads version 1"):
+    with pytest.raises(ExportError, match="format version 99; this eprop-l2l reads versions 1, 2"):
         load_rule(copy)
     with pytest.raises(ExportError, match="SHA-256 mismatch"):
         verify(copy)
@@ -290,7 +290,8 @@ def test_tampered_or_foreign_artefacts_are_refused(lava_export, tmp_path):
 def unsupported_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("unsupported")
     runs = {}
-    for name, overrides in (("alif", ["model.cell=alif"]), ("feedback", ["error_module.kind=feedback"])):
+    unsupported = {"alif": ["model.cell=alif"], "feedback_hand": ["error_module.kind=feedback", "inner.objective=hand"]}
+    for name, overrides in unsupported.items():
         runs[name] = root / name
         assert main(["train", "experiment=tiny", "optim.n_iterations=1", f"run.dir={runs[name]}", *QUIET,
                      *overrides]) == 0
@@ -316,7 +317,7 @@ def test_bad_export_input_gives_one_line_exit_2_and_leaves_nothing(unsupported_r
         ([str(empty), "--target", "rule"], "run directory without checkpoints"),
         ([str(unsupported_runs["alif"]), "--target", "lava"], "model.cell: ALIF adaptation"),
         ([str(unsupported_runs["alif"]), "--target", "nir"], "alif|ALIF|adaptation"),
-        ([str(unsupported_runs["feedback"]), "--target", "rule"], "export supports learned error modules"),
+        ([str(unsupported_runs["feedback_hand"]), "--target", "rule"], "inner.objective: 'hand': the Cartesian error"),
         ([trained, "--target", "rule", "--out", str(occupied)], "exists and is not empty \\(use --force"),
         ([trained, "--target", "rule", "--out", str(a_file)], "is a file, not a directory"),
         ([trained, "--target", "rule", "--tasks", "0"], "--tasks: must be an integer in \\[1, 1000\\]"),

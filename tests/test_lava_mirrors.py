@@ -266,7 +266,8 @@ def test_the_lava_side_reads_the_rule_descriptions_own_records():
                  if isinstance(t, ast.Tuple) for e in t.elts if isinstance(e, ast.Name)}
     assert "MANIFEST" in assigned and not assigned & {"FORMAT_VERSION", "RULE", "WEIGHTS"}, assigned
     assert artefacts.RuleDescription is rule.RuleDescription and artefacts.FORMAT_VERSION == export.FORMAT_VERSION
-    assert (artefacts.WEIGHTS, artefacts.WEIGHT_KEYS) == (rule.WEIGHTS_FILE, rule.LEARNER_WEIGHTS + rule.MODULE_WEIGHTS)
+    assert artefacts.WEIGHTS == rule.WEIGHTS_FILE
+    assert artefacts.WEIGHT_KEYS == description.LEARNER_WEIGHTS + description.MODULE_WEIGHTS
 
 
 # --- formulas: the Lava side's copy computes what the torch side computes ---------------------------------------

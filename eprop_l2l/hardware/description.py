@@ -23,17 +23,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 
-FORMAT_VERSION = 1
+# 2: the learning signal may be e-prop 1's output error through a feedback matrix (FeedbackSignal); version 1
+# (a learned error module's signal only) is still read, and re-written as it was
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 RULE_FILE = "rule.json"
 # the weights beside the description (weights.npz): the learning network's, then the error module's
 WEIGHTS_FILE = "weights.npz"
 LEARNER_WEIGHTS = ("w_in", "w_rec", "w_out")
 MODULE_WEIGHTS = ("em_w_in", "em_w_rec", "em_proj")
+FEEDBACK_MATRIX = "b_fb"  # e-prop 1's own feedback matrix B [n, n_out] (random or meta-learned)
 NUMBER_KINDS = ("float32", "fixed")
 # a record's field → its key in rule.json, where the two differ
 FILE_KEYS = {"inner_lr": "eta"}
@@ -59,6 +64,12 @@ def _value(hint, value, where: str, key: str):
     """``value`` read as the field type ``hint`` (a record, a tuple, or a JSON scalar or object)."""
     if dataclasses.is_dataclass(hint):
         return hint.from_dict(value, where=where, key=key)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # records told apart by their "source"
+        sources = {a.SOURCE: a for a in typing.get_args(hint)}
+        source = value.get("source") if isinstance(value, dict) else None
+        if source not in sources:
+            raise ExportError(where, f"{key}.source: {source!r} (choose from {', '.join(sources)})")
+        return sources[source].from_dict(value, where=where, key=key)
     if typing.get_origin(hint) is tuple:
         if not isinstance(value, (list, tuple)):
             raise ExportError(where, f"{key}: must be a list, got {_type_name(value)}")
@@ -162,6 +173,7 @@ class PostFactor(_Record):
 class LearningSignal(_Record):
     """The learning signal L_j^t and its source, the learned error module (exported with its weights)."""
 
+    SOURCE: typing.ClassVar[str] = "error_module"
     source: str  # error_module
     neurons: dict  # the module's NeuronSpec.to_dict()
     inputs: tuple[tuple[str, int], ...]  # (input, width) in the module's concatenation order
@@ -170,6 +182,26 @@ class LearningSignal(_Record):
     filter_tau_ms: float
     projection: str  # the weights that map ζ̄ to L: em_proj
     definition: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeedbackSignal(_Record):
+    """e-prop 1's learning signal (format version 2): the learner's own output error broadcast through a feedback
+    matrix, ``L^t = B·err^t`` with ``err^t = mask^t·(y^t − y*^t)``, y^t the learner's leaky readout
+    (``learner.readout``) of the spikes z^t of the same step and y* the target, an input of ``target_width``
+    numbers per step (the motor targets). B is ``scale·projection`` (``b_fb`` [n, n_out]: random or meta-learned
+    B), or ``scale·projectionᵀ`` with ``transposed`` (the symmetric B = s·(W^out)ᵀ)."""
+
+    SOURCE: typing.ClassVar[str] = "output_error"
+    source: str  # output_error
+    feedback: str  # the feedback kind (error_modules.feedback.KINDS): symmetric | random
+    error: str  # what the error compares: motor (y − y*, the target outputs)
+    target_width: int  # y* per step: the readout's n_out
+    projection: str  # the weights B is made of: b_fb | w_out
+    transposed: bool  # B = scale·projectionᵀ (w_out) rather than scale·projection (b_fb)
+    scale: float  # the readout's input scale s for symmetric B, 1 otherwise
+    definition: str
+
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,13 +249,18 @@ class RuleDescription(_Record):
     learner: LearnerRecord
     plastic: tuple[PlasticConnection, ...]
     post_factor: PostFactor
-    learning_signal: LearningSignal
+    learning_signal: LearningSignal | FeedbackSignal
     inner_lr: float  # the (meta-learned) inner learning rate η: W ← W − η·tag (file key "eta")
     kappa: float = 0.0  # readout filter of the trace; 0 in e-prop 2
     n_updates: int = 1  # demonstrations, each followed by one application of its tag
     accumulation: Accumulation = field(default_factory=Accumulation)
     number_format: NumberFormat = field(default_factory=NumberFormat)
     format_version: int = FORMAT_VERSION
+
+    @property
+    def is_feedback(self) -> bool:
+        """Whether the learning signal is e-prop 1's output error through a feedback matrix."""
+        return isinstance(self.learning_signal, FeedbackSignal)
 
     @property
     def plastic_names(self) -> tuple[str, ...]:
@@ -240,22 +277,27 @@ class RuleDescription(_Record):
     def from_dict(cls, record: dict, *, where: str = RULE_FILE, key: str = "") -> RuleDescription:
         """The description in a ``rule.json`` record; a version this reader does not know, or a malformed record,
         is one :class:`ExportError` line naming ``where`` (the file)."""
-        rule = cls(**_read_versioned(cls, record, "a rule description", where, key))
+        fields, version = _read_versioned(cls, record, "a rule description", where, key)
+        rule = cls(**fields)
+        if rule.is_feedback and version < 2:
+            raise ExportError(where, f"learning_signal.source: {FeedbackSignal.SOURCE!r} needs format version 2, "
+                              f"the file says {version}")
         check_physical(rule, where)
         return rule
 
 
-def _read_versioned(cls, record, what: str, where: str, key: str, unversioned: int | None = None) -> dict:
-    """The fields of a top-level record of this format: a JSON object of this format's version (``unversioned``:
-    the version assumed where the record names none), finite, every field known; else one line naming ``where``."""
+def _read_versioned(cls, record, what: str, where: str, key: str, unversioned: int | None = None) -> tuple[dict, int]:
+    """The fields of a top-level record of this format and its version: a JSON object of a version this reader
+    reads (``unversioned``: the version assumed where the record names none), finite, every field known; else one
+    line naming ``where``."""
     if not isinstance(record, dict):
         raise ExportError(where, f"not {what} (expected a JSON object)")
     version = record.get("format_version", unversioned)
-    if version != FORMAT_VERSION:
-        raise ExportError(where, f"format version {version!r}; this eprop-l2l reads version {FORMAT_VERSION} "
-                          "(export the model again with this version)")
+    if isinstance(version, bool) or version not in READ_VERSIONS:
+        raise ExportError(where, f"format version {version!r}; this eprop-l2l reads versions "
+                          f"{', '.join(map(str, READ_VERSIONS))} (export the model again with this version)")
     _require_finite(record, where, key)
-    return _read(cls, record, where, key)
+    return _read(cls, record, where, key), version
 
 
 # --- the physical ranges --------------------------------------------------------------------------------------
@@ -318,19 +360,22 @@ def check_physical(rule: RuleDescription, where: str = RULE_FILE) -> None:
     constants and sizes positive; one :class:`ExportError` line naming the file and the key otherwise."""
     _check_spec(rule.learner.neurons, NEURON_KEYS, NEURON_REQUIRED, NEURON_RANGES, where, "learner.neurons")
     _check_spec(rule.learner.readout, READOUT_KEYS, READOUT_REQUIRED, READOUT_RANGES, where, "learner.readout")
-    _check_spec(rule.learning_signal.neurons, NEURON_KEYS, NEURON_REQUIRED, NEURON_RANGES, where,
-                "learning_signal.neurons")
     checks = [("learner.n_in", rule.learner.n_in, 1), ("eta", rule.inner_lr, POSITIVE),
               ("kappa", rule.kappa, BELOW_ONE), ("n_updates", rule.n_updates, 1),
               ("post_factor.gamma_pd", rule.post_factor.gamma_pd, POSITIVE),
-              ("post_factor.v_th", rule.post_factor.v_th, POSITIVE),
-              ("learning_signal.filter_decay", rule.learning_signal.filter_decay, UNIT),
-              ("learning_signal.filter_tau_ms", rule.learning_signal.filter_tau_ms, POSITIVE)]
+              ("post_factor.v_th", rule.post_factor.v_th, POSITIVE)]
+    signal = rule.learning_signal
+    if rule.is_feedback:
+        _check_feedback(signal, rule.learner.readout, where)
+        checks.append(("learning_signal.scale", signal.scale, POSITIVE))
+    else:
+        _check_spec(signal.neurons, NEURON_KEYS, NEURON_REQUIRED, NEURON_RANGES, where, "learning_signal.neurons")
+        checks += [("learning_signal.filter_decay", signal.filter_decay, UNIT),
+                   ("learning_signal.filter_tau_ms", signal.filter_tau_ms, POSITIVE)]
+        checks += [(f"learning_signal.inputs[{i}][1]", width, 1) for i, (_, width) in enumerate(signal.inputs)]
     for i, conn in enumerate(rule.plastic):
         checks += [(f"plastic[{i}].trace.decay", conn.trace.decay, UNIT),
                    (f"plastic[{i}].trace.impulse", conn.trace.impulse, POSITIVE)]
-    inputs = rule.learning_signal.inputs
-    checks += [(f"learning_signal.inputs[{i}][1]", width, 1) for i, (_, width) in enumerate(inputs)]
     for key, value, bound in checks:
         _in_range(value, bound, where, key)
 
@@ -366,7 +411,7 @@ class Plant(_Record):
         """The plant in a ``plant.json`` record; a malformed or impossible one is one :class:`ExportError` line
         naming ``where`` and the key."""
         # a plant record without a version is read as the current one (the file is newer than the format)
-        plant = cls(**_read_versioned(cls, record, "a plant record", where, key, FORMAT_VERSION))
+        plant = cls(**_read_versioned(cls, record, "a plant record", where, key, FORMAT_VERSION)[0])
         check_plant(plant, where)
         return plant
 
@@ -395,3 +440,27 @@ def check_plant(plant: Plant, where: str = PLANT_FILE) -> None:
     _in_range(plant.step_s, POSITIVE, where, "step_s")
     if len(plant.start) != 2:  # both plants move two joints (the readout's two outputs)
         raise ExportError(where, f"start: must have 2 entries (one per moving joint), got {len(plant.start)}")
+
+
+# what a feedback signal may name: its kinds (error_modules.feedback.KINDS that meta-training runs), errors and
+# the projection each kind is made of (tests/test_lava_mirrors.py pins the kinds to the torch side's)
+FEEDBACK_PROJECTIONS = {"symmetric": ("w_out", True), "random": (FEEDBACK_MATRIX, False)}
+FEEDBACK_ERRORS = ("motor",)
+
+
+def _check_feedback(signal: FeedbackSignal, readout: dict, where: str) -> None:
+    if signal.feedback not in FEEDBACK_PROJECTIONS:
+        raise ExportError(where, f"learning_signal.feedback: {signal.feedback!r} (choose from "
+                          f"{', '.join(FEEDBACK_PROJECTIONS)})")
+    if signal.error not in FEEDBACK_ERRORS:
+        raise ExportError(where, f"learning_signal.error: {signal.error!r} (choose from {', '.join(FEEDBACK_ERRORS)})")
+    projection = FEEDBACK_PROJECTIONS[signal.feedback]
+    if (signal.projection, signal.transposed) != projection:
+        raise ExportError(where, f"learning_signal.projection: {signal.projection!r} (transposed "
+                          f"{str(signal.transposed).lower()}); {signal.feedback} feedback is {projection[0]!r} "
+                          f"(transposed {str(projection[1]).lower()})")
+    if signal.feedback == "random" and signal.scale != 1:  # Feedback: only symmetric B carries the readout's s
+        raise ExportError(where, f"learning_signal.scale: {signal.scale!r}; random feedback B is b_fb itself (1)")
+    if signal.target_width != readout.get("n_out"):
+        raise ExportError(where, f"learning_signal.target_width: {signal.target_width!r}, the readout has n_out "
+                          f"{readout.get('n_out')!r}")

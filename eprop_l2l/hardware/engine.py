@@ -1,12 +1,13 @@
 """A loaded rule description, executed step by step as a learning engine executes it.
 
 Per step t of a demonstration: the learning network advances (its cell's own ``step``, rebuilt from the
-exported spec), the error module advances and emits L^t, the post-synaptic neuron forms its third factor from
-ψ_j^t·L_j^t, every plastic connection updates its presynaptic trace from the signal the rule names (x^t or
-z^{t-1}) and adds the product of trace and third factor to its tag. After the last step the tag is applied
-once. What the arithmetic of each of these operations is — float, or a learning engine's integers — is the
-``arithmetic`` object's business (:class:`FloatArithmetic`, :class:`FixedArithmetic`); the order of the
-operations is the rule's and lives only here.
+exported spec), the error module advances and emits L^t (e-prop 1: the readout advances, and its output error
+against the target, mask·(y^t − y*^t), is projected by the feedback matrix B), the post-synaptic neuron forms
+its third factor from ψ_j^t·L_j^t, every plastic connection updates its presynaptic trace from the signal the
+rule names (x^t or z^{t-1}) and adds the product of trace and third factor to its tag. After the last step the
+tag is applied once. What the arithmetic of each of these operations is — float, or a learning engine's
+integers — is the ``arithmetic`` object's business (:class:`FloatArithmetic`, :class:`FixedArithmetic`); the
+order of the operations is the rule's and lives only here.
 
 With float arithmetic the tags equal ``eprop_online``'s estimate Σ_t ψ_j L_j x̄_i of the same model (tested).
 """
@@ -19,6 +20,7 @@ import torch
 
 from ..error_modules.base import Observation
 from ..inner_loop.fixed_point import FixedFormat, Scales, quantize_weights, round_integer, saturate
+from ..inner_loop.losses import Loss
 from ..meta.params import ERROR_MODULE, NETWORK, nested, tree_map
 from ..numerics.linalg import no_self_mask, outer
 from .rule import RuleDescription, build_model, learner_neurons
@@ -104,13 +106,21 @@ class EngineResult:
 
 
 def run_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, context: torch.Tensor | None, arithmetic,
-             model=None) -> EngineResult:
-    """Demonstration(s) → update(s) for a batch of tasks ``x [B, T, n_in]``, ``context [B, T, n_ctx]``."""
+             model=None, target: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> EngineResult:
+    """Demonstration(s) → update(s) for a batch of tasks ``x [B, T, n_in]``, ``context [B, T, n_ctx]``; an e-prop 1
+    rule also takes the demonstration's target ``[B, T, n_out]`` and mask ``[B, T]``."""
     model = model or build_model(rule)
     cell, module = model.cell, model.module
     dtype = x.dtype
     tensor = {k: torch.as_tensor(v) for k, v in weights.items()}
-    module_params = tree_map(lambda v: v.to(dtype), nested(tensor)[ERROR_MODULE])
+    tree = nested(tensor)
+    module_params = tree_map(lambda v: v.to(dtype), tree.get(ERROR_MODULE, {}))
+    if rule.is_feedback:  # B is b_fb, or the readout's own w_out (symmetric)
+        if target is None or mask is None:
+            raise ValueError("run_rule: an e-prop 1 rule projects the output error: pass target and mask")
+        readout_params = {k: v.to(dtype) for k, v in tree[NETWORK].items()}
+        module_params = {**readout_params, **module_params}
+        loss = Loss("mse")  # the motor error mask·(y − y*), the one FeedbackSignal.error names
     batch, steps = x.shape[0], x.shape[1]
     names = rule.plastic_names
     plastic = {n: arithmetic.weights(n, tensor[n].to(dtype).expand(batch, *tensor[n].shape)) for n in names}
@@ -119,6 +129,7 @@ def run_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, context: tor
         params = {**{k: tensor[k].to(dtype) for k in ("w_in", "w_rec")}, **{n: w.to(dtype) for n, w in plastic.items()}}
         state = cell.init_state(batch, dtype=dtype, device=x.device)
         module_state = module.init_state(batch, dtype, x.device)
+        output = model.readout.init_state(batch, dtype=dtype, device=x.device) if rule.is_feedback else None
         traces = {n: None for n in names}
         tags = {n: 0.0 for n in names}
         record = {"spikes": [], "psi": [], "signals": []}
@@ -127,7 +138,11 @@ def run_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, context: tor
             state, z = cell.step(params, prev, x[:, t])
             psi = cell.psi(params, state)
             ctx = None if context is None else context[:, t]
-            obs = Observation(spikes=z, inputs=x[:, t], context=ctx)
+            if rule.is_feedback:
+                output = model.readout.step(readout_params, output, z)
+                obs = Observation(error=loss.error(output, target[:, t], mask[:, t]))
+            else:
+                obs = Observation(spikes=z, inputs=x[:, t], context=ctx)
             module_state, signal = module.step(module_params, module_state, obs)
             y = arithmetic.third_factor(psi * signal)
             for conn in rule.plastic:

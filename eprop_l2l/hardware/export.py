@@ -78,7 +78,7 @@ def _numpy(value) -> np.ndarray:
 
 
 def _demonstrations(batch, arrays: dict) -> dict:
-    out = {"x": batch.inputs, "context": batch.context, "omega_target": batch.targets,
+    out = {"x": batch.inputs, "context": batch.context, "omega_target": batch.targets, "mask": batch.mask,
            "hand_target": batch.extra["hand"], **arrays}
     out = {k: _numpy(v) for k, v in out.items()}
     for key in ("z_demo", "q_z_demo", "z_test"):
@@ -112,7 +112,7 @@ def _rule_artefacts(directory: Path, learner, meta, family, cfg, args) -> dict:
     calibration = family.sample(args.calibration_tasks, torch.Generator().manual_seed(cfg.optim.validation_seed))
     if args.precision == "loihi":
         fmt = number_format("loihi")
-        scales = calibrate_rule(rule, weights, calibration.inputs, calibration.context, fmt)
+        scales = calibrate_rule(rule, weights, calibration, fmt)
         rule = dataclasses.replace(rule, number_format=engine_format(rule, fmt, scales))
     save_rule(directory, rule, weights)
     loaded_rule, loaded_weights = load_rule(directory)  # the fidelity is measured on what was written

@@ -48,11 +48,17 @@ def presynaptic_traces(rule: RuleDescription, x: torch.Tensor, spikes: torch.Ten
     return traces
 
 
-def calibrate_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, context: torch.Tensor | None,
-                   fmt: FixedFormat, model=None) -> Scales:
-    """Scales of ``fmt`` for this model from float demonstrations of calibration tasks (not the evaluated ones),
-    with the format's calibration quantiles."""
-    result = run_rule(rule, weights, x, context, FloatArithmetic(rule), model)
+def demonstrate(rule: RuleDescription, weights: dict, batch, arithmetic, model=None):
+    """:func:`~.engine.run_rule` on the demonstrations of a task batch (inputs, context, and the motor targets and
+    mask that an e-prop 1 rule's output error compares with)."""
+    return run_rule(rule, weights, batch.inputs, batch.context, arithmetic, model, batch.targets, batch.mask)
+
+
+def calibrate_rule(rule: RuleDescription, weights: dict, batch, fmt: FixedFormat, model=None) -> Scales:
+    """Scales of ``fmt`` for this model from float demonstrations of a batch of calibration tasks (not the
+    evaluated ones), with the format's calibration quantiles."""
+    x = batch.inputs
+    result = demonstrate(rule, weights, batch, FloatArithmetic(rule), model)
     traces = presynaptic_traces(rule, x, result.spikes)
     before = {n: weights[n] for n in rule.plastic_names}
     return calibrate_run(fmt, rule.inner_lr, learner_neurons(rule).input_scale, before, result.weights, traces,
@@ -84,8 +90,7 @@ def measure(rule: RuleDescription, weights: dict, batch, calibration_batch, form
     """
     metric = family.primary_metric
     model = build_model(rule)
-    context = batch.context
-    float_run = run_rule(rule, weights, batch.inputs, context, FloatArithmetic(rule), model)
+    float_run = demonstrate(rule, weights, batch, FloatArithmetic(rule), model)
     report, arrays = {"n_tasks": int(batch.inputs.shape[0])}, {}
     if learner is not None:
         reference = online_reference(learner, meta, batch)
@@ -100,11 +105,10 @@ def measure(rule: RuleDescription, weights: dict, batch, calibration_batch, form
     arrays.update({f"dw_{n[2:]}": float_run.tags[n] for n in rule.plastic_names})
     # −η·tag, not the difference of the float32 weights (which would cancel ΔW's digits away)
     float_dw = {n: -rule.inner_lr * float_run.tags[n].double() for n in rule.plastic_names}
-    cal_context = calibration_batch.context
     for name, fmt in formats.items():
-        scales = calibrate_rule(rule, weights, calibration_batch.inputs, cal_context, fmt, model)
+        scales = calibrate_rule(rule, weights, calibration_batch, fmt, model)
         arithmetic = FixedArithmetic(rule, fmt, scales, torch.Generator().manual_seed(seed))
-        fixed_run = run_rule(rule, weights, batch.inputs, context, arithmetic, model)
+        fixed_run = demonstrate(rule, weights, batch, arithmetic, model)
         fixed_dw = {n: fixed_run.weights[n] - fixed_run.initial[n] for n in rule.plastic_names}
         errors = one_shot_errors(rule, weights, fixed_run.weights, batch, family, model)
         entry = {"format": fmt.to_dict(), "scales": scales.to_dict(),

@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from .description import (
-    FORMAT_VERSION,
+    FEEDBACK_MATRIX,
     LEARNER_WEIGHTS,
     MODULE_WEIGHTS,
+    READ_VERSIONS,
     RULE_FILE,
     WEIGHTS_FILE,
     ExportError,
@@ -76,9 +77,10 @@ def verify_manifest(directory: str | Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise ExportError(str(path), f"format {found!r}: not an eprop-l2l export manifest (expected {FORMAT!r})")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ExportError(str(path), f"format version {manifest.get('format_version')!r}; this eprop-l2l reads "
-                          f"version {FORMAT_VERSION} (export the model again)")
+    version = manifest.get("format_version")
+    if isinstance(version, bool) or version not in READ_VERSIONS:
+        raise ExportError(str(path), f"format version {version!r}; this eprop-l2l reads versions "
+                          f"{', '.join(map(str, READ_VERSIONS))} (export the model again)")
     files = manifest.get("files")
     if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
         raise ExportError(str(path), "files: must map file names to SHA-256 digests")
@@ -126,12 +128,16 @@ def read_plant(path: str | Path, where: str | None = None) -> Plant:
 
 def weight_shapes(rule: RuleDescription) -> dict[str, tuple[int, ...]]:
     """The arrays ``weights.npz`` holds, each with the shape the description implies (``b_out`` when the
-    readout has a bias)."""
+    readout has a bias; the error module's, or e-prop 1's own feedback matrix ``b_fb``)."""
     learner, signal = rule.learner, rule.learning_signal
     n, n_in, n_out = learner.neurons["n"], learner.n_in, learner.readout["n_out"]
-    m, module_in = signal.neurons["n"], sum(width for _, width in signal.inputs)
     shapes = dict(zip(LEARNER_WEIGHTS, ((n, n_in), (n, n), (n_out, n)), strict=True))
-    shapes.update(zip(MODULE_WEIGHTS, ((m, module_in), (m, m), (n, m)), strict=True))
+    if rule.is_feedback:
+        if signal.projection == FEEDBACK_MATRIX:
+            shapes[FEEDBACK_MATRIX] = (n, n_out)
+    else:
+        m, module_in = signal.neurons["n"], sum(width for _, width in signal.inputs)
+        shapes.update(zip(MODULE_WEIGHTS, ((m, module_in), (m, m), (n, m)), strict=True))
     if learner.readout["bias"]:
         shapes["b_out"] = (n_out,)
     return shapes

@@ -32,11 +32,11 @@ import torch
 from ..cells.from_spec import cell_from_spec, readout_from_spec
 from ..cells.spec import NeuronSpec, ReadoutSpec
 from .description import (
-    LEARNER_WEIGHTS,
-    MODULE_WEIGHTS,
+    FEEDBACK_PROJECTIONS,
     RULE_FILE,
     WEIGHTS_FILE,
     ExportError,
+    FeedbackSignal,
     LearnerRecord,
     LearningSignal,
     NumberFormat,
@@ -45,7 +45,7 @@ from .description import (
     RuleDescription,
     Trace,
 )
-from .reader import read_rule_files
+from .reader import read_rule_files, weight_shapes
 
 # which presynaptic signal each plastic weight group multiplies, and its index relative to the step t of ψ_j^t
 PRESYNAPTIC = {"w_in": ("input", "t"), "w_rec": ("learner_spikes", "t-1")}
@@ -65,6 +65,7 @@ def _require_exportable(learner) -> None:
     """Refuse what the rule description cannot express, naming the construct."""
     from ..cells.alif import ALIF
     from ..cells.lif import LIF
+    from ..error_modules.feedback import Feedback
     from ..error_modules.learned import LearnedErrorModule
 
     cell = learner.network.cell
@@ -76,12 +77,15 @@ def _require_exportable(learner) -> None:
                      "learning-engine trace holds)" if name == "ALIF" else f"{name} learning network")
         raise ExportError("model.cell", f"{construct}: the exported rule supports LIF learning networks")
     module = learner.error_module
-    if not isinstance(module, LearnedErrorModule):
-        raise ExportError("error_module.kind", f"{type(module).__name__}: the export supports learned error modules")
-    if module.use_produced_path:
+    if isinstance(module, Feedback):
+        _require_exportable_feedback(learner, module)
+    elif not isinstance(module, LearnedErrorModule):
+        raise ExportError("error_module.kind", f"{type(module).__name__}: the export supports learned error modules "
+                          "and feedback matrices (e-prop 1)")
+    elif module.use_produced_path:
         raise ExportError("error_module.use_produced_path", "the produced hand path is computed through the plant "
                           "(the arm), which the exported rule does not hold")
-    if not isinstance(module.cell, LIF | ALIF):
+    elif not isinstance(module.cell, LIF | ALIF):
         raise ExportError("error_module.cell", f"{type(module.cell).__name__} error module: the export supports "
                           "LIF and ALIF error modules (spiking populations a chip can run)")
     bad = [n for n in learner.plastic if n not in PRESYNAPTIC]
@@ -92,8 +96,45 @@ def _require_exportable(learner) -> None:
                           "supports κ = 0 (e-prop 2)")
 
 
+def _require_exportable_feedback(learner, module) -> None:
+    """e-prop 1: a feedback kind a chip holds as one fixed projection, and an error the learning engine's
+    populations compute (the learner's own readout against an input target)."""
+    if module.kind not in FEEDBACK_PROJECTIONS:
+        raise ExportError("error_module.feedback", f"{module.kind!r}: B learned between trials has no artefact; the "
+                          f"export supports {', '.join(FEEDBACK_PROJECTIONS)} feedback")
+    objective = learner.objective.kind
+    if objective != "motor":
+        raise ExportError("inner.objective", f"{objective!r}: the Cartesian error p − p* needs the arm's hand path, "
+                          "the forward kinematics (cos, sin) of the integrated joint angles of the readout, which no "
+                          "neuron, synapse or learning-engine trace computes; the export supports "
+                          "inner.objective=motor (the error y − y* of the readout)")
+
+
+def _feedback_signal(learner) -> FeedbackSignal:
+    readout, module = learner.network.readout, learner.error_module
+    projection, transposed = FEEDBACK_PROJECTIONS[module.kind]
+    scale = readout.input_scale if module.properties.scaled_by_readout else 1.0
+    return FeedbackSignal(
+        source=FeedbackSignal.SOURCE, feedback=module.kind, error=learner.objective.kind,
+        target_width=readout.n_out, projection=projection, transposed=transposed, scale=float(scale),
+        definition="L^t = B @ err^t, err^t = mask^t * (y^t - y_target^t), y^t = kappa * y^{t-1} + s * w_out @ z^t "
+                   "+ b_out; B = scale * (w_out^T if transposed else b_fb)")
+
+
+def _module_signal(module) -> LearningSignal:
+    inputs = tuple((name, n) for name, n, used in (("context", module.n_context, module.use_context),
+                                                   ("learner_spikes", module.n_learner, module.use_spikes),
+                                                   ("input", module.n_inputs, module.use_inputs)) if used)
+    return LearningSignal(
+        source="error_module", neurons=module.cell.spec.to_dict(), inputs=inputs, learner_spikes_index="t",
+        filter_decay=module.decay, filter_tau_ms=module.signal_tau, projection="em_proj",
+        definition="L^t = em_proj @ zeta_bar^t, zeta_bar^t = filter_decay * zeta_bar^{t-1} + zeta^t")
+
+
 def describe(learner, meta: dict, number_format: NumberFormat | None = None) -> tuple[RuleDescription, dict]:
-    """The rule description and the weights (numpy, float32) of a trained e-prop 2 model."""
+    """The rule description and the weights (numpy, float32) of a trained e-prop 2 or e-prop 1 model."""
+    from ..error_modules.feedback import Feedback
+
     _require_exportable(learner)
     cell, readout, module = learner.network.cell, learner.network.readout, learner.error_module
     spec = cell.spec
@@ -101,13 +142,7 @@ def describe(learner, meta: dict, number_format: NumberFormat | None = None) -> 
                                       trace=Trace(decay=spec.alpha, impulse=spec.input_scale),
                                       diagonal_plastic=name != "w_rec")
                     for name in learner.plastic)
-    inputs = tuple((name, n) for name, n, used in (("context", module.n_context, module.use_context),
-                                                   ("learner_spikes", module.n_learner, module.use_spikes),
-                                                   ("input", module.n_inputs, module.use_inputs)) if used)
-    signal = LearningSignal(
-        source="error_module", neurons=module.cell.spec.to_dict(), inputs=inputs, learner_spikes_index="t",
-        filter_decay=module.decay, filter_tau_ms=module.signal_tau, projection="em_proj",
-        definition="L^t = em_proj @ zeta_bar^t, zeta_bar^t = filter_decay * zeta_bar^{t-1} + zeta^t")
+    signal = _feedback_signal(learner) if isinstance(module, Feedback) else _module_signal(module)
     post = PostFactor(name="psi", surrogate=spec.surrogate, gamma_pd=spec.gamma_pd, v_th=spec.v_th,
                       zero_while_refractory=spec.n_ref > 0,
                       definition="psi^t = (gamma_pd/v_th) * pd((v^t - v_th)/v_th), 0 while refractory")
@@ -115,7 +150,7 @@ def describe(learner, meta: dict, number_format: NumberFormat | None = None) -> 
         learner=LearnerRecord(neurons=spec.to_dict(), n_in=cell.n_in, readout=readout.spec.to_dict()),
         plastic=plastic, post_factor=post, learning_signal=signal, inner_lr=float(learner.inner_lr_value(meta)),
         kappa=0.0, n_updates=learner.n_inner_updates, number_format=number_format or NumberFormat())
-    names = LEARNER_WEIGHTS + MODULE_WEIGHTS + (("b_out",) if readout.bias else ())
+    names = tuple(weight_shapes(rule))  # the arrays the reader expects of this description
     weights = {k: meta[k].detach().cpu().to(torch.float32).numpy() for k in names}
     return rule, weights
 
@@ -145,12 +180,16 @@ class RuleModel:
 
 
 def build_model(rule: RuleDescription) -> RuleModel:
+    from ..error_modules.feedback import KINDS, Feedback
     from ..error_modules.learned import LearnedErrorModule
 
     neurons = learner_neurons(rule)
     cell = cell_from_spec(neurons, rule.learner.n_in)
     readout = readout_from_spec(ReadoutSpec.from_dict(rule.learner.readout))
     signal = rule.learning_signal
+    if rule.is_feedback:  # B's scale is the description's (Feedback's readout_scale: symmetric carries s)
+        scale = {"readout_scale": signal.scale} if KINDS[signal.feedback].scaled_by_readout else {}
+        return RuleModel(cell, readout, Feedback(signal.feedback, cell.n_rec, signal.target_width, **scale))
     widths = dict(signal.inputs)
     module_in = sum(widths.values())
     module_cell = cell_from_spec(module_neurons(rule), module_in)

@@ -44,6 +44,8 @@ DEMO_KEYS = ("x", "context", "omega_target", "hand_target", "z_demo", "psi", "si
 FIXED_KEYS = ("q_tag_in", "q_tag_rec", "q_w_in", "q_w_rec")  # fidelity.measure, the loihi format's arrays
 # the loihi format's other arrays (fidelity.measure), which this program reads where present
 EMULATION_KEYS = ("q_signals", "q_z_demo")
+# the demonstrations' mask (hardware/export.py, _demonstrations since format version 2): e-prop 1's output error
+FEEDBACK_KEYS = ("mask",)
 # the neuron conventions this program implements: cells/spec.py RESET, REFRACTORY (NeuronSpec.reset, .refractory)
 RESET = "subtract_v_th_next_step"
 REFRACTORY = "counter_blocks_spike_and_masks_psi"
@@ -125,8 +127,8 @@ def load(directory: str | Path) -> Artefact:
         _check_rule(art)
         metric = (f"{plant.metric}_after",)
         emulation = EMULATION_KEYS + (f"q_{plant.metric}_after",)
-        shapes = dict.fromkeys(DEMO_KEYS + metric + FIXED_KEYS + emulation)  # their shapes: _check_shapes
-        optional = emulation + (() if art.is_fixed else FIXED_KEYS)
+        shapes = dict.fromkeys(DEMO_KEYS + metric + FIXED_KEYS + emulation + FEEDBACK_KEYS)  # shapes: _check_shapes
+        optional = emulation + FEEDBACK_KEYS + (() if art.is_fixed else FIXED_KEYS)
         art.demos = reader.read_arrays(directory / DEMOS, shapes, optional=optional)
     except ExportError as err:
         raise ArtefactError(err.key, err.problem) from None
@@ -145,12 +147,13 @@ def _check_rule(art: Artefact) -> None:
              "learner.neurons: unsupported reset/refractory convention")
     _require(neurons["surrogate"] in ("triangle", "fast_sigmoid"), RULE,
              f"learner.neurons.surrogate {neurons['surrogate']!r}")
-    module = rule.learning_signal.neurons
-    _require(module.get("model", "lif") in ("lif", "alif"), RULE,
-             f"learning_signal.neurons.model {module.get('model')!r}: the Lava error module implements LIF and ALIF")
-    if module.get("model") == "alif":
-        for key in ("n", "n_adaptive", "beta", "rho"):
-            _require(key in module, RULE, f"learning_signal.neurons: missing {key!r} (ALIF)")
+    if not rule.is_feedback:  # e-prop 1's feedback signal: its kinds and projection are the reader's checks
+        module = rule.learning_signal.neurons
+        _require(module.get("model", "lif") in ("lif", "alif"), RULE, f"learning_signal.neurons.model "
+                 f"{module.get('model')!r}: the Lava error module implements LIF and ALIF")
+        if module.get("model") == "alif":
+            for key in ("n", "n_adaptive", "beta", "rho"):
+                _require(key in module, RULE, f"learning_signal.neurons: missing {key!r} (ALIF)")
     _require(rule.kappa == 0.0, RULE, "kappa != 0: the Lava rule implements e-prop 2 (κ = 0)")
     _require(rule.n_updates == 1, RULE, "n_updates != 1: the Lava program runs one demonstration")
     names = sorted(rule.plastic_names)
@@ -185,3 +188,8 @@ def _check_shapes(art: Artefact) -> None:
     n_out = int(art.readout["n_out"])
     _require(len(art.plant.start) == n_out, PLANT_FILE, f"start: {len(art.plant.start)} joints, the readout drives "
              f"{n_out}")
+    if art.rule.is_feedback:  # e-prop 1's output error compares the readout with the target under the mask
+        _require(d["omega_target"].shape == (k, t, n_out), DEMOS, f"omega_target shape {d['omega_target'].shape}, "
+                 f"expected {(k, t, n_out)}")
+        _require("mask" in d and d["mask"].shape == (k, t), DEMOS, "mask: e-prop 1's output error needs the "
+                 f"demonstrations' mask of shape {(k, t)}")

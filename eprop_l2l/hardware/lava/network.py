@@ -41,7 +41,7 @@ from lava.proc.dense.process import Dense, LearningDense
 from lava.proc.io.source import RingBuffer
 
 from .artefacts import Artefact, ArtefactError
-from .procs.process import EpropLearnerNeuron, ModuleNeuron, SignalFilter
+from .procs.process import EpropLearnerNeuron, ModuleNeuron, OutputError, Readout, SignalFilter
 
 RHO_Y = math.exp(-1.0 / 65535.0)  # Loihi3FLearningRule's forced y-trace tau (3F y values decay inside the epoch)
 TAG_2_MASK = 128  # d on the off-diagonal synapses of W_rec: (t·d) >> 7 = t in the bit-approximate engine
@@ -157,9 +157,10 @@ def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str
     """Build, run and stop the Lava network of one task; every runtime is stopped before returning. The neuron
     model writes its records into ``workdir``.
 
-    ``signal``: ``replay`` (the exported L^t drives the third-factor input) or ``module`` (the error module runs
-    in Lava: it sees the learner's spikes of the same step, so L^t reaches the learner D = 2 steps after ψ^t and
-    the learning copies of the synapses receive their presynaptic spikes D+1 steps late: ``shadow`` pairing).
+    ``signal``: ``replay`` (the exported L^t drives the third-factor input) or ``module`` (the error module, or
+    e-prop 1's readout, output error and feedback projection, runs in Lava: it sees the learner's spikes of the
+    same step, so L^t reaches the learner D = 2 steps after ψ^t and the learning copies of the synapses receive
+    their presynaptic spikes D+1 steps late: ``shadow`` pairing).
     ``pairing``: ``compensated`` (one set of synapses, x1 − I·x0; the default with replay) or ``shadow``."""
     d, w = art.demos, art.weights
     neurons = art.neurons
@@ -254,7 +255,9 @@ def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str
         neuron.s_out.connect(conn_rec.s_in)
         conn_in.a_out.connect(neuron.a_in)
         conn_rec.a_out.connect(neuron.a_in)
-    if module:
+    if module and art.rule.is_feedback:
+        _connect_feedback(art, task, steps, total, neuron)
+    elif module:
         _connect_error_module(art, task, steps, total, neuron)
     else:
         RingBuffer(data=l_data).s_out.connect(neuron.a_third_factor_in)
@@ -325,3 +328,37 @@ def _connect_error_module(art: Artefact, task: int, steps: int, total: int, lear
     filt = SignalFilter(shape=(int(art.neurons["n"]),), decay=float(spec.filter_decay), name="signal_filter")
     proj.a_out.connect(filt.a_in)
     filt.s_out.connect(learner.a_third_factor_in)
+
+
+def feedback_matrix(art: Artefact) -> np.ndarray:
+    """e-prop 1's B ``[n, n_out]`` as the description states it: ``scale·w_outᵀ`` (symmetric) or ``scale·b_fb``."""
+    spec = art.rule.learning_signal
+    matrix = art.weights[spec.projection].astype(np.float64)
+    return float(spec.scale) * (matrix.T if spec.transposed else matrix)
+
+
+def _connect_feedback(art: Artefact, task: int, steps: int, total: int, learner) -> None:
+    """e-prop 1 in Lava: the learner's spikes z^t (sent at Lava step t+1) reach the readout through W^out at t+2,
+    where it computes y^t; the output error process forms mask·(y^t − y*^t) in the same step from the target and
+    the mask (sources emitting y*^t at t+2), and the Dense feedback projection B delivers L^t = B·err^t to the
+    learner's third-factor input at t+3 = (t+1) + D, D = 2: the lag of the error module's path."""
+    d, w = art.demos, art.weights
+    spec = art.readout
+    n_out = int(spec["n_out"])
+    bias = w["b_out"].astype(np.float64) if "b_out" in w else np.zeros(n_out)
+    readout = Readout(shape=(n_out,), constants={"kappa": float(spec["kappa"]),
+                                                 "input_scale": float(spec["input_scale"]), "bias": bias.tolist()},
+                      name="readout")
+    w_out = Dense(weights=w["w_out"].astype(np.float64), name="w_out")
+    learner.s_out.connect(w_out.s_in)
+    w_out.a_out.connect(readout.a_in)
+    error = OutputError(shape=(n_out,), name="output_error")
+    readout.s_out.connect(error.y_in)
+    for series, port in ((d["omega_target"][task], error.target_in), (d["mask"][task][:, None], error.mask_in)):
+        data = np.zeros((series.shape[1], total))
+        data[:, 2 : steps + 2] = series.T  # emitted at Lava step t+2, where y^t is formed
+        RingBuffer(data=data).s_out.connect(port)
+    # graded error values: a Dense with message bits multiplies them (without, it sums the columns of spikes)
+    projection = Dense(weights=feedback_matrix(art), num_message_bits=24, name="feedback_B")
+    error.s_out.connect(projection.s_in)
+    projection.a_out.connect(learner.a_third_factor_in)

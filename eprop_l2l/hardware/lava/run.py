@@ -264,12 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     from importlib.metadata import version
 
     d, metric = art.demos, art.metric
+    in_lava = "readout, output error and feedback B" if art.rule.is_feedback else "error module"
     report = {"format": "eprop-l2l-lava-report", "format_version": 1, "export": str(Path(args.directory).resolve()),
               "precision": args.precision, "lava_version": version("lava-nc"),
               "run_cfg": f"Loihi2SimCfg(select_tag={'fixed_pt' if args.precision == 'fixed' else 'floating_pt'!r})",
               "learning_signal": ("replayed (the exported L^t drives the neurons' third-factor input)"
-                                  if args.signal == "replay" else "error module in Lava (L^t reaches the learner "
-                                  "2 steps after psi^t; learning on shadow synapses 3 steps late)"),
+                                  if args.signal == "replay" else
+                                  f"{in_lava} in Lava (L^t reaches the learner 2 steps after psi^t; learning on "
+                                  "shadow synapses 3 steps late)"),
               "pairing": args.pairing or ("shadow" if args.signal == "module" else "compensated"),
               "n_tasks": n_tasks, "n_steps": int(d["x"].shape[1]), "n_neurons": int(art.neurons["n"]),
               "plant": art.plant.kind, "metric": metric, "seconds": seconds, "tasks": entries}

@@ -9,7 +9,8 @@ The learner's two models run the same schedule (see :mod:`.process`) and differ 
   learning signal as an integer in units of ``2^-l_exp``, and y2 = round(k_y·ψ_int·L_int) saturated to the
   signed ``y_bits`` range (nearest, or stochastic with the neuron's own seeded generator).
 
-The error module's neurons and the signal filter have floating-point models only.
+The error module's neurons, the signal filter, and e-prop 1's readout and output error have floating-point models
+only.
 """
 
 import numpy as np
@@ -22,7 +23,13 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 # absolute import: Lava's compiler also executes this file as a top-level module while it looks for models
-from eprop_l2l.hardware.lava.procs.process import EpropLearnerNeuron, ModuleNeuron, SignalFilter
+from eprop_l2l.hardware.lava.procs.process import (
+    EpropLearnerNeuron,
+    ModuleNeuron,
+    OutputError,
+    Readout,
+    SignalFilter,
+)
 
 
 def lif_step(state, current, c, threshold_offset=0.0):
@@ -232,3 +239,31 @@ class PySignalFilterFloat(PyLoihiProcessModel):
     def run_spk(self) -> None:
         self.signal = float(self.proc_params["decay"]) * self.signal + self.a_in.recv()
         self.s_out.send(self.signal)
+
+
+@implements(proc=Readout, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyReadoutFloat(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    y: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def run_spk(self) -> None:
+        c = self.proc_params["constants"]
+        self.y = float(c["kappa"]) * self.y + float(c["input_scale"]) * self.a_in.recv() + np.asarray(c["bias"])
+        self.s_out.send(self.y)
+
+
+@implements(proc=OutputError, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyOutputErrorFloat(PyLoihiProcessModel):
+    y_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    target_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    mask_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+
+    def run_spk(self) -> None:
+        y, target, mask = self.y_in.recv(), self.target_in.recv(), self.mask_in.recv()
+        self.s_out.send(mask[0] * (y - target))

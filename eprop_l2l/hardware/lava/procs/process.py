@@ -81,3 +81,28 @@ class SignalFilter(AbstractProcess):
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
         self.signal = Var(shape=shape, init=0)
+
+
+class Readout(AbstractProcess):
+    """The learner's leaky readout (e-prop 1's output): ``y^t = κ·y^{t-1} + s·a^t + b`` with ``a^t`` = W^out·z^t
+    arriving on ``a_in``, sent every step on ``s_out`` (graded). ``constants``: ``kappa``, ``input_scale``, ``bias``
+    (a list, zeros without a readout bias)."""
+
+    def __init__(self, *, shape: tuple, constants: dict, name: str | None = None):
+        super().__init__(shape=shape, constants=constants, name=name)
+        self.a_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+        self.y = Var(shape=shape, init=0)
+
+
+class OutputError(AbstractProcess):
+    """e-prop 1's output error ``err^t = mask^t·(y^t − y*^t)``: the readout's y on ``y_in``, the target y* on
+    ``target_in`` and the mask on ``mask_in`` (both inputs of the task), sent every step on ``s_out`` (graded) to
+    the feedback projection B."""
+
+    def __init__(self, *, shape: tuple, name: str | None = None):
+        super().__init__(shape=shape, name=name)
+        self.y_in = InPort(shape=shape)
+        self.target_in = InPort(shape=shape)
+        self.mask_in = InPort(shape=(1,))
+        self.s_out = OutPort(shape=shape)
