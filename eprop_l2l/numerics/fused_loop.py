@@ -144,6 +144,8 @@ def _native_backward(cell, w_rec, v_pad, a_pad, ref_pad, g_v, g_z, g_a, paths):
 
 def spiking_loop(cell, params, currents: torch.Tensor, state0, paths: str = "full"):
     """Padded state record ``[B, T+1, ...]`` of a LIF or ALIF cell driven by ``currents [B, T, n_rec]``."""
+    if not getattr(cell, "has_fused_loop", False):  # its backward and kernels are LIF/ALIF's equations only
+        raise TypeError(f"the fused spiking loop computes LIF/ALIF dynamics, not {type(cell).__name__}'s")
     adaptive = hasattr(state0, "a")
     a0 = state0.a if adaptive else None
     out = _SpikingLoop.apply(currents, params["w_rec"], state0.v, a0, state0.z, state0.ref, cell, adaptive, paths)
