@@ -73,6 +73,7 @@ class Rule:
     local: bool = False
     one_shot: bool = False
     windowed: bool = False  # runs in windows of ``UpdateRequest.window`` steps with boundary gradients
+    influence: bool = False  # holds the dense influence matrix of the forward recursion (small networks only)
     cell: type | None = None  # the cell class the rule needs (None: any cell of the library)
     aliases: tuple[str, ...] = ()
 
@@ -123,16 +124,19 @@ def _truncated(grads):
     return update
 
 
-def _rtrl(request: UpdateRequest) -> EpropResult:
-    # exact RTRL is the float64 reference (its forward-mode Jacobians are taken in float64)
-    r, b = request, request.batch
-    x = b.inputs
-    f64 = {k: v.double() for k, v in r.params.items()}
-    grads, value = rtrl_grads(r.network, f64, x.double(), r.trial_target.double(), b.mask.double(), r.loss,
-                              r.regularizer, r.plastic)
-    with torch.no_grad():
-        y = r.network.run(r.params, x)[1]
-    return EpropResult({k: v.to(x.dtype) for k, v in grads.items()}, value.to(x.dtype), y, None, None)
+def _influence(order: int | None):
+    """The forward recursion over the influence matrix (:mod:`.rtrl`), all of it or the entries ``order`` keeps."""
+    def update(request: UpdateRequest) -> EpropResult:
+        # the reference of the family runs in float64 (its forward-mode Jacobians are taken there)
+        r, b = request, request.batch
+        x = b.inputs
+        f64 = {k: v.double() for k, v in r.params.items()}
+        grads, value = rtrl_grads(r.network, f64, x.double(), r.trial_target.double(), b.mask.double(), r.loss,
+                                  r.regularizer, r.plastic, order=order)
+        with torch.no_grad():
+            y = r.network.run(r.params, x)[1]
+        return EpropResult({k: v.to(x.dtype) for k, v in grads.items()}, value.to(x.dtype), y, None, None)
+    return update
 
 
 register(Rule("eprop", _eprop, "eligibility traces × a learning signal from the signal source (e-prop 1 with "
@@ -146,4 +150,9 @@ register(Rule("eprop3", _truncated(eprop3_grads), "e-prop 3: traces × learning 
               "synthetic gradients", windowed=True))
 register(Rule("rflo", lambda request: _eprop(request, rflo_fused), "RFLO on a leaky rate network (Murray 2019)",
               reads_source=True, local=True, cell=RateRNN))
-register(Rule("rtrl", _rtrl, "exact real-time recurrent learning (small networks only)"))
+register(Rule("rtrl", _influence(None), "exact real-time recurrent learning (small networks only)", influence=True))
+register(Rule("snap2", _influence(2), "SnAp-2: RTRL keeping the influence of neurons two coupling steps away (the "
+              "pattern of W_rec; Menick et al. 2021)", influence=True))
+register(Rule("ostl", _influence(1), "OSTL: the neuron-internal influence (reset included) × the exact spatial "
+              "gradient through the readout (Bohnstingl et al. 2022); exact without lateral recurrence",
+              influence=True))

@@ -8,6 +8,16 @@ The network state s^t (every floating field of the cell state, and the readout y
 with J and M̄ taken from ``cell.step`` and ``readout.step`` by ``torch.func.jacfwd``. Memory O(S·P) and time
 O(T·S²·P) for S state entries and P parameters: small networks only — it is the ground truth that BPTT and
 e-prop (its diagonal approximation, Zenke & Neftci 2021) are tested against.
+
+The same recursion with part of M kept is the family between them (``order``, :func:`influence_pattern`):
+M^t = K ⊙ (J^t M^{t-1} + M̄^t) with a fixed 0/1 pattern K. A weight W_ji (or a bias of neuron j) acts on the
+state of neuron j first and reaches neuron k after one more step where W^rec_kj ≠ 0; K keeps the entries of the
+neurons within ``order − 1`` such coupling steps (SnAp-n, Menick et al. 2021) and every entry of the readout's
+rows, so the readout stays exact. ``order=1`` keeps the neuron-internal entries with the full Jacobian's
+neuron-internal blocks (reset included): the temporal eligibility of OSTL (Bohnstingl et al. 2022), whose spatial
+part is the exact ∂E^t/∂s^t through the readout. ``order=2`` is SnAp-2: exact when W^rec has no path of two
+coupling steps (W^rec's pattern squared is zero). This reference keeps M dense and zeroes the dropped entries;
+the kept count (``influence_pattern(...).sum()``) is what a sparse implementation stores.
 """
 
 from __future__ import annotations
@@ -15,9 +25,10 @@ from __future__ import annotations
 import torch
 from torch.func import jacfwd
 
-from ..cells.base import Params, mask_self_connections
+from ..cells.base import GRADIENT_PATHS, Params, mask_self_connections
+from ..errors import require_choice, require_count
 from ..numerics.linalg import is_per_task
-from .eprop import DEFAULT_PLASTIC
+from .eprop import DEFAULT_PLASTIC, RECURRENT_WEIGHTS
 from .losses import Loss
 from .regularization import RateRegularizer
 
@@ -37,9 +48,49 @@ def _ravel(tensors):
     return flat, unravel
 
 
+def influence_pattern(network, params: Params, names: list[str], batch: int, order: int) -> torch.Tensor:
+    """The kept entries K ``[S, P]`` (bool) of the influence matrix, in :func:`rtrl_grads`' layout: state rows are
+    the cell state's fields (each ``[B, n_rec]``, flattened) then the readout ``y``; parameter columns the plastic
+    tensors of ``names`` in order, flattened. A cell state entry of neuron k keeps the columns of the weights into
+    neuron j iff k is within ``order − 1`` coupling steps of j (W^rec_kj ≠ 0 is one step; every task's W^rec
+    counts); the readout's rows and the readout's parameters keep everything."""
+    cell, n = network.cell, network.cell.n_rec
+    w_rec = params["w_rec"].detach()
+    w_rec = w_rec.abs().sum(0) if is_per_task(w_rec) else w_rec.abs()
+    coupling = w_rec.reshape(cell.rows_per_neuron, n, n).sum(0) > 0  # [k, j]: neuron k receives from j
+    step = (coupling | torch.eye(n, dtype=torch.bool, device=w_rec.device)).to(torch.float64)
+    reach = torch.eye(n, dtype=torch.float64, device=w_rec.device)
+    for _ in range(order - 1):
+        reach = ((step @ reach) > 0).to(torch.float64)
+    reach = reach > 0
+    state = cell.init_state(batch, dtype=w_rec.dtype, device=w_rec.device)
+    state_neuron = torch.cat([torch.arange(f.numel(), device=w_rec.device) % n for f in state])
+    columns = []
+    for name in names:
+        p = params[name]
+        if name in RECURRENT_WEIGHTS:
+            rows = p.shape[-1] if name == "bias" else p.shape[-2]
+            width = 1 if name == "bias" else p.shape[-1]
+            post = (torch.arange(p.numel(), device=w_rec.device) // width) % rows % n
+            columns.append(reach[state_neuron][:, post])
+        else:  # the readout's parameters never act on the cell's state: their entries there stay zero anyway
+            columns.append(torch.ones(state_neuron.numel(), p.numel(), dtype=torch.bool, device=w_rec.device))
+    cell_rows = torch.cat(columns, 1)
+    readout_rows = torch.ones(batch * network.readout.n_out, cell_rows.shape[1], dtype=torch.bool,
+                              device=w_rec.device)
+    return torch.cat([cell_rows, readout_rows], 0)
+
+
 def rtrl_grads(network, params: Params, x, target, mask, loss: Loss, regularizer: RateRegularizer | None = None,
-               plastic: tuple[str, ...] = DEFAULT_PLASTIC) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+               plastic: tuple[str, ...] = DEFAULT_PLASTIC, *, order: int | None = None,
+               paths: str = "full") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """dE/dθ for the plastic parameters by the forward recursion; ``order`` keeps part of the influence matrix
+    (:func:`influence_pattern`; None: all of it, exact RTRL); ``paths`` is the cells' gradient-path convention
+    of J (``"no_reset"``: the reset acts as a constant, as in e-prop)."""
     cell, readout = network.cell, network.readout
+    require_choice("rtrl.paths", paths, GRADIENT_PATHS)
+    if order is not None:
+        require_count("rtrl.order", order)
     names = [n for n in plastic if n in params]
     fixed = {k: v for k, v in params.items() if k not in names}
     theta, unravel_theta = _ravel([params[n].detach() for n in names])
@@ -52,7 +103,7 @@ def rtrl_grads(network, params: Params, x, target, mask, loss: Loss, regularizer
     def transition(theta_, s_, x_t):
         p = {**fixed, **dict(zip(names, unravel_theta(theta_), strict=True))}
         fields = unravel_s(s_)
-        state, z = cell.step(p, state_type(*fields[:n_cell]), x_t)
+        state, z = cell.step(p, state_type(*fields[:n_cell]), x_t, paths)
         y = readout.step(p, fields[n_cell], z)
         return _ravel([*state, y])[0]
 
@@ -65,6 +116,7 @@ def rtrl_grads(network, params: Params, x, target, mask, loss: Loss, regularizer
         return loss.value(y.unsqueeze(1), target[:, t : t + 1], mask[:, t : t + 1])
 
     sensitivity = torch.zeros(s.numel(), theta.numel(), dtype=x.dtype, device=x.device)  # M
+    kept = None if order is None else influence_pattern(network, params, names, batch, order).to(x.dtype)
     grad = torch.zeros_like(theta)
     value = torch.zeros((), dtype=x.dtype, device=x.device)
     spike_sensitivity = 0.0  # Σ_t dz^t/dθ, for the rate regulariser (a function of the trial mean)
@@ -74,6 +126,8 @@ def rtrl_grads(network, params: Params, x, target, mask, loss: Loss, regularizer
         jac_s = jacfwd(transition, argnums=1)(theta, s, x_t)
         jac_theta = jacfwd(transition, argnums=0)(theta, s, x_t)
         sensitivity = jac_s @ sensitivity + jac_theta
+        if kept is not None:
+            sensitivity = sensitivity * kept
         s = transition(theta, s, x_t)
         grad = grad + jacfwd(step_loss)(s, t) @ sensitivity
         value = value + step_loss(s, t)
