@@ -4,7 +4,9 @@
 * SnAp-2 (``order=2``) == exact RTRL (== BPTT) when W_rec has no path of two coupling steps (sources → sinks);
 * SnAp-2 == e-prop when W_rec = 0, under e-prop's reset convention (``paths="no_reset"``); with the reset path
   (the rules' default) it keeps there what OSTL keeps, the exact gradient, which e-prop is not;
-* OSTL (``order=1``) == BPTT for one layer without lateral recurrence (W_rec = 0), reset included;
+* OSTL (``order=1``) == BPTT for one layer without lateral recurrence (W_rec = 0), reset included; with
+  recurrence, the registered rule's reverse mode (BPTT of ``paths="internal"``) == its forward influence form,
+  LIF / ALIF / CUBA / LSTM / rate, through autograd's loop and the spiking loop's hand-written backward;
 * each is an approximation once longer paths exist (the comparisons can fail), the kept pattern is the one the
   coupling graph says, and its size lies between e-prop's and RTRL's.
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from eprop_l2l.cells.lstm import LSTM
+from eprop_l2l.cells.rate import RateRNN
 from eprop_l2l.error_modules.feedback import Feedback
 from eprop_l2l.errors import ConfigError
 from eprop_l2l.inner_loop.bptt import bptt_grads
@@ -85,6 +89,35 @@ def test_ostl_is_bptt_for_one_layer_without_recurrence(kind):
         assert relative_error(ostl[name], exact[name]) <= 1e-10, name
 
 
+def other_cell(kind: str):
+    return LSTM(n_in=4, n_rec=5) if kind == "lstm" else RateRNN(n_in=4, n_rec=5, tau=5.0, dt_ms=1.0)
+
+
+@pytest.mark.parametrize("kind", [*KINDS, "lstm", "rate"])
+def test_ostl_reverse_mode_equals_its_forward_influence_form(kind):
+    if kind in KINDS:
+        network, params, x, target, mask, _ = trial(kind, rec_gain=2.0)
+    else:  # self-connections: the own unit's recurrent weight is an internal path
+        network, params, x, target, mask, _ = make_trial(other_cell(kind), batch=2, steps=20)
+    reg = REG if kind in KINDS else None
+    forward, value = rtrl_grads(network, params, x, target, mask, Loss(), reg, order=1)
+    reverse, reverse_value = bptt_grads(network, params, x, target, mask, Loss(), reg, paths="internal")
+    exact, _ = bptt_grads(network, params, x, target, mask, Loss(), reg)
+    local, _ = bptt_grads(network, params, x, target, mask, Loss(), reg, paths="local")
+    assert torch.allclose(reverse_value, value, rtol=1e-12)
+    for name in forward:
+        assert forward[name].norm() > 0
+        assert relative_error(reverse[name], forward[name]) <= 1e-10, name
+    def differs(other):
+        return max(relative_error(reverse[n], other[n]) for n in ("w_in", "w_rec")) > 1e-3
+
+    assert differs(exact) and differs(local)  # lateral recurrence: an approximation, and not e-prop's paths
+    if kind in ("lif", "alif"):  # the one-node loop's hand-written backward (its kernel has no code for these paths)
+        fast, _ = bptt_grads(network, params, x, target, mask, Loss(), reg, paths="internal", fast=True)
+        for name in forward:
+            assert relative_error(fast[name], reverse[name]) <= 1e-12, name
+
+
 def test_with_longer_paths_both_approximate_and_snap2_is_closer():
     """A chain 0 → 1 → … → 5: paths of up to five coupling steps."""
     network, params, x, target, mask, _ = trial("lif", n_rec=6, steps=50, input_gain=0.3)
@@ -110,11 +143,11 @@ def test_the_kept_pattern_follows_the_coupling_graph():
     for order, reach in ((1, torch.eye(4)), (2, torch.eye(4) + w), (3, torch.eye(4) + w + w @ w)):
         kept = influence_pattern(network, params, names, batch, order)
         s, p = kept.shape
-        assert (s, p) == (n_cell_rows + batch * 2, n * n_in + n * n + 2 * n)
-        w_in_block = kept[:n_cell_rows, : n * n_in].reshape(-1, batch, n, n, n_in)  # field, b, k | j, i
+        assert (s, p) == (n_cell_rows, n * n_in + n * n + 2 * n)  # the cell's rows; the readout's follow from them
+        w_in_block = kept[:, : n * n_in].reshape(-1, batch, n, n, n_in)  # field, b, k | j, i
         expected = (reach > 0)[None, None, :, :, None].expand_as(w_in_block)
         assert torch.equal(w_in_block, expected), order
-        assert kept[n_cell_rows:].all() and kept[:, n * n_in + n * n :].all()  # readout rows, readout weights
+        assert kept[:, n * n_in + n * n :].all()  # the readout's weights
     sizes = [int(influence_pattern(network, params, names, batch, order).sum()) for order in (1, 2, 3)]
     assert sizes[0] < sizes[1] < sizes[2] < s * p
 

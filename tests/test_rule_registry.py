@@ -28,10 +28,10 @@ def test_every_rule_is_registered_once_with_what_it_is():
         "rflo": (True, True, False, False, RateRNN, False),
         "rtrl": (False, False, False, False, None, True),
         "snap2": (False, False, False, False, None, True),
-        "ostl": (False, False, False, False, None, True),
+        "ostl": (False, False, True, False, None, False),
     }
     assert RULES["eprop1"] is RULES["eprop"]  # compare's name for e-prop with a feedback matrix
-    assert rule_names(one_shot=True) == ("eprop", "bptt")
+    assert rule_names(one_shot=True) == ("eprop", "bptt", "ostl")
     assert rule_names(local=True) == ("eprop", "rflo")
 
 

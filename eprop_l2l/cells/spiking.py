@@ -22,7 +22,7 @@ import torch
 from ..errors import require_choice, require_count, require_positive
 from ..numerics import native
 from ..numerics.linalg import linear
-from .base import Params, RecurrentCell, gaussian
+from .base import Params, RecurrentCell, cuts_coupling, cuts_reset, gaussian
 from .spec import NeuronSpec
 from .spike import SURROGATE_CODES, pseudo_derivative, spike, validate_surrogate
 
@@ -89,8 +89,9 @@ class SpikingNeurons(RecurrentCell):
     @staticmethod
     def _previous_spikes(z_prev: torch.Tensor, paths: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(z^{t-1} as the other neurons receive it, z^{t-1} as it resets its own neuron) on ``paths``."""
-        z_other = z_prev.detach() if paths == "local" else z_prev
-        z_reset = z_prev.detach() if paths != "full" else z_prev
+        # spiking cells have no self-connections: on "internal" the own path is the reset alone
+        z_other = z_prev.detach() if cuts_coupling(paths) else z_prev
+        z_reset = z_prev.detach() if cuts_reset(paths) else z_prev
         return z_other, z_reset
 
     def _membrane(self, params: Params, v_prev, z_prev, i_in, paths: str) -> torch.Tensor:

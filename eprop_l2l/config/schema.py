@@ -124,7 +124,8 @@ class ErrorModuleConfig(CellConfig):
 class InnerConfig:
     """The inner loop: how the demonstration trial changes the learning network."""
 
-    # eprop (eligibility traces × learning signal) | bptt (MAML-style gradient step)
+    # eprop (eligibility traces × learning signal) | bptt (MAML-style gradient step) | ostl (OSTL's gradient
+    # step: the neuron-internal influence × the exact readout gradient; no lateral credit)
     rule: str = component_default(MetaLearner, "inner_rule")
     lr: float = component_default(MetaLearner, "inner_lr")  # the inner learning rate; with learn_lr its start
     learn_lr: bool = component_default(MetaLearner, "learn_inner_lr")  # meta-learn the inner rate (as its log)

@@ -109,11 +109,11 @@ def _eprop(request: UpdateRequest, fused=eprop_fused) -> EpropResult:
                  context=b.context, fast=r.fast, per_task=r.per_task, source_drive=r.source_drive)
 
 
-def _bptt(request: UpdateRequest) -> EpropResult:
+def _bptt(request: UpdateRequest, paths: str = "full") -> EpropResult:
     r, b = request, request.batch
     return bptt_result(r.network, r.params, b.inputs, r.trial_target, b.mask, r.loss, plastic=r.plastic,
-                       regularizer=r.regularizer, create_graph=r.create_graph, fast=r.fast and not r.create_graph,
-                       per_task=bool(r.per_task))
+                       regularizer=r.regularizer, paths=paths, create_graph=r.create_graph,
+                       fast=r.fast and not r.create_graph, per_task=bool(r.per_task))
 
 
 def _truncated(grads):
@@ -153,6 +153,8 @@ register(Rule("rflo", lambda request: _eprop(request, rflo_fused), "RFLO on a le
 register(Rule("rtrl", _influence(None), "exact real-time recurrent learning (small networks only)", influence=True))
 register(Rule("snap2", _influence(2), "SnAp-2: RTRL keeping the influence of neurons two coupling steps away (the "
               "pattern of W_rec; Menick et al. 2021)", influence=True))
-register(Rule("ostl", _influence(1), "OSTL: the neuron-internal influence (reset included) × the exact spatial "
-              "gradient through the readout (Bohnstingl et al. 2022); exact without lateral recurrence",
-              influence=True))
+# OSTL's gradient, computed in reverse mode: the BPTT of the cells' "internal" paths equals its forward form (the
+# neuron-internal influence entries, rtrl order=1; tests/test_influence_family.py), at any size
+register(Rule("ostl", lambda request: _bptt(request, "internal"), "OSTL: the neuron-internal (temporal) influence, "
+              "reset included, × the exact spatial gradient through the readout (Bohnstingl et al. 2022); exact "
+              "without lateral recurrence", one_shot=True))

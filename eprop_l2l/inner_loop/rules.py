@@ -13,7 +13,7 @@ eprop3     e-prop 3: traces + learning signals by truncated BPTT + synthetic gra
 rflo       RFLO on a leaky rate network, ``feedback`` random (Murray 2019) or symmetric (:mod:`.rflo`)
 rtrl       exact RTRL (:func:`.rtrl.rtrl_grads`), small networks only
 snap2      SnAp-2: RTRL keeping the influence entries of neurons two coupling steps apart (``order=2``)
-ostl       OSTL: the neuron-internal influence entries (``order=1``) with the exact readout gradient
+ostl       OSTL: the neuron-internal influence with the exact readout gradient (BPTT of ``paths="internal"``)
 =========  =============================================================================================
 """
 

@@ -68,7 +68,7 @@ class _SpikingLoop(torch.autograd.Function):
         else:
             g_v, g_z, _ = grads
             g_a = None
-        if native.usable(v_pad, w_rec):
+        if native.usable(v_pad, w_rec) and paths in PATH_CODES:  # the kernel knows the paths it has a code for
             delta_v, dz0, da0 = _native_backward(cell, w_rec, v_pad, a_pad, ref_pad, g_v, g_z, g_a, paths)
             return _parameter_grads(cell, w_rec, delta_v, z_pad, dz0, da0 if adaptive else None)
         steps = v_pad.shape[1] - 1
@@ -88,9 +88,9 @@ class _SpikingLoop(torch.autograd.Function):
         for t in range(steps, -1, -1):
             dz = g_z[:, t].clone()
             if t < steps:
-                if paths != "local":
+                if paths not in ("local", "internal"):  # the coupling to the other neurons
                     dz += s * _rec_transposed(w_rec, dv_next)
-                if paths == "full":
+                if paths in ("full", "internal"):  # the own reset
                     dz -= v_th * dv_next
                 if adaptive:
                     dz += da_next
