@@ -4,9 +4,10 @@ Autograd records ~40 small tensors per step of the reference loop (``simulate`` 
 replays them one node at a time; at the sizes of learning-to-learn (B·N ≈ 10⁴, T = 500) the backward is
 dominated by that per-node overhead (BPTT ≈ 10× the forward, benchmarks/README.md). Here the forward runs the
 same equations without recording, saving only v, a, z and the refractory counter, and the backward is the
-exact reverse-mode recursion of those equations (for ``paths`` "full", "no_reset" and "local"):
+exact reverse-mode recursion of those equations (for every ``paths``; the native kernel has codes for "full",
+"no_reset" and "local", the Python recursion below serves "internal"):
 
-    δz^t = ∂E/∂z^t + s·W^recᵀ δv^{t+1} [not "local"] − v_th δv^{t+1} [only "full"] + δa^{t+1}
+    δz^t = ∂E/∂z^t + s·W^recᵀ δv^{t+1} [not "local", "internal"] − v_th δv^{t+1} [only "full", "internal"] + δa^{t+1}
     δa^t = ∂E/∂a^t + ρ δa^{t+1} − β ψ^t δz^t
     δv^t = ∂E/∂v^t + α δv^{t+1} + ψ^t δz^t
     ∂E/∂I^t = δv^t,   ∂E/∂W^rec = s Σ_t δv^t z^{t-1ᵀ}
