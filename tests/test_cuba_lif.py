@@ -28,13 +28,16 @@ from eprop_l2l.cells.simulate import simulate
 from eprop_l2l.cells.spec import CurrentSpec, NeuronSpec
 from eprop_l2l.error_modules.feedback import Feedback
 from eprop_l2l.errors import ConfigError
+from eprop_l2l.hardware.rule import ExportError, describe
 from eprop_l2l.inner_loop.bptt import bptt_grads, bptt_result
 from eprop_l2l.inner_loop.eprop import eprop_fused
 from eprop_l2l.inner_loop.eprop_online import eprop_online
 from eprop_l2l.inner_loop.losses import Loss
 from eprop_l2l.inner_loop.regularization import RateRegularizer
 from eprop_l2l.inner_loop.rtrl import rtrl_grads
+from eprop_l2l.meta.params import flat
 from eprop_l2l.numerics.fused_loop import spiking_loop
+from eprop_l2l.runs.build import from_experiment
 
 from .builders import make_cell, make_trial, relative_error
 
@@ -177,3 +180,13 @@ def test_spec_round_trip_and_refusals():
         with pytest.raises(ConfigError) as err:
             build()
         assert str(err.value).startswith(f"{key}: ") and "\n" not in str(err.value)
+
+
+def test_the_learning_engine_export_refuses_current_based_populations():
+    """The rule description holds one presynaptic trace per synapse (LIF's F_α); the CUBA eligibility needs two."""
+    for overrides, key in ((["model=cuba_lif"], "model.cell"), (["error_module.cell=cuba_lif"], "error_module.cell")):
+        learner, *_ = from_experiment("tiny", *overrides)
+        meta = flat(learner.init_meta_params(torch.Generator().manual_seed(0)))
+        with pytest.raises(ExportError) as err:
+            describe(learner, meta)
+        assert str(err.value).startswith(f"{key}: CubaLIF") and "\n" not in str(err.value)
