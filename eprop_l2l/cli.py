@@ -35,7 +35,8 @@ COMMANDS = {
     "hardware": "run an export on a neuromorphic back-end: `hardware run DIR` (Lava, its own Python 3.10 env)",
     "table": "the one-shot comparison table of several methods from their evaluation directories (paired "
              "statistics on the same movements; Markdown, CSV)",
-    "compare": "every learning rule (bptt, tbptt, e-prop 1/3, rflo, rtrl) on one task and cell: table and curves",
+    "compare": "every learning rule (bptt, tbptt, e-prop 1/3, rflo, rtrl, snap2, ostl) on one task and cell: table "
+               "and curves",
 }
 
 

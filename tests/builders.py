@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from eprop_l2l.cells.alif import ALIF
+from eprop_l2l.cells.cuba_lif import CubaLIF
 from eprop_l2l.cells.lif import LIF
 from eprop_l2l.cells.network import RecurrentNetwork
 from eprop_l2l.cells.readout import LeakyReadout
@@ -36,14 +37,16 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def make_cell(kind: str, n_in: int = 4, n_rec: int = 7, **overrides):
-    """Small LIF / ALIF with a low threshold and short refractoriness, so that spikes, refractory steps and
-    non-zero pseudo-derivatives all occur within a few dozen steps."""
+    """Small LIF / ALIF / current-based LIF with a low threshold and short refractoriness, so that spikes,
+    refractory steps and non-zero pseudo-derivatives all occur within a few dozen steps."""
     if kind == "lif":
         return LIF(n_in=n_in, n_rec=n_rec, v_th=0.3, n_ref=2, **{"dt_ms": 1.0, **overrides})
     if kind == "alif":
         kw = dict(v_th=0.3, n_ref=2, tau_a=40.0, beta=0.5, n_adaptive=n_rec - 2, dt_ms=1.0)
         kw.update(overrides)
         return ALIF(n_in=n_in, n_rec=n_rec, **kw)
+    if kind == "cuba_lif":  # the synaptic current integrates the input: a lower threshold still spikes early
+        return CubaLIF(n_in=n_in, n_rec=n_rec, v_th=0.3, n_ref=2, **{"tau_syn": 4.0, "dt_ms": 1.0, **overrides})
     raise ValueError(kind)
 
 

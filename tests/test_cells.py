@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torch.func import jacfwd
 
 from eprop_l2l.cells.alif import ALIF
 from eprop_l2l.cells.autodiff import AutodiffTraces
@@ -133,3 +134,12 @@ def test_filters_equal_the_recursion(steps, width):
             acc = x[:, t] + decay * acc
             yr[t] = acc
         assert torch.allclose(anticausal_filter(x, decay), torch.stack(yr, 1), atol=1e-12, rtol=0)
+
+
+def test_alif_beta_made_under_a_transform_is_not_cached():
+    """A β vector first asked for inside ``jacfwd`` (RTRL) would have no storage; the native loop reads it later."""
+    cell = make_cell("alif")
+    v = torch.zeros(cell.n_rec, dtype=torch.float64)
+    jacfwd(lambda u: cell.beta_vector(u) * u)(v)
+    beta = cell.beta_vector(v)
+    assert beta.data_ptr() != 0 and torch.equal(beta, torch.tensor(cell.spec.beta_per_neuron(), dtype=v.dtype))

@@ -12,7 +12,7 @@ from eprop_l2l.inner_loop.rules import RuleSpec, parse_rule, split_rules
 from eprop_l2l.runs.rule_comparison import compare
 
 ALL_RULES = ["bptt", "tbptt(k=3)+SG", "eprop1-symmetric", "eprop1-random", "eprop1-adaptive", "eprop3(k=3)+SG",
-             "rflo-random", "rtrl"]
+             "rflo-random", "rtrl", "snap2", "ostl"]
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,9 @@ def test_same_start_same_data_exact_rules_agree(tiny):
     lstm_starts = {r["curve"][0]["loss"] for r in results["runs"] if r["cell"] == "LSTM"}
     assert len(lstm_starts) == 1
     assert runs["rtrl"]["final_loss"] == pytest.approx(runs["bptt"]["final_loss"], rel=1e-3)
+    # the LSTM's dense recurrent weights put every unit one coupling step from every other: SnAp-2 keeps all of M
+    assert runs["snap2"]["final_loss"] == pytest.approx(runs["rtrl"]["final_loss"], rel=1e-6)
+    assert runs["ostl"]["final_loss"] != pytest.approx(runs["rtrl"]["final_loss"], rel=1e-6)
 
 
 def test_a_rule_is_reproducible(tmp_path):
@@ -75,6 +78,7 @@ def test_rule_strings():
         (["rules=tbptt(window=3)"], "rule.window"),
         (["rules=bptt,bptt"], "rules"),
         (["rules=rtrl", "cell.n_rec=64"], "rules"),
+        (["rules=snap2", "cell.n_rec=64"], "rules"),
         (["task.n_bits=-1"], "copy_repeat.n_bits"),
         (["cell.tau=3"], "lstm.tau"),
         (["seeds=[-1]"], "seeds"),

@@ -10,6 +10,7 @@ import dataclasses
 import pytest
 
 from eprop_l2l.cells.alif import ALIF
+from eprop_l2l.cells.cuba_lif import CubaLIF
 from eprop_l2l.cells.readout import LeakyReadout
 from eprop_l2l.config.schema import ErrorModuleConfig, InnerConfig, ModelConfig, TaskConfig, component_default
 from eprop_l2l.error_modules.learned import LearnedErrorModule
@@ -34,12 +35,13 @@ def test_a_default_is_read_from_the_component_and_a_missing_one_is_an_error():
 
 
 def test_the_populations_keys_are_the_cells_defaults_but_the_recipes():
-    cell = {**_defaults(ALIF), **_defaults(LeakyReadout), "readout_init": _defaults(LeakyReadout)["init_scale"]}
+    cell = {**_defaults(ALIF), **_defaults(CubaLIF), **_defaults(LeakyReadout),
+            "readout_init": _defaults(LeakyReadout)["init_scale"]}
     for config in (ModelConfig(), ErrorModuleConfig()):
         shared = {k: v for k, v in dataclasses.asdict(config).items() if k in cell}
         assert {k: (v, cell[k]) for k, v in shared.items() if v != cell[k]} == \
             {k: pair for k, pair in RECIPE.items() if k in shared}
-        assert {"tau_m", "n_ref", "tau_a", "beta", "n_adaptive"} <= set(shared)
+        assert {"tau_m", "n_ref", "tau_a", "beta", "n_adaptive", "tau_syn"} <= set(shared)
     module = _defaults(LearnedErrorModule)
     em = dataclasses.asdict(ErrorModuleConfig())
     assert {k: em[k] for k in em if k in module} == {k: module[k] for k in em if k in module}

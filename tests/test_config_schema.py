@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from eprop_l2l.cells.cuba_lif import CubaLIF
 from eprop_l2l.cli import main
 from eprop_l2l.config.compose import load_config
 from eprop_l2l.config.schema import CellConfig, ErrorModuleConfig, ModelConfig
@@ -39,12 +40,25 @@ def test_n_adaptive_null_is_all_and_zero_is_none(value, adaptive):
     (["error_module.beta=nan"], "error_module.beta: must be a finite number"),
     (["model.n_adaptive=3"], "model.n_adaptive: needs cell=alif"),
     (["model=alif", "model.n_adaptive=-1"], "model.n_adaptive: must be >= 0"),
+    (["model=cuba_lif", "model.tau_syn=0"], "model.tau_syn: must be > 0"),
+    (["error_module.tau_syn=-1"], "error_module.tau_syn: must be > 0"),  # unused values are checked too
+    (["model=cuba_lif", "model.n_adaptive=2"], "model.n_adaptive: needs cell=alif"),
+    (["inner.rule=snap2"], "inner.rule: unknown value 'snap2'"),  # not a one-shot rule (dense influence matrix)
 ])
 def test_bad_cell_values_of_either_population_are_refused(overrides, message, tmp_path, capsys):
     assert main(["train", "experiment=tiny", f"run.dir={tmp_path / 'x'}", "wandb.mode=disabled", *overrides]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_current_based_network_takes_its_synaptic_constant_from_the_config():
+    learner, *_ = build(load_config(["experiment=tiny", "model=cuba_lif", "model.tau_syn=3.5"]))
+    spec = learner.network.cell.spec
+    assert (spec.model, spec.tau_syn_ms, spec.v_th) == ("cuba_lif", 3.5, 0.4)
+    default, *_ = build(load_config(["experiment=tiny", "model.cell=cuba_lif", "inner.rule=ostl"]))
+    assert default.network.cell.tau_syn == CubaLIF.tau_syn  # the cell's default, stated once
+    assert default.rule.name == "ostl"  # OSTL's step is a one-shot inner rule
 
 
 def test_choosing_alif_alone_makes_every_neuron_adapt():

@@ -1,4 +1,5 @@
-"""An independent oracle for the MAML-style inner step (``inner.rule=bptt``): the meta-gradient that
+"""An independent oracle for the MAML-style inner step (``inner.rule=bptt``, and OSTL's step ``inner.rule=ostl``;
+LIF and current-based LIF learning networks): the meta-gradient that
 ``higher`` (facebookresearch/higher 0.2.1, a differentiable SGD step on a patched ``nn.Module``) computes
 equals ours, ``torch.autograd.grad`` of ``MetaLearner.forward(meta, batch)["task_loss"]`` (float64, ≤ 1e-10).
 
@@ -40,17 +41,17 @@ class LearningNetwork(nn.Module):
         for name, value in weights.items():
             setattr(self, name, nn.Parameter(value.detach().clone()))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, paths: str = "full") -> torch.Tensor:
         params = {name: getattr(self, name) for name in self.names}
         eye = torch.eye(params["w_rec"].shape[-1], dtype=x.dtype)
         params["w_rec"] = params["w_rec"] * (1 - eye)  # no self-connections
-        return self.network.run(params, x)[1]
+        return self.network.run(params, x, paths=paths)[1]
 
 
-def setup(fast_loop: bool):
-    learner, family, _ = from_experiment("tiny", "inner.rule=bptt")
+def setup(fast_loop: bool, rule: str = "bptt", cell: str = "lif"):
+    learner, family, _ = from_experiment("tiny", f"inner.rule={rule}", f"model={cell}")
     learner = dataclasses.replace(learner, fast_loop=fast_loop)
-    assert learner.inner_rule == "bptt" and learner.n_inner_updates == 1
+    assert learner.inner_rule == rule and learner.n_inner_updates == 1
     meta = flat(learner.init_meta_params(torch.Generator().manual_seed(0), torch.float64))  # by name
     batch = family.sample(N_TASKS, torch.Generator().manual_seed(1), torch.float64)
     return learner, meta, batch
@@ -64,7 +65,7 @@ def our_meta_gradient(learner, meta, batch):
     return grads, out["task_loss"].detach()
 
 
-def higher_meta_gradient(learner, meta, batch, first_order: bool = False):
+def higher_meta_gradient(learner, meta, batch, first_order: bool = False, paths: str = "full"):
     model = LearningNetwork(learner.network, {n: meta[n] for n in NETWORK if n in meta})
     if learner.learn_inner_lr:
         log_lr = meta["log_inner_lr"].clone().requires_grad_()
@@ -80,7 +81,7 @@ def higher_meta_gradient(learner, meta, batch, first_order: bool = False):
         x, target, mask = batch.inputs[one], batch.targets[one], batch.mask[one]
         with higher.innerloop_ctx(model, optimizer, copy_initial_weights=False,
                                   override={"lr": [lr]}) as (fmodel, diffopt):
-            diffopt.step(demonstration_loss.value(fmodel(x), target, mask), grad_callback=callback)
+            diffopt.step(demonstration_loss.value(fmodel(x, paths=paths), target, mask), grad_callback=callback)
             outputs.append(fmodel(x))  # the test trial, with the adapted weights
     outer, _ = learner.outer_loss(torch.cat(outputs), batch)
     leaves = [getattr(model, n) for n in model.names] + ([log_lr] if log_lr is not None else [])
@@ -101,6 +102,23 @@ def test_maml_meta_gradient_equals_higher(fast_loop):
     for name, grad in oracle.items():
         assert ours[name].norm() > 0, name
         assert relative_error(ours[name], grad) <= 1e-10, name
+
+
+@pytest.mark.parametrize("rule, cell", [("ostl", "lif"), ("bptt", "cuba_lif"), ("ostl", "cuba_lif")])
+def test_ostl_and_current_based_meta_gradients_equal_higher(rule, cell):
+    """OSTL's step is the demonstration's gradient with the coupling between neurons cut (``paths="internal"``):
+    the oracle differentiates the same model run on those paths; the current-based cell goes through both."""
+    learner, meta, batch = setup(False, rule, cell)
+    ours, ours_loss = our_meta_gradient(learner, meta, batch)
+    oracle, oracle_loss = higher_meta_gradient(learner, meta, batch, paths="internal" if rule == "ostl" else "full")
+    assert torch.allclose(ours_loss, oracle_loss, rtol=1e-12)
+    ours["w_rec"] = ours["w_rec"] * (1 - torch.eye(meta["w_rec"].shape[-1], dtype=torch.float64))
+    for name, grad in oracle.items():
+        assert ours[name].norm() > 0, name
+        assert relative_error(ours[name], grad) <= 1e-10, name
+    if rule == "ostl":  # and it is not BPTT's meta-gradient
+        full, _ = higher_meta_gradient(learner, meta, batch)
+        assert relative_error(full["w_rec"], oracle["w_rec"]) > 1e-3
 
 
 def test_the_second_order_term_matters():

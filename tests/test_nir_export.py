@@ -11,6 +11,7 @@ Skipped only when the ``nir`` package is missing; the readers (spyx, snntorch, n
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import warnings
 from pathlib import Path
@@ -22,11 +23,14 @@ import torch
 nir = pytest.importorskip("nir")
 
 from eprop_l2l.cells.alif import ALIF  # noqa: E402
+from eprop_l2l.cells.cuba_lif import CubaLIF  # noqa: E402
+from eprop_l2l.cells.from_spec import cell_from_spec  # noqa: E402
 from eprop_l2l.cells.lif import LIF  # noqa: E402
 from eprop_l2l.cells.lstm import LSTM  # noqa: E402
 from eprop_l2l.cells.network import RecurrentNetwork  # noqa: E402
 from eprop_l2l.cells.rate import RateRNN  # noqa: E402
 from eprop_l2l.cells.readout import LeakyReadout  # noqa: E402
+from eprop_l2l.cells.spec import NeuronSpec  # noqa: E402
 from eprop_l2l.error_modules.learned import LearnedErrorModule  # noqa: E402
 from eprop_l2l.errors import ConfigError  # noqa: E402
 from eprop_l2l.hardware.nir_export import (  # noqa: E402
@@ -353,3 +357,69 @@ def test_trained_arm_model_exports_and_its_agreement_is_reported(tmp_path, monke
         assert 0.5 < result["as_exported"]["spike_agreement"] < 1.0  # refractoriness (n_ref = 5) is lost
     assert net["nir_literal"]["spike_agreement"] < 1.0
     assert math.isfinite(net["as_exported"]["output_corr"])
+
+
+# ------------------------------------------------------------------------------------ current-based LIF
+
+
+def cuba_network(n_ref: int = 0, scaling: str = "new"):
+    """A random current-based LIF network (float32 weights) firing at about a quarter of the steps with the
+    :func:`clock` input; no membrane comes within 1e-4 of the threshold."""
+    cell = CubaLIF(n_in=6, n_rec=30, v_th=0.4, n_ref=n_ref, tau_syn=5.0, input_scaling=scaling, dt_ms=1.0)
+    network = RecurrentNetwork(cell, LeakyReadout(30, 2, dt_ms=1.0))
+    g = torch.Generator().manual_seed(1)
+    params = network.init_params(g, torch.float32)
+    params["w_in"] = params["w_in"] * (0.3 if scaling == "new" else 6.0)
+    params["w_rec"] = params["w_rec"] * 0.2
+    params["b_out"] = 0.1 * torch.randn(2, generator=g)
+    return network, params
+
+
+@pytest.mark.parametrize("integrator", ["euler", "exp"])
+@pytest.mark.parametrize("scaling", ["new", "old"])
+def test_a_current_based_cell_is_a_cubalif_node_whose_constants_are_ours(integrator, scaling, tmp_path):
+    network, params = cuba_network(scaling=scaling)
+    cell = network.cell
+    graph = network_to_nir(network, params, integrator=integrator)
+    node = graph.nodes["lif"]
+    assert isinstance(node, nir.CubaLIF) and ("lif", "w_rec") in graph.edges and ("w_rec", "lif") in graph.edges
+    dt = graph.metadata["dt_s"]
+    decay = (lambda tau: 1 - dt / tau) if integrator == "euler" else (lambda tau: np.exp(-dt / tau))
+    np.testing.assert_allclose(decay(node.tau_syn), cell.spec.alpha_syn, rtol=1e-14)
+    np.testing.assert_allclose(decay(node.tau_mem), cell.spec.alpha, rtol=1e-14)
+    np.testing.assert_allclose(node.w_in * dt / node.tau_syn, cell.spec.input_scale, rtol=1e-14)  # input → I
+    np.testing.assert_allclose(node.r * dt / node.tau_mem, 1.0, rtol=1e-14)  # I → v, unit gain
+    assert np.all(node.v_threshold == 0.4) and np.all(node.v_reset == 0) and np.all(node.v_leak == 0)
+    assert node.metadata["tau_syn_ms"] == 5.0 and node.metadata["alpha_syn"] == cell.spec.alpha_syn
+    back = read_nir(write_nir(tmp_path / "cuba.nir", graph))
+    assert_graphs_equal(graph, back)
+    assert cell_from_spec(NeuronSpec.from_dict(json.loads(back.nodes["lif"].metadata["neuron_spec"])), 6) == cell
+
+
+def test_snntorch_reproduces_a_current_based_network_exactly():
+    network, params = cuba_network()
+    result = nir_fidelity(network, params, clock(steps=250), reader="snntorch", dtype=torch.float32, literal=True)
+    exact = result["as_exported"]
+    print("snntorch Synaptic (metadata reset, float32), CubaLIF:", exact)
+    assert 0.1 < exact["spikes_ours"] / (exact["trials"] * exact["steps"] * exact["neurons"]) < 0.4
+    assert exact["min_margin_to_threshold"] > 1e-4  # float32 summation order: exactness needs a margin
+    assert exact["identical"] and exact["first_divergence_step"] is None
+    assert exact["output_rel_max_diff"] <= 1e-5  # the readout from the same spikes, to float32 rounding
+    literal = result["nir_literal"]  # a reader that resets to v_reset, as NIR's CubaLIF says
+    assert 0.5 < literal["spike_agreement"] < 1.0
+
+
+def test_a_wrong_cubalif_graph_is_not_reproduced_and_spyx_is_refused():
+    network, params = cuba_network()
+    x = clock(steps=250)
+    graph = network_to_nir(network, params)
+    graph.nodes["lif"].tau_syn = graph.nodes["lif"].tau_syn * 1.2
+    run = simulate_nir(graph, x, reader="snntorch", reset="metadata", dtype=torch.float32)
+    with torch.no_grad():
+        trajectory, _ = network.run(params, x)
+    assert not compare_spikes(trajectory.outputs, run.spikes)["identical"]
+    with pytest.raises(ConfigError) as err:
+        simulate_nir(graph, x.double(), reader="spyx")
+    assert "spyx's RCuBaLIF subtracts the threshold before the membrane decays" in one_line(err)
+    with pytest.warns(NIRLossWarning, match="CubaLIF node's metadata"):
+        network_to_nir(cuba_network(n_ref=2)[0], params)

@@ -18,18 +18,20 @@ from .builders import make_cell, make_trial
 
 
 def test_every_rule_is_registered_once_with_what_it_is():
-    table = {name: (r.reads_source, r.local, r.one_shot, r.windowed, r.cell) for name, r in RULES.items()
-             if name == r.name}
+    table = {name: (r.reads_source, r.local, r.one_shot, r.windowed, r.cell, r.influence)
+             for name, r in RULES.items() if name == r.name}
     assert table == {
-        "eprop": (True, True, True, False, None),
-        "bptt": (False, False, True, False, None),
-        "tbptt": (False, False, False, True, None),
-        "eprop3": (False, False, False, True, None),
-        "rflo": (True, True, False, False, RateRNN),
-        "rtrl": (False, False, False, False, None),
+        "eprop": (True, True, True, False, None, False),
+        "bptt": (False, False, True, False, None, False),
+        "tbptt": (False, False, False, True, None, False),
+        "eprop3": (False, False, False, True, None, False),
+        "rflo": (True, True, False, False, RateRNN, False),
+        "rtrl": (False, False, False, False, None, True),
+        "snap2": (False, False, False, False, None, True),
+        "ostl": (False, False, True, False, None, False),
     }
     assert RULES["eprop1"] is RULES["eprop"]  # compare's name for e-prop with a feedback matrix
-    assert rule_names(one_shot=True) == ("eprop", "bptt")
+    assert rule_names(one_shot=True) == ("eprop", "bptt", "ostl")
     assert rule_names(local=True) == ("eprop", "rflo")
 
 
@@ -54,6 +56,21 @@ def test_exact_rules_agree_through_the_registry():
     for name in ("w_in", "w_rec"):
         torch.testing.assert_close(rtrl.grads[name], bptt.grads[name], rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(rtrl.loss, bptt.loss, rtol=1e-12, atol=0)
+
+
+def test_the_influence_rules_dispatch_their_kept_pattern():
+    request = _request("snap2")
+    request.params["w_rec"] = torch.zeros_like(request.params["w_rec"])  # one layer: both are exact
+    bptt = get_rule("bptt").update(request)
+    for name in ("snap2", "ostl"):
+        result = get_rule(name).update(request)
+        for w in ("w_in", "w_rec"):
+            torch.testing.assert_close(result.grads[w], bptt.grads[w], rtol=1e-9, atol=1e-12)
+    dense = _request("snap2")  # a dense W_rec: SnAp-2 keeps everything, OSTL only the neuron-internal entries
+    exact = get_rule("rtrl").update(dense).grads["w_in"]
+    torch.testing.assert_close(get_rule("snap2").update(dense).grads["w_in"], exact, rtol=1e-9, atol=1e-12)
+    ostl = get_rule("ostl").update(dense).grads["w_in"]
+    assert ((ostl - exact).norm() / exact.norm()) > 1e-3
 
 
 def test_per_task_updates_through_the_registry_equal_one_task_at_a_time():

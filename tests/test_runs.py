@@ -167,7 +167,7 @@ BAD_TRAIN = [
     (["experiment=nope"],
      r"experiment: unknown value 'nope' \(choose from cpu, cpu_hour, demo, gpu, natural_cpu, natural_paper, paper, "
      r"small, tiny\)$"),
-    (["model=foo"], r"model: unknown value 'foo' \(choose from alif, lif\)$"),
+    (["model=foo"], r"model: unknown value 'foo' \(choose from alif, cuba_lif, lif\)$"),
     (["model.cell=lstm"], "model.cell: unknown value 'lstm'"),
     (["error_module.kind=magic"], "error_module.kind: unknown value"),
     (["inner.rule=sgd"], "inner.rule: unknown value"),

@@ -7,6 +7,7 @@ import dataclasses
 
 from ..errors import ConfigError
 from .alif import ALIF, ALIFState
+from .cuba_lif import CubaLIF, CubaLIFState
 from .lif import LIF, LIFState
 from .lstm import LSTM, LSTMState
 from .network import RecurrentNetwork
@@ -15,11 +16,11 @@ from .readout import LeakyReadout
 from .simulate import Trajectory, simulate
 from .spike import pseudo_derivative, spike
 
-CELLS: dict[str, type] = {"lif": LIF, "alif": ALIF, "lstm": LSTM, "rate": RateRNN}
+CELLS: dict[str, type] = {"lif": LIF, "alif": ALIF, "cuba_lif": CubaLIF, "lstm": LSTM, "rate": RateRNN}
 
 
 def make_cell(name: str, **fields):
-    """The cell registered as ``name`` (lif, alif, lstm, rate) with the given fields, validated."""
+    """The cell registered as ``name`` (lif, alif, cuba_lif, lstm, rate) with the given fields, validated."""
     if not isinstance(name, str) or name not in CELLS:
         raise ConfigError("cell", f"unknown cell {name!r} (choose from {', '.join(sorted(CELLS))})")
     cls = CELLS[name]

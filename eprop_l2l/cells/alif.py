@@ -70,6 +70,8 @@ class ALIF(SpikingNeurons):
 
     def beta_vector(self, like: torch.Tensor) -> torch.Tensor:
         """β per neuron (0 for the non-adaptive ones) in ``like``'s dtype and device, built once per cell."""
+        if torch._C._are_functorch_transforms_active():  # made there, it has no storage a native loop could read
+            return torch.tensor(self.spec.beta_per_neuron(), dtype=like.dtype, device=like.device)
         key = (like.dtype, like.device)
         if key not in self._beta_cache:
             self._beta_cache[key] = torch.tensor(self.spec.beta_per_neuron(), dtype=like.dtype, device=like.device)

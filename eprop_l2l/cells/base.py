@@ -11,8 +11,10 @@ A cell is a frozen dataclass of hyper-parameters (never learned tensors). It pro
   ``paths`` selects which gradient paths of the previous outputs exist (values are never changed):
   ``"full"`` all of them (exact RTRL/BPTT); ``"no_reset"`` the spike that resets a neuron acts on its own
   membrane as a constant; ``"local"`` additionally previous outputs reach *other* neurons as constants — the
-  convention of e-prop's eligibility traces (Bellec et al. 2020, Suppl. S1.1). Dependencies internal to a
-  neuron other than the reset (ALIF adaptation) are always kept.
+  convention of e-prop's eligibility traces (Bellec et al. 2020, Suppl. S1.1); ``"internal"`` previous outputs
+  reach other neurons as constants but every path inside a neuron is kept, the reset and a unit's own recurrent
+  weight included — OSTL's temporal gradient (Bohnstingl et al. 2022). Dependencies internal to a neuron other
+  than the reset (ALIF adaptation) are always kept.
 * ``output(state)`` — what the neuron sends to others and to the readout (spikes z, LSTM h, rate φ(h)).
 * closed-form e-prop: ``trace_init``, ``trace_step`` (online, causal: eligibility vector ε ← D ε + ∂h/∂W and
   the trace e = ∂z/∂h · ε for one weight group with presynaptic signal ``pre``) and
@@ -31,7 +33,31 @@ from ..errors import ConfigError
 from ..numerics.eligibility_adjoint import eligibility_adjoint
 from ..numerics.linalg import linear, outer
 
-GRADIENT_PATHS = ("full", "no_reset", "local")
+GRADIENT_PATHS = ("full", "no_reset", "local", "internal")
+
+
+def cuts_coupling(paths: str) -> bool:
+    """Whether previous outputs reach the other neurons as constants on ``paths``."""
+    return paths in ("local", "internal")
+
+
+def cuts_reset(paths: str) -> bool:
+    """Whether a neuron's reset by its own previous spike is a constant on ``paths``."""
+    return paths in ("no_reset", "local")
+
+
+def recurrent_drive(w_rec: torch.Tensor, prev: torch.Tensor, paths: str, rows_per_neuron: int = 1) -> torch.Tensor:
+    """W^rec·out^{t-1} with the gradient paths of ``paths`` (the values never change): on ``"local"`` the previous
+    outputs are constants; on ``"internal"`` a unit's own output still acts through its own weight (the diagonal
+    of each gate block), added as ``W_jj·(out_j − out_j)`` with only the first term differentiated."""
+    if not cuts_coupling(paths):
+        return linear(w_rec, prev)
+    drive = linear(w_rec, prev.detach())
+    if paths == "internal":
+        n = prev.shape[-1]
+        own = w_rec.reshape(*w_rec.shape[:-2], rows_per_neuron, n, n).diagonal(dim1=-2, dim2=-1).flatten(-2)
+        drive = drive + own * torch.cat([prev - prev.detach()] * rows_per_neuron, -1)
+    return drive
 
 Params = dict[str, torch.Tensor]
 

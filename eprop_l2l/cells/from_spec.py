@@ -8,9 +8,10 @@ import math
 
 from ..errors import ConfigError
 from .alif import ALIF
+from .cuba_lif import CubaLIF
 from .lif import LIF
 from .readout import LeakyReadout
-from .spec import NEURON_MODELS, REFRACTORY, RESET, NeuronSpec, ReadoutSpec
+from .spec import NEURON_MODELS, REFRACTORY, RESET, CurrentSpec, NeuronSpec, ReadoutSpec
 
 
 def cell_from_spec(spec: NeuronSpec, n_in: int):
@@ -31,6 +32,10 @@ def cell_from_spec(spec: NeuronSpec, n_in: int):
     if spec.model == "alif":
         n_adaptive = None if spec.n_adaptive == spec.n else spec.n_adaptive
         return ALIF(**common, tau_a=spec.tau_a_ms, beta=spec.beta, n_adaptive=n_adaptive)
+    if spec.model == "cuba_lif":
+        if not isinstance(spec, CurrentSpec):
+            raise ConfigError("neuron spec.tau_syn_ms", "missing (a cuba_lif population needs its synaptic constant)")
+        return CubaLIF(**common, tau_syn=spec.tau_syn_ms)
     raise ConfigError("neuron spec.model", f"unknown model {spec.model!r} (choose from {', '.join(NEURON_MODELS)})")
 
 

@@ -31,7 +31,7 @@ import torch
 
 from ..errors import ConfigError, require_count
 from ..numerics.linalg import linear, outer
-from .base import Params, RecurrentCell, gaussian
+from .base import Params, RecurrentCell, gaussian, recurrent_drive
 
 GATES = ("i", "f", "g", "o")
 
@@ -82,8 +82,7 @@ class LSTM(RecurrentCell):
         return linear(params["w_in"], x) + b
 
     def step_current(self, params: Params, state: LSTMState, i_in: torch.Tensor, paths: str = "full"):
-        h_prev = state.h.detach() if paths == "local" else state.h
-        a = i_in + linear(params["w_rec"], h_prev)
+        a = i_in + recurrent_drive(params["w_rec"], state.h, paths, self.rows_per_neuron)
         a_i, a_f, a_g, a_o = a.chunk(4, -1)
         i, f, g, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
         c = f * state.c + i * g

@@ -16,8 +16,7 @@ from typing import NamedTuple
 import torch
 
 from ..errors import ConfigError, require_choice, require_count, require_positive
-from ..numerics.linalg import linear
-from .base import FactorisedTraceCell, Params, gaussian
+from .base import FactorisedTraceCell, Params, gaussian, recurrent_drive
 
 NONLINEARITIES = ("tanh",)
 
@@ -66,8 +65,7 @@ class RateRNN(FactorisedTraceCell):
         return RateState(zeros, torch.tanh(zeros))
 
     def step_current(self, params: Params, state: RateState, i_in: torch.Tensor, paths: str = "full"):
-        r_prev = state.r.detach() if paths == "local" else state.r
-        h = self.alpha * state.h + i_in + self.input_scale * linear(params["w_rec"], r_prev)
+        h = self.alpha * state.h + i_in + self.input_scale * recurrent_drive(params["w_rec"], state.r, paths)
         r = torch.tanh(h)
         return RateState(h, r), r
 

@@ -47,7 +47,8 @@ def simulate(cell, params: Params, x: torch.Tensor, state0=None, paths: str = "f
     """``x [B, T, n_in]`` → :class:`Trajectory`. The input currents of the whole trial are one matrix product;
     the time loop calls ``cell.step_current`` (the same function as ``cell.step``).
 
-    ``fast=True`` (LIF/ALIF): the loop runs as one autograd node with a hand-written backward
+    ``fast=True`` (LIF/ALIF, :func:`has_fused_loop`; other cells always iterate their own step): the loop
+    runs as one autograd node with a hand-written backward
     (:mod:`.fused_loop`) — same values, same first-order gradients, several times faster to differentiate; not
     for forward-mode transforms or double backward through the simulation. A trial that autograd does not
     record (no gradient needed) always runs that way.
@@ -63,12 +64,17 @@ def _recorded(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
+def has_fused_loop(cell) -> bool:
+    """Whether :func:`~eprop_l2l.numerics.fused_loop.spiking_loop` computes ``cell``'s equations (LIF, ALIF)."""
+    return isinstance(cell, SpikingNeurons) and cell.has_fused_loop
+
+
 def simulate_currents(cell, params: Params, currents: torch.Tensor, state0=None, paths: str = "full",
                       fast: bool = False) -> Trajectory:
     """:func:`simulate` from the input currents ``[B, T, rows]`` of the whole trial (``cell.input_current``)."""
     if state0 is None:
         state0 = cell.init_state(currents.shape[0], dtype=currents.dtype, device=currents.device)
-    if isinstance(cell, SpikingNeurons) and (fast or not _recorded(currents, params["w_rec"], *state0)):
+    if has_fused_loop(cell) and (fast or not _recorded(currents, params["w_rec"], *state0)):
         padded = spiking_loop(cell, params, currents, state0, paths)
         return Trajectory(padded, cell.output(padded))
     state, states = state0, [state0]

@@ -1,8 +1,9 @@
 """Hardware-neutral descriptions of the spiking populations and the leaky readout: every constant of the
 dynamics, stated once.
 
-A spiking cell (:class:`~eprop_l2l.cells.lif.LIF`, :class:`~eprop_l2l.cells.alif.ALIF`) builds its
-:class:`NeuronSpec` from its fields, and its ``step``, its pseudo-derivative, its closed-form traces and the
+A spiking cell (:class:`~eprop_l2l.cells.lif.LIF`, :class:`~eprop_l2l.cells.alif.ALIF`,
+:class:`~eprop_l2l.cells.cuba_lif.CubaLIF` with its :class:`CurrentSpec`) builds its :class:`NeuronSpec` from its
+fields, and its ``step``, its pseudo-derivative, its closed-form traces and the
 hardware export all read the constants from that record (``cell.spec.alpha``, ...). An exported model stores
 ``spec.to_dict()``; :func:`cell_from_spec` turns it back into the same cell, so export never re-derives a
 constant with a formula of its own.
@@ -24,11 +25,11 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from ..errors import ConfigError
+from ..errors import ConfigError, require_positive
 
 RESET = "subtract_v_th_next_step"
 REFRACTORY = "counter_blocks_spike_and_masks_psi"
-NEURON_MODELS = ("lif", "alif")
+NEURON_MODELS = ("lif", "alif", "cuba_lif")
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,35 @@ class NeuronSpec:
 
     @classmethod
     def from_dict(cls, record: dict) -> NeuronSpec:
+        """The record's spec: a :class:`CurrentSpec` for a current-based population (``model = "cuba_lif"``)."""
+        if cls is NeuronSpec and isinstance(record, dict) and record.get("model") == "cuba_lif":
+            return CurrentSpec.from_dict(record)
         return cls(**_fields_of(cls, record, "neuron spec"))
+
+
+@dataclass(frozen=True)
+class CurrentSpec(NeuronSpec):
+    """Constants of a current-based LIF population (:class:`~eprop_l2l.cells.cuba_lif.CubaLIF`): the input
+    charges a synaptic current that decays with τ_syn and drives the membrane,
+
+        i^t = α_s i^{t-1} + s·(W^rec z^{t-1} + W^in x^t)                    α_s = exp(−dt/τ_syn)
+        v^t = α v^{t-1} + i^t − v_th z^{t-1}
+
+    (spike, reset and refractory counter as above). A subclass, so that the records of the LIF/ALIF
+    populations (and the hardware rule files holding them) keep their keys."""
+
+    tau_syn_ms: float | None = None
+
+    def __post_init__(self):
+        require_positive("neuron spec.tau_syn_ms", self.tau_syn_ms)
+
+    @property
+    def alpha_syn(self) -> float:
+        """Synaptic-current decay per step."""
+        return math.exp(-self.dt_ms / self.tau_syn_ms)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "alpha_syn": self.alpha_syn}
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import torch
 from ..errors import require_choice, require_count, require_positive
 from ..numerics import native
 from ..numerics.linalg import linear
-from .base import Params, RecurrentCell, gaussian
+from .base import Params, RecurrentCell, cuts_coupling, cuts_reset, gaussian
 from .spec import NeuronSpec
 from .spike import SURROGATE_CODES, pseudo_derivative, spike, validate_surrogate
 
@@ -41,9 +41,14 @@ class SpikingNeurons(RecurrentCell):
     dt_ms: float  # the run's time step (task.dt_ms): no default, one step for every part
 
     self_connections = False
+    # whether the one-node time loop of numerics.fused_loop (hand-written backward, native kernels) computes this
+    # cell's equations — LIF and ALIF; a cell with other dynamics sets False and runs its own step in every loop
+    has_fused_loop = True
+    config_name = None  # the name errors and make_cell use (None: the class name, lower case)
+    spec_type = NeuronSpec  # the record of the population's constants
 
     def __post_init__(self):
-        name = type(self).__name__.lower()
+        name = self.config_name or type(self).__name__.lower()
         require_count(f"{name}.n_in", self.n_in)
         require_count(f"{name}.n_rec", self.n_rec)
         require_positive(f"{name}.tau_m", self.tau_m)
@@ -56,7 +61,7 @@ class SpikingNeurons(RecurrentCell):
     @cached_property
     def spec(self) -> NeuronSpec:
         """The population's constants, stated once: the step, ψ, the traces and the export read them here."""
-        spec = NeuronSpec(**self._spec_fields())
+        spec = self.spec_type(**self._spec_fields())
         return replace(spec, input_scale=1.0 - spec.alpha) if self.input_scaling == "old" else spec
 
     def _spec_fields(self) -> dict:
@@ -81,10 +86,17 @@ class SpikingNeurons(RecurrentCell):
     def output(self, state) -> torch.Tensor:
         return state.z
 
+    @staticmethod
+    def _previous_spikes(z_prev: torch.Tensor, paths: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z^{t-1} as the other neurons receive it, z^{t-1} as it resets its own neuron) on ``paths``."""
+        # spiking cells have no self-connections: on "internal" the own path is the reset alone
+        z_other = z_prev.detach() if cuts_coupling(paths) else z_prev
+        z_reset = z_prev.detach() if cuts_reset(paths) else z_prev
+        return z_other, z_reset
+
     def _membrane(self, params: Params, v_prev, z_prev, i_in, paths: str) -> torch.Tensor:
         spec = self.spec
-        z_other = z_prev.detach() if paths == "local" else z_prev
-        z_reset = z_prev.detach() if paths != "full" else z_prev
+        z_other, z_reset = self._previous_spikes(z_prev, paths)
         base = torch.add(spec.alpha * v_prev + i_in, z_reset, alpha=-spec.v_th)
         return linear(params["w_rec"], z_other, add=base, scale=spec.input_scale)
 

@@ -3,8 +3,9 @@
 onto it), its presets (:data:`PRESETS`) and :func:`load_config`.
 
 Each rule is a :class:`~eprop_l2l.inner_loop.rules.RuleSpec` — ``bptt``, ``tbptt(k=…)``, ``eprop1(feedback=…)``,
-``eprop3(k=…)``, ``rflo``, ``rtrl`` — written in the rule grammar of :func:`~eprop_l2l.inner_loop.rules.parse_rule`
-(on the command line: ``rules=bptt,tbptt(k=5)``) or as mappings (``{kind: eprop3, k: 5}``) in a YAML file.
+``eprop3(k=…)``, ``rflo``, ``rtrl``, ``snap2``, ``ostl`` — written in the rule grammar of
+:func:`~eprop_l2l.inner_loop.rules.parse_rule` (on the command line: ``rules=bptt,tbptt(k=5)``) or as mappings
+(``{kind: eprop3, k: 5}``) in a YAML file.
 Impossible values are refused by the components (task family, cell, readout) when the configuration is built,
 each error naming its key; the running of a comparison is :mod:`eprop_l2l.runs.rule_comparison`'s.
 """
@@ -114,10 +115,10 @@ class CompareConfig:
         _require_at_most("cell.n_rec", self.cell_fields.get("n_rec", 0))
         for spec in specs:
             network = self.network(family, spec)  # validates the cell fields
-            if spec.kind == "rtrl":
+            if get_rule(spec.kind).influence:
                 size = rtrl_size(network, self.batch_size)
                 if size > RTRL_MAX_SENSITIVITY:
-                    raise ConfigError("rules", f"rtrl: sensitivity matrix of {size:,} entries > "
+                    raise ConfigError("rules", f"{spec.kind}: sensitivity matrix of {size:,} entries > "
                                       f"{RTRL_MAX_SENSITIVITY:,} (small sizes only: lower cell.n_rec or batch_size)")
 
     # --- builders ------------------------------------------------------------------------------------------
@@ -174,7 +175,7 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(task="copy_repeat", task_fields=dict(n_bits=3, pattern_length=2, n_repeats=1, frame_steps=2),
                  cell="lstm", cell_fields=dict(n_rec=8), iterations=6, batch_size=4, eval_batch=8, eval_every=3,
                  lr=1e-2, rules=("bptt", "tbptt(k=3)", "eprop1(feedback=symmetric)", "eprop1(feedback=random)",
-                                 "eprop1(feedback=adaptive)", "eprop3(k=3)", "rflo", "rtrl")),
+                                 "eprop1(feedback=adaptive)", "eprop3(k=3)", "rflo", "rtrl", "snap2", "ostl")),
     # copy-repeat with an LSTM (the task of e-prop 3's copy-repeat figure, at CPU sizes), curriculum on L
     "copy_repeat_lstm": dict(task="copy_repeat", task_fields=dict(n_bits=4, pattern_length=2, n_repeats=2,
                                                                   frame_steps=1),

@@ -17,6 +17,7 @@ import inspect
 from dataclasses import dataclass, field
 
 from ..cells.alif import ALIF
+from ..cells.cuba_lif import CubaLIF
 from ..cells.readout import LeakyReadout
 from ..cells.spiking import SpikingNeurons
 from ..error_modules.learned import LearnedErrorModule
@@ -67,7 +68,7 @@ class TaskConfig:
 class CellConfig:
     """One recurrent population — the learning network or the error module: the same keys, the same meanings."""
 
-    cell: str = "lif"  # lif | alif (| lstm for the error module)
+    cell: str = "lif"  # lif | alif | cuba_lif (current-based LIF) (| lstm for the error module)
     n_rec: int = 400  # the recipe's size (a cell has no default size)
     # alif: how many neurons adapt (the last ones); null = all, 0 = none
     n_adaptive: int | None = component_default(ALIF, "n_adaptive")
@@ -80,6 +81,7 @@ class CellConfig:
     n_ref: int = component_default(SpikingNeurons, "n_ref")  # refractory steps (n_ref·dt_ms ms)
     tau_a: float = component_default(ALIF, "tau_a")  # ms, alif only
     beta: float = component_default(ALIF, "beta")  # alif only
+    tau_syn: float = component_default(CubaLIF, "tau_syn")  # ms, cuba_lif only: the synaptic current's decay
     # the rate regulariser (c/2)·Σ_j (f_j − f*)² of the learning network, MetaLearner's recipe (RECIPE_RATES):
     # c = 200 is the authors' 100·Σ(f − f*)², f* = 20 Hz
     rate_target_hz: float = _NETWORK_RATE[1]
@@ -122,7 +124,8 @@ class ErrorModuleConfig(CellConfig):
 class InnerConfig:
     """The inner loop: how the demonstration trial changes the learning network."""
 
-    # eprop (eligibility traces × learning signal) | bptt (MAML-style gradient step)
+    # eprop (eligibility traces × learning signal) | bptt (MAML-style gradient step) | ostl (OSTL's gradient
+    # step: the neuron-internal influence × the exact readout gradient; no lateral credit)
     rule: str = component_default(MetaLearner, "inner_rule")
     lr: float = component_default(MetaLearner, "inner_lr")  # the inner learning rate; with learn_lr its start
     learn_lr: bool = component_default(MetaLearner, "learn_inner_lr")  # meta-learn the inner rate (as its log)

@@ -3,7 +3,7 @@ reproduces of them.
 
 Graphs (one per network; node names are fixed, so that tools can find the pieces)::
 
-    learning network:  input → w_in (Linear) → lif (LIF) ⇄ w_rec (Linear);  lif → w_out (Linear | Affine)
+    learning network:  input → w_in (Linear) → lif (LIF|CubaLIF) ⇄ w_rec (Linear);  lif → w_out (Linear|Affine)
                        → readout (LI) → output
     error module:      input → em_w_in (Linear) → em_lif (LIF) ⇄ em_w_rec (Linear);  em_lif → em_filter (LI)
                        → em_proj (Linear) → output
@@ -16,9 +16,11 @@ exactly (``v ← e^{−dt/τ} v + (dt/τ) R I``) does (``integrator="exp"``)::
     euler:  τ = dt / (1 − α)        exp:  τ = −dt / ln α        both:  R = s · τ / dt,  v_leak = 0
 
 (α → κ for the readout and ``module.decay`` for the error module's filter; ``s`` is the input scale of the
-spec). The input current of a LIF node is the sum of its incoming edges, the recurrent edge carrying the
-previous step's spikes. ``v_threshold = v_th``, ``v_reset = 0``. Every constant is read from ``cell.spec`` /
-``readout.spec`` / ``module.decay``; nothing is re-derived from τ_m.
+spec). A current-based cell (``cuba_lif``) is NIR's ``CubaLIF``: τ_syn from α_s the same way, ``w_in = s·τ_syn/dt``
+on the synaptic current and ``r = τ_mem/dt`` (unit gain from the current to the membrane). The input current of
+a LIF node is the sum of its incoming edges, the recurrent edge carrying the previous step's spikes.
+``v_threshold = v_th``, ``v_reset = 0``. Every constant is read from ``cell.spec`` / ``readout.spec`` /
+``module.decay``; nothing is re-derived from τ_m.
 
 What NIR cannot express, and what this module does about it:
 
@@ -51,7 +53,7 @@ import numpy as np
 import torch
 
 from ..cells.base import Params, check_params
-from ..cells.spec import REFRACTORY, RESET, NeuronSpec
+from ..cells.spec import REFRACTORY, RESET, CurrentSpec, NeuronSpec
 from ..errors import ConfigError, require_choice
 from ..meta.params import ERROR_MODULE, NETWORK
 from ..units import step_seconds
@@ -126,11 +128,13 @@ def _array(tensor: torch.Tensor, key: str, task: int | None, dims: int) -> np.nd
 
 
 def _lif_node(spec: NeuronSpec, integrator: str, dt_s: float, strict: bool, what: str):
+    """The population's node: ``LIF``, or ``CubaLIF`` for a current-based cell (its synaptic current is NIR's
+    ``I``: ``w_in·dt/τ_syn = s`` and ``r·dt/τ_mem = 1``, the membrane adds the current with unit gain)."""
     nir = _nir()
     lost = ["reset by subtraction of v_th one step after the spike"]
     if spec.n_ref > 0:
         message = (f"{what}: refractoriness ({spec.n_ref} steps) has no NIR primitive; "
-                   f"it is carried in the LIF node's metadata only")
+                   f"it is carried in the {_node_kind(spec)} node's metadata only")
         if strict:
             raise ConfigError(f"{what}.n_ref", f"refractoriness ({spec.n_ref} steps) has no NIR primitive; "
                                                "export refused (strict)")
@@ -145,8 +149,17 @@ def _lif_node(spec: NeuronSpec, integrator: str, dt_s: float, strict: bool, what
         "surrogate": spec.surrogate, "gamma_pd": spec.gamma_pd,
         "nir_cannot_express": "; ".join(lost), "neuron_spec": json.dumps(spec.to_dict(), sort_keys=True),
     }
-    return nir.LIF(tau=np.full(n, tau), r=np.full(n, spec.input_scale * tau / dt_s), v_leak=np.zeros(n),
-                   v_threshold=np.full(n, float(spec.v_th)), v_reset=np.zeros(n), metadata=metadata)
+    common = dict(v_leak=np.zeros(n), v_threshold=np.full(n, float(spec.v_th)), v_reset=np.zeros(n))
+    if isinstance(spec, CurrentSpec):
+        tau_syn = _tau(spec.alpha_syn, dt_s, integrator)
+        metadata.update(alpha_syn=spec.alpha_syn, tau_syn_ms=spec.tau_syn_ms)
+        return nir.CubaLIF(tau_syn=np.full(n, tau_syn), tau_mem=np.full(n, tau), r=np.full(n, tau / dt_s),
+                           w_in=np.full(n, spec.input_scale * tau_syn / dt_s), **common, metadata=metadata)
+    return nir.LIF(tau=np.full(n, tau), r=np.full(n, spec.input_scale * tau / dt_s), **common, metadata=metadata)
+
+
+def _node_kind(spec: NeuronSpec) -> str:
+    return "CubaLIF" if isinstance(spec, CurrentSpec) else "LIF"
 
 
 def _li_node(decay: float, input_scale: float, n: int, integrator: str, dt_s: float, metadata: dict):
@@ -320,7 +333,7 @@ class _Layout(NamedTuple):
 def _layout(graph) -> _Layout:
     """The pieces of a graph written by this module (one LIF ⇄ Linear loop, fed by Input → Linear)."""
     nir = _nir()
-    lifs = [k for k, node in graph.nodes.items() if isinstance(node, nir.LIF)]
+    lifs = [k for k, node in graph.nodes.items() if isinstance(node, nir.LIF | nir.CubaLIF)]
     if len(lifs) != 1:
         raise ConfigError("nir.graph", f"expected one LIF population, found {len(lifs)}")
     lif = lifs[0]
@@ -374,6 +387,9 @@ def _run_spyx(core, x: torch.Tensor, dt: float, dtype: torch.dtype):
     except ImportError:
         raise ConfigError("nir.reader", "spyx is not installed: pip install spyx") from None
     lif = core.nodes["lif"]
+    if isinstance(lif, _nir().CubaLIF):
+        raise ConfigError("nir.reader", "spyx's RCuBaLIF subtracts the threshold before the membrane decays "
+                                        "(v ← β(v − θz) + I): other dynamics than our CubaLIF; use reader=snntorch")
     gain = lif.r * dt / lif.tau
     if not np.allclose(gain, 1.0, rtol=1e-12, atol=0.0):
         raise ConfigError("nir.reader", f"spyx ignores LIF.r and needs a per-step input gain r·dt/τ of 1, the graph "
@@ -397,8 +413,9 @@ def _run_spyx(core, x: torch.Tensor, dt: float, dtype: torch.dtype):
 
 
 def _run_snntorch(core, x: torch.Tensor, dt: float, out_dtype: torch.dtype, reset: str):
-    """snnTorch 1.0's NIR node converter (``LIF`` → ``snn.Leaky`` with β = 1 − 10⁻⁴/τ, reset to zero at the spike,
-    as NIR's LIF says) wired by nirtorch's graph interpreter (the recurrent edge carries the previous step).
+    """snnTorch 1.0's NIR node converter (``LIF`` → ``snn.Leaky`` with β = 1 − 10⁻⁴/τ, ``CubaLIF`` →
+    ``snn.Synaptic`` with α = 1 − 10⁻⁴/τ_syn as well; reset to zero at the spike, as NIR's neurons say) wired by
+    nirtorch's graph interpreter (the recurrent edge carries the previous step).
 
     snnTorch's public ``import_from_nir`` is not used: with nirtorch 2.x it rewires a recurrent LIF so that the
     input passes through W_rec (its subgraph has the edge input → W_rec). Its converter assumes a step of 10⁻⁴ s,
@@ -414,13 +431,19 @@ def _run_snntorch(core, x: torch.Tensor, dt: float, out_dtype: torch.dtype, rese
         raise ConfigError("nir.reader", "snntorch/nirtorch are not installed: pip install snntorch nirtorch") from None
     core = copy.deepcopy(core)
     dtype = torch.float32  # snnTorch's spike function emits float32 whatever the module's dtype
-    core.nodes["lif"].tau = core.nodes["lif"].tau * (SNNTORCH_DT_S / dt)
+    lif = core.nodes["lif"]
+    current_based = isinstance(lif, nir.CubaLIF)
+    for name in ("tau_syn", "tau_mem") if current_based else ("tau",):
+        setattr(lif, name, getattr(lif, name) * (SNNTORCH_DT_S / dt))
     convert = lambda node: _nir_to_snntorch_module(node, init_hidden=True)  # noqa: E731
     with contextlib.redirect_stdout(io.StringIO()):
-        module = nirtorch.nir_to_torch(core, {nir.LIF: convert, nir.Linear: convert}, dtype=dtype)
+        module = nirtorch.nir_to_torch(core, {nir.LIF: convert, nir.CubaLIF: convert, nir.Linear: convert},
+                                       dtype=dtype)
     neuron = module.get_submodule("lif")
-    if not isinstance(neuron, snntorch.Leaky):
-        raise ConfigError("nir.reader", f"snntorch converted the LIF to {type(neuron).__name__}, expected Leaky")
+    expected = snntorch.Synaptic if current_based else snntorch.Leaky
+    if type(neuron) is not expected:
+        raise ConfigError("nir.reader", f"snntorch converted the {type(lif).__name__} to {type(neuron).__name__}, "
+                                        f"expected {expected.__name__}")
     if reset == "metadata":
         if core.nodes["lif"].metadata.get("reset") != RESET:
             raise ConfigError("nir.graph", "the LIF's metadata declares no reset convention this reader knows")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..cells.base import Params, mask_self_connections
+from ..cells.base import Params, cuts_coupling, mask_self_connections
 from ..cells.simulate import simulate_currents
 from ..cells.spiking import SpikingNeurons
 from ..numerics.linalg import contract_time, is_per_task
@@ -104,9 +104,9 @@ def _per_task_result(network, params: Params, x, target, mask, loss: Loss, names
 
 
 def _presynaptic(name: str, trajectory, x, paths: str) -> torch.Tensor:
-    # on the "local" paths the recurrent weights multiply detached spikes (the cells' _membrane): so does dE/dW
+    # where the coupling is cut the recurrent weights multiply detached spikes (the cells' step): so does dE/dW
     pre = presynaptic(name, trajectory, x)
-    return pre.detach() if paths == "local" and name == "w_rec" else pre
+    return pre.detach() if cuts_coupling(paths) and name == "w_rec" else pre
 
 
 def _result(grads, value, y, trajectory, create_graph: bool) -> EpropResult:

@@ -73,6 +73,7 @@ class Rule:
     local: bool = False
     one_shot: bool = False
     windowed: bool = False  # runs in windows of ``UpdateRequest.window`` steps with boundary gradients
+    influence: bool = False  # holds the dense influence matrix of the forward recursion (small networks only)
     cell: type | None = None  # the cell class the rule needs (None: any cell of the library)
     aliases: tuple[str, ...] = ()
 
@@ -108,11 +109,11 @@ def _eprop(request: UpdateRequest, fused=eprop_fused) -> EpropResult:
                  context=b.context, fast=r.fast, per_task=r.per_task, source_drive=r.source_drive)
 
 
-def _bptt(request: UpdateRequest) -> EpropResult:
+def _bptt(request: UpdateRequest, paths: str = "full") -> EpropResult:
     r, b = request, request.batch
     return bptt_result(r.network, r.params, b.inputs, r.trial_target, b.mask, r.loss, plastic=r.plastic,
-                       regularizer=r.regularizer, create_graph=r.create_graph, fast=r.fast and not r.create_graph,
-                       per_task=bool(r.per_task))
+                       regularizer=r.regularizer, paths=paths, create_graph=r.create_graph,
+                       fast=r.fast and not r.create_graph, per_task=bool(r.per_task))
 
 
 def _truncated(grads):
@@ -123,16 +124,19 @@ def _truncated(grads):
     return update
 
 
-def _rtrl(request: UpdateRequest) -> EpropResult:
-    # exact RTRL is the float64 reference (its forward-mode Jacobians are taken in float64)
-    r, b = request, request.batch
-    x = b.inputs
-    f64 = {k: v.double() for k, v in r.params.items()}
-    grads, value = rtrl_grads(r.network, f64, x.double(), r.trial_target.double(), b.mask.double(), r.loss,
-                              r.regularizer, r.plastic)
-    with torch.no_grad():
-        y = r.network.run(r.params, x)[1]
-    return EpropResult({k: v.to(x.dtype) for k, v in grads.items()}, value.to(x.dtype), y, None, None)
+def _influence(order: int | None):
+    """The forward recursion over the influence matrix (:mod:`.rtrl`), all of it or the entries ``order`` keeps."""
+    def update(request: UpdateRequest) -> EpropResult:
+        # the reference of the family runs in float64 (its forward-mode Jacobians are taken there)
+        r, b = request, request.batch
+        x = b.inputs
+        f64 = {k: v.double() for k, v in r.params.items()}
+        grads, value = rtrl_grads(r.network, f64, x.double(), r.trial_target.double(), b.mask.double(), r.loss,
+                                  r.regularizer, r.plastic, order=order)
+        with torch.no_grad():
+            y = r.network.run(r.params, x)[1]
+        return EpropResult({k: v.to(x.dtype) for k, v in grads.items()}, value.to(x.dtype), y, None, None)
+    return update
 
 
 register(Rule("eprop", _eprop, "eligibility traces × a learning signal from the signal source (e-prop 1 with "
@@ -146,4 +150,11 @@ register(Rule("eprop3", _truncated(eprop3_grads), "e-prop 3: traces × learning 
               "synthetic gradients", windowed=True))
 register(Rule("rflo", lambda request: _eprop(request, rflo_fused), "RFLO on a leaky rate network (Murray 2019)",
               reads_source=True, local=True, cell=RateRNN))
-register(Rule("rtrl", _rtrl, "exact real-time recurrent learning (small networks only)"))
+register(Rule("rtrl", _influence(None), "exact real-time recurrent learning (small networks only)", influence=True))
+register(Rule("snap2", _influence(2), "SnAp-2: RTRL keeping the influence of neurons two coupling steps away (the "
+              "pattern of W_rec; Menick et al. 2021)", influence=True))
+# OSTL's gradient, computed in reverse mode: the BPTT of the cells' "internal" paths equals its forward form (the
+# neuron-internal influence entries, rtrl order=1; tests/test_influence_family.py), at any size
+register(Rule("ostl", lambda request: _bptt(request, "internal"), "OSTL: the neuron-internal (temporal) influence, "
+              "reset included, × the exact spatial gradient through the readout (Bohnstingl et al. 2022); exact "
+              "without lateral recurrence", one_shot=True))

@@ -12,6 +12,8 @@ eprop1     e-prop with ``feedback`` symmetric | random | adaptive (:func:`.eprop
 eprop3     e-prop 3: traces + learning signals by truncated BPTT + synthetic gradients (:mod:`.eprop3`)
 rflo       RFLO on a leaky rate network, ``feedback`` random (Murray 2019) or symmetric (:mod:`.rflo`)
 rtrl       exact RTRL (:func:`.rtrl.rtrl_grads`), small networks only
+snap2      SnAp-2: RTRL keeping the influence entries of neurons two coupling steps apart (``order=2``)
+ostl       OSTL: the neuron-internal influence with the exact readout gradient (BPTT of ``paths="internal"``)
 =========  =============================================================================================
 """
 
@@ -33,7 +35,7 @@ from .regularization import RateRegularizer
 
 ALIASES = {f"eprop1_{kind}": ("eprop1", {"feedback": kind}) for kind in FEEDBACK_KINDS}
 ALIASES.update({f"eprop1-{kind}": ("eprop1", {"feedback": kind}) for kind in FEEDBACK_KINDS})
-RTRL_MAX_SENSITIVITY = 4_000_000  # entries of RTRL's sensitivity matrix M (state × parameters) allowed
+RTRL_MAX_SENSITIVITY = 4_000_000  # entries of the (dense) sensitivity matrix M (state × parameters) allowed
 
 
 def rule_kinds() -> tuple[str, ...]:

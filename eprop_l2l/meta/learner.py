@@ -101,8 +101,9 @@ class MetaLearner:
 
     def __post_init__(self):
         # the rules that can be the one-shot inner loop (inner_loop.registry): eprop (eligibility traces × the
-        # error module's learning signal) and bptt (one exact gradient step of the demonstration's loss,
-        # MAML-style, differentiated to second order by the outer loop; the error module unused)
+        # error module's learning signal), bptt (one exact gradient step of the demonstration's loss,
+        # MAML-style, differentiated to second order by the outer loop; the error module unused) and ostl (the
+        # same with the coupling between neurons cut)
         require_choice("inner.rule", self.inner_rule, rule_names(one_shot=True))
         if not self.rule.reads_source and self.objective.kind == "hand":
             raise ConfigError("inner.objective", "'hand' is a deviation for feedback matrices; the BPTT step "

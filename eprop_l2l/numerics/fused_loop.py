@@ -4,9 +4,10 @@ Autograd records ~40 small tensors per step of the reference loop (``simulate`` 
 replays them one node at a time; at the sizes of learning-to-learn (B·N ≈ 10⁴, T = 500) the backward is
 dominated by that per-node overhead (BPTT ≈ 10× the forward, benchmarks/README.md). Here the forward runs the
 same equations without recording, saving only v, a, z and the refractory counter, and the backward is the
-exact reverse-mode recursion of those equations (for ``paths`` "full", "no_reset" and "local"):
+exact reverse-mode recursion of those equations (for every ``paths``; the native kernel has codes for "full",
+"no_reset" and "local", the Python recursion below serves "internal"):
 
-    δz^t = ∂E/∂z^t + s·W^recᵀ δv^{t+1} [not "local"] − v_th δv^{t+1} [only "full"] + δa^{t+1}
+    δz^t = ∂E/∂z^t + s·W^recᵀ δv^{t+1} [not "local", "internal"] − v_th δv^{t+1} [only "full", "internal"] + δa^{t+1}
     δa^t = ∂E/∂a^t + ρ δa^{t+1} − β ψ^t δz^t
     δv^t = ∂E/∂v^t + α δv^{t+1} + ψ^t δz^t
     ∂E/∂I^t = δv^t,   ∂E/∂W^rec = s Σ_t δv^t z^{t-1ᵀ}
@@ -68,7 +69,7 @@ class _SpikingLoop(torch.autograd.Function):
         else:
             g_v, g_z, _ = grads
             g_a = None
-        if native.usable(v_pad, w_rec):
+        if native.usable(v_pad, w_rec) and paths in PATH_CODES:  # the kernel knows the paths it has a code for
             delta_v, dz0, da0 = _native_backward(cell, w_rec, v_pad, a_pad, ref_pad, g_v, g_z, g_a, paths)
             return _parameter_grads(cell, w_rec, delta_v, z_pad, dz0, da0 if adaptive else None)
         steps = v_pad.shape[1] - 1
@@ -88,9 +89,9 @@ class _SpikingLoop(torch.autograd.Function):
         for t in range(steps, -1, -1):
             dz = g_z[:, t].clone()
             if t < steps:
-                if paths != "local":
+                if paths not in ("local", "internal"):  # the coupling to the other neurons
                     dz += s * _rec_transposed(w_rec, dv_next)
-                if paths == "full":
+                if paths in ("full", "internal"):  # the own reset
                     dz -= v_th * dv_next
                 if adaptive:
                     dz += da_next
@@ -144,6 +145,8 @@ def _native_backward(cell, w_rec, v_pad, a_pad, ref_pad, g_v, g_z, g_a, paths):
 
 def spiking_loop(cell, params, currents: torch.Tensor, state0, paths: str = "full"):
     """Padded state record ``[B, T+1, ...]`` of a LIF or ALIF cell driven by ``currents [B, T, n_rec]``."""
+    if not getattr(cell, "has_fused_loop", False):  # its backward and kernels are LIF/ALIF's equations only
+        raise TypeError(f"the fused spiking loop computes LIF/ALIF dynamics, not {type(cell).__name__}'s")
     adaptive = hasattr(state0, "a")
     a0 = state0.a if adaptive else None
     out = _SpikingLoop.apply(currents, params["w_rec"], state0.v, a0, state0.z, state0.ref, cell, adaptive, paths)

@@ -62,6 +62,8 @@ def _cell(key: str, spec, n_in: int, spiking_only: bool, dt_ms: float):
         fields.update(n_adaptive=spec.n_adaptive, tau_a=spec.tau_a, beta=spec.beta)
     elif spec.n_adaptive:
         raise ConfigError(f"{key}.n_adaptive", f"needs cell=alif, got cell={spec.cell!r}")
+    if spec.cell == "cuba_lif":
+        fields["tau_syn"] = spec.tau_syn
     with section(key):
         return make_cell(spec.cell, **fields)
 
@@ -226,6 +228,7 @@ def _check_unused(cfg: TrainConfig, family) -> None:
     m, e, dt = cfg.model, cfg.error_module, cfg.task.dt_ms
     for key, population in (("model", m), ("error_module", e)):
         require_positive(f"{key}.tau_a", population.tau_a)
+        require_positive(f"{key}.tau_syn", population.tau_syn)
         beta = population.beta
         if isinstance(beta, bool) or not isinstance(beta, int | float) or not math.isfinite(beta):
             raise ConfigError(f"{key}.beta", f"must be a finite number, got {shown(beta)}")
