@@ -39,7 +39,7 @@ def test_no_out_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("which", ["meta", "trial", "distributed"])
+@pytest.mark.parametrize("which", ["meta", "trial", "distributed", "online"])
 def test_every_benchmark_command_starts(which, capsys):
     """`eprop-l2l bench X --help` reaches the script's own help (the scripts share benchmarks/_results.py)."""
     from eprop_l2l.cli import main
@@ -49,3 +49,16 @@ def test_every_benchmark_command_starts(which, capsys):
     assert done.value.code == 0
     out = capsys.readouterr()
     assert "--out" in out.out and "internal error" not in out.err
+
+
+def test_the_online_benchmark_skips_nest_where_it_is_absent(monkeypatch, capsys):
+    """Without NEST (the optional `nest` extra) the online benchmark runs its other cases: one line says so."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(RESULTS_FILE.parent))
+    monkeypatch.setitem(sys.modules, "nest", None)  # import nest raises ImportError
+    import bench_eprop_online
+
+    assert bench_eprop_online.nest_module() is None
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == ["nest: not installed (pip install -e '.[nest]'); its case is skipped"]

@@ -29,9 +29,10 @@ from ..numerics import native
 from ..numerics.filters import causal_filter
 from ..numerics.linalg import contract_time, is_per_task
 
-# Steps per block: the per-block tensor operations (~20) cost about what 20 steps of the Python loop did, so 100
-# steps make them a few per cent of the trial; the block buffers stay below the trace state at the sizes used.
-BLOCK_STEPS = 100
+# Steps per block: each block costs ~20 dispatched tensor operations besides the native work, ~0.5 ms; 250 steps
+# keep that a few per cent of a 100-neuron trial at batch 1, and the block buffers (B·250·(N + N_pre)) below the
+# trace state (B·N·N_pre) from N ≈ 250 on, within a small multiple of it below.
+BLOCK_STEPS = 250
 
 
 def applies(network, params: Params, all_params: Params, source, traces: str, *tensors: torch.Tensor) -> bool:
