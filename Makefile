@@ -88,6 +88,7 @@ docs: dev
 bench: venv
 	$(VENV)/bin/eprop-l2l bench trial
 	$(VENV)/bin/eprop-l2l bench meta
+	$(VENV)/bin/eprop-l2l bench online --no-memory
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis

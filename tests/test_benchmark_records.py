@@ -39,7 +39,7 @@ def test_no_out_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("which", ["meta", "trial", "distributed", "roofline"])
+@pytest.mark.parametrize("which", ["meta", "trial", "distributed", "roofline", "online"])
 def test_every_benchmark_command_starts(which, capsys):
     """`eprop-l2l bench X --help` reaches the script's own help (the scripts share benchmarks/_results.py)."""
     from eprop_l2l.cli import main
@@ -73,3 +73,16 @@ def test_the_roofline_counts_the_spikes_the_learner_reports():
     work = roofline.least_work(k)
     assert work["macs"] == work["macs_dense"] + work["macs_events"] and work["macs_dense"] == (
         k["B"] * k["T"] * (3 * k["N"] ** 2 + 2 * k["M"] ** 2 + 3 * k["N"] * k["M"]))
+
+
+def test_the_online_benchmark_skips_nest_where_it_is_absent(monkeypatch, capsys):
+    """Without NEST (the optional `nest` extra) the online benchmark runs its other cases: one line says so."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(RESULTS_FILE.parent))
+    monkeypatch.setitem(sys.modules, "nest", None)  # import nest raises ImportError
+    import bench_eprop_online
+
+    assert bench_eprop_online.nest_module() is None
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == ["nest: not installed (pip install -e '.[nest]'); its case is skipped"]

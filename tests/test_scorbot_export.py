@@ -96,7 +96,7 @@ def resign(directory: Path) -> None:
     (lambda r: r.update(step_s="fast"), r"step_s: must be a number, got 'fast'"),
     (lambda r: r.update(metric="rmse"), r"metric: 'rmse' \(choose from mse_cart, deviation_cm\)"),
     (lambda r: r.update(colour="red"), r"colour: unknown key"),
-    (lambda r: r.update(format_version=2), r"format version 2; this eprop-l2l reads version 1"),
+    (lambda r: r.update(format_version=3), r"format version 3; this eprop-l2l reads versions 1, 2"),
 ])
 def test_a_malformed_plant_record_is_refused_in_one_line_naming_the_file_and_key(scorbot, tmp_path, edit, message):
     bad = tmp_path / "bad"

@@ -12,6 +12,8 @@ works for any cell. Tests hold both, and the fused execution, equal.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from ..cells.autodiff import AutodiffTraces
@@ -20,21 +22,46 @@ from ..error_modules.base import Observation, for_readout
 from ..errors import require_choice
 from ..numerics.linalg import is_per_task, outer
 from .eprop import EpropOptions, EpropResult
+from .eprop_online_native import applies, native_sums
 from .losses import Loss
+
+
+class OnlineSums(NamedTuple):
+    """What the trial accumulates: all the update needs once the trial has ended."""
+
+    acc: dict[str, torch.Tensor]  # Σ_t L^t ē^t per recurrent weight group
+    acc_reg: dict[str, torch.Tensor | None]  # Σ_t e^t per group (the rate regulariser's part; None without it)
+    spike_count: torch.Tensor  # Σ_t z^t  [B, n_rec]
+    value: torch.Tensor  # the task loss
+    acc_w_out: torch.Tensor | float  # Σ_t err^t F_κ(s·z)^t
+    acc_b_out: torch.Tensor | float  # Σ_t err^t F_κ(1)^t
 
 
 def eprop_online(network, params: Params, x: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, loss: Loss,
                  source, *, traces: str = "closed_form", **keywords) -> EpropResult:
     """The trial, the source and the options (:class:`~.eprop.EpropOptions`) of :func:`~.eprop.eprop_fused`,
-    and its result without trajectory and signals."""
+    and its result without trajectory and signals. LIF/ALIF learners with broadcast feedback on CPU run the
+    per-synapse work in a native loop (:mod:`.eprop_online_native`) where autograd does not record the trial;
+    the Python loop here is the reference and serves everything else."""
     require_choice("traces", traces, ("closed_form", "autodiff"))
     options = EpropOptions(**keywords)
-    regularizer, plastic, context = options.regularizer, options.plastic, options.context
     cell, readout = network.cell, network.readout
     check_params(cell, params)
     kappa = options.trace_filter(readout)
     source = for_readout(source, readout)
     all_params = options.source_view(params)
+    names = options.recurrent_plastic()
+    if applies(network, params, all_params, source, traces, x, target, mask):
+        sums = OnlineSums(*native_sums(network, params, all_params, x, target, mask, loss, source, names,
+                                       options.plastic, kappa, options.regularizer is not None))
+    else:
+        sums = _python_sums(network, params, all_params, x, target, mask, loss, source, traces, options, kappa)
+    return _update(cell, readout, params, options, sums, x.shape[0], x.shape[1])
+
+
+def _python_sums(network, params, all_params, x, target, mask, loss, source, traces, options, kappa) -> OnlineSums:
+    regularizer, plastic, context = options.regularizer, options.plastic, options.context
+    cell, readout = network.cell, network.readout
     batch, n_steps = x.shape[0], x.shape[1]
     state = cell.init_state(batch, dtype=x.dtype, device=x.device)
     y = readout.init_state(batch, dtype=x.dtype, device=x.device)
@@ -45,7 +72,7 @@ def eprop_online(network, params: Params, x: torch.Tensor, target: torch.Tensor,
     trace = autodiff.init(params, state) if autodiff else {n: cell.trace_init(params, state, n_pre[n]) for n in names}
     filtered = {n: 0.0 for n in names}
     acc = {n: 0.0 for n in names}
-    acc_reg = {n: 0.0 for n in names}
+    acc_reg = {n: 0.0 if regularizer is not None else None for n in names}
     z_filtered, one_filtered, acc_w_out, acc_b_out, spike_count, value = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
 
     def accumulate(total, increment, per_task):
@@ -82,18 +109,26 @@ def eprop_online(network, params: Params, x: torch.Tensor, target: torch.Tensor,
             acc_b_out = accumulate(acc_b_out, one_filtered * error, is_per_task(params["b_out"], bias=True))
         spike_count = spike_count + z
 
+    return OnlineSums(acc, acc_reg, spike_count, value, acc_w_out, acc_b_out)
+
+
+def _update(cell, readout, params: Params, options: EpropOptions, sums: OnlineSums, batch: int,
+            n_steps: int) -> EpropResult:
+    """The update from the trial's sums: the rate regulariser's signal scales Σ e once the mean rate is known."""
+    regularizer, plastic = options.regularizer, options.plastic
+    value = sums.value
     grads = {}
     per_task_rec = is_per_task(params["w_rec"])
     if regularizer is not None:
-        rates = spike_count / n_steps if per_task_rec else spike_count.sum(0) / (n_steps * batch)
+        rates = sums.spike_count / n_steps if per_task_rec else sums.spike_count.sum(0) / (n_steps * batch)
         value = value + regularizer.loss_from_rate(rates)
         n_samples = n_steps * (1 if per_task_rec else batch)
         reg_rows = expand_rows(cell, regularizer.signal_from_rate(rates, n_samples)).unsqueeze(-1)
-    for name in names:
-        grad = acc[name] + (reg_rows * acc_reg[name] if regularizer is not None else 0.0)
+    for name in options.recurrent_plastic():
+        grad = sums.acc[name] + (reg_rows * sums.acc_reg[name] if regularizer is not None else 0.0)
         grads[name] = mask_self_connections(cell, name, grad.squeeze(-1) if name == "bias" else grad)
     if "w_out" in plastic:
-        grads["w_out"] = acc_w_out
+        grads["w_out"] = sums.acc_w_out
     if "b_out" in plastic and readout.bias:
-        grads["b_out"] = acc_b_out
+        grads["b_out"] = sums.acc_b_out
     return EpropResult(grads, value, None, None, None)

@@ -11,6 +11,9 @@
 //   loop's backward"), for gradient paths full / no_reset / local.
 // * linear_scan: y^t = x^t + d^t ⊙ y^{t∓1} forwards or backwards in time, with a constant, per-channel or
 //   per-step decay: the leaky filters, the reverse-time adjoints and their autograd backward.
+// * online_traces: online e-prop's per-synapse work over a block of steps (inner_loop/eprop_online.py): the
+//   eligibility traces of LIF / ALIF, their κ-filter and the accumulation of L·ē (and of e for the rate
+//   regulariser), state carried between blocks so that memory is independent of the trial length.
 
 #include <torch/extension.h>
 
@@ -636,6 +639,107 @@ at::Tensor sparse_input_matmul_t(at::Tensor x, at::Tensor g, bool sum_groups) {
   return out;
 }
 
+// Online e-prop of one weight group over a block of C steps (the closed forms of cells/lif.py, cells/alif.py and
+// the accumulation of inner_loop/eprop_online.py, in the same operation order), for ψ, L [B, C, N] and the
+// presynaptic trace x̄ [B, C+1, P] (index 0: the last step of the previous block), carried state ē [B, N, P],
+// adaptive ε_a [B, N, P] and ψ^{t−1} [B, N], accumulators acc (and acc_reg) [N, P] (shared weights: summed over
+// the batch) or [B, N, P] (per task):
+//   ε_a^t = ψ^{t−1} x̄^{t−1} + (ρ − β ψ^{t−1}) ε_a^{t−1}          (adaptive only)
+//   e^t = ψ^t (x̄^t − β ε_a^t)   (LIF: ψ^t x̄^t),   ē^t = κ ē^{t−1} + e^t,   acc += L^t ē^t,   acc_reg += e^t
+// Each synapse row (b, j) is an independent recursion given ψ, L and x̄, so a row runs through all C steps while
+// it and its accumulator row stay in cache; threads own disjoint rows j (no two write one accumulator entry).
+template <typename T, bool Adaptive, bool Regularised>
+void trace_row(const T* __restrict psi, const T* __restrict sig, const T* __restrict xbar, T* __restrict ebar,
+               T* __restrict eps_a, T* __restrict psi_prev, T* __restrict acc, T* __restrict reg, T beta, int64_t C,
+               int64_t N, int64_t P, T kappa, T rho) {
+  for (int64_t t = 0; t < C; ++t) {
+    const T p = psi[t * N], l = sig[t * N];
+    const T* __restrict now = xbar + (t + 1) * P;
+    if constexpr (Adaptive) {
+      const T pp = *psi_prev, decay = rho - beta * pp;
+      const T* __restrict before = xbar + t * P;
+      for (int64_t i = 0; i < P; ++i) {
+        const T ea = pp * before[i] + decay * eps_a[i];
+        eps_a[i] = ea;
+        const T e = p * (now[i] - beta * ea);
+        const T eb = kappa * ebar[i] + e;
+        ebar[i] = eb;
+        acc[i] += l * eb;
+        if constexpr (Regularised) reg[i] += e;
+      }
+      *psi_prev = p;
+    } else {
+      for (int64_t i = 0; i < P; ++i) {
+        const T e = p * now[i];
+        const T eb = kappa * ebar[i] + e;
+        ebar[i] = eb;
+        acc[i] += l * eb;
+        if constexpr (Regularised) reg[i] += e;
+      }
+    }
+  }
+}
+
+template <typename T, bool Adaptive, bool Regularised>
+void online_traces_impl(const at::Tensor& psi, const at::Tensor& sig, const at::Tensor& xbar, at::Tensor& ebar,
+                        at::Tensor& eps_a, at::Tensor& psi_prev, const at::Tensor& beta, at::Tensor& acc,
+                        at::Tensor& reg, bool per_task, T kappa, T rho) {
+  const int64_t B = psi.size(0), C = psi.size(1), N = psi.size(2), P = xbar.size(2);
+  const T* ps = psi.data_ptr<T>();
+  const T* sg = sig.data_ptr<T>();
+  const T* xb = xbar.data_ptr<T>();
+  T* eb = ebar.data_ptr<T>();
+  T* ea = Adaptive ? eps_a.data_ptr<T>() : nullptr;
+  T* pp = Adaptive ? psi_prev.data_ptr<T>() : nullptr;
+  const T* bt = Adaptive ? beta.data_ptr<T>() : nullptr;
+  T* ac = acc.data_ptr<T>();
+  T* rg = Regularised ? reg.data_ptr<T>() : nullptr;
+  at::parallel_for(0, N, grain(B * C * P * 4), [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j)
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t row = (b * N + j) * P, out = per_task ? row : j * P;
+        trace_row<T, Adaptive, Regularised>(ps + b * C * N + j, sg + b * C * N + j, xb + b * (C + 1) * P, eb + row,
+                                            Adaptive ? ea + row : nullptr, Adaptive ? pp + b * N + j : nullptr,
+                                            ac + out, Regularised ? rg + out : nullptr, Adaptive ? bt[j] : T(0), C,
+                                            N, P, kappa, rho);
+      }
+  });
+}
+
+// ψ, L [B, C, N]; x̄ [B, C+1, P]; ē [B, N, P]; ε_a [B, N, P] and ψ^{t−1} [B, N] with β [N] for adaptive cells;
+// acc (and acc_reg) [N, P] or [B, N, P]. The state and the accumulators are updated in place.
+void online_traces(at::Tensor psi, at::Tensor signal, at::Tensor xbar, at::Tensor ebar, c10::optional<at::Tensor> eps_a,
+                   c10::optional<at::Tensor> psi_prev, c10::optional<at::Tensor> beta, at::Tensor acc,
+                   c10::optional<at::Tensor> acc_reg, double kappa, double rho) {
+  psi = psi.contiguous();
+  signal = signal.contiguous();
+  xbar = xbar.contiguous();
+  const bool adaptive = eps_a.has_value(), regularised = acc_reg.has_value();
+  const int64_t B = psi.size(0), C = psi.size(1), N = psi.size(2), P = xbar.size(2);
+  const bool per_task = acc.dim() == 3;
+  at::Tensor ea = adaptive ? *eps_a : at::Tensor(), pp = adaptive ? *psi_prev : at::Tensor();
+  at::Tensor bt = adaptive ? beta->contiguous() : at::Tensor(), reg = regularised ? *acc_reg : at::Tensor();
+  TORCH_CHECK(signal.sizes() == psi.sizes() && xbar.dim() == 3 && xbar.size(0) == B && xbar.size(1) == C + 1 &&
+              ebar.sizes() == at::IntArrayRef({B, N, P}) && ebar.is_contiguous() && acc.is_contiguous() &&
+              acc.size(-2) == N && acc.size(-1) == P && (!per_task || acc.size(0) == B) &&
+              (!regularised || (reg.sizes() == acc.sizes() && reg.is_contiguous())) &&
+              (!adaptive || (ea.sizes() == ebar.sizes() && ea.is_contiguous() && pp.sizes() == at::IntArrayRef({B, N}) &&
+                             pp.is_contiguous() && bt.numel() == N)),
+              "online_traces: shapes");
+  for (const at::Tensor* x : {&signal, &xbar, &ebar, &acc})
+    TORCH_CHECK(x->device().is_cpu() && x->scalar_type() == psi.scalar_type(), "online_traces: dtypes");
+  AT_DISPATCH_FLOATING_TYPES(psi.scalar_type(), "online_traces", [&] {
+    const scalar_t k = scalar_t(kappa), r = scalar_t(rho);
+    if (adaptive) {
+      if (regularised) online_traces_impl<scalar_t, true, true>(psi, signal, xbar, ebar, ea, pp, bt, acc, reg, per_task, k, r);
+      else online_traces_impl<scalar_t, true, false>(psi, signal, xbar, ebar, ea, pp, bt, acc, reg, per_task, k, r);
+    } else {
+      if (regularised) online_traces_impl<scalar_t, false, true>(psi, signal, xbar, ebar, ea, pp, bt, acc, reg, per_task, k, r);
+      else online_traces_impl<scalar_t, false, false>(psi, signal, xbar, ebar, ea, pp, bt, acc, reg, per_task, k, r);
+    }
+  });
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sparse_input_matmul", &sparse_input_matmul);
   m.def("sparse_input_matmul_t", &sparse_input_matmul_t);
@@ -645,4 +749,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pseudo_derivative", &pseudo_derivative);
   m.def("eligibility_adjoint", &eligibility_adjoint);
   m.def("eligibility_adjoint_backward", &eligibility_adjoint_backward);
+  m.def("online_traces", &online_traces);
 }
