@@ -42,6 +42,10 @@ HAND_RUN = RESULTS / "comparison" / "eprop1_hand" / "seed0"
 QUIET = ("wandb.mode=disabled", "run.progress=false")
 KINDS = ("symmetric", "random")
 
+# float32: the step-wise engine and eprop_online (its native loop, for feedback sources) sum the T steps in
+# different orders, so they agree to ~T·eps, not to the last bit (float64 is held to 1e-10 in this file)
+FLOAT32_AGREEMENT = 1e-5
+
 
 def feedback_learner(kind: str, scaling: str = "new"):
     """A fresh ``tiny`` e-prop 1 learner with the feedback ``kind``; ``scaling="old"`` gives its readout the input
@@ -103,7 +107,7 @@ def test_the_committed_motor_error_eprop1_runs_export_and_equal_eprop_online(run
     result = demonstrate(loaded, loaded_weights, batch, FloatArithmetic(loaded))
     reference = online_reference(learner, meta, batch)
     for name in ("w_in", "w_rec"):
-        assert relative_error(result.tags[name], reference[name]) <= 1e-6, name  # float32
+        assert relative_error(result.tags[name], reference[name]) <= FLOAT32_AGREEMENT, name
         assert float(reference[name].abs().max()) > 1.0
 
 
@@ -153,7 +157,7 @@ def test_eprop_l2l_export_writes_each_feedback_kind_with_its_fidelity(feedback_r
         definition=rule.learning_signal.definition)
     assert sorted(weights) == sorted(["w_in", "w_rec", "w_out"] + (["b_fb"] if kind == "random" else []))
     report = json.loads((out / "fidelity.json").read_text())
-    assert max(report["loaded_rule_vs_eprop_online"].values()) <= 1e-6
+    assert max(report["loaded_rule_vs_eprop_online"].values()) <= FLOAT32_AGREEMENT
     assert report["wide"]["mse_cart_ratio_to_float"] == pytest.approx(1.0, abs=1e-3)  # the integer chain is exact
     assert min(report["wide"][n]["dw_correlation"] for n in ("w_in", "w_rec")) >= 0.999  # 0.1 % may saturate
     with np.load(out / "demonstrations.npz") as d:
