@@ -28,6 +28,7 @@ right shift by 3 (two 7-bit factors) drops one bit instead of three.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -274,8 +275,14 @@ def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str
         neuron.run(condition=RunSteps(num_steps=1), run_cfg=run_cfg)  # bap: the tag goes into the weights
         after = {"w_in": conn_in.weights.get(), "w_rec": conn_rec.weights.get()}
         neuron.run(condition=RunSteps(num_steps=steps + 1), run_cfg=run_cfg)  # test trial
-    finally:
-        neuron.stop()
+    except BaseException:
+        # stopped mid-start (a SIGTERM's SystemExit inside Lava's shared-memory manager), the runtime cannot stop
+        # cleanly and its error would bury the exit in a traceback: the exception in flight is what counts, and
+        # the program's own clean-up ends the runtime processes
+        with contextlib.suppress(Exception):
+            neuron.stop()
+        raise
+    neuron.stop()
     seconds = time.perf_counter() - start
     with np.load(record_path) as data:
         rec = {k: data[k] for k in data.files}
