@@ -122,3 +122,14 @@ def test_the_nir_target_still_refuses_alif_adaptation_in_one_line(alif_run, tmp_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("eprop-l2l: network.cell: ALIF threshold adaptation"), err
     assert not out.exists()
+
+
+def test_hardware_aware_meta_training_of_an_alif_learner_is_refused_in_one_line():
+    """The quantised update of meta-training (inner_loop/quantized_update.py) forms the LIF tag ψL·x̄: with an
+    adapting learner it would drop ε_a without saying so."""
+    from eprop_l2l.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        alif_learner("inner.precision=loihi")
+    assert str(err.value).startswith("inner.precision: 'loihi': the quantised update holds no per-synapse")
+    alif_learner("inner.precision=loihi", "model.n_adaptive=0")  # no adapting neuron: the LIF tag is exact

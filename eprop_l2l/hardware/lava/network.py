@@ -18,6 +18,11 @@ Both connections carry a :class:`Loihi3FLearningRule` (``t_epoch = 1``):
   the tag into the weights and ``−y0·t`` clears it in the same epoch. W_rec's rule multiplies by ``d``
   (tag_2, a per-synapse constant 128 off the diagonal and 0 on it) so that no self-connection is learned.
 
+An ALIF learner (float only) adds its per-synapse ε_a in d (``tag_2``): ``dd = u0·x1·y3 − x0·y3 − u0·y1·d`` and
+``− u0·y2·d`` in the tag, with y3 = β_j ψ/ρ_y and y1 = (1 − ρ + β_j ψ)/ρ_y from the neuron and d = α·β_j ε_a/s
+(the engine updates w, d and t from their values before the step); W_rec's mask is then ``sgn(w)²`` of its zero
+diagonal (``docs/hardware.md``).
+
 Float (``floating_pt``): impulse I = 1, S = 1, y2 = −η·s·ψ·L/(α·ρ_y) with ρ_y = e^{−1/65535} the decay Lava
 applies to the third-factor traces inside the epoch; the tag then equals −η Σ_t ψ_j L_j x̄_i.
 Fixed (``fixed_pt``, Lava's bit-approximate learning engine): the export's integer formats — weight register
