@@ -148,6 +148,17 @@ MANIFEST_CASES = [("tampered weights", _append_byte, "SHA-256 mismatch"),
                   ("extra npz", _extra_npz, "not listed in manifest.json")]
 
 
+def test_the_lock_of_a_report_being_written_inside_the_export_is_not_an_extra_file(export_dir, tmp_path):
+    """``hardware run DIR`` writes DIR/lava_<precision> and holds ``.lava_<precision>.lock`` beside it for the
+    whole run (outputs.claim), while the Lava program verifies DIR: the lock must not fail the check."""
+    bad = copy_of(export_dir, tmp_path)
+    (bad / ".lava_float.lock").write_text("123 an eprop-l2l hardware run")
+    verify(bad)
+    (bad / ".notes.lock").write_text("x")  # any other unlisted file still is
+    with pytest.raises(ExportError, match="not listed in manifest.json"):
+        verify(bad)
+
+
 @pytest.mark.parametrize(("damage", "expected"), [c[1:] for c in MANIFEST_CASES], ids=[c[0] for c in MANIFEST_CASES])
 def test_a_changed_missing_or_extra_file_is_refused_before_anything_is_parsed(export_dir, tmp_path, capsys,
                                                                               monkeypatch, damage, expected):

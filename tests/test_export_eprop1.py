@@ -100,7 +100,7 @@ def test_the_committed_motor_error_eprop1_runs_export_and_equal_eprop_online(run
     rule, weights = describe(learner, file_weights(meta))
     save_rule(tmp_path, rule, weights)
     loaded, loaded_weights = load_rule(tmp_path)
-    assert loaded == rule and loaded.format_version == FORMAT_VERSION == 2
+    assert loaded == rule and loaded.format_version == FORMAT_VERSION == 3
     assert loaded.learning_signal.feedback == cfg.error_module.feedback == "random"  # B meta-learned from random
     np.testing.assert_array_equal(loaded_weights["b_fb"], meta["error_module"]["b_fb"].numpy())
     batch = family.sample(2, torch.Generator().manual_seed(cfg.eval.seed))
@@ -149,7 +149,7 @@ def test_eprop_l2l_export_writes_each_feedback_kind_with_its_fidelity(feedback_r
     assert main(["export", str(feedback_runs[kind]), "--target", target, "--out", str(out), "--tasks", "2",
                  "--calibration-tasks", "8"]) == 0
     manifest = verify(out)
-    assert manifest["format_version"] == 2 and manifest["target"] == target
+    assert manifest["format_version"] == FORMAT_VERSION and manifest["target"] == target
     rule, weights = load_rule(out)
     assert rule.learning_signal == FeedbackSignal(
         source="output_error", feedback=kind, error="motor", target_width=2,

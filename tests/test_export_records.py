@@ -37,7 +37,7 @@ def record() -> dict:
 
 def test_the_committed_version_1_export_loads_and_rewrites_byte_for_byte(record, tmp_path):
     rule, weights = load_rule(EXPORT_V1)
-    assert rule.format_version == record["format_version"] == 1 and FORMAT_VERSION == 2  # read and kept as written
+    assert rule.format_version == record["format_version"] == 1 and FORMAT_VERSION == 3  # read and kept as written
     assert rule.inner_lr == record["eta"] and rule.inner_lr > 0
     assert rule.plastic_names == ("w_in", "w_rec")
     assert rule.connection("w_rec") == PlasticConnection(weights="w_rec", pre="learner_spikes", pre_index="t-1",
@@ -87,7 +87,7 @@ def _set(record: dict, path: str, value) -> dict:
     ("post_factor", [], "post_factor: must be a JSON object, got list"),
     ("accumulation.when", "now", "accumulation.when: unknown key"),
     ("number_format.kind", "int8", "number_format.kind: 'int8' \\(choose from float32, fixed\\)"),
-    ("format_version", 3, "format version 3; this eprop-l2l reads versions 1, 2"),
+    ("format_version", 4, "format version 4; this eprop-l2l reads versions 1, 2, 3"),
 ])
 def test_a_malformed_rule_file_is_refused_in_one_line_naming_the_file_and_key(record, tmp_path, path, value,
                                                                                  message):

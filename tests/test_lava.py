@@ -285,6 +285,30 @@ def test_incompatible_artefacts_give_one_line_and_exit_2(export_dir, tmp_path, c
     assert not out.exists()  # nothing half-written
 
 
+def test_an_alif_learner_runs_its_exact_rule_in_lava(tmp_path):
+    """An ALIF learner's eligibility needs ε_a per synapse: the learning engine's d holds it (its own sum of
+    products, dd), the tag subtracts it, and the update equals the exported (exact) one, whose difference from the
+    rule that drops ε_a tests/test_export_alif.py pins (> 2 %). Lava's fixed-point models are refused."""
+    run_dir, out = tmp_path / "run", tmp_path / "export"
+    assert main(["train", "experiment=tiny", "optim.n_iterations=1", "model.cell=alif", "model.n_adaptive=12",
+                 f"run.dir={run_dir}", *QUIET]) == 0
+    assert main(["export", str(run_dir), "--target", "lava", "--out", str(out), "--tasks", "2",
+                 "--calibration-tasks", "1"]) == 0
+    assert json.loads((out / "rule.json").read_text())["adaptation"]
+    for signal, tasks in (("replay", "2"), ("module", "1")):  # compensated and shadow pairing
+        result = run_lava([str(out), "--tasks", tasks, "--signal", signal, "--out", str(tmp_path / signal)])
+        assert result.returncode == 0, result.stderr[-3000:]
+        report = json.loads((tmp_path / signal / "lava_report.json").read_text())
+        for task in report["tasks"]:
+            assert task["spikes_demo"]["agreement"] == 1.0 and task["spikes_test"]["agreement"] == 1.0, task
+            assert task["w_rec_diagonal_max_abs_dw"] == 0.0  # sgn(w)² masks the diagonal
+            for name in ("w_in", "w_rec"):
+                assert task["vs_pytorch_float"][name]["relative_error"] < 1e-5, (signal, task["task"], name)
+    _one_line_exit_2(run_lava([str(out), "--precision", "fixed", "--out", str(tmp_path / "refused")]),
+                     "--precision fixed: an ALIF learner")
+    assert not (tmp_path / "refused").exists()
+
+
 def test_bad_arguments_give_one_line_and_exit_2(export_dir, tmp_path):
     out = tmp_path / "out"
     _one_line_exit_2(run_lava([str(tmp_path / "nowhere"), "--out", str(out)]), "no such export directory")

@@ -364,7 +364,8 @@ def test_models_alif_step_is_the_alif_step_and_psi():
     """``procs.models.alif_step`` (the Lava error module's ALIF, with the constants ``network._module_constants``
     passes from the exported spec) against :class:`ALIF`: adaptation, threshold, reset, refractoriness and ψ."""
     lif_step = compiled(MODELS, "lif_step", np=np)
-    alif_step = compiled(MODELS, "alif_step", np=np, lif_step=lif_step)
+    beta_vector = compiled(MODELS, "beta_vector", np=np)
+    alif_step = compiled(MODELS, "alif_step", np=np, lif_step=lif_step, beta_vector=beta_vector)
     cell = ALIF(n_in=3, n_rec=6, v_th=0.3, n_ref=2, tau_a=40.0, beta=0.8, n_adaptive=4, dt_ms=1.0)
     g = torch.Generator().manual_seed(5)
     off_diagonal = 1 - torch.eye(6, dtype=torch.float64)

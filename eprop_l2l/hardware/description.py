@@ -31,8 +31,10 @@ from ..errors import ConfigError
 
 # 2: the learning signal may be e-prop 1's output error through a feedback matrix (FeedbackSignal); version 1
 # (a learned error module's signal only) is still read, and re-written as it was
-FORMAT_VERSION = 2
-READ_VERSIONS = (1, 2)
+# 3: an ALIF learner's adaptation eligibility (AdaptationEligibility, key "adaptation", written only for ALIF
+# learners, so that a version 1 or 2 file is re-written byte for byte)
+FORMAT_VERSION = 3
+READ_VERSIONS = (1, 2, 3)
 RULE_FILE = "rule.json"
 # the weights beside the description (weights.npz): the learning network's, then the error module's
 WEIGHTS_FILE = "weights.npz"
@@ -65,6 +67,9 @@ def _value(hint, value, where: str, key: str):
     if dataclasses.is_dataclass(hint):
         return hint.from_dict(value, where=where, key=key)
     if typing.get_origin(hint) in (typing.Union, types.UnionType):  # records told apart by their "source"
+        options = tuple(a for a in typing.get_args(hint) if a is not type(None))
+        if len(options) == 1:  # an optional record: absent is None
+            return None if value is None else _value(options[0], value, where, key)
         sources = {a.SOURCE: a for a in typing.get_args(hint)}
         source = value.get("source") if isinstance(value, dict) else None
         if source not in sources:
@@ -205,6 +210,16 @@ class FeedbackSignal(_Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AdaptationEligibility(_Record):
+    """An ALIF learner's eligibility (format version 3): beside the presynaptic trace, each synapse holds
+    ``eps_a`` (ε_a of ``cells/alif.py``), and the tag accumulates ψL times the trace minus β_j·ε_a. ρ and β_j
+    (β for the last ``n_adaptive`` neurons, 0 for the others) are the learner's neuron record's."""
+
+    definition: str = ("eps_a_ji^{t+1} = psi_j^t * trace_i^t + (rho - beta_j * psi_j^t) * eps_a_ji^t, eps_a^0 = 0; "
+                       "tag_ji += psi_j^t * L_j^t * (trace_i^t - beta_j * eps_a_ji^t)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Accumulation(_Record):
     """How the update is accumulated (every step, into a tag) and applied (once, after the demonstration)."""
 
@@ -255,7 +270,14 @@ class RuleDescription(_Record):
     n_updates: int = 1  # demonstrations, each followed by one application of its tag
     accumulation: Accumulation = field(default_factory=Accumulation)
     number_format: NumberFormat = field(default_factory=NumberFormat)
+    adaptation: AdaptationEligibility | None = None  # ALIF learners (version 3); None: ψL times the trace
     format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        record = super().to_dict()
+        if self.adaptation is None:  # a LIF learner's record keeps the keys of versions 1 and 2
+            del record["adaptation"]
+        return record
 
     @property
     def is_feedback(self) -> bool:
@@ -282,6 +304,8 @@ class RuleDescription(_Record):
         if rule.is_feedback and version < 2:
             raise ExportError(where, f"learning_signal.source: {FeedbackSignal.SOURCE!r} needs format version 2, "
                               f"the file says {version}")
+        if rule.adaptation is not None and version < 3:
+            raise ExportError(where, f"adaptation: needs format version 3, the file says {version}")
         check_physical(rule, where)
         return rule
 
@@ -373,6 +397,11 @@ def check_physical(rule: RuleDescription, where: str = RULE_FILE) -> None:
         checks += [("learning_signal.filter_decay", signal.filter_decay, UNIT),
                    ("learning_signal.filter_tau_ms", signal.filter_tau_ms, POSITIVE)]
         checks += [(f"learning_signal.inputs[{i}][1]", width, 1) for i, (_, width) in enumerate(signal.inputs)]
+    adaptive = rule.learner.neurons.get("model") == "alif" and rule.learner.neurons.get("n_adaptive", 0) > 0
+    if adaptive != (rule.adaptation is not None):
+        raise ExportError(where, "adaptation: " + ("missing: the learner's neurons adapt (model alif, n_adaptive > 0), "
+                                                   "so their eligibility holds eps_a" if adaptive else
+                                                   "present, but the learner's neurons do not adapt"))
     for i, conn in enumerate(rule.plastic):
         checks += [(f"plastic[{i}].trace.decay", conn.trace.decay, UNIT),
                    (f"plastic[{i}].trace.impulse", conn.trace.impulse, POSITIVE)]

@@ -9,7 +9,12 @@ tag is applied once. What the arithmetic of each of these operations is — floa
 integers — is the ``arithmetic`` object's business (:class:`FloatArithmetic`, :class:`FixedArithmetic`); the
 order of the operations is the rule's and lives only here.
 
-With float arithmetic the tags equal ``eprop_online``'s estimate Σ_t ψ_j L_j x̄_i of the same model (tested).
+An ALIF learner (the description's ``adaptation``) holds, per synapse, h_ji = β_j·ε_a,ji (``cells/alif.py``),
+what a learning engine keeps in its second per-synapse variable: the tag adds ψL·(x̄ − h) and then
+h ← β_j ψ_j^t·x̄_i^t + (ρ − β_j ψ_j^t)·h, both from the values of step t (the engine updates its synaptic variables
+together, from their values before the step).
+
+With float arithmetic the tags equal ``eprop_online``'s estimate Σ_t ψ_j L_j e_ji of the same model (tested).
 """
 
 from __future__ import annotations
@@ -43,7 +48,15 @@ class FloatArithmetic:
         return psi_signal
 
     def accumulate(self, name: str, tag, trace: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return tag + outer(y, trace)
+        return tag + _times(y, trace)
+
+    def eligible(self, name: str, trace: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+        """An ALIF synapse's eligible trace x̄ − β·ε_a."""
+        return trace.unsqueeze(-2) - held
+
+    def adaptation_step(self, name: str, held, trace: torch.Tensor, beta_psi: torch.Tensor, rho: float):
+        """β·ε_a of the next step from this step's ψ and trace."""
+        return outer(beta_psi, trace) + (rho - beta_psi).unsqueeze(-1) * held
 
     def gradient(self, name: str, tag: torch.Tensor) -> torch.Tensor:
         """The tag in units of Σ_t ψ L x̄."""
@@ -80,8 +93,19 @@ class FixedArithmetic:
 
     def accumulate(self, name: str, tag, trace: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         frac = 2.0**self.fmt.product_frac_bits
-        product = torch.floor(outer(y, trace) * (2.0 ** self.scales.product_exp[name] * frac)) / frac
+        product = torch.floor(_times(y, trace) * (2.0 ** self.scales.product_exp[name] * frac)) / frac
         return saturate(self._round(tag + product, self.fmt.shared_draw), *self.fmt.tag_range)
+
+    def eligible(self, name: str, trace: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+        """The trace integer minus the register d = β·ε_a in units of 2^a trace integers."""
+        return trace.unsqueeze(-2) - 2.0 ** self.scales.adaptation_exp[name] * held
+
+    def adaptation_step(self, name: str, held, trace: torch.Tensor, beta_psi: torch.Tensor, rho: float):
+        """d ← round(βψ·x·2^−a + (ρ − βψ)·d), saturated to the tag's width (the engine's d is as wide as its
+        tag). βψ and ρ − βψ enter at float precision: their factor widths are not emulated."""
+        step = outer(beta_psi, trace) * 2.0 ** (-self.scales.adaptation_exp[name])
+        held = step + (rho - beta_psi).unsqueeze(-1) * held
+        return saturate(self._round(held, self.fmt.shared_draw), *self.fmt.tag_range)
 
     def gradient(self, name: str, tag: torch.Tensor) -> torch.Tensor:
         """The tag in units of Σ_t ψ L x̄ (−ΔW/η before the weight register's rounding)."""
@@ -94,6 +118,11 @@ class FixedArithmetic:
         return saturate(w * 2.0 ** (-exp) + step, *self.fmt.register_range) * 2.0**exp
 
 
+def _times(y: torch.Tensor, trace: torch.Tensor) -> torch.Tensor:
+    """y_j times a presynaptic trace x_i ``[B, n]`` (outer product) or an ALIF synapse's ``[B, rows, n]``."""
+    return outer(y, trace) if trace.dim() == y.dim() else y.unsqueeze(-1) * trace
+
+
 @dataclass
 class EngineResult:
     initial: dict  # plastic weights as the dynamics used them in the first demonstration [B, rows, n]
@@ -103,6 +132,7 @@ class EngineResult:
     spikes: torch.Tensor  # z of the last demonstration [B, T, N]
     psi: torch.Tensor  # ψ [B, T, N]
     signals: torch.Tensor  # L [B, T, N]
+    held_max: dict  # ALIF: the largest |β·ε_a| per connection as the arithmetic holds it (empty for LIF)
 
 
 def run_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, context: torch.Tensor | None, arithmetic,
@@ -125,12 +155,15 @@ def run_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, context: tor
     names = rule.plastic_names
     plastic = {n: arithmetic.weights(n, tensor[n].to(dtype).expand(batch, *tensor[n].shape)) for n in names}
     initial = dict(plastic)
+    adaptive = rule.adaptation is not None
+    held_max = {}
     for _ in range(rule.n_updates):
         params = {**{k: tensor[k].to(dtype) for k in ("w_in", "w_rec")}, **{n: w.to(dtype) for n, w in plastic.items()}}
         state = cell.init_state(batch, dtype=dtype, device=x.device)
         module_state = module.init_state(batch, dtype, x.device)
         output = model.readout.init_state(batch, dtype=dtype, device=x.device) if rule.is_feedback else None
         traces = {n: None for n in names}
+        held = {n: 0.0 for n in names}  # β·ε_a (ALIF)
         tags = {n: 0.0 for n in names}
         record = {"spikes": [], "psi": [], "signals": []}
         for t in range(steps):
@@ -151,7 +184,15 @@ def run_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, context: tor
                 if traces[name] is None:
                     traces[name] = torch.zeros_like(y[..., :1].expand(*y.shape[:-1], pre.shape[-1]))
                 traces[name] = arithmetic.trace_step(name, traces[name], pre)
-                tags[name] = arithmetic.accumulate(name, tags[name], traces[name], y)
+                if not adaptive:
+                    tags[name] = arithmetic.accumulate(name, tags[name], traces[name], y)
+                    continue
+                eligible = arithmetic.eligible(name, traces[name], held[name])
+                tags[name] = arithmetic.accumulate(name, tags[name], eligible, y)
+                held[name] = arithmetic.adaptation_step(name, held[name], traces[name], cell.beta_vector(psi) * psi,
+                                                        cell.rho)
+                largest = float(held[name].abs().max())
+                held_max[name] = max(held_max.get(name, 0.0), largest)
             for key, value in (("spikes", z), ("psi", psi), ("signals", signal)):
                 record[key].append(value)
         for conn in rule.plastic:
@@ -161,7 +202,8 @@ def run_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, context: tor
         plastic = {n: arithmetic.apply(n, plastic[n], tags[n]) for n in names}
     grads = {n: arithmetic.gradient(n, tags[n]) for n in names}
     stacked = {k: torch.stack(v, 1) for k, v in record.items()}
-    return EngineResult(initial, plastic, grads, tags, stacked["spikes"], stacked["psi"], stacked["signals"])
+    return EngineResult(initial, plastic, grads, tags, stacked["spikes"], stacked["psi"], stacked["signals"],
+                        held_max)
 
 
 def adapted_trial(rule: RuleDescription, weights: dict, plastic: dict, x: torch.Tensor, model=None) -> tuple:

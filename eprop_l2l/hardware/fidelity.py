@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..inner_loop.eprop_online import eprop_online
-from ..inner_loop.fixed_point import FixedFormat, Scales, calibrate_run
+from ..inner_loop.fixed_point import FixedFormat, Scales, calibrate_adaptation, calibrate_run
 from ..inner_loop.losses import Loss
 from ..meta.params import ERROR_MODULE, NETWORK
 from ..numerics.filters import causal_filter
@@ -61,8 +61,12 @@ def calibrate_rule(rule: RuleDescription, weights: dict, batch, fmt: FixedFormat
     result = demonstrate(rule, weights, batch, FloatArithmetic(rule), model)
     traces = presynaptic_traces(rule, x, result.spikes)
     before = {n: weights[n] for n in rule.plastic_names}
-    return calibrate_run(fmt, rule.inner_lr, learner_neurons(rule).input_scale, before, result.weights, traces,
-                         result.psi * result.signals, result.tags)
+    input_scale = learner_neurons(rule).input_scale
+    scales = calibrate_run(fmt, rule.inner_lr, input_scale, before, result.weights, traces,
+                           result.psi * result.signals, result.tags)
+    if rule.adaptation is None:
+        return scales
+    return calibrate_adaptation(fmt, scales, input_scale, result.held_max)
 
 
 def online_reference(learner, meta: dict, batch) -> dict:

@@ -35,6 +35,7 @@ from .description import (
     FEEDBACK_PROJECTIONS,
     RULE_FILE,
     WEIGHTS_FILE,
+    AdaptationEligibility,
     ExportError,
     FeedbackSignal,
     LearnerRecord,
@@ -71,11 +72,9 @@ def _require_exportable(learner) -> None:
     cell = learner.network.cell
     if not learner.rule.local:
         raise ExportError("inner.rule", f"{learner.inner_rule!r}: only a local inner rule (e-prop) is exported")
-    if not isinstance(cell, LIF):
-        name = type(cell).__name__
-        construct = ("ALIF adaptation (its eligibility needs a per-synapse adaptation trace ε_a, which no "
-                     "learning-engine trace holds)" if name == "ALIF" else f"{name} learning network")
-        raise ExportError("model.cell", f"{construct}: the exported rule supports LIF learning networks")
+    if not isinstance(cell, LIF | ALIF):
+        raise ExportError("model.cell", f"{type(cell).__name__} learning network: the exported rule supports LIF "
+                          "and ALIF learning networks")
     module = learner.error_module
     if isinstance(module, Feedback):
         _require_exportable_feedback(learner, module)
@@ -146,10 +145,12 @@ def describe(learner, meta: dict, number_format: NumberFormat | None = None) -> 
     post = PostFactor(name="psi", surrogate=spec.surrogate, gamma_pd=spec.gamma_pd, v_th=spec.v_th,
                       zero_while_refractory=spec.n_ref > 0,
                       definition="psi^t = (gamma_pd/v_th) * pd((v^t - v_th)/v_th), 0 while refractory")
+    adaptive = spec.model == "alif" and spec.n_adaptive > 0  # ε_a per synapse (cells/alif.py)
     rule = RuleDescription(
         learner=LearnerRecord(neurons=spec.to_dict(), n_in=cell.n_in, readout=readout.spec.to_dict()),
         plastic=plastic, post_factor=post, learning_signal=signal, inner_lr=float(learner.inner_lr_value(meta)),
-        kappa=0.0, n_updates=learner.n_inner_updates, number_format=number_format or NumberFormat())
+        kappa=0.0, n_updates=learner.n_inner_updates, number_format=number_format or NumberFormat(),
+        adaptation=AdaptationEligibility() if adaptive else None)
     names = tuple(weight_shapes(rule))  # the arrays the reader expects of this description
     weights = {k: meta[k].detach().cpu().to(torch.float32).numpy() for k in names}
     return rule, weights

@@ -126,16 +126,22 @@ class Scales:
     y_exp: int  # y = round(−η·s·2^−q · ψL)
     product_exp: dict  # tag += 2^p·x·y
     update_exp: dict  # w += 2^k·tag;  k = q − i − p − e makes 2^e·Δw = −η Σ ψ L x̄
+    # an ALIF learner's β·ε_a per synapse (hardware/engine.py) as a tag-wide signed integer d in units of 2^a
+    # trace integers; empty for LIF learners (and in the records written before it existed)
+    adaptation_exp: dict = dataclasses.field(default_factory=dict)
 
     def y_scale(self, inner_lr, input_scale: float):
         return inner_lr * input_scale * 2.0 ** (-self.y_exp)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        record = dataclasses.asdict(self)
+        if not self.adaptation_exp:  # a LIF learner's record as before
+            del record["adaptation_exp"]
+        return record
 
     @classmethod
     def from_dict(cls, record: dict) -> Scales:
-        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls) if f.name in record})
 
 
 def quantile_abs(values: torch.Tensor, q: float) -> float:
@@ -177,6 +183,16 @@ def calibrate(fmt: FixedFormat, inner_lr: float, input_scale: float, max_abs_wei
         weight_exp[name], trace_exp[name], product_exp[name] = e, i, p
         update_exp[name] = y_exp - i - p - e
     return Scales(weight_exp, trace_exp, y_exp, product_exp, update_exp)
+
+
+def calibrate_adaptation(fmt: FixedFormat, scales: Scales, input_scale: float, max_abs_held: dict) -> Scales:
+    """``scales`` with the exponent a of each connection's β·ε_a register: the largest |β·ε_a| of the float
+    run (in units of the float trace x̄ = s·F_α(pre)), as 2^i/s trace integers, fills the tag-wide register."""
+    exps = {}
+    for name, held in max_abs_held.items():
+        top = held * 2.0 ** scales.trace_exp[name] / input_scale
+        exps[name] = math.ceil(math.log2(top / fmt.tag_range[1])) if top > 0 else 0
+    return dataclasses.replace(scales, adaptation_exp=exps)
 
 
 def calibrate_run(fmt: FixedFormat, inner_lr: float, input_scale: float, before: dict, after: dict, traces: dict,

@@ -117,6 +117,12 @@ class MetaLearner:
                               f"rule), got {self.inner_rule!r}")
         if self.device is not None and self.precision != "float":
             raise ConfigError("device.kind", f"a device model takes inner.precision=float, got {self.precision!r}")
+        spec = getattr(self.network.cell, "spec", None)
+        if self.precision != "float" and spec is not None and spec.model == "alif" and spec.n_adaptive > 0:
+            # quantized_update forms the LIF tag ψL·x̄: it would drop the adaptation eligibility ε_a silently
+            raise ConfigError("inner.precision", f"{self.precision!r}: the quantised update holds no per-synapse "
+                              "adaptation eligibility ε_a of an ALIF learner (model.cell=alif); meta-train in float "
+                              "(the export's fixed-point emulation holds ε_a)")
         if self.precision != "float" and set(self.plastic) - {"w_in", "w_rec"}:
             raise ConfigError("inner.plastic", f"{list(self.plastic)}: at inner.precision={self.precision!r} only "
                               "w_in and w_rec are plastic (the learning engine's connections)")

@@ -141,8 +141,11 @@ def _check_rule(art: Artefact) -> None:
     neurons = art.neurons
     for key in ("model", "n", "alpha", "v_th", "n_ref", "input_scale", "surrogate", "gamma_pd"):
         _require(key in neurons, RULE, f"learner.neurons: missing {key!r}")
-    _require(neurons["model"] == "lif", RULE, f"learner.neurons.model {neurons['model']!r}: the Lava learner "
-             "implements LIF neurons")
+    _require(neurons["model"] in ("lif", "alif"), RULE, f"learner.neurons.model {neurons['model']!r}: the Lava "
+             "learner implements LIF and ALIF neurons")
+    if neurons["model"] == "alif":
+        for key in ("n_adaptive", "beta", "rho"):
+            _require(key in neurons, RULE, f"learner.neurons: missing {key!r} (ALIF)")
     _require(neurons.get("reset", RESET) == RESET and neurons.get("refractory", REFRACTORY) == REFRACTORY, RULE,
              "learner.neurons: unsupported reset/refractory convention")
     _require(neurons["surrogate"] in ("triangle", "fast_sigmoid"), RULE,

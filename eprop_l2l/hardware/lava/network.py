@@ -18,6 +18,11 @@ Both connections carry a :class:`Loihi3FLearningRule` (``t_epoch = 1``):
   the tag into the weights and ``−y0·t`` clears it in the same epoch. W_rec's rule multiplies by ``d``
   (tag_2, a per-synapse constant 128 off the diagonal and 0 on it) so that no self-connection is learned.
 
+An ALIF learner (float only) adds its per-synapse ε_a in d (``tag_2``): ``dd = u0·x1·y3 − x0·y3 − u0·y1·d`` and
+``− u0·y2·d`` in the tag, with y3 = β_j ψ/ρ_y and y1 = (1 − ρ + β_j ψ)/ρ_y from the neuron and d = α·β_j ε_a/s
+(the engine updates w, d and t from their values before the step); W_rec's mask is then ``sgn(w)²`` of its zero
+diagonal (``docs/hardware.md``).
+
 Float (``floating_pt``): impulse I = 1, S = 1, y2 = −η·s·ψ·L/(α·ρ_y) with ρ_y = e^{−1/65535} the decay Lava
 applies to the third-factor traces inside the epoch; the tag then equals −η Σ_t ψ_j L_j x̄_i.
 Fixed (``fixed_pt``, Lava's bit-approximate learning engine): the export's integer formats — weight register
@@ -112,13 +117,25 @@ def rules(art: Artefact, precision: str, shadow: bool = False) -> tuple[dict, di
     tau = -1.0 / math.log(alpha)
     comp = 1.0 if shadow else alpha
     out = {}
+    adaptive = art.rule.adaptation is not None
+    if adaptive:
+        w_rec = art.weights["w_rec"]
+        zeros = int((w_rec[~np.eye(w_rec.shape[0], dtype=bool)] == 0).sum())
+        if zeros:
+            raise ArtefactError("weights.npz", f"w_rec: {zeros} off-diagonal weights are exactly 0; an ALIF learner's "
+                                "W_rec masks its diagonal by sgn(w)², which would freeze them")
     if precision == "float":
         for name in ("w_in", "w_rec"):
-            dw = "2^-7*y0*t*d" if name == "w_rec" else "y0*t"
+            # ALIF: d holds ε_a, and W_rec's zero diagonal is the mask: sgn(w)² is 0 there, 1 elsewhere
+            dw = "y0*t" if name == "w_in" else "y0*t*sgn(w)*sgn(w)" if adaptive else "2^-7*y0*t*d"
             dt = "u0*x1*y2 - y0*t" if shadow else "u0*x1*y2 - x0*y2 - y0*t"
-            out[name] = {"dt": dt, "dw": dw, "x1_impulse": 1.0, "x1_tau": tau}
+            spec = {"dt": dt, "dw": dw, "x1_impulse": 1.0, "x1_tau": tau}
+            if adaptive:  # d = comp·h/s, h = β·ε_a: t −= y2·d, d += y3·(trace) − y1·d
+                spec["dt"] = dt.replace(" - y0*t", " - u0*y2*d - y0*t")
+                spec["dd"] = "u0*x1*y3 - u0*y1*d" if shadow else "u0*x1*y3 - x0*y3 - u0*y1*d"
+            out[name] = spec
         impulse = float(art.plastic("w_in").trace.impulse)
-        return out, {"y_scale": -float(art.rule.inner_lr) * impulse / (comp * RHO_Y)}
+        return out, {"y_scale": -float(art.rule.inner_lr) * impulse / (comp * RHO_Y), "adaptation_scale": 1 / RHO_Y}
     scales = fixed_scales(art)
     for name, sc in scales.items():
         p, i, k = sc["p"], sc["i"], sc["k"]
@@ -197,6 +214,10 @@ def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str
     constants = {"alpha": float(neurons["alpha"]), "v_th": float(neurons["v_th"]), "n_ref": int(neurons["n_ref"]),
                  "gamma_pd": float(neurons["gamma_pd"]), "input_scale": float(neurons["input_scale"]),
                  "surrogate": neurons["surrogate"], "y_scale": y["y_scale"]}
+    adaptive = art.rule.adaptation is not None
+    if adaptive:
+        constants.update(model="alif", n=n, n_adaptive=int(neurons["n_adaptive"]), beta=float(neurons["beta"]),
+                         rho=float(neurons["rho"]), adaptation_scale=y["adaptation_scale"])
     record_path = str(Path(workdir) / f"records_{task}.npz")
     constants["record_path"] = record_path
     if fixed:
@@ -230,14 +251,15 @@ def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str
         unit = {"w_in": 1.0, "w_rec": 1.0}
     mask = TAG_2_MASK * (1 - np.eye(n))
 
-    lrules = {name: Loihi3FLearningRule(dw=spec["dw"], dt=spec["dt"], x1_impulse=spec["x1_impulse"],
+    lrules = {name: Loihi3FLearningRule(dw=spec["dw"], dt=spec["dt"], dd=spec.get("dd"), x1_impulse=spec["x1_impulse"],
                                         x1_tau=spec["x1_tau"], t_epoch=1, rng_seed=seed + task)
               for name, spec in rule_spec.items()}
     neuron = EpropLearnerNeuron(shape=(n,), learning_rule=lrules["w_in"], constants=constants, n_demo=steps,
                                 delay=lag, shadow=shadow, name="learner")
     conn_in = LearningDense(weights=w_init["w_in"], learning_rule=lrules["w_in"], name="w_in", **conn_kw["w_in"])
-    conn_rec = LearningDense(weights=w_init["w_rec"], tag_2=mask, learning_rule=lrules["w_rec"], name="w_rec",
-                             **conn_kw["w_rec"])
+    # ALIF: d holds ε_a (from 0); the zero diagonal of W_rec masks itself through sgn(w)
+    conn_rec = LearningDense(weights=w_init["w_rec"], tag_2=None if adaptive else mask, learning_rule=lrules["w_rec"],
+                             name="w_rec", **conn_kw["w_rec"])
     source_x = RingBuffer(data=x_data)
     if shadow:  # transmission through plain Dense copies; the learning copies drive the test trial
         plain_in = Dense(weights=w_init["w_in"], name="w_in_transmission", **conn_kw["w_in"])
@@ -265,6 +287,9 @@ def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str
     for conn in (conn_in, conn_rec):
         neuron.s_out_bap.connect(conn.s_in_bap)
         neuron.s_out_y2.connect(conn.s_in_y2)
+        if adaptive:
+            neuron.s_out_y1.connect(conn.s_in_y1)
+            neuron.s_out_y3.connect(conn.s_in_y3)
 
     run_cfg = Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt")
     start = time.perf_counter()

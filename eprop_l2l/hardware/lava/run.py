@@ -139,6 +139,9 @@ def _check(args: argparse.Namespace):
     if args.precision == "fixed" and not art.is_fixed:
         raise BadInput(f"{directory}: the export has no fixed-point number format (export with --precision loihi) "
                        "for --precision fixed")
+    if args.precision == "fixed" and art.rule.adaptation is not None:
+        raise BadInput("--precision fixed: an ALIF learner's per-synapse ε_a runs on Lava's floating-point models "
+                       "only (the export's fidelity report holds its fixed-point emulation)")
     if args.signal not in ("replay", "module"):
         raise BadInput(f"--signal: {args.signal!r} (choose replay or module)")
     if args.pairing not in (None, "compensated", "shadow"):

@@ -57,10 +57,14 @@ def alif_step(state, current, c):
     """One step of our ALIF (``cells/alif.py``, pinned by tests/test_lava_mirrors.py): a^t = ρ a^{t-1} + z^{t-1}
     (``state.a``), threshold v_th + β_j a^t with β_j = β for the last ``n_adaptive`` of the ``n`` neurons and 0
     for the others; the rest is :func:`lif_step`."""
-    n, n_adaptive = int(c["n"]), int(c["n_adaptive"])
-    beta = np.concatenate([np.zeros(n - n_adaptive), np.full(n_adaptive, float(c["beta"]))])
     state.a = float(c["rho"]) * state.a + state.z
-    return lif_step(state, current, c, beta * state.a)
+    return lif_step(state, current, c, beta_vector(c) * state.a)
+
+
+def beta_vector(c):
+    """β_j of an ALIF population: β for the last ``n_adaptive`` of the ``n`` neurons, 0 for the others."""
+    n, n_adaptive = int(c["n"]), int(c["n_adaptive"])
+    return np.concatenate([np.zeros(n - n_adaptive), np.full(n_adaptive, float(c["beta"]))])
 
 
 def neuron_step(state, current, c):
@@ -85,6 +89,7 @@ class _Schedule:
         self.v = np.zeros_like(self.v)
         self.ref = np.zeros_like(self.ref)
         self.z = np.zeros_like(self.z)
+        self.a = np.zeros_like(self.a)
 
     def run_spk(self) -> None:
         if not hasattr(self, "rec"):
@@ -97,13 +102,16 @@ class _Schedule:
         z = np.zeros(size, dtype=bool)
         bap = np.zeros(size, dtype=bool)
         y2 = np.zeros(size)
+        y1, y3 = np.zeros(size), np.zeros(size)
         learn = np.zeros(size, dtype=bool)
         if 2 <= s <= n + 1:  # demonstration dynamics, our step s - 1
             z, psi = self._advance(current)
             self.psi_fifo[s - 1] = psi
             rec["psi"][:, s - 1] = self._psi_value(psi)
         if 2 + d <= s <= n + 1 + d:  # third factor of our step s - 1 - d
-            y2 = self._third_factor(self.psi_fifo.pop(s - 1 - d), signal)
+            psi = self.psi_fifo.pop(s - 1 - d)
+            y2 = self._third_factor(psi, signal)
+            y1, y3 = self._adaptation_factors(psi)
             rec["y2"][:, s - 1] = y2
             rec["signal"][:, s - 1] = signal
             if self.shadow and s - d - 2 >= 0:
@@ -119,7 +127,9 @@ class _Schedule:
         self.s_out_learn.send(self._spikes(learn))
         self.s_out_bap.send(bap)
         self.s_out_y2.send(self._y2(y2))
-        # y1 and y3 are not used by the rule; the connection's ports read zeros when unconnected
+        if self.proc_params["constants"].get("model") == "alif":  # the ε_a factors; unused (unconnected) for LIF
+            self.s_out_y1.send(y1)
+            self.s_out_y3.send(y3)
         if s == self.total and self.proc_params["constants"].get("record_path"):
             np.savez(self.proc_params["constants"]["record_path"], **rec)
 
@@ -135,16 +145,25 @@ class PyEpropLearnerNeuronFloat(_Schedule, LearningNeuronModelFloat):
     v: np.ndarray = LavaPyType(np.ndarray, float)
     ref: np.ndarray = LavaPyType(np.ndarray, int)
     z: np.ndarray = LavaPyType(np.ndarray, int)
+    a: np.ndarray = LavaPyType(np.ndarray, float)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
         self.c = proc_params["constants"]
 
     def _advance(self, current):
-        return lif_step(self, current, self.c)
+        return neuron_step(self, current, self.c)
 
     def _third_factor(self, psi, signal):
         return float(self.c["y_scale"]) * psi * signal
+
+    def _adaptation_factors(self, psi):
+        """(y1, y3) of an ALIF learner's ε_a update: c_a·(1 − ρ + β_j ψ) and c_a·β_j ψ (zeros for LIF)."""
+        if self.c.get("model") != "alif":
+            return np.zeros_like(psi), np.zeros_like(psi)
+        beta_psi = beta_vector(self.c) * psi
+        scale = float(self.c["adaptation_scale"])
+        return scale * (1.0 - float(self.c["rho"]) + beta_psi), scale * beta_psi
 
     @staticmethod
     def _psi_value(psi):
@@ -170,6 +189,7 @@ class PyEpropLearnerNeuronFixed(_Schedule, LearningNeuronModelFixed):
     v: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=48)
     ref: np.ndarray = LavaPyType(np.ndarray, int)
     z: np.ndarray = LavaPyType(np.ndarray, int)
+    a: np.ndarray = LavaPyType(np.ndarray, int)  # unused: the fixed-point learner is LIF (network.py refuses ALIF)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -202,6 +222,10 @@ class PyEpropLearnerNeuronFixed(_Schedule, LearningNeuronModelFixed):
 
     def _psi_value(self, psi_int):
         return psi_int * self.psi_unit
+
+    @staticmethod
+    def _adaptation_factors(psi_int):
+        return np.zeros(psi_int.shape, np.int32), np.zeros(psi_int.shape, np.int32)
 
     @staticmethod
     def _spikes(z):

@@ -37,6 +37,8 @@ class EpropLearnerNeuron(LearningNeuronProcess, AbstractProcess):
     It sends ``y2 = c·ψ·L`` on ``s_out_y2`` (signed; ``L`` arrives on ``a_third_factor_in``), one
     back-propagating action potential on ``s_out_bap`` after the demonstration, and, with ``shadow`` synapses,
     its spikes delayed by D+1 steps on ``s_out_learn`` (the presynaptic input of the learning copy of W_rec).
+    An ALIF learner (``constants["model"] = "alif"``, float model) adapts its threshold by β_j·a^t and sends, with
+    y2, the factors of the per-synapse ε_a update: ``y3 = c_a·β_j ψ`` and ``y1 = c_a·(1 − ρ + β_j ψ)``.
 
     ``constants`` (a dict, passed to the models as a process parameter) holds the neuron constants and, for the
     fixed-point model, the integer formats (see :mod:`eprop_l2l.hardware.lava.network`). The models record the
@@ -56,6 +58,7 @@ class EpropLearnerNeuron(LearningNeuronProcess, AbstractProcess):
         self.v = Var(shape=shape, init=0)
         self.ref = Var(shape=shape, init=0)
         self.z = Var(shape=shape, init=0)
+        self.a = Var(shape=shape, init=0)  # ALIF learners' threshold adaptation (0 for LIF)
 
 
 class ModuleNeuron(AbstractProcess):
