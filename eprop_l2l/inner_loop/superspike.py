@@ -10,7 +10,8 @@ Each layer's weights change by ``ΔW_l = Σ_t F_κ^rev(L^l)^t · e_l^t`` with th
 ``e_l^t = ψ_l^t · F_α(s_l·z_{l-1})^t`` (the cell's own trace; :mod:`.layerwise`) — equivalently
 ``Σ_t L^l,t · F_κ(e_l)^t``: the readout's filter applied to the product of the pseudo-derivative and the filtered
 presynaptic trace, SuperSpike's eligibility. With ``rise_ms`` > 0 that filter is SuperSpike's double exponential
-``F_κ ∘ F_ρ`` (ρ = exp(−dt/rise_ms)), the exact one for a readout whose synapse rises with ρ.
+``F_κ ∘ F_ρ`` (ρ = exp(−dt/rise_ms)); the rule is then a smoothed estimate, no longer the gradient of this network
+(whose readout does not rise).
 
 The learning signal L^l (:class:`~eprop_l2l.error_modules.layer_feedback.LayerFeedback`) is ``symmetric``,
 ``L^L = s_o W_outᵀ err`` and ``L^l = s_{l+1} W_{l+1}ᵀ L^{l+1}``, or ``random`` (broadcast), ``L^l = B_l err``.
