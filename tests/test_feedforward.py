@@ -21,6 +21,7 @@ from eprop_l2l.inner_loop.rules import parse_rule
 from eprop_l2l.inner_loop.superspike import superspike_grads
 from eprop_l2l.numerics.filters import causal_filter
 from eprop_l2l.numerics.linalg import linear
+from eprop_l2l.runs.rule_comparison import run_rule
 
 from .builders import make_cell, relative_error
 
@@ -172,6 +173,23 @@ def test_decolle_is_each_layers_local_gradient_with_its_input_detached(loss):
     exact = bptt(network, params, x, target, mask, loss, ("w_2", "w_out", "b_out"))  # the top: the task's loss
     for name in ("w_2", "w_out", "b_out"):
         torch.testing.assert_close(result.grads[name], exact[name], **EXACT)
+
+
+@pytest.mark.parametrize("task", [
+    ["task=evidence", "task_fields={n_in: 8, n_cues: 3, cue_ms: 10, cue_spacing_ms: 15, silence_ms: 5, delay_ms: 20, "
+     "recall_ms: 10}"],
+    ["task=sines", "task_fields={n_steps: 40, n_in: 8}"]])
+def test_compare_runs_the_feedforward_rules_beside_the_recurrent_ones(task):
+    rules = "bptt,superspike(feedback=symmetric),superspike(feedback=random,layers=3),decolle"
+    config = load_config("tiny", [*task, "cell=lif", "cell.n_rec=8", f"rules={rules}", "iterations=2",
+                                  "eval_every=1"])
+    runs = [run_rule(config, spec, 0) for spec in config.rules]  # compare's runner, without its figure
+    assert [r["rule"] for r in runs] == ["bptt", "superspike-symmetric(L=2)", "superspike-random(L=3)", "decolle(L=2)"]
+    starts = {r["rule"]: r["curve"][0]["loss"] for r in runs}
+    assert starts["superspike-symmetric(L=2)"] == starts["decolle(L=2)"]  # one network, one initialisation
+    for run in runs:
+        assert not run["diverged"] and [p["iteration"] for p in run["curve"]] == [0, 1, 2]
+        assert run["curve"][-1]["loss"] != run["curve"][0]["loss"]  # every rule changed the weights
 
 
 # ------------------------------------------------------------------------------------------------ bad input
