@@ -19,6 +19,7 @@ from eprop_l2l.inner_loop.losses import Loss
 from eprop_l2l.inner_loop.regularization import RateRegularizer
 from eprop_l2l.inner_loop.rules import parse_rule
 from eprop_l2l.inner_loop.superspike import superspike_grads
+from eprop_l2l.inner_loop.superspike_online import superspike_online
 from eprop_l2l.numerics.filters import causal_filter
 from eprop_l2l.numerics.linalg import linear
 from eprop_l2l.runs.rule_comparison import run_rule
@@ -142,6 +143,19 @@ def test_two_layers_symmetric_and_exact_broadcast_are_the_stated_approximation_a
     gap = relative_error(symmetric.grads["w_0"], exact["w_0"])
     cosine = torch.nn.functional.cosine_similarity(symmetric.grads["w_0"].flatten(), exact["w_0"].flatten(), 0)
     assert gap == pytest.approx(0.5142, abs=5e-4) and cosine.item() == pytest.approx(0.9063, abs=5e-4)
+
+
+@pytest.mark.parametrize("kind,feedback", [("lif", "symmetric"), ("lif", "random"), ("alif", "random")])
+def test_online_superspike_step_by_step_is_the_fused_update(kind, feedback):
+    network, params, x, target, mask, loss, g = trial((6, 4), kind)
+    layers = LayerFeedback(feedback, network.sizes, 2)
+    matrices = layers.init_params(g, torch.float64)
+    fused = superspike_grads(network, params, x, target, mask, loss, layers, matrices, plastic=PLASTIC)
+    online = superspike_online(network, params, x, target, mask, loss, layers, matrices)
+    assert sorted(online.grads) == ["b_out", "w_0", "w_1", "w_out"]
+    for name, grad in online.grads.items():
+        torch.testing.assert_close(grad, fused.grads[name], **EXACT)
+    torch.testing.assert_close(online.loss, fused.loss, rtol=1e-12, atol=0)
 
 
 def test_random_broadcast_draws_one_fixed_matrix_per_layer():
