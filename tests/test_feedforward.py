@@ -7,7 +7,9 @@ one line naming the key."""
 import pytest
 import torch
 
+from eprop_l2l.cells import make_cell as make_cell_named
 from eprop_l2l.cells.feedforward import FeedforwardNetwork
+from eprop_l2l.cells.network import RecurrentNetwork
 from eprop_l2l.cells.readout import LeakyReadout
 from eprop_l2l.cells.simulate import simulate
 from eprop_l2l.config.comparison import load_config
@@ -17,7 +19,7 @@ from eprop_l2l.errors import ConfigError
 from eprop_l2l.inner_loop.decolle import decolle_grads
 from eprop_l2l.inner_loop.losses import Loss
 from eprop_l2l.inner_loop.regularization import RateRegularizer
-from eprop_l2l.inner_loop.rules import parse_rule
+from eprop_l2l.inner_loop.rules import RuleRunner, parse_rule
 from eprop_l2l.inner_loop.superspike import superspike_grads
 from eprop_l2l.inner_loop.superspike_online import superspike_online
 from eprop_l2l.numerics.filters import causal_filter
@@ -242,5 +244,11 @@ def test_unknown_feedback_kind_and_bad_rule_options_are_one_line_naming_the_key(
     with pytest.raises(ConfigError, match=r"^cell: superspike trains layers of spiking cells \(lif, alif, cuba_lif\), "
                                           r"got 'lstm'$"):
         load_config("tiny", ["rules=superspike"])
+    with pytest.raises(ConfigError, match=r"^feedforward\.layers\[0\]: must be a spiking cell \(lif, alif, cuba_lif\), "
+                                          r"got LSTM$"):
+        FeedforwardNetwork((make_cell_named("lstm", n_in=5, n_rec=4),), LeakyReadout(4, 2, dt_ms=1.0))
+    recurrent = RecurrentNetwork(make_cell("lif"), LeakyReadout(7, 2, dt_ms=1.0))
+    with pytest.raises(ConfigError, match=r"^rule\.kind: decolle trains a feedforward network, got RecurrentNetwork$"):
+        RuleRunner(parse_rule("decolle"), recurrent, torch.Generator().manual_seed(0))
     assert parse_rule("superspike(feedback=random,layers=3)").name == "superspike-random(L=3)"
     assert parse_rule("decolle").name == "decolle(L=2)"

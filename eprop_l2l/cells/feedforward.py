@@ -25,6 +25,8 @@ from .readout import LeakyReadout
 from .simulate import Trajectory, simulate
 from .spiking import SpikingNeurons
 
+LAYER_CELLS = ("lif", "alif", "cuba_lif")  # the library's cells a layer can be (the spiking ones)
+
 
 def weight_name(layer: int) -> str:
     """The parameter of the weights into ``layer`` (``w_0``: from the input)."""
@@ -62,8 +64,8 @@ class FeedforwardNetwork:
             raise ConfigError("feedforward.layers", "name at least one layer")
         for index, cell in enumerate(self.layers):
             if not isinstance(cell, SpikingNeurons):
-                raise ConfigError(f"feedforward.layers[{index}]", f"must be a spiking cell (lif, alif, cuba_lif), "
-                                  f"got {type(cell).__name__}")
+                raise ConfigError(f"feedforward.layers[{index}]", f"must be a spiking cell ({', '.join(LAYER_CELLS)}),"
+                                  f" got {type(cell).__name__}")
             if index and cell.n_in != self.layers[index - 1].n_rec:
                 raise ConfigError(f"feedforward.layers[{index}].n_in", f"must equal the {self.layers[index - 1].n_rec}"
                                   f" neurons of layer {index - 1}, got {cell.n_in}")

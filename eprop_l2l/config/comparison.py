@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ConfigTypeError, OmegaConfBaseException
 
 from ..cells import make_cell
-from ..cells.feedforward import FeedforwardNetwork
+from ..cells.feedforward import LAYER_CELLS, FeedforwardNetwork
 from ..cells.network import RecurrentNetwork
 from ..cells.rate import RateRNN
 from ..cells.readout import LeakyReadout
@@ -41,7 +41,6 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 LIMITS = {"iterations": 1_000_000, "batch_size": 100_000, "eval_batch": 100_000, "eval_every": 1_000_000,
           "max_pattern_length": 10_000, "seeds": 1_000, "rules": 100, "cell.n_rec": 100_000,
           "task.n_steps": 1_000_000, "task.n_in": 100_000, "task.n_out": 100_000}
-FEEDFORWARD_CELLS = ("lif", "alif", "cuba_lif")  # the cells a feedforward layer can be
 # the command line's short prefixes of the three field mappings: task.n_bits=3 is task_fields.n_bits=3
 FIELD_GROUPS = {"task": "task_fields", "cell": "cell_fields", "readout": "readout_fields"}
 
@@ -133,8 +132,8 @@ class CompareConfig:
         n_rec = fields.pop("n_rec", 32)
         rule = get_rule(spec.kind)
         if rule.network == "feedforward":  # layers of the configured spiking cell, n_rec neurons each
-            if self.cell not in FEEDFORWARD_CELLS:
-                cells = ", ".join(FEEDFORWARD_CELLS)
+            if self.cell not in LAYER_CELLS:
+                cells = ", ".join(LAYER_CELLS)
                 raise ConfigError("cell", f"{spec.kind} trains layers of spiking cells ({cells}), got {self.cell!r}")
             return FeedforwardNetwork.of_cells(
                 lambda **size: make_cell(self.cell, **size, **fields, dt_ms=self.dt_ms), family.n_in,
