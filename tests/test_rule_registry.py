@@ -29,10 +29,13 @@ def test_every_rule_is_registered_once_with_what_it_is():
         "rtrl": (False, False, False, False, None, True),
         "snap2": (False, False, False, False, None, True),
         "ostl": (False, False, True, False, None, False),
+        "superspike": (True, True, False, False, None, False),
+        "decolle": (False, True, False, False, None, False),
     }
+    assert rule_names(network="feedforward") == ("superspike", "decolle")
     assert RULES["eprop1"] is RULES["eprop"]  # compare's name for e-prop with a feedback matrix
     assert rule_names(one_shot=True) == ("eprop", "bptt", "ostl")
-    assert rule_names(local=True) == ("eprop", "rflo")
+    assert rule_names(local=True) == ("eprop", "rflo", "superspike", "decolle")
 
 
 def test_a_name_is_registered_once_and_unknown_names_are_refused():

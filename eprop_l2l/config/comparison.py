@@ -3,7 +3,8 @@
 onto it), its presets (:data:`PRESETS`) and :func:`load_config`.
 
 Each rule is a :class:`~eprop_l2l.inner_loop.rules.RuleSpec` — ``bptt``, ``tbptt(k=…)``, ``eprop1(feedback=…)``,
-``eprop3(k=…)``, ``rflo``, ``rtrl``, ``snap2``, ``ostl`` — written in the rule grammar of
+``eprop3(k=…)``, ``rflo``, ``rtrl``, ``snap2``, ``ostl``, and the feedforward rules ``superspike(feedback=…,layers=…)``
+and ``decolle(layers=…)`` (``layers`` layers of ``cell.n_rec`` spiking cells each) — written in the rule grammar of
 :func:`~eprop_l2l.inner_loop.rules.parse_rule` (on the command line: ``rules=bptt,tbptt(k=5)``) or as mappings
 (``{kind: eprop3, k: 5}``) in a YAML file.
 Impossible values are refused by the components (task family, cell, readout) when the configuration is built,
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ConfigTypeError, OmegaConfBaseException
 
 from ..cells import make_cell
+from ..cells.feedforward import LAYER_CELLS, FeedforwardNetwork
 from ..cells.network import RecurrentNetwork
 from ..cells.rate import RateRNN
 from ..cells.readout import LeakyReadout
@@ -125,21 +127,30 @@ class CompareConfig:
     def family(self, **changes):
         return make_task_family(self.task, **{**self.task_fields, **changes}, dt_ms=self.dt_ms)
 
-    def network(self, family, spec: RuleSpec) -> RecurrentNetwork:
+    def network(self, family, spec: RuleSpec) -> RecurrentNetwork | FeedforwardNetwork:
         fields = dict(self.cell_fields)
-        n_rec = fields.get("n_rec", 32)
-        if get_rule(spec.kind).cell is RateRNN:  # RFLO: the rate network
+        n_rec = fields.pop("n_rec", 32)
+        rule = get_rule(spec.kind)
+        if rule.network == "feedforward":  # layers of the configured spiking cell, n_rec neurons each
+            if self.cell not in LAYER_CELLS:
+                cells = ", ".join(LAYER_CELLS)
+                raise ConfigError("cell", f"{spec.kind} trains layers of spiking cells ({cells}), got {self.cell!r}")
+            return FeedforwardNetwork.of_cells(
+                lambda **size: make_cell(self.cell, **size, **fields, dt_ms=self.dt_ms), family.n_in,
+                (n_rec,) * spec.layers, lambda n: self.make_readout(n, family))
+        if rule.cell is RateRNN:  # RFLO: the rate network
             cell = make_cell("rate", n_in=family.n_in, n_rec=n_rec, tau=self.rate_tau, dt_ms=self.dt_ms)
         else:
-            fields.setdefault("n_rec", n_rec)
             if self.cell != "lstm":  # the LSTM has no time constants
                 fields["dt_ms"] = self.dt_ms
-            cell = make_cell(self.cell, n_in=family.n_in, **fields)
+            cell = make_cell(self.cell, n_in=family.n_in, n_rec=n_rec, **fields)
+        return RecurrentNetwork(cell, self.make_readout(cell.n_rec, family))
+
+    def make_readout(self, n_in: int, family) -> LeakyReadout:
         try:
-            readout = LeakyReadout(cell.n_rec, family.n_out, **self.readout_fields, dt_ms=self.dt_ms)
+            return LeakyReadout(n_in, family.n_out, **self.readout_fields, dt_ms=self.dt_ms)
         except TypeError as err:
             raise ConfigError("readout_fields", str(err)) from None
-        return RecurrentNetwork(cell, readout)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)

@@ -10,7 +10,11 @@ may be used, and nobody else writes that down:
 - ``local``: online and local in time (eligibility traces × a learning signal), the rules a learning engine
   can run (``hardware``);
 - ``one_shot``: it can be the inner loop of meta-learning: one update per task from shared weights, and
-  differentiable by the outer loop (``meta.MetaLearner``).
+  differentiable by the outer loop (``meta.MetaLearner``);
+- ``network``: the network it trains — ``"recurrent"`` (one cell and its readout) or ``"feedforward"`` (layers
+  of spiking cells, :class:`~eprop_l2l.cells.feedforward.FeedforwardNetwork`); ``make_source`` draws the fixed
+  matrices a rule brings for its network (per-layer feedback, local readouts) where the plain feedback matrix of
+  ``reads_source`` does not fit, and ``feedback_kinds`` are the feedback options it takes.
 
 ``MetaLearner``, the plain training loop (``train.py``), ``compare`` (``rules.RuleRunner``), the resource
 estimate and the exporter dispatch through :data:`RULES`. A new rule is one :func:`register` call beside its
@@ -26,15 +30,20 @@ import torch
 
 from ..cells.base import Params
 from ..cells.rate import RateRNN
+from ..error_modules.feedback import FEEDBACK_KINDS
+from ..error_modules.layer_feedback import LAYER_FEEDBACK_KINDS, LayerFeedback
+from ..error_modules.local_readouts import LocalReadouts
 from ..errors import require_choice
 from ..task_families.base import TaskBatch
 from .bptt import bptt_result
+from .decolle import decolle_grads
 from .eprop import DEFAULT_PLASTIC, EpropResult, eprop_fused
 from .eprop3 import eprop3_grads
 from .losses import Loss
 from .regularization import RateRegularizer
 from .rflo import rflo_fused
 from .rtrl import rtrl_grads
+from .superspike import superspike_grads
 from .tbptt import tbptt_grads
 
 
@@ -75,6 +84,9 @@ class Rule:
     windowed: bool = False  # runs in windows of ``UpdateRequest.window`` steps with boundary gradients
     influence: bool = False  # holds the dense influence matrix of the forward recursion (small networks only)
     cell: type | None = None  # the cell class the rule needs (None: any cell of the library)
+    network: str = "recurrent"  # the network it trains: "recurrent" | "feedforward"
+    feedback_kinds: tuple[str, ...] = FEEDBACK_KINDS  # the feedback options of a rule that reads a source
+    make_source: Callable | None = None  # (feedback kind, network) -> the rule's own fixed matrices; None: Feedback
     aliases: tuple[str, ...] = ()
 
 
@@ -100,6 +112,18 @@ def rule_names(**properties: bool) -> tuple[str, ...]:
     """The rules' own names (no aliases) with the given properties, e.g. ``rule_names(one_shot=True)``."""
     return tuple(name for name, rule in RULES.items() if name == rule.name
                  and all(getattr(rule, k) == v for k, v in properties.items()))
+
+
+def _superspike(request: UpdateRequest) -> EpropResult:
+    r, b = request, request.batch
+    return superspike_grads(r.network, r.params, b.inputs, r.trial_target, b.mask, r.loss, r.source, r.source_params,
+                            regularizer=r.regularizer, plastic=r.plastic, fast=r.fast)
+
+
+def _decolle(request: UpdateRequest) -> EpropResult:
+    r, b = request, request.batch
+    return decolle_grads(r.network, r.params, b.inputs, r.trial_target, b.mask, r.loss, r.source, r.source_params,
+                         regularizer=r.regularizer, plastic=r.plastic, fast=r.fast)
 
 
 def _eprop(request: UpdateRequest, fused=eprop_fused) -> EpropResult:
@@ -158,3 +182,10 @@ register(Rule("snap2", _influence(2), "SnAp-2: RTRL keeping the influence of neu
 register(Rule("ostl", lambda request: _bptt(request, "internal"), "OSTL: the neuron-internal (temporal) influence, "
               "reset included, × the exact spatial gradient through the readout (Bohnstingl et al. 2022); exact "
               "without lateral recurrence", one_shot=True))
+register(Rule("superspike", _superspike, "SuperSpike-style layer-wise traces × the output error, fed back "
+              "through the transposed weights or broadcast by a fixed random matrix per layer (Zenke & Ganguli "
+              "2018)", reads_source=True, local=True, network="feedforward", feedback_kinds=LAYER_FEEDBACK_KINDS,
+              make_source=lambda kind, network: LayerFeedback(kind, network.sizes, network.readout.n_out)))
+register(Rule("decolle", _decolle, "DECOLLE: every layer learns from its own local loss through a fixed random "
+              "readout, no gradient crosses a layer (Kaiser et al. 2020)", local=True, network="feedforward",
+              make_source=lambda kind, network: LocalReadouts(network.sizes, network.readout)))

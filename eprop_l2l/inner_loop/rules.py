@@ -14,6 +14,9 @@ rflo       RFLO on a leaky rate network, ``feedback`` random (Murray 2019) or sy
 rtrl       exact RTRL (:func:`.rtrl.rtrl_grads`), small networks only
 snap2      SnAp-2: RTRL keeping the influence entries of neurons two coupling steps apart (``order=2``)
 ostl       OSTL: the neuron-internal influence with the exact readout gradient (BPTT of ``paths="internal"``)
+superspike SuperSpike-style layer-wise traces in a feedforward network of ``layers`` spiking layers, ``feedback``
+           symmetric (transposed weights) or random (broadcast) (:mod:`.superspike`)
+decolle    DECOLLE: each of ``layers`` feedforward layers learns from a fixed random local readout (:mod:`.decolle`)
 =========  =============================================================================================
 """
 
@@ -24,6 +27,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from ..cells.feedforward import FeedforwardNetwork
 from ..cells.spiking import SpikingNeurons
 from ..error_modules.feedback import FEEDBACK_KINDS, Feedback, set_source_grads, trainable_source_params
 from ..error_modules.synthetic_gradient import SyntheticGradient
@@ -48,7 +52,8 @@ def rule_kinds() -> tuple[str, ...]:
 class RuleSpec:
     kind: str
     k: int = 20  # window (tbptt, eprop3)
-    feedback: str = "symmetric"  # eprop1, rflo
+    feedback: str = "symmetric"  # eprop1, rflo, superspike
+    layers: int = 2  # superspike, decolle: feedforward layers of cell.n_rec neurons each
     synthetic_gradient: bool = True  # tbptt, eprop3: a synthetic gradient at window boundaries (else zero)
     sg_hidden: int = 0  # 0: linear synthetic-gradient module
     sg_lr: float = 1e-3
@@ -58,7 +63,8 @@ class RuleSpec:
     def __post_init__(self):
         require_choice("rule.kind", self.kind, rule_kinds())
         require_count("rule.k", self.k)
-        require_choice("rule.feedback", self.feedback, FEEDBACK_KINDS)
+        require_choice("rule.feedback", self.feedback, get_rule(self.kind).feedback_kinds)
+        require_count("rule.layers", self.layers)
         if not isinstance(self.synthetic_gradient, bool):
             raise ConfigError("rule.sg", f"must be true or false, got {self.synthetic_gradient!r}")
         if not isinstance(self.sg_use_target, bool):
@@ -75,13 +81,12 @@ class RuleSpec:
         rule = get_rule(self.kind)
         if rule.windowed:
             return f"{self.kind}(k={self.k}){'+SG' if self.synthetic_gradient else ''}"
-        if rule.reads_source:
-            return f"{self.kind}-{self.feedback}"
-        return self.kind
+        name = f"{self.kind}-{self.feedback}" if rule.reads_source else self.kind
+        return f"{name}(L={self.layers})" if rule.network == "feedforward" else name
 
 
-_OPTION_KEYS = {"k": "k", "feedback": "feedback", "sg": "synthetic_gradient", "sg_hidden": "sg_hidden",
-                "sg_lr": "sg_lr", "sg_use_target": "sg_use_target", "label": "label"}
+_OPTION_KEYS = {"k": "k", "feedback": "feedback", "layers": "layers", "sg": "synthetic_gradient",
+                "sg_hidden": "sg_hidden", "sg_lr": "sg_lr", "sg_use_target": "sg_use_target", "label": "label"}
 
 
 def _value(key: str, text: str):
@@ -176,8 +181,14 @@ class RuleRunner:
         if self.rule.cell is not None and not isinstance(network.cell, self.rule.cell):
             raise ConfigError("rule.kind", f"{spec.kind} needs the {self.rule.cell.__name__} cell, got "
                               f"{type(network.cell).__name__}")
-        if self.rule.reads_source:
+        if (self.rule.network == "feedforward") != isinstance(network, FeedforwardNetwork):
+            raise ConfigError("rule.kind", f"{spec.kind} trains a {self.rule.network} network, got "
+                              f"{type(network).__name__}")
+        if self.rule.make_source is not None:
+            self.source = self.rule.make_source(spec.feedback, network)
+        elif self.rule.reads_source:
             self.source = Feedback(spec.feedback, n_rec, n_out)
+        if self.source is not None:
             self.source_params = trainable_source_params(self.source, self.source.init_params(generator, dtype))
             learned = [v for v in self.source_params.values() if v.requires_grad]
             if learned:

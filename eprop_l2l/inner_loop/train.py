@@ -30,7 +30,7 @@ class RuleTraining:
     batch_size: int = 1
 
     def __post_init__(self):
-        require_choice("training.rule", self.rule, rule_names())
+        require_choice("training.rule", self.rule, rule_names(network="recurrent"))  # the loop's RecurrentNetwork
         require_choice("training.optimizer", self.optimizer, ("adam", "sgd"))
         require_positive("training.lr", self.lr)
         require_count("training.n_iterations", self.n_iterations)

@@ -121,7 +121,7 @@ def run_rule(config: CompareConfig, spec: RuleSpec, seed: int) -> dict:
     spiking = hasattr(network.cell, "spec")
     regularizer = (RateRegularizer(config.reg_coefficient, config.reg_target_hz, dt_ms=config.dt_ms)
                    if spiking and config.reg_coefficient > 0 else None)
-    plastic = tuple(n for n in ("w_in", "w_rec", "bias", "w_out", "b_out") if n in params)  # LSTM: bias too
+    plastic = tuple(params)  # every weight of the network (the LSTM's bias, each feedforward layer's)
     runner = RuleRunner(spec, network, rule_gen, dtype, regularizer, plastic, lr=config.lr)
     leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
     optimizer = torch.optim.Adam(list(leaves.values()), lr=config.lr)
