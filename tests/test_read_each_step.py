@@ -11,7 +11,6 @@ inner_loop/read_each_step.py):
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
 
 import pytest
 import torch
@@ -22,6 +21,7 @@ from eprop_l2l.inner_loop.device import CHIP_WEIGHTS, PCMDevice
 from eprop_l2l.inner_loop.read_each_step import ReadEachStep
 from eprop_l2l.meta.params import tree_map
 from eprop_l2l.runs.build import build
+from tests.workers.device_noise import Recording
 
 READ_ONLY = dict(programming_noise=False, drift=False)
 
@@ -44,18 +44,6 @@ def test_per_step_reads_are_fresh_draws_with_the_fitted_spread():
     assert abs(float(draws.mean())) < 4 * read_sd(0.5) / math.sqrt(draws.numel())
     again = ReadEachStep(None, device, torch.Generator().manual_seed(7)).deviations({"w_rec": w})["w_rec"]
     assert torch.equal(again, draws[0])  # seeded through the generator passed in
-
-
-@dataclass(frozen=True)
-class Recording(PCMDevice):
-    """The device model, keeping every read it makes."""
-
-    reads: list = field(default_factory=list, compare=False)
-
-    def read(self, w, generator):
-        out = super().read(w, generator)
-        self.reads.append(out.detach().clone())
-        return out
 
 
 def tiny(*extra):
