@@ -27,6 +27,7 @@ from ..meta.evaluate import evaluate_one_shot
 from ..meta.learner import RECIPE_RATES, MetaLearner
 from ..meta.trainer import MetaTraining
 from ..task_families.arm import ArmSines
+from ..task_families.scorbot import ScorbotBrownian
 from ..units import DEFAULT_STEP_MS
 
 
@@ -56,6 +57,9 @@ class TaskConfig:
     # the Scorbot always codes its path so)
     context_code: str = component_default(ArmSines, "context_code")
     code_bits: int = component_default(ArmSines, "code_bits")
+    # scorbot_brownian only: the target velocities of the clipped target path (true) or the recipe's unclipped
+    # ones (false), docs/natural_eprop.md
+    consistent_targets: bool = component_default(ScorbotBrownian, "consistent_targets")
     # Simulation time step in ms; every time constant, rate and duration is converted with it (membrane,
     # adaptation, readout and learning-signal decays exp(-dt/τ), rate targets in spikes per step, the clock
     # period and the Brownian family's window in steps, the population code's spike probability, the arm's
@@ -158,6 +162,9 @@ class DeviceConfig:
     programming_noise: bool = component_default(PCMDevice, "programming_noise")
     drift: bool = component_default(PCMDevice, "drift")
     read_noise: bool = component_default(PCMDevice, "read_noise")
+    # how often read noise is drawn: trial (once per trial and task) | step (at every time step, as the authors'
+    # code; the trials then run step by step, slower)
+    read_every: str = component_default(PCMDevice, "read_every")
 
 
 @dataclass

@@ -10,8 +10,11 @@ of which can be switched off:
   conductance units, clipped to the device's sign range; a zero weight is not programmed;
 - **drift** (between programming and reading, a time ratio t/t₀): g·(t/t₀)^(−ν), ν = |N(μ(w̃), s(w̃)²)| per
   device, μ and s linear in ln|w̃| and clipped to the fitted ranges;
-- **read noise** (each trial reads the array): g + N(0, σ_r²), σ_r = |g|·q·√ln((t + t_r)/t_r)/√2, with
-  q = min(a/|g|^b, q_max), for a synapse of two devices.
+- **read noise** (reading the array): g + N(0, σ_r²), σ_r = |g|·q·√ln((t + t_r)/t_r)/√2, with
+  q = min(a/|g|^b, q_max), for a synapse of two devices. ``read_every`` says how often it is drawn: once per
+  trial and task (``"trial"``, the default: one noisy matrix per trial, which the fused time loops take), or at
+  every time step (``"step"``, as the authors' code reads the weights inside each step's matrix product;
+  :mod:`.read_each_step`).
 
 The one-shot update is programmed at the device's resolution: ΔW is rounded to multiples of ``update_step``,
 and only the devices whose ΔW is non-zero are written again (programming noise and a fresh drift on those).
@@ -19,8 +22,8 @@ and only the devices whose ΔW is non-zero are written again (programming noise 
 Gradients pass straight through every draw and through the rounding (the outer loop sees the noise-free
 dependence); each draw comes from the generator the caller passes.
 
-Deviations from the authors' model: read noise is drawn once per trial and task rather than at every time step
-(the fused time loops take one weight matrix per trial); weights written at the start of an episode get
+Deviations from the authors' model: by default read noise is drawn once per trial and task rather than at every
+time step (``read_every="step"`` is theirs); weights written at the start of an episode get
 programming noise and drift, where the authors' start adds drift and a small uniform jitter.
 """
 
@@ -31,9 +34,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError, require_non_negative, require_positive
+from ..errors import ConfigError, require_choice, require_non_negative, require_positive
 
 CHIP_WEIGHTS = ("w_in", "w_rec", "w_out")  # the trainee's weights on the crossbar (the error module is off-chip)
+READ_SCHEDULES = ("trial", "step")  # how often read noise is drawn (PCMDevice.read_every)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class PCMDevice:
     drift_mean: tuple[float, float, float, float] = (-0.0155, 0.0244, 0.049, 0.1)  # μ = a ln|w̃| + b in [lo, hi]
     drift_sd: tuple[float, float, float, float] = (-0.0125, -0.0059, 0.008, 0.045)  # s = a ln|w̃| + b in [lo, hi]
     read_noise: bool = True
+    read_every: str = "trial"  # "trial": one draw per trial and task; "step": a fresh draw at every time step
     read_fit: tuple[float, float, float] = (0.0088, 0.65, 0.2)  # a, b, q_max of q = min(a/|g|^b, q_max)
     read_time: float = 32.0  # t (s) since programming
     read_duration: float = 250e-9  # t_r (s)
@@ -63,6 +68,7 @@ class PCMDevice:
         for key in ("programming_noise", "drift", "read_noise"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"device.{key}", f"must be true or false, got {getattr(self, key)!r}")
+        require_choice("device.read_every", self.read_every, READ_SCHEDULES)
         if self.devices_per_synapse < 1:
             raise ConfigError("device.devices_per_synapse", f"must be >= 1, got {self.devices_per_synapse}")
 
@@ -112,8 +118,13 @@ class PCMDevice:
             value = value * self.drift_factor(value, generator)
         return self._straight_through(w, value)
 
+    @property
+    def reads_each_step(self) -> bool:
+        """Whether read noise is drawn anew at every time step (else once per trial)."""
+        return self.read_noise and self.read_every == "step"
+
     def read(self, w: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """What one trial reads of the programmed weights ``w``."""
+        """One read of the programmed weights ``w`` (a trial's, or one step's with ``read_every="step"``)."""
         if not self.read_noise:
             return w
         value = w.detach()

@@ -4,6 +4,11 @@ the task family's (``metric_keys``, ``errors``, ``primary_metric``, ``one_shot_f
 ``task_families.base.MetaObjective``); this module only runs the held-out stream.
 
 Held-out tasks come from their own seed stream (``seed``), never from the training generator.
+
+A family may name subsets of its tasks (``subsets(batch) -> {name: [B] bool}``, e.g. the Scorbot's trajectories
+the joint limits never clip): each task's membership goes into the per-task record under the subset's name, and
+the summary states the subset's size (``n_tasks_<name>``) and its metrics (``<metric>_<when>_<name>``, with
+``_sd`` and ``_median``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ def evaluate_one_shot(learner, meta: dict, family, n_tasks: int = 100, seed: int
     noise = torch.Generator().manual_seed(seed + NOISE_SEED_OFFSET)  # a device model's draws: apart from the tasks
     device = params_device(meta)
     per_task = {f"{k}_{when}": [] for k in family.metric_keys for when in ("before", "after")}
+    members = {}  # subset name -> per-task membership
     rates_network, rates_module, starts = [], [], []
     done = 0
     with tqdm(total=n_tasks, unit="task", desc="one-shot evaluation", disable=not progress, leave=False) as bar:
@@ -43,6 +49,8 @@ def evaluate_one_shot(learner, meta: dict, family, n_tasks: int = 100, seed: int
             for when, y in (("before", out["y_demo"]), ("after", out["y_test"])):
                 for key, values in family.errors(y, batch).items():
                     per_task[f"{key}_{when}"].extend(values.tolist())
+            for name, inside in (family.subsets(batch) if hasattr(family, "subsets") else {}).items():
+                members.setdefault(name, []).extend(bool(v) for v in inside.tolist())
             rates_network.append(float(out["metrics"]["rate_network_hz"]))
             if "rate_module_hz" in out["metrics"]:
                 rates_module.append(float(out["metrics"]["rate_module_hz"]))
@@ -56,7 +64,25 @@ def evaluate_one_shot(learner, meta: dict, family, n_tasks: int = 100, seed: int
     summary["rate_network_hz"] = sum(rates_network) / len(rates_network)
     if rates_module:
         summary["rate_module_hz"] = sum(rates_module) / len(rates_module)
+    for name, inside in members.items():
+        summary.update(subset_summary(name, per_task, inside))
+    per_task.update(members)
     return summary, per_task, (_median_example(learner, meta, family, per_task, starts) if example else None)
+
+
+def subset_summary(name: str, per_task: dict, inside: list[bool]) -> dict:
+    """The size of the subset ``name`` (``inside``: each task's membership) and, for each per-task metric, its
+    mean, sd and median (the lower middle value for an even count) over the subset's tasks; an empty subset has
+    its size alone."""
+    summary = {f"n_tasks_{name}": sum(inside)}
+    if not any(inside):
+        return summary
+    for key, values in per_task.items():
+        t = torch.tensor([v for v, keep in zip(values, inside, strict=True) if keep], dtype=torch.float64)
+        summary[f"{key}_{name}"] = float(t.mean())
+        summary[f"{key}_{name}_sd"] = float(t.std()) if len(t) > 1 else 0.0
+        summary[f"{key}_{name}_median"] = float(t.median())
+    return summary
 
 
 def require_objective(family) -> None:

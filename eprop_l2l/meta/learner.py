@@ -28,6 +28,7 @@ from ..inner_loop.eprop import READOUT_WEIGHTS
 from ..inner_loop.fixed_point import PRECISIONS, number_format
 from ..inner_loop.objectives import InnerObjective
 from ..inner_loop.quantized_update import quantized_fast_weights
+from ..inner_loop.read_each_step import ReadEachStep
 from ..inner_loop.registry import RULES, Rule, UpdateRequest, rule_names
 from ..inner_loop.regularization import RateRegularizer
 from ..task_families.base import TaskBatch
@@ -123,6 +124,10 @@ class MetaLearner:
             raise ConfigError("inner.precision", f"{self.precision!r}: the quantised update holds no per-synapse "
                               "adaptation eligibility ε_a of an ALIF learner (model.cell=alif); meta-train in float "
                               "(the export's fixed-point emulation holds ε_a)")
+        if self.device is not None and self.device.reads_each_step and not self.rule.reads_source:
+            # the BPTT rules simulate through the cell's probes, not network.run: the per-step reads would miss it
+            raise ConfigError("device.read_every", f"'step' needs inner.rule=eprop (the trials run through the "
+                              f"network's time loop), got {self.inner_rule!r}")
         if self.precision != "float" and set(self.plastic) - {"w_in", "w_rec"}:
             raise ConfigError("inner.plastic", f"{list(self.plastic)}: at inner.precision={self.precision!r} only "
                               "w_in and w_rec are plastic (the learning engine's connections)")
@@ -240,7 +245,8 @@ class MetaLearner:
             # the outer loop, through autograd's own loop (the hand-written backward is first order)
             read = self.read(fast, generator)
             result = rule.update(UpdateRequest(
-                network=self.network, params=read, batch=batch, loss=loss, target=target, plastic=self.plastic,
+                network=self.trial_network(generator), params=read, batch=batch, loss=loss, target=target,
+                plastic=self.plastic,
                 source=self.error_module if rule.reads_source else None,
                 source_params=meta[ERROR_MODULE] if rule.reads_source else None, source_drive=drive, kappa=self.kappa,
                 fast=self.fast_loop and rule.reads_source, per_task=True, create_graph=torch.is_grad_enabled()))
@@ -257,11 +263,19 @@ class MetaLearner:
         return fast, demos
 
     def read(self, fast: Params, generator: torch.Generator | None) -> Params:
-        """The weights one trial runs with: the crossbar's, read with noise (unchanged without a device)."""
+        """The weights one trial runs with: the crossbar's, read with noise (unchanged without a device, and
+        where the device reads at every step: :meth:`trial_network` draws then)."""
         chip = self._chip(generator)
-        if chip is None:
+        if chip is None or chip.reads_each_step:
             return fast
         return {k: (chip.read(v, generator) if k in CHIP_WEIGHTS else v) for k, v in fast.items()}
+
+    def trial_network(self, generator: torch.Generator | None):
+        """The network the trials run on: the learning network, or, where the device draws read noise at every
+        step, the same network reading its chip weights anew at each step from ``generator``."""
+        chip = self._chip(generator)
+        return ReadEachStep(self.network, chip, generator) if chip is not None and chip.reads_each_step \
+            else self.network
 
     def forward(self, meta: Tree, batch: TaskBatch, generator: torch.Generator | None = None) -> dict:
         """Meta-loss and diagnostics of one batch of tasks; ``generator`` draws a device model's noise."""
@@ -270,7 +284,8 @@ class MetaLearner:
         seen = self.withhold(batch)  # what the inner rule and its source may read
         drive = self._module_drive(meta, seen)
         fast, demos = self.adapt(meta, seen, drive, generator)
-        trajectory, y_test = self.network.run(self.read(fast, generator), batch.inputs, fast=self.fast_loop)
+        trajectory, y_test = self.trial_network(generator).run(self.read(fast, generator), batch.inputs,
+                                                               fast=self.fast_loop)
         task_loss, metrics = self.outer_loss(y_test, batch)
         spikes = [trajectory.outputs] + [d.trajectory.outputs for d in demos]
         module_spikes = [d.source_trajectory.outputs for d in demos if d.source_trajectory is not None]

@@ -8,6 +8,7 @@ need in the returned :class:`MetaTrainingState`.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,6 +123,20 @@ class Shard:
         size = batch.batch_size // self.world_size
         return batch.select(slice(self.rank * size, (self.rank + 1) * size))
 
+    def noise(self, shared: torch.Generator, seed: int, *counters: int) -> torch.Generator:
+        """The generator of a device model's draws on this process. In one process: ``shared``, the stream a
+        single-process run has always drawn them from. In several: this process's own stream,
+        :func:`process_generator` of ``seed``, the rank and ``counters`` — every process draws independent noise
+        for its own tasks, and the task stream, which all processes must advance alike, is left alone."""
+        return shared if self.world_size == 1 else process_generator(seed, self.rank, *counters)
+
+
+def process_generator(seed: int, rank: int, *counters: int) -> torch.Generator:
+    """A generator seeded from ``(seed, rank, *counters)`` (64 bits of their SHA-256): distinct for every process
+    and counter (the iteration), and derived again on resume, so it needs no checkpointed state."""
+    digest = hashlib.sha256(repr((seed, rank, *counters)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
 
 def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState | None = None,
                callback: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
@@ -139,7 +154,8 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
         if config.lr_schedule == "budget":
             for group in state.optimizer.param_groups:
                 group["lr"] = config.lr * config.lr_end ** config.budget_fraction(state.cpu_seconds)
-        out = run_learner(learner, state.meta, batch, state.generator)
+        out = run_learner(learner, state.meta, batch,
+                          shard.noise(state.generator, config.seed + NOISE_SEED_OFFSET, state.iteration))
         state.optimizer.zero_grad()
         out["loss"].backward()
         if hasattr(learner, "constrain_gradients"):
@@ -177,7 +193,8 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
         if state.iteration % config.validate_every == 0 or state.iteration == config.n_iterations - 1:
             with torch.no_grad():
                 # the same device draws at every validation: its curve compares iterations, not noise
-                noise = torch.Generator().manual_seed(config.validation_seed + NOISE_SEED_OFFSET)
+                seed = config.validation_seed + NOISE_SEED_OFFSET
+                noise = shard.noise(torch.Generator().manual_seed(seed), seed)
                 metrics = run_learner(learner, state.meta, validation, noise)["metrics"]
             if shard.reduce_metrics is not None:
                 metrics = shard.reduce_metrics(metrics)

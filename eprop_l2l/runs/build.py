@@ -86,9 +86,12 @@ def build_family(cfg: TrainConfig):
         # the target path's code: each family takes the keys of the code it has; the Scorbot codes in bits only,
         # so it has no n_pop_per_dim (ignored, as before) and refuses another context_code
         has = {f.name for f in dataclasses.fields(FAMILIES[cfg.task.family])}
-        for key in ("n_pop_per_dim", "context_code", "code_bits"):
+        for key in ("n_pop_per_dim", "context_code", "code_bits", "consistent_targets"):
             if key in has:
                 fields[key] = getattr(cfg.task, key)
+        if "consistent_targets" not in has and cfg.task.consistent_targets != TaskConfig.consistent_targets:
+            raise ConfigError("task.consistent_targets", f"{cfg.task.family} does not clip its target angles; the "
+                              "key chooses the Scorbot's target velocities")
         if "context_code" not in has and cfg.task.context_code != TaskConfig.context_code:
             raise ConfigError("task.context_code", f"{cfg.task.family} codes its target path in one way (binary, "
                               "task.code_bits); the key chooses for the planar arms")
@@ -149,7 +152,7 @@ def _device(spec) -> PCMDevice | None:
         return None
     with section("device"):
         return PCMDevice(update_step=spec.update_step, programming_noise=spec.programming_noise, drift=spec.drift,
-                         read_noise=spec.read_noise)
+                         read_noise=spec.read_noise, read_every=spec.read_every)
 
 
 def build_training(cfg: TrainConfig, world_size: int = 1) -> MetaTraining:

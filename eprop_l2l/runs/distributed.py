@@ -6,7 +6,8 @@ regulariser is nonlinear in the batch-mean rate, so that mean is taken with a di
 its gradient reaches every process's tasks exactly as in one process.
 
 gloo on CPU, nccl on GPU (``distributed.backend=auto``); one GPU per process (``LOCAL_RANK``). All processes
-keep identical meta-parameters, optimizer and generator states; rank 0 alone logs and checkpoints.
+keep identical meta-parameters, optimizer and task-generator states; each draws a device model's noise from its
+own stream (``meta.trainer.Shard.noise``); rank 0 alone logs and checkpoints.
 
 Failures are bounded and one line: torchrun's variables are validated before anything is written
 (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``); joining the process group, and

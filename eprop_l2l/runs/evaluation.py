@@ -36,19 +36,32 @@ TABLE_ROWS = (("end-effector dev. (cm)", "deviation_cm"), ("ω RMSE base (rad/s)
 
 
 def format_table(summary: dict) -> str:
+    """The evaluation's table: the metrics before and after the update, mean ± sd over the held-out tasks, and
+    again over each subset the family names (``n_tasks_<name>``, :mod:`eprop_l2l.meta.evaluate`)."""
     lines = [f"one-shot learning on {summary['n_tasks']} held-out tasks (seed {summary['seed']}), mean ± sd",
              f"the inner rule was given: {summary.get('information', 'not recorded')}",
              f"{'':24}{'before update':>22}{'after one update':>22}"]
-    for label, key in TABLE_ROWS:
-        if f"{key}_after" not in summary:
-            continue
-        cells = [f"{summary[f'{key}_{w}']:.4g} ± {summary[f'{key}_{w}_sd']:.3g}" for w in ("before", "after")]
-        lines.append(f"{label:24}{cells[0]:>22}{cells[1]:>22}")
+    lines += _rows(summary, "")
     rates = f"firing rates: learning network {summary['rate_network_hz']:.1f} Hz"
     if "rate_module_hz" in summary:
         rates += f", error module {summary['rate_module_hz']:.1f} Hz"
     lines.append(rates)
+    for name in (k.removeprefix("n_tasks_") for k in summary if k.startswith("n_tasks_")):
+        lines.append(f"{name}: {summary[f'n_tasks_{name}']} of the {summary['n_tasks']} tasks, mean ± sd (median)")
+        lines += _rows(summary, f"_{name}", median=True)
     return "\n".join(lines)
+
+
+def _rows(summary: dict, suffix: str, median: bool = False) -> list[str]:
+    lines = []
+    for label, key in TABLE_ROWS:
+        if f"{key}_after{suffix}" not in summary:
+            continue
+        cells = [f"{summary[f'{key}_{w}{suffix}']:.4g} ± {summary[f'{key}_{w}{suffix}_sd']:.3g}"
+                 + (f" ({summary[f'{key}_{w}{suffix}_median']:.3g})" if median else "") for w in ("before", "after")]
+        width = 32 if median else 22
+        lines.append(f"{label:24}{cells[0]:>{width}}{cells[1]:>{width}}")
+    return lines
 
 
 def assemble_meta(learner, saved: dict, cfg: TrainConfig, path: Path) -> tuple[dict, list[str]]:

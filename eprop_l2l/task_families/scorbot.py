@@ -7,8 +7,11 @@ Kinematics: :mod:`.scorbot_kinematics` (positions in metres, the base and the sh
 Trials: smoothed Brownian velocities (``brownian.smoothed_brownian``, δ = 0.65, M = 120, clip ±π) in rad/s of the
 arm's clock; the arm advances ``kinematic_step_s`` = 10 ms per network step (the recipe's angle += 0.01·ω), so a
 249-step trial of 1-ms network steps moves the arm for 2.49 s. The target angles are clipped to the joint limits
-(base ±130°, shoulder ±70°) and the target hand path is computed from the clipped angles; the target velocities
-are not recomputed (as in the recipe, so the two targets disagree where the clip acts). Inputs: the learning
+(base ±130°, shoulder ±70°) and the target hand path is computed from the clipped angles. The target velocities
+are, by default, not recomputed (as in the recipe, whose velocity output is scored on the unclipped ω: the two
+targets disagree where the clip acts); ``consistent_targets`` makes them the velocities of the clipped path, so
+that following them exactly reproduces the target path. Either way ``extra["clip_free"]`` marks the trajectories
+the clip never acts on, the subset (``subsets``) the evaluation also reports. Inputs: the learning
 network sees a sequential clock (5 neurons, each spiking every 10 ms for 50 ms in turn); the error module
 (learning-signal generator) additionally sees the 48-neuron binary code of the target hand path (``context``).
 
@@ -26,7 +29,7 @@ import torch
 
 from ..errors import ConfigError, require_count, require_positive
 from ..units import whole_steps
-from .base import FamilyBase, TaskBatch
+from .base import FamilyBase, TaskBatch, require_bool
 from .brownian import binary_position_code, check_code_bits, sequential_clock, smoothed_brownian
 from .scorbot_figure import figure_one_shot
 from .scorbot_kinematics import (  # noqa: F401 (the kinematics are part of this module's public names)
@@ -51,6 +54,9 @@ class ScorbotBrownian(FamilyBase):
     base_limit_deg: float = 130.0
     shoulder_limit_deg: float = 70.0
     kinematic_step_s: float = 0.01  # arm time per network step (the recipe's angle += 0.01·ω)
+    # the target velocities: false, the recipe's (unclipped, inconsistent with the clipped path where the joint
+    # limits act); true, those of the clipped path ((θ_c^t − θ_c^{t−1}) / kinematic_step_s, θ_c^{−1} = 0)
+    consistent_targets: bool = False
     _: KW_ONLY
     dt_ms: float  # the run's time step (task.dt_ms): the recipe's trials need 1 ms
 
@@ -66,6 +72,7 @@ class ScorbotBrownian(FamilyBase):
         for key in ("n_steps", "n_clock", "clock_segment_ms", "clock_period_ms", "window"):
             require_count(f"{self.name}.{key}", getattr(self, key))
         check_code_bits(f"{self.name}.code_bits", self.code_bits)
+        require_bool(f"{self.name}.consistent_targets", self.consistent_targets)
         for key in ("delta", "clip", "base_limit_deg", "shoulder_limit_deg", "kinematic_step_s", "dt_ms"):
             require_positive(f"{self.name}.{key}", getattr(self, key))
         if self.n_steps < self.window - 1:
@@ -95,14 +102,20 @@ class ScorbotBrownian(FamilyBase):
         return self.trials(omega, dtype)
 
     def trials(self, omega: torch.Tensor, dtype: torch.dtype = torch.float32) -> TaskBatch:
-        """The trials of target velocities ``omega [B, n_steps, 2]`` (rad/s): clock, clipped target angles, the
-        target path and its binary code (deterministic: no generator needed)."""
+        """The trials of drawn velocities ``omega [B, n_steps, 2]`` (rad/s): clock, clipped target angles, the
+        target path and its binary code, the target velocities (``consistent_targets``) and which trajectories
+        the clip never acts on (deterministic: no generator needed)."""
         if omega.dim() != 3 or omega.shape[1:] != (self.n_steps, 2):
             raise ConfigError(f"{self.name}.joint_velocities", f"must have shape [B, {self.n_steps}, 2], got "
                               f"{list(omega.shape)}")
         limits = self.limits.to(omega.device)
-        angles = torch.maximum(torch.minimum(moving_joint_angles(omega.to(torch.float64), self.kinematic_step_s),
-                                             limits), -limits)
+        free = moving_joint_angles(omega.to(torch.float64), self.kinematic_step_s)
+        angles = torch.maximum(torch.minimum(free, limits), -limits)
+        # [B], 1 where the clamp leaves every step as it is (a number, as the rest of extra: it is cast and
+        # withheld alike)
+        clip_free = (free.abs() <= limits).all(-1).all(-1)
+        if self.consistent_targets:
+            omega = torch.diff(angles, dim=-2, prepend=torch.zeros_like(angles[..., :1, :])) / self.kinematic_step_s
         hand = hand_path(angles)
         steps = whole_steps(f"{self.name}.dt_ms", "clock_segment_ms", self.clock_segment_ms, self.dt_ms)
         period = whole_steps(f"{self.name}.dt_ms", "clock_period_ms", self.clock_period_ms, self.dt_ms)
@@ -110,8 +123,13 @@ class ScorbotBrownian(FamilyBase):
         clock = clock.expand(omega.shape[0], -1, -1)
         mask = torch.ones(omega.shape[0], self.n_steps, dtype=dtype, device=omega.device)
         return TaskBatch(clock.to(dtype).contiguous(), omega.to(dtype), mask,
-                         {"hand": hand.to(dtype), "angles": angles.to(dtype)}, dt_ms=self.dt_ms,
-                         context=binary_position_code(hand, self.code_bits).to(dtype))
+                         {"hand": hand.to(dtype), "angles": angles.to(dtype), "clip_free": clip_free.to(dtype)},
+                         dt_ms=self.dt_ms, context=binary_position_code(hand, self.code_bits).to(dtype))
+
+    def subsets(self, batch: TaskBatch) -> dict[str, torch.Tensor]:
+        """The trajectories an evaluation also reports apart (``[B]`` bool each): ``clip_free``, those whose
+        target angles never reach the joint limits (the recipe's two targets agree on them)."""
+        return {"clip_free": batch.extra["clip_free"] == 1}
 
     def produced_path(self, y: torch.Tensor) -> torch.Tensor:
         """The end effector's path ``[..., T, 3]`` (m) of the produced velocities (no clipping, as the recipe)."""
