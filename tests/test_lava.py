@@ -46,6 +46,17 @@ if _python310() is None:
                 allow_module_level=True)
 
 
+def running(pid: int) -> bool:
+    """Whether process ``pid`` still runs. A zombie has ended: a runtime process whose parent, the program, was
+    killed first is reparented to the container's PID 1, which need not reap it (seen in CI), and it stays in
+    /proc holding nothing and writing nothing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
 def lava_processes(marker: str) -> list[str]:
     """Processes still alive whose command line names ``marker`` (the Lava runtime's processes are forks of the
     program and carry its command line)."""
@@ -223,7 +234,10 @@ def test_sigterm_to_hardware_run_ends_the_lava_program_and_leaves_no_report(expo
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "eprop-l2l: interrupted", err
-    assert lava_processes(str(out)) == [] and not any(Path(f"/proc/{pid}").exists() for pid in program)
+    deadline = time.time() + 10  # SIGKILL is delivered asynchronously: a runtime process may take a moment to end
+    while (lava_processes(str(out)) or any(running(pid) for pid in program)) and time.time() < deadline:
+        time.sleep(0.05)
+    assert lava_processes(str(out)) == [] and not any(running(pid) for pid in program)
     time.sleep(2)
     assert not out.exists() and list(tmp_path.iterdir()) == []
     if "Exception ignored" in err:  # printed by the Lava program, not by eprop-l2l: the rest holds
