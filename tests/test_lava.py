@@ -19,12 +19,14 @@ import numpy as np
 import pytest
 
 from eprop_l2l.cli import main
+from eprop_l2l.hardware.description import READ_VERSIONS
 from eprop_l2l.hardware.lava import launcher
 
 ROOT = Path(__file__).resolve().parent.parent
 LAVA_PY = ROOT / ".venv-lava" / "bin" / "python"
 QUIET = ("wandb.mode=disabled", "run.progress=false")
 N_TASKS = 5
+UNKNOWN_VERSION = max(READ_VERSIONS) + 1  # the first format version this reader does not read
 
 
 def _python310() -> str | None:
@@ -279,14 +281,14 @@ def test_incompatible_artefacts_give_one_line_and_exit_2(export_dir, tmp_path, c
     expected = {"manifest_version": "format version", "rule_version": "format version",
                 "foreign_format": "format", "tampered": "sha256", "missing_file": "missing"}[case]
     if case == "manifest_version":
-        manifest["format_version"] = 3  # unknown: this reader reads 1 and 2
+        manifest["format_version"] = UNKNOWN_VERSION
         (bad / "manifest.json").write_text(json.dumps(manifest))
     elif case == "foreign_format":
         manifest["format"] = "something-else"
         (bad / "manifest.json").write_text(json.dumps(manifest))
     elif case == "rule_version":
         rule = json.loads((bad / "rule.json").read_text())
-        rule["format_version"] = 3
+        rule["format_version"] = UNKNOWN_VERSION
         (bad / "rule.json").write_text(json.dumps(rule))
         resign(bad)
     elif case == "tampered":

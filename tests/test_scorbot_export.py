@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from eprop_l2l.cli import main
-from eprop_l2l.hardware.description import ExportError
+from eprop_l2l.hardware.description import READ_VERSIONS, ExportError
 from eprop_l2l.hardware.lava import artefacts, launcher, plants
 from eprop_l2l.hardware.plant import plant_record
 from eprop_l2l.runs.evaluation import evaluation_setup
@@ -96,7 +96,8 @@ def resign(directory: Path) -> None:
     (lambda r: r.update(step_s="fast"), r"step_s: must be a number, got 'fast'"),
     (lambda r: r.update(metric="rmse"), r"metric: 'rmse' \(choose from mse_cart, deviation_cm\)"),
     (lambda r: r.update(colour="red"), r"colour: unknown key"),
-    (lambda r: r.update(format_version=3), r"format version 3; this eprop-l2l reads versions 1, 2"),
+    (lambda r: r.update(format_version=max(READ_VERSIONS) + 1),  # the first version this reader does not read
+     rf"format version {max(READ_VERSIONS) + 1}; this eprop-l2l reads versions {', '.join(map(str, READ_VERSIONS))}"),
 ])
 def test_a_malformed_plant_record_is_refused_in_one_line_naming_the_file_and_key(scorbot, tmp_path, edit, message):
     bad = tmp_path / "bad"
