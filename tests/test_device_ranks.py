@@ -4,18 +4,12 @@ derived from the config seed, its rank and the iteration (``process_generator``)
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import torch
 
 from eprop_l2l.meta.trainer import Shard, process_generator
+from tests.workers import torchrun_workers
 from tests.workers.device_noise import one_iteration
 
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline"}
 # one iteration of the tiny preset on the PCM model in one process, as the code before per-process streams drew it
 ONE_PROCESS = {"loss": 65.64704895019531, "w_rec": -1.1426147390156984, "first_read": -6.324187792139128}
 
@@ -36,11 +30,7 @@ def test_process_streams_differ_by_rank_and_iteration_and_are_derived_again():
 
 def test_two_processes_draw_independent_device_noise(tmp_path):
     prefix = tmp_path / "noise"
-    torchrun = Path(sys.executable).parent / "torchrun"
-    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2",
-                             str(ROOT / "tests" / "workers" / "device_noise.py"), str(prefix)],
-                            env=ENV, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    torchrun_workers("device_noise.py", str(prefix))
     ranks = [torch.load(f"{prefix}.rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     # both processes program the same initial weights: under one shared stream their first reads were equal

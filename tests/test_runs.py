@@ -19,6 +19,7 @@ import torch
 from eprop_l2l.cli import main
 from eprop_l2l.runs.checkpoint import latest_checkpoint
 from eprop_l2l.runs.evaluation import evaluation_name
+from tests.workers import torchrun_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIET = ("wandb.mode=disabled", "run.progress=false")
@@ -262,11 +263,7 @@ def test_two_process_meta_gradient_equals_one_process(tmp_path):
     from tests.workers.meta_gradient import meta_gradient
 
     out = tmp_path / "grads.pt"
-    torchrun = Path(sys.executable).parent / "torchrun"
-    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2",
-                             str(ROOT / "tests" / "workers" / "meta_gradient.py"), str(out)],
-                            env=ENV, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    torchrun_workers("meta_gradient.py", str(out))
     two = torch.load(out, weights_only=True)
     assert two["world_size"] == 2
     one = meta_gradient(distributed.setup())
