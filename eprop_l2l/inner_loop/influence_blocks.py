@@ -15,7 +15,8 @@ Per step, with the Jacobians of ``cell.step`` taken in compressed form by ``torc
   Neurons whose such sets never meet share one probe direction (a greedy colouring of the coupling graph), so
   the structural entries come from F·C tangents for C colours (C = N only for a dense W^rec);
 * M̄^t = ∂c^t/∂θ: a weight row acts on its own neuron within a step, so one probe per gate × presynaptic unit,
-  set on every row at once, gives every non-zero entry (X tangents);
+  set on every row at once, gives every non-zero entry (X tangents, formed in parts of about the kept
+  influence's size; each carries a whole weight matrix, so this probe's time is O(B·N²·X));
 * M_new[(k, j)] = Σ_{k'} J[k, k'] M[(k', j)] over the k' that k depends on and whose pair (k', j) is kept, in
   chunks of ``chunk`` products (the temporary stays below the influence's own size), + M̄ where k = j.
 
@@ -27,7 +28,7 @@ entries as in the dense form, so ``rtrl_grads(..., storage="sparse")`` equals ``
 from __future__ import annotations
 
 import torch
-from torch.func import jacfwd
+from torch.func import jacfwd, jvp, vmap
 
 from ..cells.base import mask_self_connections
 from ..errors import ConfigError
@@ -49,6 +50,19 @@ def ravel(tensors):
         return out
 
     return flat, unravel
+
+
+def jacobian_columns(fn, point: torch.Tensor, columns: torch.Tensor, part: int) -> torch.Tensor:
+    """∂fn/∂point at ``point`` for the entries ``columns`` of it (``[outputs, len(columns)]``), by forward-mode
+    tangents ``part`` at a time: ``jacfwd`` would hold one tangent of ``point``'s size per column at once, and
+    every intermediate of ``fn`` as many times (for the weights of the dense recursion: P², N⁴)."""
+    parts = []
+    for start in range(0, columns.numel(), part):
+        chosen = columns[start : start + part]
+        basis = torch.zeros(chosen.numel(), point.numel(), dtype=point.dtype, device=point.device)
+        basis[torch.arange(chosen.numel(), device=point.device), chosen] = 1.0
+        parts.append(vmap(lambda v: jvp(fn, (point,), (v,))[1])(basis))
+    return torch.cat(parts, 0).T
 
 
 def coupling(network, params) -> torch.Tensor:
@@ -163,7 +177,10 @@ def sparse_influence_grads(network, params, x, target, mask, loss, regularizer, 
         spread = state_probe.reshape(fields, colours)[:, pattern.colour].unsqueeze(1).expand(fields, batch, n)
         state = state_type(*unravel_c(c_ + spread.reshape(-1)))
         new, _ = cell.step({**fixed, **theta_cell, **cell_params(probe)}, state, x_t, paths)
-        flat = ravel(list(new))[0]
+        return ravel(list(new))[0]
+
+    def state_transition(state_probe, c_, x_t):
+        flat = transition(zero_probe, state_probe, c_, x_t)
         return flat, flat
 
     def readout_transition(theta_, y_, c_):
@@ -186,13 +203,23 @@ def sparse_influence_grads(network, params, x, target, mask, loss, regularizer, 
     zero_probe = torch.zeros(width, dtype=x.dtype, device=x.device)
     zero_state = torch.zeros(fields * colours, dtype=x.dtype, device=x.device)
     chunk = max(1, chunk or pattern.size)
+    # M̄'s tangents carry whole weight matrices (rows × presynaptic units each): formed in parts of about the
+    # influence's own size (16 tangents at least, a bound on the calls), so that they hold no more than a
+    # constant times it (their time, X products of that size, is O(B·N²·X))
+    basis = torch.eye(width, dtype=x.dtype, device=x.device)
+    largest = max(network.cell.rows_per_neuron * n * w for _, _, w in columns)
+    probe_chunk = max(16, pattern.size * fields * batch * width // largest)
+    probe_parts = [slice(s, s + probe_chunk) for s in range(0, width, probe_chunk)]
     y = y0.reshape(-1)
     grad = torch.zeros(n, width, dtype=x.dtype, device=x.device)
     grad_ro = torch.zeros_like(theta_ro)
     value = torch.zeros((), dtype=x.dtype, device=x.device)
     spikes = []
     for t in range(x.shape[1]):
-        (immediate, jac_c), c = jacfwd(transition, argnums=(0, 1), has_aux=True)(zero_probe, zero_state, c, x[:, t])
+        immediate = torch.cat([vmap(lambda du, c_=c, x_t=x[:, t]: jvp(
+            lambda u: transition(u, zero_state, c_, x_t), (zero_probe,), (du,))[1])(basis[part])
+            for part in probe_parts], 0).T  # [S, X]: a tangent moves every row of a weight column at once
+        jac_c, c = jacfwd(state_transition, has_aux=True)(zero_state, c, x[:, t])
         # J's structural entries [Q, F, B, F'] and M̄ [N, F, B, X], from the compressed Jacobians
         jac_c = jac_c.reshape(fields, batch, n, fields, colours).permute(2, 4, 0, 1, 3)
         new = torch.zeros_like(m)

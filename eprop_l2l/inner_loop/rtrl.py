@@ -33,8 +33,8 @@ from ..cells.base import GRADIENT_PATHS, Params, mask_self_connections
 from ..errors import require_choice, require_count
 from ..numerics.linalg import is_per_task
 from .eprop import DEFAULT_PLASTIC, RECURRENT_WEIGHTS
+from .influence_blocks import jacobian_columns, reachable, sparse_influence_grads
 from .influence_blocks import ravel as _ravel
-from .influence_blocks import reachable, sparse_influence_grads
 from .losses import Loss
 from .regularization import RateRegularizer
 
@@ -117,15 +117,27 @@ def rtrl_grads(network, params: Params, x, target, mask, loss: Loss, regularizer
     value = torch.zeros((), dtype=x.dtype, device=x.device)
     spike_sensitivity = 0.0  # Σ_t dz^t/dθ, for the rate regulariser (a function of the trial mean)
     spikes = []
+    # ∂/∂θ only where θ acts (the cell's tensors on the cell, the readout's on the readout), S tangents at a time:
+    # the memory of M itself
+    offsets = torch.tensor([0, *(params[n].numel() for n in names)], device=x.device).cumsum(0).tolist()
+    ranges = [torch.arange(a, b, device=x.device) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    on_cell = torch.cat([r for n, r in zip(names, ranges, strict=True) if n in RECURRENT_WEIGHTS] + [ranges[0][:0]])
+    on_readout = torch.cat([r for n, r in zip(names, ranges, strict=True) if n not in RECURRENT_WEIGHTS]
+                           + [ranges[0][:0]])
+    part = c.numel()
     for t in range(x.shape[1]):
         x_t = x[:, t]
-        jac_c, jac_theta = jacfwd(cell_transition, argnums=(1, 0))(theta, c, x_t)
-        cell_sensitivity = jac_c @ cell_sensitivity + jac_theta
+        jac_c = jacfwd(cell_transition, argnums=1)(theta, c, x_t)
+        cell_sensitivity = jac_c @ cell_sensitivity
+        cell_sensitivity[:, on_cell] += jacobian_columns(lambda th, c_=c, x_t=x_t: cell_transition(th, c_, x_t),
+                                                         theta, on_cell, part)
         if kept is not None:
             cell_sensitivity = cell_sensitivity * kept
         c = cell_transition(theta, c, x_t)
-        jac_y, jac_yc, jac_ytheta = jacfwd(readout_transition, argnums=(1, 2, 0))(theta, y, c)
-        readout_sensitivity = jac_y @ readout_sensitivity + jac_yc @ cell_sensitivity + jac_ytheta
+        jac_y, jac_yc = jacfwd(readout_transition, argnums=(1, 2))(theta, y, c)
+        readout_sensitivity = jac_y @ readout_sensitivity + jac_yc @ cell_sensitivity
+        readout_sensitivity[:, on_readout] += jacobian_columns(
+            lambda th, y_=y, c_=c: readout_transition(th, y_, c_), theta, on_readout, part)
         y = readout_transition(theta, y, c)
         grad = grad + jacfwd(step_loss)(y, t) @ readout_sensitivity
         value = value + step_loss(y, t)
