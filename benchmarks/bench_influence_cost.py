@@ -8,27 +8,30 @@ B = ``--batch``, T = ``--steps``, float64 (the influence family's reference prec
 
 * time per step: the median over ``--repeats`` runs of a whole trial divided by T, the cases alternating within
   each repeat (ratios compare like with like on a loaded machine);
-* peak memory: the largest growth, during one trial, of what torch's CPU allocator holds — every allocation and
-  free in time order, from the profiler (``profile_memory``; the native kernels allocate there too). Exact and
-  free of the noise of a process's resident size; the inputs and parameters, built before, are not counted;
+* peak memory: the largest growth, during one more trial, of the bytes malloc has handed out (glibc's
+  ``mallinfo2``, sampled every 0.2 ms by a second thread: torch releases the GIL inside its operations, and its
+  CPU tensors and the native kernels' buffers all come from malloc). Free of the noise of a process's resident
+  size and of a profiler's own memory (which grows with every operation recorded: gigabytes for RTRL); a peak
+  shorter than the sampling interval can be missed. The inputs and parameters, built before, are not counted;
 * influence entries: the numbers the influence matrix holds (RTRL: S·P; SnAp-2 and OSTL: the kept pairs'
   entries, ``influence_blocks.kept_entries``).
 
-    python benchmarks/bench_influence_cost.py [--sizes 48 96 192] [--steps 8] [--cases rtrl snap2 ...] [--out F]
+    python benchmarks/bench_influence_cost.py [--sizes 32 64 128] [--steps 8] [--cases rtrl snap2 ...] [--out F]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import math
 import statistics
 import sys
+import threading
 import time
 
 import torch
 from _results import check_out, write_result
 from bench_eprop_trial import _cpu_name
-from torch.profiler import ProfilerActivity, profile
 
 from eprop_l2l.cells.lif import LIF
 from eprop_l2l.cells.network import RecurrentNetwork
@@ -56,19 +59,41 @@ EXPECTED = {
 }
 
 
-def peak_bytes(run) -> int:
-    """The largest growth of the memory torch's CPU allocator holds while ``run()`` runs, above what it held at
-    the start: every allocation and free, time-ordered, from the profiler (native kernels allocate through the
-    same allocator, so they count too)."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _in_use():
+    """The bytes malloc has handed out and not taken back (glibc's ``mallinfo2().uordblks``, mapped blocks
+    included): torch's CPU tensors, the native kernels' too."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _MallInfo2
+    return lambda: libc.mallinfo2().uordblks
+
+
+def peak_bytes(run, interval_s: float = 2e-4) -> int:
+    """The largest growth of malloc's bytes in use while ``run()`` runs, above the value at its start, sampled by a
+    second thread every ``interval_s`` (torch releases the GIL inside its operations) and once at the end."""
+    in_use = _in_use()
+    start = in_use()
+    peak = [start]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], in_use())
+            time.sleep(interval_s)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
         run()
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]")
-    current = peak = 0
-    for _, change in events:
-        current += change
-        peak = max(peak, current)
-    return peak
+        peak[0] = max(peak[0], in_use())
+    finally:
+        done.set()
+        sampler.join()
+    return max(0, peak[0] - start)
 
 
 def build(n_rec: int, n_in: int = 8, fan_in: int = 4, batch: int = 1, steps: int = 10, seed: int = 0):
@@ -114,8 +139,11 @@ def entries(case: str, inputs: tuple) -> int | None:
     return None
 
 
-def peak_mb(case: str, inputs: tuple) -> float:
-    return peak_bytes(lambda: compute(case, inputs)) / 2**20
+def peak_mb(case: str, inputs: tuple, trial_s: float) -> float:
+    """The peak of one trial; a short trial runs several times under the sampler (about 0.5 s in all, at most
+    20), so that its peak is caught however brief."""
+    runs = max(1, min(20, int(0.5 / max(trial_s, 1e-6))))
+    return max(peak_bytes(lambda: compute(case, inputs)) for _ in range(runs)) / 2**20
 
 
 def fit_slope(sizes, values) -> float:
@@ -153,7 +181,7 @@ def table(sizes, cases: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[48, 96, 192])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--n-in", type=int, default=8)
@@ -181,7 +209,7 @@ def main() -> None:
         for case in args.cases:
             rows = measured[case]
             rows["time_ms_per_step"].append(1000 * statistics.median(samples[case]) / args.steps)
-            rows["peak_mb"].append(peak_mb(case, inputs))
+            rows["peak_mb"].append(peak_mb(case, inputs, statistics.median(samples[case])))
             rows["entries"].append(entries(case, inputs))
             print(f"N={n:4d} {case:6s} {rows['time_ms_per_step'][-1]:10.3f} ms/step {rows['peak_mb'][-1]:10.3f} MB "
                   f"entries {rows['entries'][-1]}", flush=True)
