@@ -56,6 +56,8 @@ def jacobian_columns(fn, point: torch.Tensor, columns: torch.Tensor, part: int) 
     """∂fn/∂point at ``point`` for the entries ``columns`` of it (``[outputs, len(columns)]``), by forward-mode
     tangents ``part`` at a time: ``jacfwd`` would hold one tangent of ``point``'s size per column at once, and
     every intermediate of ``fn`` as many times (for the weights of the dense recursion: P², N⁴)."""
+    if columns.numel() == 0:
+        return fn(point).reshape(-1, 1)[:, :0]
     parts = []
     for start in range(0, columns.numel(), part):
         chosen = columns[start : start + part]
@@ -207,7 +209,7 @@ def sparse_influence_grads(network, params, x, target, mask, loss, regularizer, 
     # influence's own size (16 tangents at least, a bound on the calls), so that they hold no more than a
     # constant times it (their time, X products of that size, is O(B·N²·X))
     basis = torch.eye(width, dtype=x.dtype, device=x.device)
-    largest = max(network.cell.rows_per_neuron * n * w for _, _, w in columns)
+    largest = max((network.cell.rows_per_neuron * n * w for _, _, w in columns), default=1)
     probe_chunk = max(16, pattern.size * fields * batch * width // largest)
     probe_parts = [slice(s, s + probe_chunk) for s in range(0, width, probe_chunk)]
     y = y0.reshape(-1)
@@ -218,7 +220,7 @@ def sparse_influence_grads(network, params, x, target, mask, loss, regularizer, 
     for t in range(x.shape[1]):
         immediate = torch.cat([vmap(lambda du, c_=c, x_t=x[:, t]: jvp(
             lambda u: transition(u, zero_state, c_, x_t), (zero_probe,), (du,))[1])(basis[part])
-            for part in probe_parts], 0).T  # [S, X]: a tangent moves every row of a weight column at once
+            for part in probe_parts] + [c.new_zeros(0, c.numel())], 0).T  # [S, X]: a tangent moves a column
         jac_c, c = jacfwd(state_transition, has_aux=True)(zero_state, c, x[:, t])
         # J's structural entries [Q, F, B, F'] and M̄ [N, F, B, X], from the compressed Jacobians
         jac_c = jac_c.reshape(fields, batch, n, fields, colours).permute(2, 4, 0, 1, 3)
@@ -233,7 +235,7 @@ def sparse_influence_grads(network, params, x, target, mask, loss, regularizer, 
         through = torch.einsum("fbeo,efbx->ebox", per_neuron(jac_yc.reshape(batch, outputs, -1)
                                                              .transpose(0, 1))[:, :, pattern.post], m)
         m_y = torch.einsum("pq,jqx->jpx", jac_y, m_y).index_add_(0, pattern.post_of,
-                                                                 through.reshape(pattern.size, -1, width))
+                                                                 through.reshape(pattern.size, batch * outputs, width))
         m_y_ro = jac_y @ m_y_ro + jac_ytheta
         y = readout_transition(theta_ro, y, c)
         error = jacfwd(step_loss)(y, t)
