@@ -145,6 +145,7 @@ def run(tasks: list[str], seeds: list[int], out: Path, overrides: list[str]) -> 
         values = {**TASKS[task], "seeds": list(seeds)}
         rules, refused = accepted_rules(values, overrides)
         folder = out / task
+        out.mkdir(parents=True, exist_ok=True)
         compare(_yaml(values, rules), overrides, str(folder))
         write_curves(folder, task, refused)
         print(f"{task}: {folder}/curves.{{json,md,png}}", flush=True)
