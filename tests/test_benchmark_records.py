@@ -39,7 +39,7 @@ def test_no_out_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("which", ["meta", "trial", "distributed", "roofline", "online"])
+@pytest.mark.parametrize("which", ["meta", "trial", "distributed", "roofline", "online", "cost"])
 def test_every_benchmark_command_starts(which, capsys):
     """`eprop-l2l bench X --help` reaches the script's own help (the scripts share benchmarks/_results.py)."""
     from eprop_l2l.cli import main
@@ -86,3 +86,47 @@ def test_the_online_benchmark_skips_nest_where_it_is_absent(monkeypatch, capsys)
     assert bench_eprop_online.nest_module() is None
     out = capsys.readouterr().out.strip().splitlines()
     assert out == ["nest: not installed (pip install -e '.[nest]'); its case is skipped"]
+
+
+def test_the_cost_benchmark_fits_the_slopes_and_writes_its_record(tmp_path, monkeypatch, capsys):
+    """The influence-cost benchmark (``eprop-l2l bench cost``): the fitted slope of an exact power law is its
+    exponent, and a run at two tiny sizes writes one record per case with a slope beside the expected order and
+    the influence sizes of the recursion (not its timings: those are measured, never asserted)."""
+    import math
+    import sys
+
+    monkeypatch.syspath_prepend(str(RESULTS_FILE.parent))
+    import bench_influence_cost as cost
+
+    sizes = [32, 64, 128]
+    assert cost.fit_slope(sizes, [3.0 * n**2.5 for n in sizes]) == pytest.approx(2.5, abs=1e-12)
+    assert cost.fit_slope([8, 16], [1.0, 1.0]) == 0.0
+    fake = {"rtrl": {"time_ms_per_step": [n**4 / 1e5 for n in sizes], "peak_mb": [n**3 / 1e4 for n in sizes],
+                     "entries": [3 * n**3 for n in sizes]},
+            "bptt": {"time_ms_per_step": [1.0, 2.0, 4.0], "peak_mb": [0.1, 0.4, 1.6], "entries": [None] * 3}}
+    summary = cost.summarise(sizes, fake)
+    assert summary["rtrl"]["slope_time"] == pytest.approx(4) and summary["rtrl"]["slope_memory"] == pytest.approx(3)
+    assert summary["rtrl"]["slope_entries"] == pytest.approx(3) and "slope_entries" not in summary["bptt"]
+    assert summary["bptt"]["slope_time"] == pytest.approx(1) and summary["bptt"]["expected"]["time"] == 2
+    rows = cost.table(sizes, summary).splitlines()
+    assert len(rows) == 4 and rows[2].startswith("| rtrl | ") and "4.00 (4)" in rows[2]
+
+    out = tmp_path / "cost.json"
+    monkeypatch.setattr(sys, "argv", ["bench_influence_cost.py", "--sizes", "4", "8", "--steps", "2", "--repeats",
+                                      "1", "--fan-in", "2", "--n-in", "3", "--out", str(out)])
+    cost.main()
+    record = json.loads(out.read_text())
+    assert record["sizes"] == [4, 8] and set(record["cases"]) == set(cost.CASES)
+    assert record["command"].endswith("--out " + str(out)) and "B=1, T=2" in record["shape"]
+    for case, r in record["cases"].items():
+        assert len(r["time_ms_per_step"]) == len(r["peak_mb"]) == 2 and min(r["peak_mb"]) > 0, case
+        assert math.isfinite(r["slope_time"]) and math.isfinite(r["slope_memory"])
+        assert r["expected"] == cost.EXPECTED[case]
+    network, params, *_ = cost.build(8, n_in=3, fan_in=2, steps=2)
+    fields, columns = 3, 3 + 8  # LIF: v, z, refractory; 3 inputs + 8 recurrent columns per neuron
+    assert record["cases"]["rtrl"]["entries"][1] == fields * 8 * (8 * columns + 2 * 8 + 2)
+    assert record["cases"]["ostl"]["entries"][1] == 8 * fields * columns  # the own pair of each neuron
+    kept_pairs = 8 + int((params["w_rec"] != 0).sum())  # its own and those of the 2 neurons each receives from
+    assert record["cases"]["snap2"]["entries"][1] == kept_pairs * fields * columns
+    assert record["cases"]["eprop"]["entries"] == [None, None]
+    assert "| snap2 | " in capsys.readouterr().out

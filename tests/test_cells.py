@@ -1,4 +1,5 @@
-"""Dynamics of the spiking cells and the readout, pinned to the equations of Bellec et al. 2020."""
+"""Dynamics of the spiking cells (LIF, ALIF, current-based LIF) and the readout, pinned to the equations of Bellec
+et al. 2020; the checks every spiking cell shares are parametrised over the three."""
 
 import math
 
@@ -14,6 +15,8 @@ from eprop_l2l.cells.simulate import simulate
 from eprop_l2l.numerics.filters import anticausal_filter, causal_filter
 
 from .builders import make_cell, make_trial
+
+SPIKING_KINDS = ["lif", "alif", "cuba_lif"]  # the per-cell checks run on each (cuba_lif's own: tests/test_cuba_lif.py)
 
 
 def test_lif_membrane_reset_and_refractoriness_by_hand():
@@ -53,7 +56,7 @@ def test_init_has_no_self_connections_and_paper_scaling():
     assert params["w_rec"].std().item() == pytest.approx(1 / math.sqrt(300) * math.sqrt(299 / 300), rel=0.02)
 
 
-def test_alif_with_no_adaptive_neurons_is_lif(spiking_kind):
+def test_alif_with_no_adaptive_neurons_is_lif():
     network, params, x, *_ = make_trial(make_cell("lif", dt_ms=1.0))
     lif = simulate(network.cell, params, x)
     alif = simulate(ALIF(n_in=4, n_rec=7, v_th=0.3, n_ref=2, n_adaptive=0, dt_ms=1.0), params, x)
@@ -71,17 +74,20 @@ def test_alif_threshold_adapts_with_own_spikes():
     assert torch.allclose(a[1:], rho * a[:-1] + z[:-1])
 
 
-def test_gradient_paths_never_change_values(spiking_kind):
-    network, params, x, *_ = make_trial(make_cell(spiking_kind))
-    runs = [simulate(network.cell, params, x, paths=p) for p in ("full", "no_reset", "local")]
+@pytest.mark.parametrize("kind", SPIKING_KINDS)
+def test_gradient_paths_never_change_values(kind):
+    network, params, x, *_ = make_trial(make_cell(kind))
+    runs = [simulate(network.cell, params, x, paths=p) for p in ("full", "no_reset", "local", "internal")]
     for run in runs[1:]:
         assert torch.equal(run.outputs, runs[0].outputs)
 
 
 @pytest.mark.parametrize("per_task", [False, True])
-def test_closed_form_traces_equal_autodiff_traces(spiking_kind, per_task):
-    """e_ji^t from the hand-written recursions == tangents of ``step`` under the e-prop convention (1e-10)."""
-    network, params, x, *_ = make_trial(make_cell(spiking_kind), per_task=per_task, steps=30)
+@pytest.mark.parametrize(("kind", "steps", "psi_steps"), [("lif", 30, 20), ("alif", 30, 20), ("cuba_lif", 40, 15)])
+def test_closed_form_traces_equal_autodiff_traces(kind, steps, psi_steps, per_task):
+    """e_ji^t from the hand-written recursions == tangents of ``step`` under the e-prop convention (1e-10); for
+    the current-based cell the two nested presynaptic filters of ``cells/cuba_lif.py``."""
+    network, params, x, *_ = make_trial(make_cell(kind), per_task=per_task, steps=steps)
     cell = network.cell
     autodiff = AutodiffTraces(cell, ("w_in", "w_rec"))
     state = cell.init_state(x.shape[0], dtype=x.dtype)
@@ -98,7 +104,7 @@ def test_closed_form_traces_equal_autodiff_traces(spiking_kind, per_task):
             worst = max(worst, (e - elig[name]).abs().max().item())
             largest = max(largest, e.abs().max().item())
         nonzero_psi_steps += int(cell.psi(params, state).abs().sum() > 0)
-    assert largest > 0.1 and nonzero_psi_steps > 20
+    assert largest > 0.1 and nonzero_psi_steps > psi_steps
     assert worst <= 1e-10 * largest
 
 

@@ -8,7 +8,10 @@
   recurrence, the registered rule's reverse mode (BPTT of ``paths="internal"``) == its forward influence form,
   LIF / ALIF / CUBA / LSTM / rate, through autograd's loop and the spiking loop's hand-written backward;
 * each is an approximation once longer paths exist (the comparisons can fail), the kept pattern is the one the
-  coupling graph says, and its size lies between e-prop's and RTRL's.
+  coupling graph says, and its size lies between e-prop's and RTRL's;
+* the sparse storage (``storage="sparse"``, :mod:`eprop_l2l.inner_loop.influence_blocks`: the kept entries
+  alone) equals the dense reference to float64 rounding (≤ 1e-12) for every cell and order, and holds exactly the
+  entries the dense pattern keeps (pinned for one network).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from eprop_l2l.error_modules.feedback import Feedback
 from eprop_l2l.errors import ConfigError
 from eprop_l2l.inner_loop.bptt import bptt_grads
 from eprop_l2l.inner_loop.eprop import eprop_fused
+from eprop_l2l.inner_loop.influence_blocks import dense_entries, kept_entries, reachable
 from eprop_l2l.inner_loop.losses import Loss
 from eprop_l2l.inner_loop.regularization import RateRegularizer
 from eprop_l2l.inner_loop.rtrl import influence_pattern, rtrl_grads
@@ -154,7 +158,88 @@ def test_the_kept_pattern_follows_the_coupling_graph():
 
 def test_bad_order_and_paths_are_refused_in_one_line():
     network, params, x, target, mask, _ = trial("lif", n_rec=3, steps=2)
-    for keywords, key in (({"order": 0}, "rtrl.order"), ({"paths": "none"}, "rtrl.paths")):
+    per_task = {k: v.expand(2, *v.shape) for k, v in params.items()}
+    for weights, keywords, key in ((params, {"order": 0}, "rtrl.order"), (params, {"paths": "none"}, "rtrl.paths"),
+                                   (params, {"storage": "packed"}, "rtrl.storage"),
+                                   (per_task, {"storage": "sparse"}, "rtrl.storage")):
         with pytest.raises(ConfigError) as err:
-            rtrl_grads(network, params, x, target, mask, Loss(), **keywords)
+            rtrl_grads(network, weights, x, target, mask, Loss(), **keywords)
         assert str(err.value).startswith(f"{key}: ") and "\n" not in str(err.value)
+
+
+def sparse_recurrence(network, params, keep: float = 0.5) -> None:
+    """Drop the weaker recurrent weights (in place): a coupling graph with paths of several lengths."""
+    w = params["w_rec"]
+    w[w.abs() < keep] = 0.0
+
+
+@pytest.mark.parametrize("order", [1, 2, None])
+@pytest.mark.parametrize("kind", [*KINDS, "lstm", "rate"])
+def test_sparse_storage_equals_the_dense_reference(kind, order):
+    if kind in KINDS:
+        network, params, x, target, mask, _ = trial(kind, steps=25, rec_gain=2.0, input_gain=0.4)
+        sparse_recurrence(network, params)
+    else:
+        network, params, x, target, mask, _ = make_trial(other_cell(kind), batch=2, steps=15)
+        sparse_recurrence(network, params, 0.3)
+    reg = REG if kind in KINDS else None
+    dense, value = rtrl_grads(network, params, x, target, mask, Loss(), reg, order=order)
+    sparse, sparse_value = rtrl_grads(network, params, x, target, mask, Loss(), reg, order=order, storage="sparse",
+                                      chunk=7)  # several chunks of pair products
+    assert torch.allclose(sparse_value, value, rtol=1e-12)
+    assert sparse.keys() == dense.keys()
+    for name in dense:
+        assert dense[name].norm() > 0, name
+        assert relative_error(sparse[name], dense[name]) <= 1e-12, name
+
+
+def test_sparse_storage_under_e_props_reset_convention():
+    network, params, x, target, mask, _ = trial("alif", steps=25, rec_gain=2.0)
+    sparse_recurrence(network, params)
+    dense, _ = rtrl_grads(network, params, x, target, mask, Loss(), REG, order=2, paths="no_reset")
+    sparse, _ = rtrl_grads(network, params, x, target, mask, Loss(), REG, order=2, paths="no_reset", storage="sparse")
+    for name in dense:
+        assert relative_error(sparse[name], dense[name]) <= 1e-12, name
+
+
+def test_the_sparse_influence_holds_the_kept_entries_alone():
+    """16 LIF neurons, each receiving from one other (a fixed random fan-in of 1), 3 inputs, batch 2: the sparse
+    storage holds what the dense pattern keeps of the cell's columns (the readout's never act on the cell)."""
+    cell = make_cell("lif", n_in=3, n_rec=16)
+    network, params, *_ = make_trial(cell, batch=2, steps=2)
+    g = torch.Generator().manual_seed(5)
+    w = torch.zeros(16, 16, dtype=torch.float64)
+    for k in range(16):
+        sources = [j for j in torch.randperm(16, generator=g).tolist() if j != k]
+        w[k, sources[0]] = 1.0
+    params["w_rec"] = w
+    names = ["w_in", "w_rec", "w_out", "b_out"]
+    cell_columns = 16 * 3 + 16 * 16
+    for order in (1, 2, 3):
+        pattern = influence_pattern(network, params, names, 2, order)
+        assert kept_entries(network, params, names, 2, order) == int(pattern[:, :cell_columns].sum()), order
+    assert kept_entries(network, params, names, 2, None) == 3 * 2 * 16 * cell_columns  # exact RTRL: every pair
+    reach = reachable(network, params, 2)
+    assert int(reach.sum()) == 16 + 16  # itself and the one neuron each receives from
+    dense = dense_entries(network, params, names, 2)
+    assert dense == 3 * 2 * 16 * (cell_columns + 2 * 16 + 2)  # 3 fields (v, z, refractory) × B × N × P
+    fraction = {order: kept_entries(network, params, names, 2, order) / dense for order in (1, 2, 3)}
+    print("kept fraction by order:", fraction)
+    # per kept pair one neuron's 3 + 16 weight columns, against the 338 columns of all parameters per state row
+    assert fraction[1] == 19 / 338 and fraction[2] == 2 * 19 / 338  # 5.62 % and 11.24 %
+    assert fraction[3] == 3 * 19 / 338  # a functional graph: one more neuron per pair length
+    assert fraction[1] < fraction[2] < fraction[3] < 1
+
+
+@pytest.mark.parametrize("plastic", [("w_in", "w_rec"), ("w_out", "b_out"), ("w_rec",)])
+def test_sparse_storage_with_part_of_the_parameters_plastic(plastic):
+    """Only the cell's tensors, only the readout's, or one tensor: the same gradient as the dense reference."""
+    network, params, x, target, mask, _ = trial("lif", steps=25, rec_gain=2.0, input_gain=0.4)
+    sparse_recurrence(network, params)
+    dense, value = rtrl_grads(network, params, x, target, mask, Loss(), REG, plastic, order=2)
+    sparse, sparse_value = rtrl_grads(network, params, x, target, mask, Loss(), REG, plastic, order=2,
+                                      storage="sparse")
+    assert list(sparse) == list(plastic) and torch.allclose(sparse_value, value, rtol=1e-12)
+    for name in plastic:
+        assert dense[name].norm() > 0, name
+        assert relative_error(sparse[name], dense[name]) <= 1e-12, name

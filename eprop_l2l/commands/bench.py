@@ -10,7 +10,8 @@ from pathlib import Path
 from ..runs.rundir import RunError
 
 BENCHMARKS = {"meta": "bench_meta_iteration.py", "trial": "bench_eprop_trial.py",
-              "distributed": "bench_distributed.py", "roofline": "roofline.py", "online": "bench_eprop_online.py"}
+              "distributed": "bench_distributed.py", "roofline": "roofline.py", "online": "bench_eprop_online.py",
+              "cost": "bench_influence_cost.py"}
 ROOT = Path(__file__).resolve().parents[2]  # the source checkout: eprop_l2l/commands/bench.py → the repository
 
 

@@ -19,8 +19,9 @@ stays exact given the cell's influence. ``order=1`` keeps the neuron-internal en
 neuron-internal blocks (reset included): the temporal eligibility of OSTL (Bohnstingl et al. 2022), whose spatial
 part is the exact ∂E^t/∂s^t through the readout — the forward form of the rule ``ostl``, which computes the
 same gradient in reverse mode (BPTT of the cells' ``paths="internal"``). ``order=2`` is SnAp-2: exact when W^rec
-has no path of two coupling steps (W^rec's pattern squared is zero). This reference keeps M dense and zeroes the
-dropped entries; the kept count (``influence_pattern(...).sum()``) is what a sparse implementation stores.
+has no path of two coupling steps (W^rec's pattern squared is zero). This reference (``storage="dense"``) keeps M
+dense and zeroes the dropped entries; ``storage="sparse"`` (:mod:`.influence_blocks`) stores the kept entries alone,
+so SnAp-n's and OSTL's memory is O(kept) rather than O(S·P), with the same gradient to rounding.
 """
 
 from __future__ import annotations
@@ -32,23 +33,12 @@ from ..cells.base import GRADIENT_PATHS, Params, mask_self_connections
 from ..errors import require_choice, require_count
 from ..numerics.linalg import is_per_task
 from .eprop import DEFAULT_PLASTIC, RECURRENT_WEIGHTS
+from .influence_blocks import jacobian_columns, reachable, sparse_influence_grads
+from .influence_blocks import ravel as _ravel
 from .losses import Loss
 from .regularization import RateRegularizer
 
-
-def _ravel(tensors):
-    shapes = [t.shape for t in tensors]
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-
-    def unravel(vector):
-        out, offset = [], 0
-        for shape in shapes:
-            size = shape.numel()
-            out.append(vector[offset : offset + size].reshape(shape))
-            offset += size
-        return out
-
-    return flat, unravel
+STORAGES = ("dense", "sparse")
 
 
 def influence_pattern(network, params: Params, names: list[str], batch: int, order: int) -> torch.Tensor:
@@ -60,13 +50,7 @@ def influence_pattern(network, params: Params, names: list[str], batch: int, ord
     readout's own rows are not masked: they follow from the kept cell rows."""
     cell, n = network.cell, network.cell.n_rec
     w_rec = params["w_rec"].detach()
-    w_rec = w_rec.abs().sum(0) if is_per_task(w_rec) else w_rec.abs()
-    coupling = w_rec.reshape(cell.rows_per_neuron, n, n).sum(0) > 0  # [k, j]: neuron k receives from j
-    step = (coupling | torch.eye(n, dtype=torch.bool, device=w_rec.device)).to(torch.float64)
-    reach = torch.eye(n, dtype=torch.float64, device=w_rec.device)
-    for _ in range(order - 1):
-        reach = ((step @ reach) > 0).to(torch.float64)
-    reach = reach > 0
+    reach = reachable(network, params, order)  # [k, j]
     state = cell.init_state(batch, dtype=w_rec.dtype, device=w_rec.device)
     state_neuron = torch.cat([torch.arange(f.numel(), device=w_rec.device) % n for f in state])
     columns = []
@@ -84,15 +68,21 @@ def influence_pattern(network, params: Params, names: list[str], batch: int, ord
 
 def rtrl_grads(network, params: Params, x, target, mask, loss: Loss, regularizer: RateRegularizer | None = None,
                plastic: tuple[str, ...] = DEFAULT_PLASTIC, *, order: int | None = None,
-               paths: str = "full") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+               paths: str = "full", storage: str = "dense",
+               chunk: int | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """dE/dθ for the plastic parameters by the forward recursion; ``order`` keeps part of the influence matrix
     (:func:`influence_pattern`; None: all of it, exact RTRL); ``paths`` is the cells' gradient-path convention
-    of J (``"no_reset"``: the reset acts as a constant, as in e-prop)."""
+    of J (``"no_reset"``: the reset acts as a constant, as in e-prop). ``storage="dense"`` holds M whole and
+    zeroes the dropped entries (the reference); ``"sparse"`` stores the kept entries alone
+    (:mod:`.influence_blocks`, shared weights; ``chunk``: the most pair products formed at once)."""
     cell, readout = network.cell, network.readout
     require_choice("rtrl.paths", paths, GRADIENT_PATHS)
+    require_choice("rtrl.storage", storage, STORAGES)
     if order is not None:
         require_count("rtrl.order", order)
     names = [n for n in plastic if n in params]
+    if storage == "sparse":
+        return sparse_influence_grads(network, params, x, target, mask, loss, regularizer, names, order, paths, chunk)
     fixed = {k: v for k, v in params.items() if k not in names}
     theta, unravel_theta = _ravel([params[n].detach() for n in names])
     batch = x.shape[0]
@@ -127,15 +117,27 @@ def rtrl_grads(network, params: Params, x, target, mask, loss: Loss, regularizer
     value = torch.zeros((), dtype=x.dtype, device=x.device)
     spike_sensitivity = 0.0  # Σ_t dz^t/dθ, for the rate regulariser (a function of the trial mean)
     spikes = []
+    # ∂/∂θ only where θ acts (the cell's tensors on the cell, the readout's on the readout), S tangents at a time:
+    # the memory of M itself
+    offsets = torch.tensor([0, *(params[n].numel() for n in names)], device=x.device).cumsum(0).tolist()
+    ranges = [torch.arange(a, b, device=x.device) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    on_cell = torch.cat([r for n, r in zip(names, ranges, strict=True) if n in RECURRENT_WEIGHTS] + [ranges[0][:0]])
+    on_readout = torch.cat([r for n, r in zip(names, ranges, strict=True) if n not in RECURRENT_WEIGHTS]
+                           + [ranges[0][:0]])
+    part = c.numel()
     for t in range(x.shape[1]):
         x_t = x[:, t]
-        jac_c, jac_theta = jacfwd(cell_transition, argnums=(1, 0))(theta, c, x_t)
-        cell_sensitivity = jac_c @ cell_sensitivity + jac_theta
+        jac_c = jacfwd(cell_transition, argnums=1)(theta, c, x_t)
+        cell_sensitivity = jac_c @ cell_sensitivity
+        cell_sensitivity[:, on_cell] += jacobian_columns(lambda th, c_=c, x_t=x_t: cell_transition(th, c_, x_t),
+                                                         theta, on_cell, part)
         if kept is not None:
             cell_sensitivity = cell_sensitivity * kept
         c = cell_transition(theta, c, x_t)
-        jac_y, jac_yc, jac_ytheta = jacfwd(readout_transition, argnums=(1, 2, 0))(theta, y, c)
-        readout_sensitivity = jac_y @ readout_sensitivity + jac_yc @ cell_sensitivity + jac_ytheta
+        jac_y, jac_yc = jacfwd(readout_transition, argnums=(1, 2))(theta, y, c)
+        readout_sensitivity = jac_y @ readout_sensitivity + jac_yc @ cell_sensitivity
+        readout_sensitivity[:, on_readout] += jacobian_columns(
+            lambda th, y_=y, c_=c: readout_transition(th, y_, c_), theta, on_readout, part)
         y = readout_transition(theta, y, c)
         grad = grad + jacfwd(step_loss)(y, t) @ readout_sensitivity
         value = value + step_loss(y, t)
