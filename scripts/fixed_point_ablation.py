@@ -96,7 +96,7 @@ VARIANTS = {
     # e-prop 2: the error module at Loihi precision (hardware/fixed_module.py), alone and with the rule's formats
     "module: Loihi precision (rule float)": {"rule": "float", "module": {}},
     "module: Loihi precision + rule loihi": {"module": {}},
-    "module: Loihi precision + rule loihi, psi*L split": {"format": {"y_split": True}, "module": {}},
+    "module: Loihi precision + rule loihi + psi*L split": {"format": {"y_split": True}, "module": {}},
 }
 
 

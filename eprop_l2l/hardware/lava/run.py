@@ -26,7 +26,7 @@ import numpy as np
 from ...outputs import OutputError, check_output_dir
 from . import plants
 from . import report as rep
-from .artefacts import ArtefactError, load
+from .artefacts import ArtefactError, fixed_module_format, load
 
 PROG = "eprop-l2l lava"
 EXIT_BAD_INPUT = 2
@@ -150,9 +150,13 @@ def _check(args: argparse.Namespace):
         raise BadInput(f"--signal: {args.signal!r} (choose replay or module)")
     if args.pairing not in (None, "compensated", "shadow"):
         raise BadInput(f"--pairing: {args.pairing!r} (choose compensated or shadow)")
-    if args.signal == "module" and (args.precision == "fixed" or args.pairing == "compensated"):
-        raise BadInput("--signal module: the error module runs with --precision float and the shadow pairing (the "
-                       "module at Loihi precision: the export's emulation, fidelity.json module_loihi)")
+    if args.signal == "module" and args.pairing == "compensated":
+        raise BadInput("--signal module: the error module in Lava runs with the shadow pairing")
+    if args.signal == "module" and args.precision == "fixed":
+        try:  # the module's fixed-point format, or one line saying why there is none
+            fixed_module_format(art)
+        except ArtefactError as err:
+            raise BadInput(str(err)) from None
     if not (args.timeout > 0 and args.timeout != float("inf")):  # inf would disarm the watchdog
         raise BadInput(f"--timeout: {args.timeout} (must be a finite number of seconds > 0)")
     out = Path(args.out) if args.out else directory / f"lava_{args.precision}"
