@@ -333,14 +333,14 @@ def test_incompatible_artefacts_give_one_line_and_exit_2(export_dir, tmp_path, c
     expected = {"manifest_version": "format version", "rule_version": "format version",
                 "foreign_format": "format", "tampered": "sha256", "missing_file": "missing"}[case]
     if case == "manifest_version":
-        manifest["format_version"] = 3  # unknown: this reader reads 1 and 2
+        manifest["format_version"] = 99  # unknown: this reader reads 1, 2 and 3
         (bad / "manifest.json").write_text(json.dumps(manifest))
     elif case == "foreign_format":
         manifest["format"] = "something-else"
         (bad / "manifest.json").write_text(json.dumps(manifest))
     elif case == "rule_version":
         rule = json.loads((bad / "rule.json").read_text())
-        rule["format_version"] = 3
+        rule["format_version"] = 99
         (bad / "rule.json").write_text(json.dumps(rule))
         resign(bad)
     elif case == "tampered":
