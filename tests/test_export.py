@@ -271,6 +271,15 @@ def test_the_lava_export_holds_the_rule_its_arrays_and_the_fidelity_report(lava_
         assert report["loihi"][name]["dw_correlation"] > 0.85
     assert report["wide"]["mse_cart_ratio_to_float"] == pytest.approx(1.0, abs=1e-3)
     assert report["loihi"]["mse_cart_ratio_to_float"] < 2.5  # measured 1.91 on 20 tasks, 0.94 on 10
+    # ψL split and the error module at a chip's precision (hardware/fixed_module.py)
+    assert report["loihi_split"]["format"]["y_split"] is True
+    assert report["module_wide"]["signal_relative_error"] <= 2e-6  # float32 module vs float64 emulation
+    assert report["module_wide"]["mse_cart_ratio_to_float"] == pytest.approx(1.0, abs=1e-3)
+    assert 1e-4 < report["module_loihi"]["signal_relative_error"] < 0.2  # measured 0.049 on 2 movements
+    for name in ("module_loihi", "loihi_module", "loihi_split_module"):
+        assert report[name]["mse_cart_ratio_to_float"] < 2.5, name
+    assert set(fmt["error_module"]["weight_exp"]) == {"em_w_in", "em_w_rec", "em_proj"}
+    assert report["module_loihi"]["error_module"] == fmt["error_module"]
 
 
 def test_tampered_or_foreign_artefacts_are_refused(lava_export, tmp_path):

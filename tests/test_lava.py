@@ -176,8 +176,62 @@ def test_the_error_module_in_lava_reproduces_the_learning_signal_and_the_update(
         for name in ("w_in", "w_rec"):
             assert task["vs_pytorch_float"][name]["correlation"] >= 0.99, (task["task"], name)
             assert task["vs_pytorch_float"][name]["relative_error"] < 1e-4, (task["task"], name)
-    _one_line_exit_2(run_lava([str(export_dir), "--signal", "module", "--precision", "fixed",
-                               "--out", str(tmp_path / "refused")]), "--signal")
+
+
+def test_the_error_module_at_fixed_point_in_lava_equals_its_emulation(export_dir, tmp_path):
+    """``--signal module --precision fixed``: the module's integer neurons and signal filter in Lava
+    (``number_format.error_module``) give, from the learner spikes Lava produced, the learning signal of the torch
+    emulation (hardware/fixed_module.py) bit for bit."""
+    import torch
+
+    from eprop_l2l.error_modules.base import Observation
+    from eprop_l2l.hardware.fixed_module import FixedModule
+    from eprop_l2l.hardware.rule import build_model, load_rule
+
+    out = tmp_path / "module_fixed"
+    result = run_lava([str(export_dir), "--tasks", "1", "--signal", "module", "--precision", "fixed",
+                       "--out", str(out), "--no-figure"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "lava_report.json").read_text())
+    assert report["precision"] == "fixed" and report["learning_signal"].startswith("error module")
+    with np.load(out / "lava_results.npz") as data:
+        z, signal = data["z_demo"][0], data["signal"][0]
+    with np.load(export_dir / "demonstrations.npz") as data:
+        x, context = data["x"][0], data["context"][0]
+    rule, weights = load_rule(export_dir)
+    module = FixedModule(rule, weights, build_model(rule).module)
+    assert module.record == rule.number_format.engine["error_module"]
+    state, emulated = module.init_state(1), []
+    for t in range(x.shape[0]):
+        obs = Observation(spikes=torch.as_tensor(z[t : t + 1], dtype=torch.float64),
+                          inputs=torch.as_tensor(x[t : t + 1], dtype=torch.float64),
+                          context=torch.as_tensor(context[t : t + 1], dtype=torch.float64))
+        state, value = module.step(None, state, obs)
+        emulated.append(value[0].numpy())
+    emulated = np.stack(emulated)
+    assert np.abs(emulated).max() > 0
+    print(f"\nfixed-point module in Lava: L {signal.shape}, max |L| {np.abs(signal).max():.4g}, "
+          f"{np.count_nonzero(signal)} nonzero")
+    np.testing.assert_array_equal(signal, emulated)  # integers in units of 2^signal_exp: equal, not close
+    task = report["tasks"][0]
+    for name in ("w_in", "w_rec"):
+        assert task["vs_fixed_emulation"][f"tag_{name}"]["correlation"] >= 0.8, (name, task)
+    refused = json.loads((export_dir / "rule.json").read_text())
+    bad = tmp_path / "no_module_format"
+    shutil.copytree(export_dir, bad)
+    del refused["number_format"]["error_module"]
+    (bad / "rule.json").write_text(json.dumps(refused))
+    resign(bad)
+    _one_line_exit_2(run_lava([str(bad), "--signal", "module", "--precision", "fixed",
+                               "--out", str(tmp_path / "refused")]), "number_format.error_module")
+    split = json.loads((export_dir / "rule.json").read_text())
+    split["number_format"]["y_split"] = True
+    shutil.rmtree(bad)
+    shutil.copytree(export_dir, bad)
+    (bad / "rule.json").write_text(json.dumps(split))
+    resign(bad)
+    _one_line_exit_2(run_lava([str(bad), "--precision", "fixed", "--out", str(tmp_path / "refused")]),
+                     "number_format.y_split")
 
 
 def test_an_alif_error_module_exports_and_runs_in_lava(tmp_path):

@@ -89,7 +89,14 @@ class FixedArithmetic:
 
     def third_factor(self, psi_signal: torch.Tensor) -> torch.Tensor:
         # the sign is folded in so that the tag accumulates the weight change, as the engine adds
-        return saturate(self._round(-self.y_scale * psi_signal.double(), shared=False), *self.fmt.y_range)
+        value = -self.y_scale * psi_signal.double()
+        if not self.fmt.y_split:
+            return saturate(self._round(value, shared=False), *self.fmt.y_range)
+        # y2 + 2^-b·y3: y2 rounded to nearest (saturated), the residual rounded in y3's b more bits
+        y2 = saturate(torch.round(value), *self.fmt.y_range)
+        unit = 2.0**self.fmt.y_bits
+        y3 = saturate(self._round((value - y2) * unit, shared=False), *self.fmt.y_range)
+        return y2 + y3 / unit
 
     def accumulate(self, name: str, tag, trace: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         frac = 2.0**self.fmt.product_frac_bits
@@ -140,7 +147,9 @@ def run_rule(rule: RuleDescription, weights: dict, x: torch.Tensor, context: tor
     """Demonstration(s) → update(s) for a batch of tasks ``x [B, T, n_in]``, ``context [B, T, n_ctx]``; an e-prop 1
     rule also takes the demonstration's target ``[B, T, n_out]`` and mask ``[B, T]``."""
     model = model or build_model(rule)
-    cell, module = model.cell, model.module
+    cell = model.cell
+    # the arithmetic may run the error module itself (hardware/fixed_module.py: the module at a chip's precision)
+    module = getattr(arithmetic, "module", None) or model.module
     dtype = x.dtype
     tensor = {k: torch.as_tensor(v) for k, v in weights.items()}
     tree = nested(tensor)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..inner_loop.fixed_point import number_format
+from ..inner_loop.fixed_point import LOIHI_SPLIT, number_format
 from ..meta.params import ERROR_MODULE, NETWORK, flat, tree_map
 from ..outputs import OutputError, check_output_dir
 from .description import FORMAT_VERSION, PLANT_FILE, PLANT_METRICS, ExportError, NumberFormat
@@ -43,6 +43,13 @@ TARGETS = ("rule", "nir", "lava")
 # a format so wide that it equals float: the fidelity report's self-check, not something to put on a chip)
 PRECISIONS = ("float", "loihi")
 FIDELITY = "fidelity.json"
+# the fidelity report's fixed-point entries and how the export's README names them
+REPORTED = {"wide": "wide fixed point", "loihi": "loihi fixed point",
+            "loihi_split": "loihi fixed point, ψL split over y2 + 2⁻⁸·y3",
+            "module_wide": "error module at wide fixed point (rule float)",
+            "module_loihi": "error module at Loihi precision (rule float)",
+            "loihi_module": "error module and rule at Loihi precision",
+            "loihi_split_module": "error module and rule at Loihi precision, ψL split"}
 MAX_TASKS = 1000
 
 
@@ -86,15 +93,31 @@ def _demonstrations(batch, arrays: dict) -> dict:
     return out
 
 
-def engine_format(rule, fmt, scales, seed: int = 0) -> NumberFormat:
+def engine_format(rule, fmt, scales, seed: int = 0, error_module: dict | None = None) -> NumberFormat:
     """The rule's number format at learning-engine precision: widths, rounding and the calibrated exponents,
-    also spelled out as the engine's constants (trace impulse, third-factor scale, update shift)."""
+    also spelled out as the engine's constants (trace impulse, third-factor scale, update shift); and, for a
+    learned error module, its format at the chip's precision (``error_module``: :func:`.fixed_module.module_record`)."""
     written = fmt.to_dict()
     engine = {**{k: v for k, v in written.items() if k != "kind"}, "seed": seed, "scales": scales.to_dict(),
               "weight_exp": dict(scales.weight_exp), "trace_impulse": {n: 2 ** i for n, i in scales.trace_exp.items()},
               "y_scale": scales.y_scale(rule.inner_lr, learner_neurons(rule).input_scale),
               "product_exp": dict(scales.product_exp), "dw_shift": dict(scales.update_exp)}
+    if error_module is not None:
+        engine["error_module"] = error_module
     return NumberFormat(kind=written["kind"], engine=engine)
+
+
+def module_formats(rule) -> dict:
+    """The fidelity report's entries with the error module at a chip's precision (:mod:`.fixed_module`): wide
+    (must equal float), Loihi's with the rule in float, and with the rule at Loihi's formats (one 8-bit third
+    factor, and ψL split over two); none for e-prop 1 or an ALIF module."""
+    from .fixed_module import LOIHI_MODULE, WIDE_MODULE, emulated
+
+    if not emulated(rule):
+        return {}
+    loihi = number_format("loihi")
+    return {"module_wide": (WIDE_MODULE, None), "module_loihi": (LOIHI_MODULE, None),
+            "loihi_module": (LOIHI_MODULE, loihi), "loihi_split_module": (LOIHI_MODULE, LOIHI_SPLIT)}
 
 
 def file_weights(meta: dict) -> dict:
@@ -111,16 +134,19 @@ def _rule_artefacts(directory: Path, learner, meta, family, cfg, args) -> dict:
     held_out = family.sample(args.tasks, torch.Generator().manual_seed(cfg.eval.seed))
     calibration = family.sample(args.calibration_tasks, torch.Generator().manual_seed(cfg.optim.validation_seed))
     if args.precision == "loihi":
+        from .fixed_module import emulated, module_record
+
         fmt = number_format("loihi")
         scales = calibrate_rule(rule, weights, calibration, fmt)
-        rule = dataclasses.replace(rule, number_format=engine_format(rule, fmt, scales))
+        module = module_record(rule, weights) if emulated(rule) else None
+        rule = dataclasses.replace(rule, number_format=engine_format(rule, fmt, scales, error_module=module))
     save_rule(directory, rule, weights)
     loaded_rule, loaded_weights = load_rule(directory)  # the fidelity is measured on what was written
     if loaded_rule != rule:
         raise ExportError("export", "the written rule description does not read back identically")
-    formats = {"wide": number_format("wide"), "loihi": number_format("loihi")}
+    formats = {"wide": number_format("wide"), "loihi": number_format("loihi"), "loihi_split": LOIHI_SPLIT}
     report, arrays = measure(loaded_rule, loaded_weights, held_out, calibration, formats, learner, meta,
-                             family=family)
+                             family=family, module_formats=module_formats(loaded_rule))
     np.savez(directory / DEMONSTRATIONS, **_demonstrations(held_out, arrays))
     (directory / PLANT_FILE).write_text(json.dumps(plant_record(family).to_dict(), indent=2) + "\n")
     return report
@@ -156,13 +182,13 @@ def _readme(target: str, source: dict, report: dict, metric: str) -> str:
             lines.append(f"| loaded rule vs eprop_online, {name}, relative error | {value:.2e} |")
         lines.append(f"| one-shot {label} before → after (float) | {report['float'][f'{metric}_before']:.4f} → "
                      f"{report['float'][f'{metric}_after']:.4f} |")
-        for fmt in ("wide", "loihi"):
+        for fmt in [k for k in REPORTED if k in report]:
             entry = report[fmt]
             for name in ("w_in", "w_rec"):
                 if name in entry:
-                    lines.append(f"| {fmt} fixed point, {name}: ΔW correlation with float | "
+                    lines.append(f"| {REPORTED[fmt]}, {name}: ΔW correlation with float | "
                                  f"{entry[name]['dw_correlation']:.4f} |")
-            lines.append(f"| {fmt} fixed point: {label} after / float | {entry[f'{metric}_ratio_to_float']:.3f} |")
+            lines.append(f"| {REPORTED[fmt]}: {label} after / float | {entry[f'{metric}_ratio_to_float']:.3f} |")
     else:
         lines += ["```", json.dumps(report, indent=2), "```"]
     return "\n".join(lines) + "\n"

@@ -17,11 +17,12 @@ from __future__ import annotations
 import torch
 
 from ..inner_loop.eprop_online import eprop_online
-from ..inner_loop.fixed_point import FixedFormat, Scales, calibrate_adaptation, calibrate_run
+from ..inner_loop.fixed_point import FixedFormat, Scales, calibrate_adaptation, calibrate_run, movement_generators
 from ..inner_loop.losses import Loss
 from ..meta.params import ERROR_MODULE, NETWORK
 from ..numerics.filters import causal_filter
 from .engine import FixedArithmetic, FloatArithmetic, adapted_trial, run_rule
+from .fixed_module import ModuleFormat, attach_fixed_module
 from .rule import RuleDescription, build_model, learner_neurons
 
 
@@ -86,11 +87,15 @@ def one_shot_errors(rule: RuleDescription, weights: dict, plastic: dict, batch, 
 
 
 def measure(rule: RuleDescription, weights: dict, batch, calibration_batch, formats: dict[str, FixedFormat],
-            learner=None, meta: dict | None = None, seed: int = 0, *, family) -> tuple[dict, dict]:
+            learner=None, meta: dict | None = None, seed: int = 0, *, family,
+            module_formats: dict[str, tuple[ModuleFormat, FixedFormat | None]] | None = None) -> tuple[dict, dict]:
     """The fidelity report (JSON-ready) and the per-task arrays behind it.
 
     ``learner``/``meta`` (the trained model, if available) give the ``eprop_online`` reference; the loaded
     ``rule``/``weights`` are what the export wrote; ``family`` scores the test trials (its primary metric).
+    ``module_formats``: entries with the error module at a chip's precision (:mod:`.fixed_module`), each with
+    the rule in a fixed-point format or (None) in float. Stochastic rounding draws one stream per movement
+    (:func:`~eprop_l2l.inner_loop.fixed_point.movement_generators`): the numbers do not depend on the batching.
     """
     metric = family.primary_metric
     model = build_model(rule)
@@ -109,23 +114,41 @@ def measure(rule: RuleDescription, weights: dict, batch, calibration_batch, form
     arrays.update({f"dw_{n[2:]}": float_run.tags[n] for n in rule.plastic_names})
     # −η·tag, not the difference of the float32 weights (which would cancel ΔW's digits away)
     float_dw = {n: -rule.inner_lr * float_run.tags[n].double() for n in rule.plastic_names}
-    for name, fmt in formats.items():
-        scales = calibrate_rule(rule, weights, calibration_batch, fmt, model)
-        arithmetic = FixedArithmetic(rule, fmt, scales, torch.Generator().manual_seed(seed))
+    generators = movement_generators(seed, range(batch.inputs.shape[0]))
+    runs = [(name, fmt, None) for name, fmt in formats.items()]
+    runs += [(name, fmt, module_fmt) for name, (module_fmt, fmt) in (module_formats or {}).items()]
+    for name, fmt, module_fmt in runs:
+        if fmt is None:
+            scales, arithmetic = None, FloatArithmetic(rule)
+        else:
+            scales = calibrate_rule(rule, weights, calibration_batch, fmt, model)
+            arithmetic = FixedArithmetic(rule, fmt, scales, generators)
+        if module_fmt is not None:
+            attach_fixed_module(arithmetic, rule, weights, model=model, fmt=module_fmt)
         fixed_run = demonstrate(rule, weights, batch, arithmetic, model)
-        fixed_dw = {n: fixed_run.weights[n] - fixed_run.initial[n] for n in rule.plastic_names}
+        if fmt is None:
+            fixed_dw = {n: -rule.inner_lr * fixed_run.tags[n].double() for n in rule.plastic_names}
+        else:
+            fixed_dw = {n: fixed_run.weights[n] - fixed_run.initial[n] for n in rule.plastic_names}
         errors = one_shot_errors(rule, weights, fixed_run.weights, batch, family, model)
-        entry = {"format": fmt.to_dict(), "scales": scales.to_dict(),
+        entry = {"format": None if fmt is None else fmt.to_dict(),
                  "spike_agreement_demo": float((fixed_run.spikes == float_run.spikes).double().mean()),
                  f"{metric}_after": float(errors.mean()),
                  f"{metric}_ratio_to_float": float(errors.mean() / float_errors.mean())}
+        if scales is not None:
+            entry["scales"] = scales.to_dict()
+        if module_fmt is not None:
+            entry["error_module"] = arithmetic.module.record
+            entry["signal_relative_error"] = relative_error(fixed_run.signals, float_run.signals)
+            entry["signal_correlation"] = correlation(fixed_run.signals, float_run.signals)
         for n in rule.plastic_names:
-            sat = fixed_run.raw_tags[n].abs() >= fmt.tag_range[1]
             entry[n] = {"dw_correlation": correlation(fixed_dw[n], float_dw[n]),
                         "dw_relative_error": relative_error(fixed_dw[n], float_dw[n]),
                         "tag_correlation": correlation(fixed_run.tags[n], float_run.tags[n]),
-                        "tag_saturated_fraction": float(sat.double().mean()),
                         "nonzero_updates_fraction": float((fixed_dw[n] != 0).double().mean())}
+            if fmt is not None:
+                sat = fixed_run.raw_tags[n].abs() >= fmt.tag_range[1]
+                entry[n]["tag_saturated_fraction"] = float(sat.double().mean())
         report[name] = entry
         if name == "loihi":  # the learning engine's integers, for the Lava program's bit-level comparison
             arrays[f"q_{metric}_after"] = errors

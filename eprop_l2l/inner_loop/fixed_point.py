@@ -51,6 +51,10 @@ class FixedFormat:
     signal_quantile: float = 1.0
     tag_quantile: float = 1.0
     weight_quantile: float = 1.0  # of the updated weights, which the weight register must hold
+    # the third factor over two y registers, y2 + 2^-y_bits·y3 (the engine's sum of products takes both:
+    # dt = 2^p·x1·y2 + 2^(p−y_bits)·x1·y3): y2 the value rounded to nearest, y3 its residual in y_bits more bits
+    # (emulation only; Lava's fixed-point learner sends one y2 and refuses it)
+    y_split: bool = False
 
     def __post_init__(self):
         for key in ("weight_bits", "trace_bits", "y_bits", "tag_bits"):
@@ -92,7 +96,10 @@ class FixedFormat:
         return -(2 ** (self.tag_bits - 1)), 2 ** (self.tag_bits - 1) - 1
 
     def to_dict(self) -> dict:
-        return {"kind": "fixed", **dataclasses.asdict(self)}
+        record = dataclasses.asdict(self)
+        if not self.y_split:  # the record as before the split existed
+            del record["y_split"]
+        return {"kind": "fixed", **record}
 
     @classmethod
     def from_dict(cls, record: dict) -> FixedFormat:
@@ -104,6 +111,9 @@ class FixedFormat:
 # may saturate: measured on the GPU-trained arm model, this halves the one-shot error of the max-calibrated
 # scales); and a format so wide that it must equal float arithmetic
 LOIHI = FixedFormat(tag_quantile=0.999, weight_quantile=0.999)
+# the same with ψL split over two y registers (y2 + 2^-8·y3): what the engine's sum of products allows beyond one
+# 8-bit third factor (hardware.md: the third factor's width is the largest cost of the one-shot error)
+LOIHI_SPLIT = dataclasses.replace(LOIHI, y_split=True)
 WIDE = FixedFormat(weight_bits=40, weight_register_bits=41, trace_bits=30, y_bits=30, tag_bits=60,
                    product_frac_bits=30, rounding="nearest")
 FORMATS = {"loihi": LOIHI, "wide": WIDE}
@@ -210,12 +220,26 @@ def calibrate_run(fmt: FixedFormat, inner_lr: float, input_scale: float, before:
 
 
 # --- quantisers (straight-through) ---------------------------------------------------------------------------
-def _draw(like: torch.Tensor, generator: torch.Generator | None, shared: bool) -> torch.Tensor:
+def _draw(like: torch.Tensor, generator, shared: bool) -> torch.Tensor:
+    """u ~ U[0, 1) of the shape of ``like`` (one for all entries where ``shared``); ``generator`` may be one
+    generator per movement (a sequence as long as ``like``'s first, batch dimension): each movement then draws
+    from its own stream (one draw per step where ``shared``, as one Lava process per task), so that the draws,
+    hence the results, do not depend on how the movements are batched."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != like.shape[0]:
+            raise ValueError(f"round_integer: {len(generator)} generators for a batch of {like.shape[0]}")
+        shape = (1,) * (like.dim() - 1) if shared else like.shape[1:]
+        return torch.stack([torch.rand(shape, generator=g, dtype=like.dtype, device=like.device) for g in generator])
     shape = () if shared else like.shape
     return torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
 
 
-def round_integer(x: torch.Tensor, rounding: str = "nearest", generator: torch.Generator | None = None,
+def movement_generators(seed: int, tasks: range) -> list[torch.Generator]:
+    """One rounding stream per movement (its index in the evaluated set), independent of the batching."""
+    return [torch.Generator().manual_seed(seed * 1_000_003 + int(k)) for k in tasks]
+
+
+def round_integer(x: torch.Tensor, rounding: str = "nearest", generator=None,
                   shared: bool = False) -> torch.Tensor:
     """Round to integers (nearest, or floor(x + u) stochastic); the gradient passes straight through."""
     if rounding == "nearest":

@@ -196,3 +196,24 @@ def _check_shapes(art: Artefact) -> None:
                  f"expected {(k, t, n_out)}")
         _require("mask" in d and d["mask"].shape == (k, t), DEMOS, "mask: e-prop 1's output error needs the "
                  f"demonstrations' mask of shape {(k, t)}")
+
+
+def fixed_module_format(art: Artefact) -> dict:
+    """The error module's fixed-point format as the export states it (``number_format.error_module``, written by
+    ``hardware/fixed_module.py``'s ``module_record``); refused in one line where the Lava models have none."""
+    if art.rule.is_feedback:
+        raise ArtefactError("--signal", "e-prop 1's readout and output error have floating-point models only (use "
+                            "--precision float with --signal module)")
+    if art.rule.learning_signal.neurons.get("model") != "lif":
+        raise ArtefactError("--precision", "fixed with --signal module: the fixed-point error module has LIF "
+                            "neurons only (this module is ALIF; use --precision float)")
+    record = art.number_format.get("error_module")
+    keys = ("weight_bits", "decay_bits", "v_frac_bits", "weight_exp", "v_exp", "signal_exp", "v_th_int",
+            "alpha_mant", "filter_decay_mant")
+    if not isinstance(record, dict) or any(k not in record for k in keys):
+        raise ArtefactError("rule.json", "number_format.error_module: missing or incomplete (export again with "
+                            "--precision loihi for the module at fixed point)")
+    if int(record["weight_bits"]) != 8:
+        raise ArtefactError("rule.json", f"number_format.error_module.weight_bits: {record['weight_bits']} (Lava's "
+                            "fixed-point Dense holds 8-bit weights)")
+    return record

@@ -46,7 +46,7 @@ from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.proc.dense.process import Dense, LearningDense
 from lava.proc.io.source import RingBuffer
 
-from .artefacts import Artefact, ArtefactError
+from .artefacts import Artefact, ArtefactError, fixed_module_format
 from .procs.process import EpropLearnerNeuron, ModuleNeuron, OutputError, Readout, SignalFilter
 
 RHO_Y = math.exp(-1.0 / 65535.0)  # Loihi3FLearningRule's forced y-trace tau (3F y values decay inside the epoch)
@@ -192,9 +192,9 @@ def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str
     shadow = pairing == "shadow"
     if module and not shadow:
         raise ArtefactError("--signal", "the error module in Lava needs the shadow pairing")
+    module_format = None
     if module and fixed:
-        raise ArtefactError("--signal", "the error module in Lava has floating-point models only (use --precision "
-                            "float)")
+        module_format = fixed_module_format(art)
     lag = 2 if module else 0
     total = 2 * steps + 3 + lag
     rule_spec, y = rules(art, precision, shadow)
@@ -229,8 +229,11 @@ def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str
         e_min = min(sc["weight_exp"] for sc in scales.values())
         v_exp = e_min - V_FRAC_BITS
         v_th_int = int(round(float(neurons["v_th"]) * 2.0 ** (-v_exp)))
-        l_max = float(np.abs(signals).max()) or 1.0
-        l_exp = L_BITS - max(0, math.ceil(math.log2(l_max)) + 1)
+        if module_format is not None:  # the signal filter's integers: L = L_int·2^signal_exp
+            l_exp = -int(module_format["signal_exp"])
+        else:
+            l_max = float(np.abs(signals).max()) or 1.0
+            l_exp = L_BITS - max(0, math.ceil(math.log2(l_max)) + 1)
         l_data = np.round(l_data * 2.0**l_exp)
         psi_unit = float(neurons["gamma_pd"]) / (float(neurons["v_th"]) * v_th_int)
         y_bits = int(fmt["y_bits"])
@@ -281,7 +284,7 @@ def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str
     if module and art.rule.is_feedback:
         _connect_feedback(art, task, steps, total, neuron)
     elif module:
-        _connect_error_module(art, task, steps, total, neuron)
+        _connect_error_module(art, task, steps, total, neuron, module_format)
     else:
         RingBuffer(data=l_data).s_out.connect(neuron.a_third_factor_in)
     for conn in (conn_in, conn_rec):
@@ -325,7 +328,14 @@ def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str
                       tag=tag, w_before=before, w_after=after, delta_w=delta, seconds=seconds)
 
 
-def _connect_error_module(art: Artefact, task: int, steps: int, total: int, learner) -> None:
+def module_registers(w: np.ndarray, exp: int, scale: float = 1.0) -> np.ndarray:
+    """A module matrix as Dense register integers: the 8-bit mantissa round(s·W·2^−e) (halves up, as the torch
+    emulation rounds), shifted left by one (Lava's mixed-sign 8-bit weights drop their lowest bit)."""
+    mantissa = np.clip(np.floor(w.astype(np.float64) * scale * 2.0 ** (-exp) + 0.5), -128, 127)
+    return (mantissa * 2).astype(np.int64)
+
+
+def _connect_error_module(art: Artefact, task: int, steps: int, total: int, learner, fixed: dict | None = None) -> None:
     """The error module in Lava. It computes its step t at Lava step t+2 from the context and input of step t
     (sources emitting at t+1) and the learner's spikes z^t (sent at t+1): the same-step dependence of our model,
     one Dense hop later. Its spikes ζ^t reach the signal filter at t+3 through em_proj, which sends
@@ -333,7 +343,20 @@ def _connect_error_module(art: Artefact, task: int, steps: int, total: int, lear
     d, w = art.demos, art.weights
     spec = art.rule.learning_signal
     m = int(spec.neurons["n"])
-    em = ModuleNeuron(shape=(m,), constants=_module_constants(art), name="error_module")
+    constants = _module_constants(art)
+    matrices = {name: w[name].astype(np.float64) for name in ("em_w_in", "em_w_rec", "em_proj")}
+    kw = {name: {} for name in matrices}
+    if fixed is not None:  # registers 2·mantissa at unit 2^(e−1); the Dense shifts each to the finest input unit
+        e = fixed["weight_exp"]
+        e_min = min(e["em_w_in"], e["em_w_rec"])
+        scale = float(constants["input_scale"])
+        for name in matrices:
+            matrices[name] = module_registers(w[name], e[name], scale if name != "em_proj" else 1.0)
+            kw[name] = {"weight_exp": e[name] - (e_min if name != "em_proj" else e[name]), "num_weight_bits": 8}
+        # membrane unit 2^v_exp = 2^(e_min − v_frac): the Dense output (unit 2^(e_min − 1)) shifted by v_frac − 1
+        constants.update(v_th_int=int(fixed["v_th_int"]), alpha_mant=int(fixed["alpha_mant"]),
+                         decay_bits=int(fixed["decay_bits"]), in_shift=int(fixed["v_frac_bits"]) - 1)
+    em = ModuleNeuron(shape=(m,), constants=constants, name="error_module")
     columns, start = {}, 0
     for kind, width in spec.inputs:
         columns[kind] = slice(start, start + int(width))
@@ -342,7 +365,7 @@ def _connect_error_module(art: Artefact, task: int, steps: int, total: int, lear
         raise ArtefactError("rule.json", f"learning_signal.inputs add up to {start} columns, em_w_in has "
                             f"{w['em_w_in'].shape[1]}")
     for kind, cols in columns.items():
-        conn = Dense(weights=w["em_w_in"][:, cols].astype(np.float64), name=f"em_in_{kind}")
+        conn = Dense(weights=matrices["em_w_in"][:, cols], name=f"em_in_{kind}", **kw["em_w_in"])
         conn.a_out.connect(em.a_in)
         if kind == "learner_spikes":
             learner.s_out.connect(conn.s_in)
@@ -352,12 +375,16 @@ def _connect_error_module(art: Artefact, task: int, steps: int, total: int, lear
         data[:, 1 : steps + 1] = series.T  # emitted at Lava step t+1
         source = RingBuffer(data=data)
         source.s_out.connect(conn.s_in)
-    rec = Dense(weights=w["em_w_rec"].astype(np.float64), name="em_rec")
+    rec = Dense(weights=matrices["em_w_rec"], name="em_rec", **kw["em_w_rec"])
     em.s_out.connect(rec.s_in)
     rec.a_out.connect(em.a_in)
-    proj = Dense(weights=w["em_proj"].astype(np.float64), name="em_proj")
+    proj = Dense(weights=matrices["em_proj"], name="em_proj", **kw["em_proj"])
     em.s_out.connect(proj.s_in)
-    filt = SignalFilter(shape=(int(art.neurons["n"]),), decay=float(spec.filter_decay), name="signal_filter")
+    filt_constants = None if fixed is None else {"decay_mant": int(fixed["filter_decay_mant"]),
+                                                 "decay_bits": int(fixed["decay_bits"]),
+                                                 "in_shift": int(fixed["v_frac_bits"]) - 1}
+    filt = SignalFilter(shape=(int(art.neurons["n"]),), decay=float(spec.filter_decay), constants=filt_constants,
+                        name="signal_filter")
     proj.a_out.connect(filt.a_in)
     filt.s_out.connect(learner.a_third_factor_in)
 

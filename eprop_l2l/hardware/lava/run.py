@@ -26,7 +26,7 @@ import numpy as np
 from ...outputs import OutputError, check_output_dir
 from . import plants
 from . import report as rep
-from .artefacts import ArtefactError, load
+from .artefacts import ArtefactError, fixed_module_format, load
 
 PROG = "eprop-l2l lava"
 EXIT_BAD_INPUT = 2
@@ -142,12 +142,21 @@ def _check(args: argparse.Namespace):
     if args.precision == "fixed" and art.rule.adaptation is not None:
         raise BadInput("--precision fixed: an ALIF learner's per-synapse ε_a runs on Lava's floating-point models "
                        "only (the export's fidelity report holds its fixed-point emulation)")
+    if args.precision == "fixed" and art.number_format.get("y_split"):
+        raise BadInput("--precision fixed: number_format.y_split: Lava's fixed-point learner sends one y_bits third "
+                       "factor y2; ψL split over y2 + 2^-y_bits·y3 is in the export's emulation only (fidelity.json "
+                       "loihi_split)")
     if args.signal not in ("replay", "module"):
         raise BadInput(f"--signal: {args.signal!r} (choose replay or module)")
     if args.pairing not in (None, "compensated", "shadow"):
         raise BadInput(f"--pairing: {args.pairing!r} (choose compensated or shadow)")
-    if args.signal == "module" and (args.precision == "fixed" or args.pairing == "compensated"):
-        raise BadInput("--signal module: the error module runs with --precision float and the shadow pairing")
+    if args.signal == "module" and args.pairing == "compensated":
+        raise BadInput("--signal module: the error module in Lava runs with the shadow pairing")
+    if args.signal == "module" and args.precision == "fixed":
+        try:  # the module's fixed-point format, or one line saying why there is none
+            fixed_module_format(art)
+        except ArtefactError as err:
+            raise BadInput(str(err)) from None
     if not (args.timeout > 0 and args.timeout != float("inf")):  # inf would disarm the watchdog
         raise BadInput(f"--timeout: {args.timeout} (must be a finite number of seconds > 0)")
     out = Path(args.out) if args.out else directory / f"lava_{args.precision}"

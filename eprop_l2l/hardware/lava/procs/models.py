@@ -9,8 +9,11 @@ The learner's two models run the same schedule (see :mod:`.process`) and differ 
   learning signal as an integer in units of ``2^-l_exp``, and y2 = round(k_y·ψ_int·L_int) saturated to the
   signed ``y_bits`` range (nearest, or stochastic with the neuron's own seeded generator).
 
-The error module's neurons, the signal filter, and e-prop 1's readout and output error have floating-point models
-only.
+The error module's LIF neurons and the signal filter have fixed-point models too, the arithmetic of the torch
+side's emulation (``hardware/fixed_module.py``): integer membrane in units of 2^v_exp, currents from the
+fixed-point Dense models shifted left by ``in_shift``, the leak as a ``decay_bits`` fraction with rounding to
+nearest (``(v·α_m + 2^(b−1)) >> b``), an integer threshold; the filter the same leak on an integer signal. e-prop 1's
+readout and output error, and ALIF module neurons, have floating-point models only.
 """
 
 import numpy as np
@@ -291,3 +294,54 @@ class PyOutputErrorFloat(PyLoihiProcessModel):
     def run_spk(self) -> None:
         y, target, mask = self.y_in.recv(), self.target_in.recv(), self.mask_in.recv()
         self.s_out.send(mask[0] * (y - target))
+
+
+def _leak(value: np.ndarray, mant: int, bits: int) -> np.ndarray:
+    """round(value·mant / 2^bits) in integers (an arithmetic shift: floor(value·mant/2^bits + ½))."""
+    return (value.astype(np.int64) * mant + (1 << (bits - 1))) >> bits
+
+
+@implements(proc=ModuleNeuron, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyModuleNeuronFixed(PyLoihiProcessModel):
+    """The error module's LIF neurons at fixed point (``hardware/fixed_module.py``'s ``FixedModule.step``)."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=1)
+    v: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=48)
+    a: np.ndarray = LavaPyType(np.ndarray, int)
+    ref: np.ndarray = LavaPyType(np.ndarray, int)
+    z: np.ndarray = LavaPyType(np.ndarray, int)
+
+    def run_spk(self) -> None:
+        c = self.proc_params["constants"]
+        current = self.a_in.recv().astype(np.int64)
+        z_prev = self.z.astype(bool)
+        n_ref, v_th = int(c["n_ref"]), int(c["v_th_int"])
+        if n_ref > 0:
+            self.ref = np.clip(self.ref + n_ref * z_prev - 1, 0, n_ref)
+        v = _leak(self.v, int(c["alpha_mant"]), int(c["decay_bits"])) + (current << int(c["in_shift"]))
+        self.v = v - v_th * z_prev.astype(np.int64)
+        z = (self.v > v_th) & (self.ref == 0)
+        self.z = z.astype(int)
+        self.s_out.send(z.astype(np.int32))
+
+
+@implements(proc=SignalFilter, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PySignalFilterFixed(PyLoihiProcessModel):
+    """L^t = round(d·L^{t−1}) + (em_proj·ζ^t << in_shift) in integers, sent to the learner's third factor."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    signal: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=48)
+
+    def run_spk(self) -> None:
+        c = self.proc_params["constants"]
+        current = self.a_in.recv().astype(np.int64)
+        self.signal = _leak(self.signal, int(c["decay_mant"]), int(c["decay_bits"])) + (current << int(c["in_shift"]))
+        if np.abs(self.signal).max(initial=0) >= 2**31:  # the port carries int32
+            raise OverflowError("signal filter: |L| beyond the 32-bit message")
+        self.s_out.send(self.signal.astype(np.int32))

@@ -79,8 +79,9 @@ class SignalFilter(AbstractProcess):
     """The learning signal ``L^t = d·L^{t-1} + a^t`` (``a^t`` = em_proj·ζ^t arriving on ``a_in``), sent every step
     on ``s_out`` (graded) to the learner's third-factor input."""
 
-    def __init__(self, *, shape: tuple, decay: float, name: str | None = None):
-        super().__init__(shape=shape, decay=decay, name=name)
+    def __init__(self, *, shape: tuple, decay: float, constants: dict | None = None, name: str | None = None):
+        # constants: the fixed-point model's integers (decay_mant, decay_bits, in_shift); unused in float
+        super().__init__(shape=shape, decay=decay, constants=constants or {}, name=name)
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
         self.signal = Var(shape=shape, init=0)
