@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.load_file import load_file
+
 RESULTS_FILE = Path(__file__).resolve().parent.parent / "benchmarks" / "_results.py"
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("benchmark_results", RESULTS_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("benchmark_results", RESULTS_FILE)
 
 
 def test_a_new_record_is_written_and_an_existing_one_is_kept(tmp_path):

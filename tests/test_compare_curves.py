@@ -4,21 +4,19 @@ the rules a task's size rules out are named with the reason (no training here: a
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
 from pathlib import Path
 
 import pytest
 
+from tests.load_file import load_file
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "compare_curves.py"
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("compare_curves", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("compare_curves", SCRIPT)
 
 
 def fake_results() -> dict:

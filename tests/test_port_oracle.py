@@ -3,7 +3,6 @@ same meta-loss and meta-gradients in float64 at small sizes of the cpu and paper
 hand-written spiking backward; a port with one wrong constant is caught."""
 
 import ast
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import torch
 
 from eprop_l2l.meta.params import flat, nested
 from eprop_l2l.runs.build import from_experiment
+from tests.load_file import load_file
 
 from .builders import relative_error
 
@@ -20,10 +20,7 @@ FORBIDDEN = ("eprop_l2l.cells", "eprop_l2l.inner_loop", "eprop_l2l.meta", "eprop
 
 
 def load_port():
-    spec = importlib.util.spec_from_file_location("straightforward_port", PORT_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("straightforward_port", PORT_FILE)
 
 
 PORT = load_port()
