@@ -21,6 +21,7 @@ import pytest
 from eprop_l2l.cli import main
 from eprop_l2l.hardware.description import READ_VERSIONS
 from eprop_l2l.hardware.lava import launcher
+from tests.processes import alive
 
 ROOT = Path(__file__).resolve().parent.parent
 LAVA_PY = ROOT / ".venv-lava" / "bin" / "python"
@@ -46,17 +47,6 @@ def _python310() -> str | None:
 if _python310() is None:
     pytest.skip("no CPython 3.10 on this machine: Lava needs it (`make lava-env` creates .venv-lava)",
                 allow_module_level=True)
-
-
-def running(pid: int) -> bool:
-    """Whether process ``pid`` still runs. A zombie has ended: a runtime process whose parent, the program, was
-    killed first is reparented to the container's PID 1, which need not reap it (seen in CI), and it stays in
-    /proc holding nothing and writing nothing."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def lava_processes(marker: str) -> list[str]:
@@ -291,9 +281,9 @@ def test_sigterm_to_hardware_run_ends_the_lava_program_and_leaves_no_report(expo
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "eprop-l2l: interrupted", err
     deadline = time.time() + 10  # SIGKILL is delivered asynchronously: a runtime process may take a moment to end
-    while (lava_processes(str(out)) or any(running(pid) for pid in program)) and time.time() < deadline:
+    while (lava_processes(str(out)) or any(alive(pid) for pid in program)) and time.time() < deadline:
         time.sleep(0.05)
-    assert lava_processes(str(out)) == [] and not any(running(pid) for pid in program)
+    assert lava_processes(str(out)) == [] and not any(alive(pid) for pid in program)
     time.sleep(2)
     assert not out.exists() and list(tmp_path.iterdir()) == []
     if "Exception ignored" in err:  # printed by the Lava program, not by eprop-l2l: the rest holds

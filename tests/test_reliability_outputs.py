@@ -20,6 +20,7 @@ from eprop_l2l.cli import main
 from eprop_l2l.outputs import claim
 
 from .builders import digest, train_tiny_run
+from .processes import alive, children
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -153,26 +154,6 @@ def test_staging_is_left_alone_while_its_writer_holds_the_lock_and_a_plot_cleans
 
 
 # -------------------------------------------------------------------------------------------- signals
-
-
-def children(pid: int) -> list[int]:
-    """Every descendant of ``pid`` (Linux /proc)."""
-    found = []
-    try:
-        direct = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return found
-    for child in direct:
-        found += [child, *children(child)]
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen):
