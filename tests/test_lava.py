@@ -275,7 +275,7 @@ def test_sigterm_to_hardware_run_ends_the_lava_program_and_leaves_no_report(expo
     while len(lava_processes(str(out))) < 2:  # the program and its first Lava runtime process
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.05)
-    time.sleep(1.5)  # into a task (a signal that lands while the program forks is answered by the second one)
+    time.sleep(0.2)  # into the run (a signal that lands while the program forks is answered by the second one)
     program = [int(line.split(":")[0]) for line in lava_processes(str(out))]
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
