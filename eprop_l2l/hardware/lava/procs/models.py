@@ -137,6 +137,12 @@ class _Schedule:
             np.savez(self.proc_params["constants"]["record_path"], **rec)
 
 
+def _leaky_integrate(state: np.ndarray, mant: int, bits: int, current: np.ndarray, in_shift: int) -> np.ndarray:
+    """The integer leak and input of every fixed-point state here: round(state·mant / 2^bits) (an arithmetic
+    shift, floor(state·mant/2^bits + ½)) plus the input current shifted into the state's scale."""
+    return ((state.astype(np.int64) * mant + (1 << (bits - 1))) >> bits) + (current.astype(np.int64) << in_shift)
+
+
 @implements(proc=EpropLearnerNeuron, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
@@ -208,8 +214,7 @@ class PyEpropLearnerNeuronFixed(_Schedule, LearningNeuronModelFixed):
         z_prev = self.z.astype(bool)
         if self.n_ref > 0:
             self.ref = np.clip(self.ref + self.n_ref * z_prev - 1, 0, self.n_ref)
-        v = self.v.astype(np.int64)
-        v = ((v * self.alpha_m + (1 << 23)) >> 24) + (current.astype(np.int64) << self.in_shift)
+        v = _leaky_integrate(self.v, self.alpha_m, 24, current, self.in_shift)
         v = v - self.v_th_int * z_prev.astype(np.int64)
         self.v = v
         z = (v > self.v_th_int) & (self.ref == 0)
@@ -296,9 +301,6 @@ class PyOutputErrorFloat(PyLoihiProcessModel):
         self.s_out.send(mask[0] * (y - target))
 
 
-def _leak(value: np.ndarray, mant: int, bits: int) -> np.ndarray:
-    """round(value·mant / 2^bits) in integers (an arithmetic shift: floor(value·mant/2^bits + ½))."""
-    return (value.astype(np.int64) * mant + (1 << (bits - 1))) >> bits
 
 
 @implements(proc=ModuleNeuron, protocol=LoihiProtocol)
@@ -321,7 +323,7 @@ class PyModuleNeuronFixed(PyLoihiProcessModel):
         n_ref, v_th = int(c["n_ref"]), int(c["v_th_int"])
         if n_ref > 0:
             self.ref = np.clip(self.ref + n_ref * z_prev - 1, 0, n_ref)
-        v = _leak(self.v, int(c["alpha_mant"]), int(c["decay_bits"])) + (current << int(c["in_shift"]))
+        v = _leaky_integrate(self.v, int(c["alpha_mant"]), int(c["decay_bits"]), current, int(c["in_shift"]))
         self.v = v - v_th * z_prev.astype(np.int64)
         z = (self.v > v_th) & (self.ref == 0)
         self.z = z.astype(int)
@@ -341,7 +343,8 @@ class PySignalFilterFixed(PyLoihiProcessModel):
     def run_spk(self) -> None:
         c = self.proc_params["constants"]
         current = self.a_in.recv().astype(np.int64)
-        self.signal = _leak(self.signal, int(c["decay_mant"]), int(c["decay_bits"])) + (current << int(c["in_shift"]))
+        self.signal = _leaky_integrate(self.signal, int(c["decay_mant"]), int(c["decay_bits"]), current,
+                                       int(c["in_shift"]))
         if np.abs(self.signal).max(initial=0) >= 2**31:  # the port carries int32
             raise OverflowError("signal filter: |L| beyond the 32-bit message")
         self.s_out.send(self.signal.astype(np.int32))
