@@ -169,9 +169,14 @@ def test_submitit_local_sweep_writes_its_index(tmp_path, monkeypatch, capsys):
     assert "multirun: 2 done" in capsys.readouterr().out
 
 
+N_KILLED = 30
+
+
 def test_a_killed_sweep_run_again_finishes_with_no_job_trained_twice(tmp_path):
     base = tmp_path / "killed"
-    common = [*TINY, "optim.n_iterations=6", "run.checkpoint_every=2", f"run.dir={base}"]
+    # 30 iterations, killed at the first checkpoint after 2: the margin that lets the kill land mid-job on an idle
+    # machine (with 6, the job could finish before the signal)
+    common = [*TINY, f"optim.n_iterations={N_KILLED}", "run.checkpoint_every=2", f"run.dir={base}"]
     process = subprocess.Popen(cli("train", "-m", *common, "optim.seed=range(3)"), env=ENV, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 200
@@ -183,14 +188,14 @@ def test_a_killed_sweep_run_again_finishes_with_no_job_trained_twice(tmp_path):
     process.wait()
     first, second = sorted(base.glob("0_*"))[0], found[0]
     killed_at = int(latest_checkpoint(second).stem.split("_")[1])
-    assert killed_at < 6 and not list(base.glob("2_*/checkpoints/*.pt"))
+    assert killed_at < N_KILLED and not list(base.glob("2_*/checkpoints/*.pt"))
     before = {p: p.read_bytes() for p in first.rglob("*") if p.is_file()}
     assert main(["train", "-m", *common, "optim.seed=range(3)"]) == 0
     jobs = index_of(base)["jobs"]
     assert [j["status"] for j in jobs] == ["skipped", "done", "done"]  # none lost
     assert {p: p.read_bytes() for p in first.rglob("*") if p.is_file()} == before  # the done job untouched
     for job in jobs:
-        assert [r["iteration"] for r in history(base / job["run_dir"])] == list(range(6))
+        assert [r["iteration"] for r in history(base / job["run_dir"])] == list(range(N_KILLED))
     straight = tmp_path / "straight"  # the resumed job equals an uninterrupted run, bit for bit
     assert main(["train", *common[:-1], "optim.seed=1", f"run.dir={straight}"]) == 0
     assert_same(torch.load(latest_checkpoint(straight), weights_only=True)["meta"],
