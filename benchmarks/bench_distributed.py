@@ -2,7 +2,19 @@
 process and on N processes launched by torchrun (gloo, one intra-op thread each), measured as the median
 seconds per meta-iteration recorded in history.jsonl after a warm-up (validation iterations excluded).
 
-    python benchmarks/bench_distributed.py --experiment cpu --iterations 40 --nproc 2
+    python benchmarks/bench_distributed.py --experiment cpu --iterations 40 --nproc 2 [--decompose]
+
+``--decompose`` also times the per-process share of the batch (B/n tasks) in one process alone and in n
+independent processes at once (no communication), and splits the speed-up t(B) / t_dp into three factors whose
+product it is:
+
+- ``workload``: t(B) / t(B/n), alone — what splitting the batch could give on perfectly independent cores;
+- ``contention``: t(B/n, n at once) / t(B/n, alone) — what the machine costs when n processes share it (caches,
+  memory bandwidth, the hypervisor's scheduling of its vCPUs);
+- ``communication``: t_dp / t(B/n, n at once) — what data parallelism itself costs (the all-reduces, the ranks
+  waiting for each other).
+
+Only the last is the data-parallel code's; the first is the workload's, the second the machine's.
 """
 
 from __future__ import annotations
@@ -26,18 +38,47 @@ def seconds_per_iteration(run_dir: Path, warmup: int) -> float:
     return statistics.median(r["seconds"] for r in records[warmup:] if not any(k.startswith("val/") for k in r))
 
 
-def run(nproc: int, args, run_dir: Path) -> float:
+def command(nproc: int, args, run_dir: Path, extra: tuple[str, ...] = ()) -> list[str]:
     overrides = [f"experiment={args.experiment}", f"optim.n_iterations={args.iterations}", "run.evaluate=false",
                  "run.progress=false", "wandb.mode=disabled", "run.threads=1", f"run.dir={run_dir}",
-                 f"run.checkpoint_every={args.iterations}", *args.overrides]
+                 f"run.checkpoint_every={args.iterations}", *args.overrides, *extra]
     if nproc == 1:
-        command = [sys.executable, "-m", "eprop_l2l.cli", "train", *overrides]
-    else:
-        torchrun = str(Path(sys.executable).parent / "torchrun")
-        command = [torchrun, "--standalone", f"--nproc_per_node={nproc}", "-m", "eprop_l2l.cli", "train", *overrides]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+        return [sys.executable, "-m", "eprop_l2l.cli", "train", *overrides]
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    return [torchrun, "--standalone", f"--nproc_per_node={nproc}", "-m", "eprop_l2l.cli", "train", *overrides]
+
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def run(nproc: int, args, run_dir: Path) -> float:
+    subprocess.run(command(nproc, args, run_dir), env=ENV, check=True, stdout=subprocess.DEVNULL)
     return seconds_per_iteration(run_dir, args.warmup)
+
+
+def run_at_once(n: int, args, run_dirs: list[Path], batch: int) -> float:
+    """n independent one-process runs of ``batch`` tasks each, started together: their mean seconds/iteration."""
+    processes = [subprocess.Popen(command(1, args, d, (f"optim.batch_size={batch}",)), env=ENV,
+                                  stdout=subprocess.DEVNULL) for d in run_dirs[:n]]
+    if any(p.wait() != 0 for p in processes):
+        sys.exit("bench_distributed: an independent run failed")
+    return statistics.fmean(seconds_per_iteration(d, args.warmup) for d in run_dirs[:n])
+
+
+def batch_size(args) -> int:
+    from eprop_l2l.config.compose import load_config
+    return load_config([f"experiment={args.experiment}", *args.overrides]).optim.batch_size
+
+
+def decompose(args, tmp: Path, one: float, many: float) -> dict:
+    share, rest = divmod(batch_size(args), args.nproc)
+    if rest:
+        sys.exit(f"--decompose: the batch does not split into {args.nproc} equal shares")
+    alone = run_at_once(1, args, [tmp / "share_alone"], share)
+    together = run_at_once(args.nproc, args, [tmp / f"share_{k}" for k in range(args.nproc)], share)
+    return {"tasks_per_process": share,
+            "seconds_per_iteration": {"share_alone": alone, "shares_at_once": together},
+            "factors": {"workload": one / alone, "contention": together / alone, "communication": many / together}}
 
 
 def main() -> None:
@@ -46,6 +87,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument("--decompose", action="store_true", help="split the speed-up into workload, machine "
+                        "contention and communication (module docstring)")
     parser.add_argument("--out", default=None)
     parser.add_argument("overrides", nargs="*", help="further config overrides, e.g. optim.batch_size=32")
     args = parser.parse_args()
@@ -53,8 +96,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         one = run(1, args, Path(tmp) / "one")
         many = run(args.nproc, args, Path(tmp) / "many")
+        parts = decompose(args, Path(tmp), one, many) if args.decompose else None
     result = {"experiment": args.experiment, "overrides": args.overrides, "cpu_count": os.cpu_count(),
               "seconds_per_iteration": {"1": one, str(args.nproc): many}, "speedup": one / many}
+    if parts is not None:
+        result["decomposition"] = parts
     print(json.dumps(result, indent=2))
     write_result(args.out, result)
 

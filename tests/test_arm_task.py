@@ -8,7 +8,15 @@ import torch
 
 from eprop_l2l.errors import ConfigError
 from eprop_l2l.task_families import make_task_family
-from eprop_l2l.task_families.arm import ArmSines, arm_forward, hand_position, joint_angles, population_code
+from eprop_l2l.task_families.arm import (
+    CODE_CHUNK_ROWS,
+    ArmSines,
+    arm_forward,
+    hand_position,
+    joint_angles,
+    population_code,
+    population_rates,
+)
 
 
 def test_hand_position_by_hand():
@@ -64,6 +72,18 @@ def test_clock_population_code_and_reproducibility():
     expected_peak = 200 * math.exp(-((centres[nearest] - 0.3) ** 2) / (2 * 0.2**2))
     assert rates[nearest].item() == pytest.approx(expected_peak, rel=0.08)
     assert rates[:10].max() < 1.0  # centres far below 0.3 stay silent
+
+
+def test_the_population_code_drawn_in_chunks_equals_one_draw_of_the_whole_batch():
+    """The chunked draw (CODE_CHUNK_ROWS time steps at a time) is the one-pass code, bit for bit, across chunk
+    boundaries: every committed run's held-out movements depend on it."""
+    xy = torch.rand(3, 1500, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2.4 - 1.2
+    assert xy[..., 0].numel() > 2 * CODE_CHUNK_ROWS
+    p = population_rates(xy, dt_ms=1.0)
+    one_pass = torch.rand(p.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64) < p
+    code = population_code(xy.float(), torch.Generator().manual_seed(7), dt_ms=1.0)
+    assert code.dtype == torch.float32 and code.shape == (3, 1500, 200)
+    assert torch.equal(code, one_pass.float()) and 0.001 < code.mean() < 0.1
 
 
 @pytest.mark.parametrize("fields,key", [({"n_steps": 0}, "arm_sines.n_steps"),

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from eprop_l2l.errors import ConfigError
+from eprop_l2l.task_families import arm
 from eprop_l2l.task_families import (
     FAMILIES,
     EvidenceAccumulation,
@@ -103,6 +104,22 @@ def test_global_rng_is_neither_used_nor_consulted(name):
     assert torch.equal(torch.get_rng_state(), state)
     torch.manual_seed(12345)
     assert_batches_equal(a, fam.sample(4, gen(1)))
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("rows", [slice(0, 3), slice(3, 6), slice(2, 5)], ids=["first", "second", "straddling"])
+def test_a_share_of_a_batch_is_its_rows_and_advances_the_generator_as_the_whole_batch(name, rows):
+    """A data-parallel process draws its share with sample_rows: bit for bit the rows of the whole batch, and the
+    next batch the same as after the whole one (the arm codes only its share's chunks: 200 steps × 6 tasks cross
+    several CODE_CHUNK_ROWS boundaries with the small chunks set here)."""
+    fam = make_task_family(name, **SMALL.get(name, {"n_steps": 200, "dt_ms": 1.0}))
+    whole_gen, share_gen = gen(5), gen(5)
+    whole = fam.sample(6, whole_gen)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(arm, "CODE_CHUNK_ROWS", 150)
+        share = fam.sample_rows(6, share_gen, rows)
+    assert_batches_equal(share, whole.select(rows))
+    assert_batches_equal(fam.sample(2, share_gen), fam.sample(2, whole_gen))
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

@@ -117,11 +117,13 @@ class Shard:
     reduce_grads: Callable[[list[torch.Tensor]], None] | None = None  # in place: mean over processes
     reduce_metrics: Callable[[dict], dict] | None = None
 
-    def take(self, batch):
+    def sample(self, family, batch_size: int, generator: torch.Generator):
+        """This process's share of ``family.sample(batch_size, generator)``; the generator advances as by all of it,
+        so every process draws the same task stream."""
         if self.world_size == 1:
-            return batch
-        size = batch.batch_size // self.world_size
-        return batch.select(slice(self.rank * size, (self.rank + 1) * size))
+            return family.sample(batch_size, generator)
+        size = batch_size // self.world_size
+        return family.sample_rows(batch_size, generator, slice(self.rank * size, (self.rank + 1) * size))
 
     def noise(self, shared: torch.Generator, seed: int, *counters: int) -> torch.Generator:
         """The generator of a device model's draws on this process. In one process: ``shared``, the stream a
@@ -145,12 +147,13 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
     iterations, so a stop never leaves a half-applied step)."""
     state = start(learner, config) if state is None else state
     device = tree.device(state.meta)
-    validation = shard.take(family.sample(config.n_validation_tasks,
-                                          torch.Generator().manual_seed(config.validation_seed))).to(device)
+    validation = shard.sample(family, config.n_validation_tasks,
+                              torch.Generator().manual_seed(config.validation_seed)).to(device)
     while (state.iteration < config.n_iterations and not config.spent(state.cpu_seconds)
            and not (should_stop is not None and should_stop())):
-        batch = shard.take(family.sample(config.batch_size, state.generator)).to(device)
+        # the clocks include drawing the tasks: a user's iteration, and the budget, pay for it too
         started, started_cpu = time.perf_counter(), time.process_time()
+        batch = shard.sample(family, config.batch_size, state.generator).to(device)
         if config.lr_schedule == "budget":
             for group in state.optimizer.param_groups:
                 group["lr"] = config.lr * config.lr_end ** config.budget_fraction(state.cpu_seconds)

@@ -78,12 +78,39 @@ def population_rates(xy: torch.Tensor, n_per_dim: int = 100, peak_hz: float = 20
     return (per_step(peak_hz, dt_ms) * torch.exp(-((value - centres) ** 2) / (2 * sigma**2))).flatten(-2)
 
 
+# time steps (rows of xy) the population code draws at a time on a CPU generator: the chunk's float64 temporaries
+# (~3 MB) stay in cache, where one pass over a whole [B, T, 2·n_per_dim] batch streams several of them through
+# memory (at the paper's 100 tasks × 1,000 steps the pass took ~4× as long)
+CODE_CHUNK_ROWS = 2048
+
+
 def population_code(xy: torch.Tensor, generator: torch.Generator, n_per_dim: int = 100, peak_hz: float = 200.0,
-                    sigma: float = 0.2, span: float = 1.4, *, dt_ms: float) -> torch.Tensor:
-    """Bernoulli spikes ``[..., T, 2·n_per_dim]`` drawn with :func:`population_rates` (in float64)."""
-    p = population_rates(xy.to(torch.float64), n_per_dim, peak_hz, sigma, span, dt_ms=dt_ms)
-    draws = torch.rand(p.shape, generator=generator, dtype=torch.float64, device=generator.device)
-    return (draws < p).to(xy.dtype)
+                    sigma: float = 0.2, span: float = 1.4, *, dt_ms: float, tasks: slice | None = None) -> torch.Tensor:
+    """Bernoulli spikes ``[..., T, 2·n_per_dim]`` drawn with :func:`population_rates` (in float64). A CPU
+    generator's stream is sequential, so drawing it chunk by chunk gives the draws of one call, bit for bit.
+    ``tasks`` (a slice of ``xy [B, T, 2]``'s first axis): the code of those tasks alone, the generator advanced
+    as by all of them; only the chunks that hold them are coded."""
+    xy64 = xy.to(torch.float64)
+    if generator.device.type != "cpu":  # a device generator's draws depend on how they are split into calls
+        p = population_rates(xy64, n_per_dim, peak_hz, sigma, span, dt_ms=dt_ms)
+        code = (torch.rand(p.shape, generator=generator, dtype=torch.float64, device=generator.device) < p)
+        return code.to(xy.dtype) if tasks is None else code[tasks].to(xy.dtype)
+    rows = xy64.reshape(-1, 2)
+    shape = xy.shape[:-1]
+    kept = range(rows.shape[0])  # rows of the flattened [B·T, 2] to code
+    if tasks is not None:
+        first, stop, _ = tasks.indices(xy.shape[0])
+        per_task = rows.shape[0] // xy.shape[0]
+        kept, shape = range(first * per_task, max(first, stop) * per_task), (max(0, stop - first), *shape[1:])
+    code = torch.empty(len(kept), 2 * n_per_dim, dtype=xy.dtype, device=xy.device)
+    for start in range(0, rows.shape[0], CODE_CHUNK_ROWS):
+        end = min(start + CODE_CHUNK_ROWS, rows.shape[0])
+        draws = torch.rand((end - start, 2 * n_per_dim), generator=generator, dtype=torch.float64)
+        lo, hi = max(start, kept.start), min(end, kept.stop)
+        if lo < hi:  # this chunk holds kept rows
+            p = population_rates(rows[lo:hi], n_per_dim, peak_hz, sigma, span, dt_ms=dt_ms)
+            code[lo - kept.start : hi - kept.start] = draws[lo - start : hi - start] < p
+    return code.reshape(*shape, 2 * n_per_dim)
 
 
 @dataclass(frozen=True)
@@ -198,22 +225,32 @@ class ArmTrials(FamilyBase):
         self._check_batch_size(batch_size)
         return self.trials(self.joint_velocities(batch_size, generator), generator, dtype)
 
-    def trials(self, omega: torch.Tensor, generator: torch.Generator, dtype: torch.dtype = torch.float32
-               ) -> TaskBatch:
+    def sample_rows(self, batch_size: int, generator: torch.Generator, rows: slice,
+                    dtype: torch.dtype = torch.float32) -> TaskBatch:
+        # the population code is most of a draw's cost: only these tasks' is computed
+        self._check_batch_size(batch_size)
+        return self.trials(self.joint_velocities(batch_size, generator), generator, dtype, tasks=rows)
+
+    def trials(self, omega: torch.Tensor, generator: torch.Generator, dtype: torch.dtype = torch.float32,
+               tasks: slice | None = None) -> TaskBatch:
         """The trials of given target joint velocities ``omega [B, n_steps, 2]`` (rad/s): the clock input, the
         arm's angles and hand path, and the population-coded hand path for the error module (drawn from
-        ``generator``). :meth:`sample` is ``trials(joint_velocities(...))``; a user's own movement goes here."""
+        ``generator``). :meth:`sample` is ``trials(joint_velocities(...))``; a user's own movement goes here.
+        ``tasks``: those trials alone, the generator advanced as by all of them."""
         if omega.dim() != 3 or omega.shape[1:] != (self.n_steps, 2):
             raise ConfigError(f"{self.name}.joint_velocities", f"must have shape [B, {self.n_steps}, 2], got "
                               f"{list(omega.shape)}")
-        batch_size = omega.shape[0]
         angles = joint_angles(omega, dt_ms=self.dt_ms)
         hand = hand_position(angles)
         if self.context_code == "binary":
             context = binary_position_code(hand, self.code_bits)
         else:
             context = population_code(hand, generator, self.n_pop_per_dim, self.pop_peak_hz, self.pop_sigma,
-                                      dt_ms=self.dt_ms)
+                                      dt_ms=self.dt_ms, tasks=tasks)
+        if tasks is not None:
+            omega, angles, hand = omega[tasks], angles[tasks], hand[tasks]
+            context = context if self.context_code != "binary" else context[tasks]
+        batch_size = omega.shape[0]
         clock = clock_input(self.n_steps, self.n_clock, self.clock_groups, self.clock_period_steps)
         clock = clock.to(generator.device).expand(batch_size, -1, -1)
         mask = torch.ones(batch_size, self.n_steps, dtype=dtype, device=generator.device)

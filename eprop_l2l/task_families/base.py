@@ -107,6 +107,13 @@ class FamilyBase:
     def _key(self, field_name: str) -> str:
         return f"{self.name}.{field_name}"
 
+    def sample_rows(self, batch_size: int, generator: torch.Generator, rows: slice,
+                    dtype: torch.dtype = torch.float32) -> TaskBatch:
+        """The tasks ``rows`` of ``sample(batch_size, generator, dtype)``, bit for bit, with ``generator`` advanced
+        as by the whole batch (one process's share of a data-parallel batch). A family whose draw is costly per
+        task computes only these tasks' (:class:`~.arm.ArmTrials`)."""
+        return self.sample(batch_size, generator, dtype).select(rows)
+
     def _check_batch_size(self, batch_size: int) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"{self.name}.batch_size", f"must be an integer >= 1, got {batch_size!r}")

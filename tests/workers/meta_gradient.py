@@ -24,7 +24,7 @@ def meta_gradient(ctx: distributed.Distributed, global_rates: bool = True) -> di
     learner = dataclasses.replace(learner, task_mean=ctx.task_mean if global_rates else None)
     meta = flat(learner.init_meta_params(torch.Generator().manual_seed(3), torch.float64))
     meta = {k: v.requires_grad_() for k, v in meta.items()}
-    batch = ctx.shard.take(family.sample(N_TASKS, torch.Generator().manual_seed(4)).to(torch.float64))
+    batch = ctx.shard.sample(family, N_TASKS, torch.Generator().manual_seed(4)).to(torch.float64)
     learner.forward(nested(meta), batch)["loss"].backward()
     grads = [meta[k].grad for k in sorted(meta)]
     if ctx.shard.reduce_grads is not None:
