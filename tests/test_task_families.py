@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from eprop_l2l.errors import ConfigError
-from eprop_l2l.task_families import arm
 from eprop_l2l.task_families import (
     FAMILIES,
     EvidenceAccumulation,
     SumOfSines,
     TaskBatch,
     TaskFamily,
+    arm,
     make_task_family,
 )
 
