@@ -15,6 +15,8 @@ product it is:
   waiting for each other).
 
 Only the last is the data-parallel code's; the first is the workload's, the second the machine's.
+
+``--intra-op`` also times one process with n intra-op threads (``run.threads=n``): the other way to use n cores.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ def seconds_per_iteration(run_dir: Path, warmup: int) -> float:
     return statistics.median(r["seconds"] for r in records[warmup:] if not any(k.startswith("val/") for k in r))
 
 
-def command(nproc: int, args, run_dir: Path, extra: tuple[str, ...] = ()) -> list[str]:
+def command(nproc: int, args, run_dir: Path, extra: tuple[str, ...] = (), threads: int = 1) -> list[str]:
     overrides = [f"experiment={args.experiment}", f"optim.n_iterations={args.iterations}", "run.evaluate=false",
-                 "run.progress=false", "wandb.mode=disabled", "run.threads=1", f"run.dir={run_dir}",
+                 "run.progress=false", "wandb.mode=disabled", f"run.threads={threads}", f"run.dir={run_dir}",
                  f"run.checkpoint_every={args.iterations}", *args.overrides, *extra]
     if nproc == 1:
         return [sys.executable, "-m", "eprop_l2l.cli", "train", *overrides]
@@ -51,8 +53,9 @@ def command(nproc: int, args, run_dir: Path, extra: tuple[str, ...] = ()) -> lis
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
-def run(nproc: int, args, run_dir: Path) -> float:
-    subprocess.run(command(nproc, args, run_dir), env=ENV, check=True, stdout=subprocess.DEVNULL)
+def run(nproc: int, args, run_dir: Path, threads: int = 1) -> float:
+    env = {**ENV, "OMP_NUM_THREADS": str(threads)}
+    subprocess.run(command(nproc, args, run_dir, threads=threads), env=env, check=True, stdout=subprocess.DEVNULL)
     return seconds_per_iteration(run_dir, args.warmup)
 
 
@@ -89,6 +92,7 @@ def main() -> None:
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--decompose", action="store_true", help="split the speed-up into workload, machine "
                         "contention and communication (module docstring)")
+    parser.add_argument("--intra-op", action="store_true", help="also one process with --nproc intra-op threads")
     parser.add_argument("--out", default=None)
     parser.add_argument("overrides", nargs="*", help="further config overrides, e.g. optim.batch_size=32")
     args = parser.parse_args()
@@ -97,8 +101,11 @@ def main() -> None:
         one = run(1, args, Path(tmp) / "one")
         many = run(args.nproc, args, Path(tmp) / "many")
         parts = decompose(args, Path(tmp), one, many) if args.decompose else None
+        threaded = run(1, args, Path(tmp) / "threads", threads=args.nproc) if args.intra_op else None
     result = {"experiment": args.experiment, "overrides": args.overrides, "cpu_count": os.cpu_count(),
               "seconds_per_iteration": {"1": one, str(args.nproc): many}, "speedup": one / many}
+    if threaded is not None:
+        result["intra_op"] = {"threads": args.nproc, "seconds_per_iteration": threaded, "speedup": one / threaded}
     if parts is not None:
         result["decomposition"] = parts
     print(json.dumps(result, indent=2))

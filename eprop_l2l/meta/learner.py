@@ -203,8 +203,12 @@ class MetaLearner:
         """The inner learning rate: ``exp(meta["log_inner_lr"])`` when meta-learned, else ``inner_lr``."""
         return meta[LOG_INNER_LR].exp() if self.learn_inner_lr else self.inner_lr
 
-    def _task_mean(self, rates: torch.Tensor) -> torch.Tensor:
-        return rates.mean(0) if self.task_mean is None else self.task_mean(rates)
+    def _task_means(self, *rates: torch.Tensor) -> list[torch.Tensor]:
+        """The batch mean of each population's per-task rates ``[B, N_k]``; across processes in one reduction
+        (each is a synchronisation of every process, and costs about a millisecond with gloo)."""
+        if self.task_mean is None:
+            return [r.mean(0) for r in rates]
+        return list(self.task_mean(torch.cat(rates, -1)).split([r.shape[-1] for r in rates], -1))
 
 
     def _module_drive(self, meta: Tree, batch: TaskBatch) -> torch.Tensor | None:
@@ -298,9 +302,11 @@ class MetaLearner:
             test_module = activity(own, obs) if activity is not None else self.error_module.run(own, obs)[1]
             module_spikes.append(test_module.outputs)
         network_rates, module_rates = mean_rate(spikes), mean_rate(module_spikes)
-        reg = self.network_rate.loss_from_rate(self._task_mean(network_rates))
         if module_spikes:
-            reg = reg + self.module_rate.loss_from_rate(self._task_mean(module_rates))
+            network_mean, module_mean = self._task_means(network_rates, module_rates)
+            reg = self.network_rate.loss_from_rate(network_mean) + self.module_rate.loss_from_rate(module_mean)
+        else:
+            reg = self.network_rate.loss_from_rate(self._task_means(network_rates)[0])
         before = demos[0].outputs if demos else y_test
         _, metrics_before = self.outer_loss(before, batch)
         metrics = {**{f"{k}_after": v for k, v in metrics.items()}, **{f"{k}_before": v.detach()

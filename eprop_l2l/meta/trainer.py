@@ -133,6 +133,9 @@ class Shard:
         return shared if self.world_size == 1 else process_generator(seed, self.rank, *counters)
 
 
+LOSS_KEY = " loss"  # the meta-loss among the metrics in their cross-process reduction (no metric has a space)
+
+
 def process_generator(seed: int, rank: int, *counters: int) -> torch.Generator:
     """A generator seeded from ``(seed, rank, *counters)`` (64 bits of their SHA-256): distinct for every process
     and counter (the iteration), and derived again on resume, so it needs no checkpointed state."""
@@ -168,8 +171,10 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
         if shard.reduce_grads is not None:
             shard.reduce_grads(grads)
         loss = out["loss"].detach()
-        if shard.reduce_metrics is not None:  # the mean over the whole batch, the same on every process
-            loss = shard.reduce_metrics({"loss": loss})["loss"]
+        metrics = {k: v.detach() for k, v in out["metrics"].items()}
+        if shard.reduce_metrics is not None:  # means over the whole batch, the same on every process: one reduction
+            metrics = shard.reduce_metrics({**metrics, LOSS_KEY: loss})
+            loss = metrics.pop(LOSS_KEY)
         finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
         record = {"iteration": state.iteration, "loss": float(loss), "lr": state.optimizer.param_groups[0]["lr"]}
         if tree.LOG_INNER_LR in state.meta:  # the meta-learned inner learning rate this iteration's update used
@@ -188,9 +193,6 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
             if state.consecutive_nonfinite >= config.max_nonfinite:
                 raise NonFiniteError(f"meta-training: {state.consecutive_nonfinite} non-finite steps in a row at "
                                      f"iteration {state.iteration}; lower meta.lr or check the configuration")
-        metrics = {k: v.detach() for k, v in out["metrics"].items()}
-        if shard.reduce_metrics is not None:
-            metrics = shard.reduce_metrics(metrics)
         record.update({f"train/{k}": float(v) for k, v in metrics.items()})
         record["skipped_total"] = state.skipped
         if state.iteration % config.validate_every == 0 or state.iteration == config.n_iterations - 1:
