@@ -214,14 +214,38 @@ def test_the_error_module_at_fixed_point_in_lava_equals_its_emulation(export_dir
     resign(bad)
     _one_line_exit_2(run_lava([str(bad), "--signal", "module", "--precision", "fixed",
                                "--out", str(tmp_path / "refused")]), "number_format.error_module")
-    split = json.loads((export_dir / "rule.json").read_text())
-    split["number_format"]["y_split"] = True
-    shutil.rmtree(bad)
-    shutil.copytree(export_dir, bad)
-    (bad / "rule.json").write_text(json.dumps(split))
+
+
+def test_the_split_third_factor_runs_on_lavas_fixed_point_engine(export_dir, tmp_path):
+    """ψL split over y2 + 2^-8·y3 on Lava (``--precision loihi_split``): the neuron sends y1 = 1 and the residual in
+    y3, the rule's y3 terms carry 2^-8 of the y2 term's scale; its tags follow the split emulation as the one-y2
+    run follows its own. An export whose y register is not 8 bits is refused in one line."""
+    split = tmp_path / "split"
+    assert main(["export", str(export_dir.parent / "run"), "--target", "lava", "--out", str(split), "--tasks",
+                 str(N_TASKS), "--calibration-tasks", "2", "--precision", "loihi_split"]) == 0
+    assert json.loads((split / "rule.json").read_text())["number_format"]["y_split"] is True
+    # this small run's tag scale puts the compensated pairing's y3 correction below the engine's literals
+    _one_line_exit_2(run_lava([str(split), "--precision", "fixed", "--out", str(tmp_path / "compensated")]),
+                     "split correction", "--pairing shadow")
+    out = tmp_path / "report"
+    result = run_lava([str(split), "--precision", "fixed", "--pairing", "shadow", "--out", str(out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "lava_report.json").read_text())
+    for task in report["tasks"]:
+        for name in ("w_in", "w_rec"):
+            q = task["vs_fixed_emulation"][f"tag_{name}"]
+            assert q["correlation"] >= 0.9 and q["relative_error"] <= 0.5, (task["task"], name, q)
+        assert task["w_rec_diagonal_max_abs_dw"] == 0.0
+    with np.load(out / "lava_results.npz") as data:
+        assert np.any(data["y2"] != 0)
+    bad = tmp_path / "wide_y"
+    shutil.copytree(split, bad)
+    rule = json.loads((bad / "rule.json").read_text())
+    rule["number_format"]["y_bits"] = 9
+    (bad / "rule.json").write_text(json.dumps(rule))
     resign(bad)
-    _one_line_exit_2(run_lava([str(bad), "--precision", "fixed", "--out", str(tmp_path / "refused")]),
-                     "number_format.y_split")
+    _one_line_exit_2(run_lava([str(bad), "--precision", "fixed", "--pairing", "shadow",
+                               "--out", str(tmp_path / "refused")]), "number_format.y_bits")
 
 
 def test_an_alif_error_module_exports_and_runs_in_lava(tmp_path):

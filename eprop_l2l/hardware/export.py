@@ -11,7 +11,8 @@ Targets:
   that scores the movements, :mod:`.plant`), ``demonstrations.npz`` (held-out demonstrations with the PyTorch
   reference results), ``fidelity.json``;
 * ``lava``: the same files, which the Lava program (:mod:`eprop_l2l.hardware.lava`) reads; with
-  ``--precision loihi`` the rule's number format is the calibrated learning-engine format;
+  ``--precision loihi`` the rule's number format is the calibrated learning-engine format, with
+  ``--precision loihi_split`` the same with ψL split over two third factors (y2 + 2⁻⁸·y3);
 * ``nir``: ``learner.nir`` and ``error_module.nir`` (:mod:`.nir_export`) and their agreement with our
   simulation.
 """
@@ -41,7 +42,7 @@ from .rule import describe, learner_neurons, load_rule, save_rule
 TARGETS = ("rule", "nir", "lava")
 # what an export is written in: float or the learning engine's formats (fixed_point.PRECISIONS also has "wide",
 # a format so wide that it equals float: the fidelity report's self-check, not something to put on a chip)
-PRECISIONS = ("float", "loihi")
+PRECISIONS = ("float", "loihi", "loihi_split")
 FIDELITY = "fidelity.json"
 # the fidelity report's fixed-point entries and how the export's README names them
 REPORTED = {"wide": "wide fixed point", "loihi": "loihi fixed point",
@@ -133,10 +134,10 @@ def _rule_artefacts(directory: Path, learner, meta, family, cfg, args) -> dict:
     rule, weights = describe(learner, file_weights(meta))
     held_out = family.sample(args.tasks, torch.Generator().manual_seed(cfg.eval.seed))
     calibration = family.sample(args.calibration_tasks, torch.Generator().manual_seed(cfg.optim.validation_seed))
-    if args.precision == "loihi":
+    if args.precision in ("loihi", "loihi_split"):
         from .fixed_module import emulated, module_record
 
-        fmt = number_format("loihi")
+        fmt = LOIHI_SPLIT if args.precision == "loihi_split" else number_format("loihi")
         scales = calibrate_rule(rule, weights, calibration, fmt)
         module = module_record(rule, weights) if emulated(rule) else None
         rule = dataclasses.replace(rule, number_format=engine_format(rule, fmt, scales, error_module=module))
@@ -145,8 +146,10 @@ def _rule_artefacts(directory: Path, learner, meta, family, cfg, args) -> dict:
     if loaded_rule != rule:
         raise ExportError("export", "the written rule description does not read back identically")
     formats = {"wide": number_format("wide"), "loihi": number_format("loihi"), "loihi_split": LOIHI_SPLIT}
+    # the Lava program compares its fixed-point run with the emulation of the format the export holds
+    engine = "loihi_split" if args.precision == "loihi_split" else "loihi"
     report, arrays = measure(loaded_rule, loaded_weights, held_out, calibration, formats, learner, meta,
-                             family=family, module_formats=module_formats(loaded_rule))
+                             family=family, module_formats=module_formats(loaded_rule), engine=engine)
     np.savez(directory / DEMONSTRATIONS, **_demonstrations(held_out, arrays))
     (directory / PLANT_FILE).write_text(json.dumps(plant_record(family).to_dict(), indent=2) + "\n")
     return report

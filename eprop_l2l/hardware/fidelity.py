@@ -88,13 +88,15 @@ def one_shot_errors(rule: RuleDescription, weights: dict, plastic: dict, batch, 
 
 def measure(rule: RuleDescription, weights: dict, batch, calibration_batch, formats: dict[str, FixedFormat],
             learner=None, meta: dict | None = None, seed: int = 0, *, family,
-            module_formats: dict[str, tuple[ModuleFormat, FixedFormat | None]] | None = None) -> tuple[dict, dict]:
+            module_formats: dict[str, tuple[ModuleFormat, FixedFormat | None]] | None = None,
+            engine: str = "loihi") -> tuple[dict, dict]:
     """The fidelity report (JSON-ready) and the per-task arrays behind it.
 
     ``learner``/``meta`` (the trained model, if available) give the ``eprop_online`` reference; the loaded
     ``rule``/``weights`` are what the export wrote; ``family`` scores the test trials (its primary metric).
     ``module_formats``: entries with the error module at a chip's precision (:mod:`.fixed_module`), each with
-    the rule in a fixed-point format or (None) in float. Stochastic rounding draws one stream per movement
+    the rule in a fixed-point format or (None) in float. ``engine``: the entry of ``formats`` whose integers go
+    into the arrays (``q_*``) for the Lava program's comparison. Stochastic rounding draws one stream per movement
     (:func:`~eprop_l2l.inner_loop.fixed_point.movement_generators`): the numbers do not depend on the batching.
     """
     metric = family.primary_metric
@@ -150,7 +152,7 @@ def measure(rule: RuleDescription, weights: dict, batch, calibration_batch, form
                 sat = fixed_run.raw_tags[n].abs() >= fmt.tag_range[1]
                 entry[n]["tag_saturated_fraction"] = float(sat.double().mean())
         report[name] = entry
-        if name == "loihi":  # the learning engine's integers, for the Lava program's bit-level comparison
+        if name == engine:  # the learning engine's integers, for the Lava program's bit-level comparison
             arrays[f"q_{metric}_after"] = errors
             arrays.update(q_signals=fixed_run.signals, q_z_demo=fixed_run.spikes)
             for n in rule.plastic_names:

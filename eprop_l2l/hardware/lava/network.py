@@ -137,17 +137,54 @@ def rules(art: Artefact, precision: str, shadow: bool = False) -> tuple[dict, di
         impulse = float(art.plastic("w_in").trace.impulse)
         return out, {"y_scale": -float(art.rule.inner_lr) * impulse / (comp * RHO_Y), "adaptation_scale": 1 / RHO_Y}
     scales = fixed_scales(art)
+    split = bool(art.number_format.get("y_split"))
+    y_bits = int(art.number_format["y_bits"])
     for name, sc in scales.items():
         p, i, k = sc["p"], sc["i"], sc["k"]
         if not -8 <= p <= 7:
             raise ArtefactError("rule.json", f"number_format: product exponent {p} of {name} outside [-8, 7]")
-        dt = f"4*2^{p + 1}*u0*x1*y2 - y0*t"
+        products = [f"4*2^{p + 1}*u0*x1*y2"]
         if not shadow:
-            correction = literal(p + i, f"product·impulse scale of {name}")
-            dt = f"4*2^{p + 1}*u0*x1*y2 - {correction}*x0*y2 - y0*t"
+            products.append(f"- {literal(p + i, f'product·impulse scale of {name}')}*x0*y2")
+        if split:
+            products += _split_products(p, i, y_bits, name, shadow)
+        dt = " ".join([*products, "- y0*t"])
         dw = f"{literal(k, f'update scale of {name}')}*y0*t" + ("*d" if name == "w_rec" else "")
         out[name] = {"dt": dt, "dw": dw, "x1_impulse": sc["impulse"], "x1_tau": tau}
     return out, {"y_scale": -float(art.number_format["y_scale"]) / comp}
+
+
+def _split_products(p: int, i: int, y_bits: int, name: str, shadow: bool) -> list[str]:
+    """The tag's y3 terms of ψL split over y2 + 2^-b·y3 (b = y_bits). The neuron sends y1 = 1 beside y3: the
+    engine shifts a product right by the sum of its factor widths (7 bits each, 4 for the mantissa) beyond 15
+    bits, so a third factor takes 7 more bits off ``x1·y3`` than ``x1·y2`` loses (10 instead of 3); with the
+    exponent one lower that is 2^-8 of the y2 term's scale. Where that exponent is below the engine's literals
+    (2^-7), a smaller mantissa carries the factor instead (one bit coarser each). The correction of the
+    compensated pairing is ``2^(p+i-8)·x0·y3`` where that literal exists, else the same through y1."""
+    if y_bits != 8:
+        raise ArtefactError("rule.json", f"number_format.y_bits: {y_bits}; the learning engine's y3 term scales "
+                            "by 2^-8 (y_split needs y_bits = 8)")
+    # mantissa·2^e = 4·2^p with the y1 factor's extra 7-bit shift: 2^-8 of the y2 term 4·2^(p+1) without it
+    main = _mantissa_literal([(4, p), (2, p + 1), (1, p + 2)], f"split product scale of {name}")
+    products = [f"+ {main}*u0*x1*y3*y1"]
+    if not shadow:
+        q = p + i - y_bits
+        if -7 <= q <= 8:
+            products.append(f"- 2^{q}*x0*y3")
+        else:  # through y1 the product is shifted right by 3 (a mantissa of 4 keeps one of those bits)
+            scale = _mantissa_literal([(4, q + 1), (2, q + 2), (1, q + 3)], f"split correction of {name}",
+                                      "; run it with --pairing shadow, which needs no correction")
+            products.append(f"- {scale}*x0*y3*y1")
+    return products
+
+
+def _mantissa_literal(options: list[tuple[int, int]], what: str, hint: str = "") -> str:
+    """The first ``mantissa*2^exp`` of ``options`` whose exponent the engine's literals hold ([-7, 8])."""
+    for mantissa, exp in options:
+        if -7 <= exp <= 8:
+            return f"{mantissa}*2^{exp}"
+    raise ArtefactError("rule.json", f"number_format: {what} {options[0][0]}·2^{options[0][1]} is outside the "
+                        f"learning engine's literal range{hint}")
 
 
 def quantize_register(w: np.ndarray, exp: int, weight_bits: int = 8) -> np.ndarray:
@@ -241,7 +278,8 @@ def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str
                           "in_shift": V_FRAC_BITS, "psi_unit": psi_unit,
                           "k_y": y["y_scale"] * psi_unit * 2.0 ** (-l_exp),
                           # FixedFormat.y_range (inner_loop/fixed_point.py)
-                          "y_min": -(2 ** (y_bits - 1)), "y_max": 2 ** (y_bits - 1) - 1,
+                          "y_min": -(2 ** (y_bits - 1)), "y_max": 2 ** (y_bits - 1) - 1, "y_bits": y_bits,
+                          "y_split": bool(fmt.get("y_split")),
                           "rounding": fmt["rounding"], "seed": int(fmt.get("seed", seed)) + task})
         w_init = {name: quantize_register(w[name], scales[name]["weight_exp"]) for name in ("w_in", "w_rec")}
         # num_weight_bits: LOIHI.weight_bits (inner_loop/fixed_point.py)
@@ -290,7 +328,7 @@ def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str
     for conn in (conn_in, conn_rec):
         neuron.s_out_bap.connect(conn.s_in_bap)
         neuron.s_out_y2.connect(conn.s_in_y2)
-        if adaptive:
+        if adaptive or constants.get("y_split"):
             neuron.s_out_y1.connect(conn.s_in_y1)
             neuron.s_out_y3.connect(conn.s_in_y3)
 

@@ -142,10 +142,6 @@ def _check(args: argparse.Namespace):
     if args.precision == "fixed" and art.rule.adaptation is not None:
         raise BadInput("--precision fixed: an ALIF learner's per-synapse ε_a runs on Lava's floating-point models "
                        "only (the export's fidelity report holds its fixed-point emulation)")
-    if args.precision == "fixed" and art.number_format.get("y_split"):
-        raise BadInput("--precision fixed: number_format.y_split: Lava's fixed-point learner sends one y_bits third "
-                       "factor y2; ψL split over y2 + 2^-y_bits·y3 is in the export's emulation only (fidelity.json "
-                       "loihi_split)")
     if args.signal not in ("replay", "module"):
         raise BadInput(f"--signal: {args.signal!r} (choose replay or module)")
     if args.pairing not in (None, "compensated", "shadow"):

@@ -113,8 +113,7 @@ class _Schedule:
             rec["psi"][:, s - 1] = self._psi_value(psi)
         if 2 + d <= s <= n + 1 + d:  # third factor of our step s - 1 - d
             psi = self.psi_fifo.pop(s - 1 - d)
-            y2 = self._third_factor(psi, signal)
-            y1, y3 = self._adaptation_factors(psi)
+            y1, y2, y3 = self._factors(psi, signal)
             rec["y2"][:, s - 1] = y2
             rec["signal"][:, s - 1] = signal
             if self.shadow and s - d - 2 >= 0:
@@ -129,10 +128,11 @@ class _Schedule:
         self.s_out.send(self._spikes(z))
         self.s_out_learn.send(self._spikes(learn))
         self.s_out_bap.send(bap)
-        self.s_out_y2.send(self._y2(y2))
-        if self.proc_params["constants"].get("model") == "alif":  # the ε_a factors; unused (unconnected) for LIF
-            self.s_out_y1.send(y1)
-            self.s_out_y3.send(y3)
+        self.s_out_y2.send(self._y(y2))
+        c = self.proc_params["constants"]
+        if c.get("model") == "alif" or c.get("y_split"):  # ε_a's factors, or the split's; else unconnected
+            self.s_out_y1.send(self._y(y1))
+            self.s_out_y3.send(self._y(y3))
         if s == self.total and self.proc_params["constants"].get("record_path"):
             np.savez(self.proc_params["constants"]["record_path"], **rec)
 
@@ -141,6 +141,19 @@ def _leaky_integrate(state: np.ndarray, mant: int, bits: int, current: np.ndarra
     """The integer leak and input of every fixed-point state here: round(state·mant / 2^bits) (an arithmetic
     shift, floor(state·mant/2^bits + ½)) plus the input current shifted into the state's scale."""
     return ((state.astype(np.int64) * mant + (1 << (bits - 1))) >> bits) + (current.astype(np.int64) << in_shift)
+
+
+def fixed_lif_step(state, current: np.ndarray, alpha_mant: int, decay_bits: int, in_shift: int, v_th: int,
+                   n_ref: int) -> np.ndarray:
+    """One integer LIF step of the fixed-point learner and error-module neurons (``state`` has v, ref, z; updated
+    in place): the refractory counter, the leak and input, the reset by subtraction one step late, the spike."""
+    z_prev = state.z.astype(bool)
+    if n_ref > 0:
+        state.ref = np.clip(state.ref + n_ref * z_prev - 1, 0, n_ref)
+    state.v = _leaky_integrate(state.v, alpha_mant, decay_bits, current, in_shift) - v_th * z_prev.astype(np.int64)
+    z = (state.v > v_th) & (state.ref == 0)
+    state.z = z.astype(int)
+    return z
 
 
 @implements(proc=EpropLearnerNeuron, protocol=LoihiProtocol)
@@ -163,16 +176,15 @@ class PyEpropLearnerNeuronFloat(_Schedule, LearningNeuronModelFloat):
     def _advance(self, current):
         return neuron_step(self, current, self.c)
 
-    def _third_factor(self, psi, signal):
-        return float(self.c["y_scale"]) * psi * signal
-
-    def _adaptation_factors(self, psi):
-        """(y1, y3) of an ALIF learner's ε_a update: c_a·(1 − ρ + β_j ψ) and c_a·β_j ψ (zeros for LIF)."""
+    def _factors(self, psi, signal):
+        """(y1, y2, y3): the third factor y2 = c·ψ·L, and an ALIF learner's ε_a factors c_a·(1 − ρ + β_j ψ) and
+        c_a·β_j ψ (zeros for LIF)."""
+        y2 = float(self.c["y_scale"]) * psi * signal
         if self.c.get("model") != "alif":
-            return np.zeros_like(psi), np.zeros_like(psi)
+            return np.zeros_like(psi), y2, np.zeros_like(psi)
         beta_psi = beta_vector(self.c) * psi
         scale = float(self.c["adaptation_scale"])
-        return scale * (1.0 - float(self.c["rho"]) + beta_psi), scale * beta_psi
+        return scale * (1.0 - float(self.c["rho"]) + beta_psi), y2, scale * beta_psi
 
     @staticmethod
     def _psi_value(psi):
@@ -183,8 +195,8 @@ class PyEpropLearnerNeuronFloat(_Schedule, LearningNeuronModelFloat):
         return z.astype(float)
 
     @staticmethod
-    def _y2(y2):
-        return y2
+    def _y(y):
+        return y
 
 
 @implements(proc=EpropLearnerNeuron, protocol=LoihiProtocol)
@@ -208,40 +220,39 @@ class PyEpropLearnerNeuronFixed(_Schedule, LearningNeuronModelFixed):
         self.y_min, self.y_max = int(c["y_min"]), int(c["y_max"])
         self.psi_unit = float(c["psi_unit"])  # ψ = ψ_int·psi_unit (for the record only)
         self.stochastic = c["rounding"] == "stochastic"
+        self.split, self.y_unit = bool(c.get("y_split")), 2.0 ** int(c.get("y_bits", 8))
         self.rng = np.random.default_rng(int(c["seed"]))
 
     def _advance(self, current):
-        z_prev = self.z.astype(bool)
-        if self.n_ref > 0:
-            self.ref = np.clip(self.ref + self.n_ref * z_prev - 1, 0, self.n_ref)
-        v = _leaky_integrate(self.v, self.alpha_m, 24, current, self.in_shift)
-        v = v - self.v_th_int * z_prev.astype(np.int64)
-        self.v = v
-        z = (v > self.v_th_int) & (self.ref == 0)
-        psi_int = np.maximum(0, self.v_th_int - np.abs(v - self.v_th_int))
-        psi_int = np.where(self.ref > 0, 0, psi_int)
-        self.z = z.astype(int)
-        return z, psi_int
+        z = fixed_lif_step(self, current, self.alpha_m, 24, self.in_shift, self.v_th_int, self.n_ref)
+        psi_int = np.maximum(0, self.v_th_int - np.abs(self.v - self.v_th_int))
+        return z, np.where(self.ref > 0, 0, psi_int)
 
-    def _third_factor(self, psi_int, signal):
+    def _round(self, y):
+        return np.floor(y + self.rng.random(y.shape)) if self.stochastic else np.round(y)
+
+    def _factors(self, psi_int, signal):
+        """(y1, y2, y3): y2 = k_y·ψ_int·L_int rounded into the y range; with ψL split (the torch side's
+        ``FixedArithmetic.third_factor``) y2 rounded to nearest, the residual in y3 with y_bits more bits, and
+        y1 = 1, which the rule's y3 term multiplies by for its extra shift (network.py ``_split_products``)."""
         y = self.k_y * psi_int.astype(np.float64) * signal.astype(np.float64)
-        y = np.floor(y + self.rng.random(y.shape)) if self.stochastic else np.round(y)
-        return np.clip(y, self.y_min, self.y_max)
+        zeros = np.zeros(psi_int.shape, np.int32)
+        if not self.split:
+            return zeros, np.clip(self._round(y), self.y_min, self.y_max), zeros
+        y2 = np.clip(np.round(y), self.y_min, self.y_max)
+        y3 = np.clip(self._round((y - y2) * self.y_unit), self.y_min, self.y_max)
+        return np.ones(psi_int.shape, np.int32), y2, y3.astype(np.int32)
 
     def _psi_value(self, psi_int):
         return psi_int * self.psi_unit
-
-    @staticmethod
-    def _adaptation_factors(psi_int):
-        return np.zeros(psi_int.shape, np.int32), np.zeros(psi_int.shape, np.int32)
 
     @staticmethod
     def _spikes(z):
         return z.astype(np.int32)
 
     @staticmethod
-    def _y2(y2):
-        return y2.astype(np.int32)
+    def _y(y):
+        return y.astype(np.int32)
 
 
 @implements(proc=ModuleNeuron, protocol=LoihiProtocol)
@@ -318,15 +329,8 @@ class PyModuleNeuronFixed(PyLoihiProcessModel):
 
     def run_spk(self) -> None:
         c = self.proc_params["constants"]
-        current = self.a_in.recv().astype(np.int64)
-        z_prev = self.z.astype(bool)
-        n_ref, v_th = int(c["n_ref"]), int(c["v_th_int"])
-        if n_ref > 0:
-            self.ref = np.clip(self.ref + n_ref * z_prev - 1, 0, n_ref)
-        v = _leaky_integrate(self.v, int(c["alpha_mant"]), int(c["decay_bits"]), current, int(c["in_shift"]))
-        self.v = v - v_th * z_prev.astype(np.int64)
-        z = (self.v > v_th) & (self.ref == 0)
-        self.z = z.astype(int)
+        z = fixed_lif_step(self, self.a_in.recv().astype(np.int64), int(c["alpha_mant"]), int(c["decay_bits"]),
+                           int(c["in_shift"]), int(c["v_th_int"]), int(c["n_ref"]))
         self.s_out.send(z.astype(np.int32))
 
 
