@@ -59,13 +59,14 @@ def run(nproc: int, args, run_dir: Path, threads: int = 1) -> float:
     return seconds_per_iteration(run_dir, args.warmup)
 
 
-def run_at_once(n: int, args, run_dirs: list[Path], batch: int) -> float:
-    """n independent one-process runs of ``batch`` tasks each, started together: their mean seconds/iteration."""
+def run_at_once(args, run_dirs: list[Path], batch: int) -> float:
+    """Independent one-process runs of ``batch`` tasks each, one per run directory, started together: their mean
+    seconds per iteration."""
     processes = [subprocess.Popen(command(1, args, d, (f"optim.batch_size={batch}",)), env=ENV,
-                                  stdout=subprocess.DEVNULL) for d in run_dirs[:n]]
+                                  stdout=subprocess.DEVNULL) for d in run_dirs]
     if any(p.wait() != 0 for p in processes):
         sys.exit("bench_distributed: an independent run failed")
-    return statistics.fmean(seconds_per_iteration(d, args.warmup) for d in run_dirs[:n])
+    return statistics.fmean(seconds_per_iteration(d, args.warmup) for d in run_dirs)
 
 
 def batch_size(args) -> int:
@@ -77,8 +78,8 @@ def decompose(args, tmp: Path, one: float, many: float) -> dict:
     share, rest = divmod(batch_size(args), args.nproc)
     if rest:
         sys.exit(f"--decompose: the batch does not split into {args.nproc} equal shares")
-    alone = run_at_once(1, args, [tmp / "share_alone"], share)
-    together = run_at_once(args.nproc, args, [tmp / f"share_{k}" for k in range(args.nproc)], share)
+    alone = run_at_once(args, [tmp / "share_alone"], share)
+    together = run_at_once(args, [tmp / f"share_{k}" for k in range(args.nproc)], share)
     return {"tasks_per_process": share,
             "seconds_per_iteration": {"share_alone": alone, "shares_at_once": together},
             "factors": {"workload": one / alone, "contention": together / alone, "communication": many / together}}

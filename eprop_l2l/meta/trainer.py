@@ -133,9 +133,6 @@ class Shard:
         return shared if self.world_size == 1 else process_generator(seed, self.rank, *counters)
 
 
-LOSS_KEY = " loss"  # the meta-loss among the metrics in their cross-process reduction (no metric has a space)
-
-
 def process_generator(seed: int, rank: int, *counters: int) -> torch.Generator:
     """A generator seeded from ``(seed, rank, *counters)`` (64 bits of their SHA-256): distinct for every process
     and counter (the iteration), and derived again on resume, so it needs no checkpointed state."""
@@ -170,11 +167,12 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
         grads = [p.grad for p in params]
         if shard.reduce_grads is not None:
             shard.reduce_grads(grads)
-        loss = out["loss"].detach()
-        metrics = {k: v.detach() for k, v in out["metrics"].items()}
-        if shard.reduce_metrics is not None:  # means over the whole batch, the same on every process: one reduction
-            metrics = shard.reduce_metrics({**metrics, LOSS_KEY: loss})
-            loss = metrics.pop(LOSS_KEY)
+        # the meta-loss and the metrics by their names in the record: means over the whole batch, the same on every
+        # process, in one reduction
+        logged = {"loss": out["loss"].detach(), **{f"train/{k}": v.detach() for k, v in out["metrics"].items()}}
+        if shard.reduce_metrics is not None:
+            logged = shard.reduce_metrics(logged)
+        loss = logged.pop("loss")
         finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
         record = {"iteration": state.iteration, "loss": float(loss), "lr": state.optimizer.param_groups[0]["lr"]}
         if tree.LOG_INNER_LR in state.meta:  # the meta-learned inner learning rate this iteration's update used
@@ -193,7 +191,7 @@ def meta_train(learner, family, config: MetaTraining, state: MetaTrainingState |
             if state.consecutive_nonfinite >= config.max_nonfinite:
                 raise NonFiniteError(f"meta-training: {state.consecutive_nonfinite} non-finite steps in a row at "
                                      f"iteration {state.iteration}; lower meta.lr or check the configuration")
-        record.update({f"train/{k}": float(v) for k, v in metrics.items()})
+        record.update({k: float(v) for k, v in logged.items()})
         record["skipped_total"] = state.skipped
         if state.iteration % config.validate_every == 0 or state.iteration == config.n_iterations - 1:
             with torch.no_grad():

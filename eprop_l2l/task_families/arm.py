@@ -222,8 +222,7 @@ class ArmTrials(FamilyBase):
         check_code_bits(f"{self.name}.code_bits", self.code_bits)
 
     def sample(self, batch_size: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> TaskBatch:
-        self._check_batch_size(batch_size)
-        return self.trials(self.joint_velocities(batch_size, generator), generator, dtype)
+        return self.sample_rows(batch_size, generator, slice(None), dtype)
 
     def sample_rows(self, batch_size: int, generator: torch.Generator, rows: slice,
                     dtype: torch.dtype = torch.float32) -> TaskBatch:
@@ -241,15 +240,14 @@ class ArmTrials(FamilyBase):
             raise ConfigError(f"{self.name}.joint_velocities", f"must have shape [B, {self.n_steps}, 2], got "
                               f"{list(omega.shape)}")
         angles = joint_angles(omega, dt_ms=self.dt_ms)
-        hand = hand_position(angles)
+        hand = every_hand = hand_position(angles)  # the population code draws for every task of the batch
+        if tasks is not None:
+            omega, angles, hand = omega[tasks], angles[tasks], every_hand[tasks]
         if self.context_code == "binary":
             context = binary_position_code(hand, self.code_bits)
         else:
-            context = population_code(hand, generator, self.n_pop_per_dim, self.pop_peak_hz, self.pop_sigma,
+            context = population_code(every_hand, generator, self.n_pop_per_dim, self.pop_peak_hz, self.pop_sigma,
                                       dt_ms=self.dt_ms, tasks=tasks)
-        if tasks is not None:
-            omega, angles, hand = omega[tasks], angles[tasks], hand[tasks]
-            context = context if self.context_code != "binary" else context[tasks]
         batch_size = omega.shape[0]
         clock = clock_input(self.n_steps, self.n_clock, self.clock_groups, self.clock_period_steps)
         clock = clock.to(generator.device).expand(batch_size, -1, -1)

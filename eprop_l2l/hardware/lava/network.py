@@ -69,9 +69,13 @@ class TaskResult:
     seconds: float
 
 
+# the exponents a learning-rule literal may have (Lava's ProductSeries; its mantissa lies in [−8, 7])
+LITERAL_EXPONENTS = range(-7, 9)
+
+
 def literal(exp: int, what: str) -> str:
-    """``2^exp`` as a learning-rule literal (mantissa ∈ [−8, 7], exponent ∈ [−7, 8])."""
-    if -7 <= exp <= 8:
+    """``2^exp`` as a learning-rule literal (larger powers through the mantissa)."""
+    if exp in LITERAL_EXPONENTS:
         return f"2^{exp}"
     if 9 <= exp <= 10:
         return f"{2 ** (exp - 8)}*2^8"
@@ -169,7 +173,7 @@ def _split_products(p: int, i: int, y_bits: int, name: str, shadow: bool) -> lis
     products = [f"+ {main}*u0*x1*y3*y1"]
     if not shadow:
         q = p + i - y_bits
-        if -7 <= q <= 8:
+        if q in LITERAL_EXPONENTS:
             products.append(f"- 2^{q}*x0*y3")
         else:  # through y1 the product is shifted right by 3 (a mantissa of 4 keeps one of those bits)
             scale = _mantissa_literal([(4, q + 1), (2, q + 2), (1, q + 3)], f"split correction of {name}",
@@ -179,9 +183,9 @@ def _split_products(p: int, i: int, y_bits: int, name: str, shadow: bool) -> lis
 
 
 def _mantissa_literal(options: list[tuple[int, int]], what: str, hint: str = "") -> str:
-    """The first ``mantissa*2^exp`` of ``options`` whose exponent the engine's literals hold ([-7, 8])."""
+    """The first ``mantissa*2^exp`` of ``options`` whose exponent the engine's literals hold."""
     for mantissa, exp in options:
-        if -7 <= exp <= 8:
+        if exp in LITERAL_EXPONENTS:
             return f"{mantissa}*2^{exp}"
     raise ArtefactError("rule.json", f"number_format: {what} {options[0][0]}·2^{options[0][1]} is outside the "
                         f"learning engine's literal range{hint}")
@@ -290,6 +294,8 @@ def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str
         w_init = {name: w[name].astype(np.float64) for name in ("w_in", "w_rec")}
         conn_kw = {"w_in": {}, "w_rec": {}}
         unit = {"w_in": 1.0, "w_rec": 1.0}
+    # the neuron sends y1 and y3, and both connections take them: ε_a's factors (ALIF), or the split's y3 with y1 = 1
+    constants["sends_y1_y3"] = adaptive or constants.get("y_split", False)
     mask = TAG_2_MASK * (1 - np.eye(n))
 
     lrules = {name: Loihi3FLearningRule(dw=spec["dw"], dt=spec["dt"], dd=spec.get("dd"), x1_impulse=spec["x1_impulse"],
@@ -328,7 +334,7 @@ def run_task(art: Artefact, task: int, precision: str, workdir: str, signal: str
     for conn in (conn_in, conn_rec):
         neuron.s_out_bap.connect(conn.s_in_bap)
         neuron.s_out_y2.connect(conn.s_in_y2)
-        if adaptive or constants.get("y_split"):
+        if constants["sends_y1_y3"]:
             neuron.s_out_y1.connect(conn.s_in_y1)
             neuron.s_out_y3.connect(conn.s_in_y3)
 

@@ -130,11 +130,11 @@ class _Schedule:
         self.s_out_bap.send(bap)
         self.s_out_y2.send(self._y(y2))
         c = self.proc_params["constants"]
-        if c.get("model") == "alif" or c.get("y_split"):  # ε_a's factors, or the split's; else unconnected
+        if c.get("sends_y1_y3"):  # connected for them by network.run_task; unconnected otherwise
             self.s_out_y1.send(self._y(y1))
             self.s_out_y3.send(self._y(y3))
-        if s == self.total and self.proc_params["constants"].get("record_path"):
-            np.savez(self.proc_params["constants"]["record_path"], **rec)
+        if s == self.total and c.get("record_path"):
+            np.savez(c["record_path"], **rec)
 
 
 def _leaky_integrate(state: np.ndarray, mant: int, bits: int, current: np.ndarray, in_shift: int) -> np.ndarray:
@@ -220,7 +220,7 @@ class PyEpropLearnerNeuronFixed(_Schedule, LearningNeuronModelFixed):
         self.y_min, self.y_max = int(c["y_min"]), int(c["y_max"])
         self.psi_unit = float(c["psi_unit"])  # ψ = ψ_int·psi_unit (for the record only)
         self.stochastic = c["rounding"] == "stochastic"
-        self.split, self.y_unit = bool(c.get("y_split")), 2.0 ** int(c.get("y_bits", 8))
+        self.split, self.y_unit = bool(c.get("y_split")), 2.0 ** int(c["y_bits"])
         self.rng = np.random.default_rng(int(c["seed"]))
 
     def _advance(self, current):
@@ -310,8 +310,6 @@ class PyOutputErrorFloat(PyLoihiProcessModel):
     def run_spk(self) -> None:
         y, target, mask = self.y_in.recv(), self.target_in.recv(), self.mask_in.recv()
         self.s_out.send(mask[0] * (y - target))
-
-
 
 
 @implements(proc=ModuleNeuron, protocol=LoihiProtocol)
